@@ -1,0 +1,438 @@
+//! The Dockerfile parser: bytes → [`Dockerfile`] plus diagnostics. It never panics and never
+//! stops at the first problem.
+//!
+//! It follows BuildKit's parser step by step, because compatibility means accepting exactly the
+//! same files with exactly the same meaning:
+//!
+//! 1. Parser directives (`# escape=`, `# syntax=`, `# check=`) are read from the top of the file
+//!    until the first line that is not one.
+//! 2. Physical lines are joined into logical lines: a line ending in the escape character
+//!    (optionally followed by blanks) continues on the next; comment lines and empty lines inside
+//!    a continuation are skipped (the latter with a warning). Leading whitespace is removed from
+//!    the first line only.
+//! 3. Each logical line is split into keyword, `--flags` and arguments, and the arguments are
+//!    parsed in the shape the keyword needs ([`args`]).
+//!
+//! Every piece of a logical line remembers where it came from ([`LogicalLine`]), so spans of
+//! keywords, flags and arguments point at the right line and column even across continuations.
+
+pub mod args;
+
+use crate::ast::{Args, Directives, Dockerfile, Flag, Instruction};
+use crate::diagnostic::Diagnostic;
+use crate::source::{SourceFile, Span};
+use nom::IResult;
+use nom::Parser as _;
+use nom::bytes::complete::{take_till1, take_while};
+use nom::character::complete::{char, satisfy, space0};
+use std::sync::Arc;
+
+/// The result of parsing: the tree and everything found wrong with the file.
+#[derive(Debug)]
+pub struct Parsed {
+    /// The syntax tree. Instructions that could not be parsed are left out.
+    pub dockerfile: Dockerfile,
+    /// Errors and warnings, in file order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Parsed {
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == crate::diagnostic::Severity::Error)
+    }
+}
+
+/// Parses a Dockerfile.
+pub fn parse(file: &Arc<SourceFile>) -> Parsed {
+    let mut parser = Parser {
+        file: file.clone(),
+        directives: Directives::default(),
+        directives_done: false,
+        seen_directives: Vec::new(),
+        diagnostics: Vec::new(),
+    };
+    let instructions = parser.run();
+    if instructions.is_empty() && !parser.has_errors() {
+        parser
+            .diagnostics
+            .push(Diagnostic::error(file, None, "file with no instructions"));
+    }
+    Parsed {
+        dockerfile: Dockerfile {
+            file: file.clone(),
+            directives: parser.directives,
+            instructions,
+        },
+        diagnostics: parser.diagnostics,
+    }
+}
+
+/// A logical line: pieces of physical lines joined, each remembering its offset in the file.
+#[derive(Debug, Default, Clone)]
+pub struct LogicalLine {
+    /// The joined text.
+    pub text: String,
+    /// `(offset in text, offset in file)` for the start of every piece.
+    pieces: Vec<(usize, usize)>,
+    /// Offset in the file just past the last piece's line.
+    end: usize,
+}
+
+impl LogicalLine {
+    fn push(&mut self, piece: &str, file_offset: usize) {
+        self.pieces.push((self.text.len(), file_offset));
+        self.text.push_str(piece);
+        self.end = file_offset + piece.len();
+    }
+
+    /// The file offset of a byte offset in [`LogicalLine::text`].
+    pub fn file_offset(&self, offset: usize) -> usize {
+        let i = self.pieces.partition_point(|&(t, _)| t <= offset);
+        if i == 0 {
+            return self.pieces.first().map_or(0, |p| p.1);
+        }
+        let (t, f) = self.pieces[i - 1];
+        f + (offset - t)
+    }
+
+    /// The file span of a byte range of [`LogicalLine::text`].
+    pub fn span(&self, start: usize, end: usize) -> Span {
+        let s = self.file_offset(start);
+        let e = if end > start {
+            self.file_offset(end - 1) + 1
+        } else {
+            s
+        };
+        Span::new(s, e.max(s))
+    }
+}
+
+struct PhysicalLine<'a> {
+    text: &'a str,
+    offset: usize,
+}
+
+struct Parser {
+    file: Arc<SourceFile>,
+    directives: Directives,
+    directives_done: bool,
+    seen_directives: Vec<String>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+fn is_space(c: char) -> bool {
+    c.is_whitespace()
+}
+
+/// `[\t\v\f\r ]`, BuildKit's separator between keyword and arguments.
+fn is_separator(c: char) -> bool {
+    matches!(c, '\t' | '\u{b}' | '\u{c}' | '\r' | ' ')
+}
+
+fn trim_newline(s: &str) -> &str {
+    s.trim_end_matches(['\r', '\n'])
+}
+
+fn is_comment(line: &str) -> bool {
+    trim_newline(line).trim_start_matches(is_space).starts_with('#')
+}
+
+/// `# name = value` at the top of the file.
+fn directive(line: &str) -> IResult<&str, (&str, &str)> {
+    let (rest, (_, _, first, tail, _, _, _)) = (
+        char('#'),
+        space0,
+        satisfy(|c| c.is_ascii_alphabetic()),
+        take_while(|c: char| c.is_ascii_alphanumeric()),
+        space0,
+        char('='),
+        space0,
+    )
+        .parse(line)?;
+    let name_len = first.len_utf8() + tail.len();
+    let name_start = line.find(first).unwrap_or(0);
+    Ok(("", (&line[name_start..name_start + name_len], rest.trim_end())))
+}
+
+/// The keyword and the rest of a logical line.
+fn keyword(line: &str) -> IResult<&str, &str> {
+    let (rest, kw) = take_till1(is_separator)(line)?;
+    let (rest, _) = take_while(is_separator)(rest)?;
+    Ok((rest, kw))
+}
+
+impl Parser {
+    fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == crate::diagnostic::Severity::Error)
+    }
+
+    fn error(&mut self, span: Option<Span>, message: impl Into<String>) {
+        self.diagnostics
+            .push(Diagnostic::error(&self.file, span, message));
+    }
+
+    fn possible_directive(&mut self, line: &str, offset: usize) {
+        if self.directives_done {
+            return;
+        }
+        let Ok((_, (name, value))) = directive(line) else {
+            self.directives_done = true;
+            return;
+        };
+        if value.is_empty() {
+            self.directives_done = true;
+            return;
+        }
+        let name = name.to_ascii_lowercase();
+        if !matches!(name.as_str(), "escape" | "syntax" | "check") {
+            self.directives_done = true;
+            return;
+        }
+        let span = Some(Span::new(offset, offset + line.len()));
+        if self.seen_directives.contains(&name) {
+            self.error(span, format!("only one {name} parser directive can be used"));
+            return;
+        }
+        self.seen_directives.push(name.clone());
+        match name.as_str() {
+            "escape" => match value {
+                "\\" => self.directives.escape = '\\',
+                "`" => self.directives.escape = '`',
+                other => self.error(span, format!("invalid escape token '{other}' does not match ` or \\")),
+            },
+            "syntax" => self.directives.syntax = Some(value.to_string()),
+            _ => self.directives.check = Some(value.to_string()),
+        }
+    }
+
+    /// BuildKit's `processLine`: trims the line break (and, for a first line, leading blanks),
+    /// looks for a directive and blanks out a comment. Returns the text and its file offset.
+    fn process_line<'a>(
+        &mut self,
+        line: &PhysicalLine<'a>,
+        strip_left: bool,
+    ) -> (&'a str, usize) {
+        let mut text = trim_newline(line.text);
+        let mut offset = line.offset;
+        if strip_left {
+            let trimmed = text.trim_start_matches(is_space);
+            offset += text.len() - trimmed.len();
+            text = trimmed;
+        }
+        self.possible_directive(text, offset);
+        if text.starts_with('#') {
+            return ("", offset);
+        }
+        (text, offset)
+    }
+
+    /// Removes a trailing escape character (and the blanks after it). Returns the text and
+    /// whether the logical line ends here. Like BuildKit, an escape character preceded by
+    /// another one (`foo \\`) is an escaped escape, not a continuation, unless it is alone on
+    /// its line.
+    fn trim_continuation<'a>(&self, text: &'a str) -> (&'a str, bool) {
+        let without_blanks = text.trim_end_matches([' ', '\t']);
+        match without_blanks.strip_suffix(self.directives.escape) {
+            Some(rest) if rest.is_empty() || !rest.ends_with(self.directives.escape) => {
+                (rest, false)
+            }
+            _ => (text, true),
+        }
+    }
+
+    fn run(&mut self) -> Vec<Instruction> {
+        let file = self.file.clone();
+        let mut lines = Vec::new();
+        let mut offset = 0;
+        for piece in file.text.split_inclusive('\n') {
+            lines.push(PhysicalLine {
+                text: piece,
+                offset,
+            });
+            offset += piece.len();
+        }
+        if let Some(first) = lines.first_mut()
+            && let Some(rest) = first.text.strip_prefix('\u{feff}')
+        {
+            first.text = rest;
+            first.offset += '\u{feff}'.len_utf8();
+        }
+
+        let mut instructions = Vec::new();
+        let mut i = 0;
+        while i < lines.len() {
+            let (text, offset) = self.process_line(&lines[i], true);
+            i += 1;
+            let start_line = i;
+            let (text, mut end_of_line) = self.trim_continuation(text);
+            if end_of_line && text.is_empty() {
+                continue;
+            }
+            let mut logical = LogicalLine::default();
+            logical.push(text, offset);
+            let mut empty_continuation = None;
+            while !end_of_line && i < lines.len() {
+                let raw = &lines[i];
+                let (text, offset) = self.process_line(raw, false);
+                i += 1;
+                if is_comment(raw.text) {
+                    continue;
+                }
+                if text.trim_start_matches(is_space).is_empty() {
+                    empty_continuation.get_or_insert(raw.offset);
+                    continue;
+                }
+                let (text, eol) = self.trim_continuation(text);
+                end_of_line = eol;
+                logical.push(text, offset);
+            }
+            if let Some(at) = empty_continuation {
+                self.diagnostics.push(
+                    Diagnostic::warning(
+                        &self.file,
+                        Some(Span::new(at, at)),
+                        "empty continuation line",
+                    )
+                    .with_help("empty continuation lines will become errors in a future release; remove the empty line or the escape character before it"),
+                );
+            }
+            let end_line = i;
+            let span_end = lines[i - 1].offset + trim_newline(lines[i - 1].text).len();
+            if let Some(mut instruction) = self.instruction(&logical, 0) {
+                instruction.start_line = start_line;
+                instruction.end_line = end_line;
+                instruction.span = Span::new(instruction.keyword_span.start, span_end);
+                instructions.push(instruction);
+            }
+        }
+        instructions
+    }
+
+    /// Parses the logical line from byte `from` on (ONBUILD parses its trigger this way).
+    fn instruction(&mut self, logical: &LogicalLine, from: usize) -> Option<Instruction> {
+        let full = &logical.text[from..];
+        let trimmed_start = full.trim_start_matches(is_space);
+        let start = from + (full.len() - trimmed_start.len());
+        let line = trimmed_start.trim_end_matches(is_space);
+        let Ok((rest, kw)) = keyword(line) else {
+            return None;
+        };
+        let kw_span = logical.span(start, start + kw.len());
+        let rest_start = start + (line.len() - rest.len());
+        let (flag_words, args_text, args_offset) = args::extract_flags(rest);
+        let flags: Vec<Flag> = flag_words
+            .into_iter()
+            .map(|(text, s, e)| Flag {
+                text,
+                span: logical.span(rest_start + s, rest_start + e),
+            })
+            .collect();
+        let args_untrimmed_start = rest_start + args_offset;
+        let args_trimmed = args_text.trim_start_matches(is_space);
+        let args_start = args_untrimmed_start + (args_text.len() - args_trimmed.len());
+        let args_str = args_trimmed.trim_end_matches(is_space);
+        let args_span = logical.span(args_start, args_start + args_str.len());
+        let name = kw.to_ascii_lowercase();
+        let escape = self.directives.escape;
+        let parsed = match name.as_str() {
+            "onbuild" => {
+                if args_str.is_empty() {
+                    Ok(Args::Empty)
+                } else {
+                    match self.instruction(logical, args_start) {
+                        Some(inner) => Ok(Args::OnBuild(Box::new(inner))),
+                        None => return None,
+                    }
+                }
+            }
+            _ => args::parse_args(&name, args_str, escape),
+        };
+        match parsed {
+            Ok(args) => Some(Instruction {
+                keyword: kw.to_string(),
+                keyword_span: kw_span,
+                flags,
+                args,
+                args_span,
+                original: logical.text.clone(),
+                span: Span::new(kw_span.start, logical.end),
+                start_line: 0,
+                end_line: 0,
+            }),
+            Err(message) => {
+                let span = if args_str.is_empty() { kw_span } else { args_span };
+                self.error(Some(span), message);
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> Parsed {
+        parse(&SourceFile::new("Dockerfile", s.as_bytes()))
+    }
+
+    #[test]
+    fn spans_survive_continuations() {
+        let p = parse_str("FROM x\nRUN echo a \\\n  && echo --bad\n  COPY --from=b a /c\n");
+        assert!(!p.has_errors(), "{:?}", p.diagnostics);
+        let ins = &p.dockerfile.instructions;
+        assert_eq!(ins.len(), 3);
+        assert_eq!((ins[1].start_line, ins[1].end_line), (2, 3));
+        assert_eq!(ins[1].args, Args::Shell("echo a   && echo --bad".into()));
+        let file = &p.dockerfile.file;
+        let bad = ins[1].original.find("--bad").unwrap();
+        let _ = bad;
+        let copy = &ins[2];
+        let pos = file.position(copy.flags[0].span.start);
+        assert_eq!((pos.line, pos.column), (4, 8));
+        assert_eq!(&file.text[copy.flags[0].span.start..copy.flags[0].span.end], "--from=b");
+        assert_eq!(file.position(copy.keyword_span.start).column, 3);
+    }
+
+    #[test]
+    fn directives_and_escape() {
+        let p = parse_str("# escape=`\nFROM x\nRUN a `\n b\n");
+        assert_eq!(p.dockerfile.directives.escape, '`');
+        assert_eq!(p.dockerfile.instructions[1].args, Args::Shell("a  b".into()));
+        let p = parse_str("# escape=x\nFROM x\n");
+        assert!(p.has_errors());
+    }
+
+    #[test]
+    fn empty_and_comment_only_files_are_errors() {
+        assert!(parse_str("").has_errors());
+        assert!(parse_str("# just a comment\n\n").has_errors());
+        assert!(parse_str("ENV PATH\n").has_errors());
+    }
+
+    #[test]
+    fn parser_never_panics_on_odd_input() {
+        for input in [
+            "\u{feff}FROM x",
+            "FROM x\\",
+            "RUN [\"a\", 1]",
+            "ONBUILD",
+            "ONBUILD ONBUILD RUN x",
+            "HEALTHCHECK",
+            "\\\n\\\n",
+            "ENV =x",
+            "LABEL \"",
+            "COPY --",
+            "X --a=\"b",
+            "\r\n\r\nFROM\tx\r\n",
+            "FROM x\n\\",
+        ] {
+            let _ = parse_str(input);
+        }
+    }
+}

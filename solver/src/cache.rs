@@ -1,0 +1,146 @@
+//! The persistent cache index: cache key → output of the step.
+//!
+//! It is a SQLite database (`cache.db` in the state directory) in WAL mode: every write is one
+//! transaction, so a crash leaves either the old or the new record, and several rbuild processes
+//! can share one root (readers never block, writers wait up to [`BUSY_TIMEOUT`]). A record only
+//! names layers; whether they still exist on disk is checked by the worker on every hit, so a
+//! record whose snapshots were removed is a miss, not an error.
+
+use crate::digest::Digest;
+use crate::ops::Output;
+use crate::{Error, Result};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// How long a writer waits for another process's transaction.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The cache index of one state directory.
+pub struct CacheIndex {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl CacheIndex {
+    /// Opens (creating if needed) the index at `path`.
+    pub fn open(path: &Path) -> Result<CacheIndex> {
+        let err = |source| Error::Cache {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS cache (
+                key TEXT PRIMARY KEY,
+                output TEXT NOT NULL,
+                created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now')),
+                last_used TEXT
+            );",
+        )
+        .map_err(err)?;
+        Ok(CacheIndex {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> Error {
+        Error::Cache {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The output recorded for `key`, if any.
+    pub fn get(&self, key: &Digest) -> Result<Option<Output>> {
+        let conn = self.conn.lock().expect("cache index lock");
+        let json: Option<String> = conn
+            .query_row(
+                "SELECT output FROM cache WHERE key = ?1",
+                params![key.as_str()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some(json) = json else { return Ok(None) };
+        conn.execute(
+            "UPDATE cache SET last_used = strftime('%Y-%m-%dT%H:%M:%SZ','now') WHERE key = ?1",
+            params![key.as_str()],
+        )
+        .map_err(|e| self.err(e))?;
+        serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|source| Error::CorruptRecord {
+                key: key.to_string(),
+                source,
+            })
+    }
+
+    /// Records (or replaces) the output for `key`.
+    pub fn put(&self, key: &Digest, output: &Output) -> Result<()> {
+        let json = serde_json::to_string(output).expect("outputs serialize");
+        let conn = self.conn.lock().expect("cache index lock");
+        conn.execute(
+            "INSERT OR REPLACE INTO cache (key, output) VALUES (?1, ?2)",
+            params![key.as_str(), json],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Forgets the record for `key`.
+    pub fn remove(&self, key: &Digest) -> Result<()> {
+        let conn = self.conn.lock().expect("cache index lock");
+        conn.execute("DELETE FROM cache WHERE key = ?1", params![key.as_str()])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::OutputLayer;
+
+    #[test]
+    fn records_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.db");
+        let key = Digest::of(b"key");
+        let output = Output {
+            layers: vec![OutputLayer {
+                diff_id: Digest::of(b"tar"),
+                digest: Digest::of(b"tar.gz"),
+                size: 42,
+                media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+                created: Some("2026-01-01T00:00:00Z".into()),
+            }],
+            local: None,
+        };
+        {
+            let index = CacheIndex::open(&path).unwrap();
+            assert_eq!(index.get(&key).unwrap(), None);
+            index.put(&key, &output).unwrap();
+        }
+        let index = CacheIndex::open(&path).unwrap();
+        assert_eq!(index.get(&key).unwrap(), Some(output));
+        index.remove(&key).unwrap();
+        assert_eq!(index.get(&key).unwrap(), None);
+    }
+
+    #[test]
+    fn two_handles_on_one_file_see_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.db");
+        let a = CacheIndex::open(&path).unwrap();
+        let b = CacheIndex::open(&path).unwrap();
+        let key = Digest::of(b"k");
+        a.put(&key, &Output::default()).unwrap();
+        assert_eq!(b.get(&key).unwrap(), Some(Output::default()));
+    }
+}

@@ -1,0 +1,62 @@
+//! Cache keys: what identifies the output of a step across builds.
+//!
+//! `key(v) = sha256(version, op definition, key of each input, content digest)`. The op
+//! definition leaves out what cannot change the output (an image's reference name next to its
+//! digest; progress names are not in ops at all). For a local source the content digest is
+//! [`crate::contenthash::hash_local`] of the files it selects, so editing one file only
+//! invalidates the steps that read it.
+
+use crate::digest::Digest;
+use crate::ops::Op;
+
+/// Bump when the meaning of a cached output changes, so old records are never reused.
+const VERSION: &str = "rbuild-cache-key-v1";
+
+/// The cache key of a vertex with this op, input keys and (for local sources) content digest.
+pub fn compute(op: &Op, inputs: &[Digest], content: Option<&Digest>) -> Digest {
+    let definition = match op {
+        // The manifest digest pins the content; the name it was found under does not matter.
+        Op::Image(image) => serde_json::json!({ "op": "image", "digest": image.digest }),
+        other => serde_json::to_value(other).expect("ops serialize"),
+    };
+    let value = serde_json::json!({
+        "v": VERSION,
+        "op": definition,
+        "inputs": inputs,
+        "content": content,
+    });
+    Digest::of(value.to_string().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{ImageSource, LocalSource};
+
+    #[test]
+    fn image_key_ignores_the_reference_name() {
+        let digest = Digest::of(b"manifest");
+        let a = Op::Image(ImageSource {
+            reference: "docker.io/library/busybox:latest".into(),
+            digest: digest.clone(),
+        });
+        let b = Op::Image(ImageSource {
+            reference: "registry.local/busybox:1".into(),
+            digest,
+        });
+        assert_eq!(compute(&a, &[], None), compute(&b, &[], None));
+    }
+
+    #[test]
+    fn content_and_inputs_change_the_key() {
+        let op = Op::Local(LocalSource {
+            name: "context".into(),
+            include: vec!["a".into()],
+        });
+        let c1 = Digest::of(b"1");
+        let c2 = Digest::of(b"2");
+        assert_ne!(compute(&op, &[], Some(&c1)), compute(&op, &[], Some(&c2)));
+        assert_ne!(compute(&Op::Scratch, &[c1.clone()], None), compute(&Op::Scratch, &[c2], None));
+        assert_eq!(compute(&op, &[], Some(&c1)), compute(&op, &[], Some(&c1)));
+    }
+}

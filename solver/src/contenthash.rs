@@ -1,0 +1,366 @@
+//! Content hashing of local sources, and the path resolution it shares with copies.
+//!
+//! The digest of a local source covers, for every file it selects, the path relative to the
+//! source root, the file type, the permission bits, and the content (or link target). It does not
+//! cover modification times, ownership or where the directory is on the host: moving or touching
+//! a build context keeps its cache.
+//!
+//! Paths are resolved *inside* a root: `..` stops at the root and symlinks, absolute or relative,
+//! are followed as if the root were `/`. A source path can therefore never name a file outside
+//! the directory it belongs to.
+
+use crate::digest::Digest;
+use crate::pattern;
+use crate::{Error, Result};
+use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Symlinks followed while resolving one path before giving up, as Linux's limit of 40 would.
+const MAX_SYMLINKS: usize = 255;
+
+/// Cleans a path the way Go's `path.Clean` does, relative to a root: no leading `/`, no `.`
+/// segments, `..` resolved lexically and never above the root. The root itself is `""`.
+pub fn clean_relative(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
+/// Resolves `path` inside `root`, following symlinks as if `root` were `/`. The last component is
+/// followed only if `follow_last`. Components that do not exist are appended unresolved, so the
+/// result may not exist.
+pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> std::io::Result<PathBuf> {
+    let mut resolved: Vec<String> = Vec::new();
+    let mut pending: Vec<String> = clean_relative(path)
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .rev()
+        .map(str::to_string)
+        .collect();
+    let mut hops = 0;
+    while let Some(part) = pending.pop() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
+        if part == "." {
+            continue;
+        }
+        let candidate = join(root, &resolved).join(&part);
+        let is_last = pending.is_empty();
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(meta) if meta.file_type().is_symlink() && (!is_last || follow_last) => {
+                hops += 1;
+                if hops > MAX_SYMLINKS {
+                    return Err(std::io::Error::other(format!(
+                        "too many levels of symbolic links resolving {path}"
+                    )));
+                }
+                let target = std::fs::read_link(&candidate)?;
+                let target = target.to_string_lossy();
+                if target.starts_with('/') {
+                    resolved.clear();
+                }
+                pending.extend(
+                    target
+                        .split('/')
+                        .filter(|s| !s.is_empty())
+                        .rev()
+                        .map(str::to_string),
+                );
+            }
+            Ok(_) => resolved.push(part),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                resolved.push(part);
+                resolved.extend(pending.drain(..).rev());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(join(root, &resolved))
+}
+
+fn join(root: &Path, parts: &[String]) -> PathBuf {
+    let mut p = root.to_path_buf();
+    p.extend(parts);
+    p
+}
+
+/// One path selected by a source pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selected {
+    /// The path relative to the root as the pattern named it (cleaned, `""` for the root).
+    pub rel: String,
+    /// Where it is on the host, with symlinks resolved inside the root (the last component too).
+    pub host: PathBuf,
+}
+
+/// Expands a source pattern (which may contain wildcards) into the existing paths it names,
+/// sorted. A pattern without wildcards that names nothing is an error, as is a wildcard pattern
+/// that matches nothing.
+pub fn expand(root: &Path, pattern: &str) -> Result<Vec<Selected>> {
+    let cleaned = clean_relative(pattern);
+    let io_err = |path: &Path, source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if !pattern::has_wildcard(&cleaned) {
+        let host = resolve_in_root(root, &cleaned, true).map_err(|e| io_err(root, e))?;
+        if std::fs::symlink_metadata(&host).is_err() {
+            return Err(Error::SourceNotFound(format!("\"/{cleaned}\": not found")));
+        }
+        return Ok(vec![Selected { rel: cleaned, host }]);
+    }
+    let mut current = vec![String::new()];
+    for segment in cleaned.split('/') {
+        let mut next = Vec::new();
+        for dir in &current {
+            let child = |name: &str| {
+                if dir.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{dir}/{name}")
+                }
+            };
+            if !pattern::has_wildcard(segment) {
+                next.push(child(segment));
+                continue;
+            }
+            let host_dir = resolve_in_root(root, dir, true).map_err(|e| io_err(root, e))?;
+            let Ok(entries) = std::fs::read_dir(&host_dir) else {
+                continue;
+            };
+            let mut names = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|e| io_err(&host_dir, e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let ok = pattern::matches(segment, &name)
+                    .map_err(|e| Error::SourceNotFound(e.to_string()))?;
+                if ok {
+                    names.push(name);
+                }
+            }
+            names.sort();
+            next.extend(names.iter().map(|n| child(n)));
+        }
+        current = next;
+    }
+    let mut selected = Vec::new();
+    for rel in current {
+        let host = resolve_in_root(root, &rel, true).map_err(|e| io_err(root, e))?;
+        if std::fs::symlink_metadata(&host).is_ok() {
+            selected.push(Selected { rel, host });
+        }
+    }
+    if selected.is_empty() {
+        return Err(Error::SourceNotFound(format!(
+            "no source files were specified: \"/{cleaned}\" matches nothing"
+        )));
+    }
+    Ok(selected)
+}
+
+/// Hashes the files of `root` selected by `include` (all of `root` when empty).
+pub fn hash_local(root: &Path, include: &[String]) -> Result<Digest> {
+    let patterns: Vec<String> = if include.is_empty() {
+        vec![String::new()]
+    } else {
+        include.to_vec()
+    };
+    // (record prefix, file to hash) in a fixed order; contents are hashed in parallel below.
+    let mut entries: Vec<(String, Option<PathBuf>)> = Vec::new();
+    for pattern in &patterns {
+        entries.push((format!("pattern {pattern:?}\n"), None));
+        for selected in expand(root, pattern)? {
+            walk(&selected.host, &selected.rel, &mut entries)?;
+        }
+    }
+    let contents: Vec<Result<Option<Digest>>> = entries
+        .par_iter()
+        .map(|(_, file)| file.as_deref().map(hash_file).transpose())
+        .collect();
+    let mut hasher = Sha256::new();
+    hasher.update(b"rbuild local source v1\n");
+    for ((record, _), content) in entries.iter().zip(contents) {
+        hasher.update(record.as_bytes());
+        if let Some(digest) = content? {
+            hasher.update(digest.as_str().as_bytes());
+            hasher.update(b"\n");
+        }
+    }
+    Ok(Digest::from_hasher(hasher))
+}
+
+/// Appends one record per file under `host` (itself included), sorted by path.
+fn walk(host: &Path, rel: &str, out: &mut Vec<(String, Option<PathBuf>)>) -> Result<()> {
+    let io_err = |path: &Path, source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::symlink_metadata(host).map_err(|e| io_err(host, e))?;
+    let ft = meta.file_type();
+    let mode = meta.permissions().mode() & 0o7777;
+    let kind = if ft.is_dir() {
+        "dir"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else if ft.is_file() {
+        "file"
+    } else if ft.is_fifo() {
+        "fifo"
+    } else if ft.is_char_device() || ft.is_block_device() {
+        "device"
+    } else {
+        "other"
+    };
+    let mut record = format!("{rel:?} {kind} {mode:o}");
+    if ft.is_symlink() {
+        let target = std::fs::read_link(host).map_err(|e| io_err(host, e))?;
+        record.push_str(&format!(" -> {:?}", target));
+    }
+    if ft.is_char_device() || ft.is_block_device() {
+        record.push_str(&format!(" dev {}", meta.rdev()));
+    }
+    record.push('\n');
+    out.push((record, ft.is_file().then(|| host.to_path_buf())));
+    if ft.is_dir() {
+        let mut children: Vec<_> = std::fs::read_dir(host)
+            .map_err(|e| io_err(host, e))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| io_err(host, e))?;
+        children.sort();
+        for name in children {
+            let name = name.to_string_lossy();
+            let child_rel = if rel.is_empty() {
+                name.to_string()
+            } else {
+                format!("{rel}/{name}")
+            };
+            walk(&host.join(&*name), &child_rel, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn hash_file(path: &Path) -> Result<Digest> {
+    let io_err = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io_err)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf).map_err(io_err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(Digest::from_hasher(hasher))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("src/sub")).unwrap();
+        std::fs::write(r.join("src/a.txt"), "a").unwrap();
+        std::fs::write(r.join("src/b.txt"), "b").unwrap();
+        std::fs::write(r.join("src/sub/c.rs"), "c").unwrap();
+        std::fs::write(r.join("other"), "o").unwrap();
+        symlink("/src", r.join("abs-link")).unwrap();
+        symlink("../../../../etc", r.join("escape")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn clean_relative_like_go_path_clean() {
+        assert_eq!(clean_relative("/a/./b/../c/"), "a/c");
+        assert_eq!(clean_relative("../../x"), "x");
+        assert_eq!(clean_relative("."), "");
+        assert_eq!(clean_relative("/"), "");
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let dir = tree();
+        let r = dir.path();
+        assert_eq!(resolve_in_root(r, "abs-link/a.txt", true).unwrap(), r.join("src/a.txt"));
+        assert_eq!(resolve_in_root(r, "escape/passwd", true).unwrap(), r.join("etc/passwd"));
+        assert_eq!(resolve_in_root(r, "abs-link", false).unwrap(), r.join("abs-link"));
+        assert_eq!(resolve_in_root(r, "../../other", true).unwrap(), r.join("other"));
+    }
+
+    #[test]
+    fn expand_wildcards_and_missing_paths() {
+        let dir = tree();
+        let r = dir.path();
+        let rels = |p: &str| -> Vec<String> {
+            expand(r, p).unwrap().into_iter().map(|s| s.rel).collect()
+        };
+        assert_eq!(rels("src/*.txt"), ["src/a.txt", "src/b.txt"]);
+        assert_eq!(rels("/src/*/c.rs"), ["src/sub/c.rs"]);
+        assert_eq!(rels("./other"), ["other"]);
+        let missing = expand(r, "nope").unwrap_err().to_string();
+        assert_eq!(missing, "\"/nope\": not found");
+        assert!(expand(r, "src/*.md").unwrap_err().to_string().contains("matches nothing"));
+        assert!(expand(r, "escape/passwd").is_err(), "must not reach the host's /etc");
+    }
+
+    #[test]
+    fn hash_covers_content_and_mode_but_not_mtime() {
+        let dir = tree();
+        let r = dir.path();
+        let all = hash_local(r, &[]).unwrap();
+        let only_src = hash_local(r, &["src".into()]).unwrap();
+        assert_ne!(all, only_src);
+
+        // Changing a file outside the selection does not change the selection's digest.
+        std::fs::write(r.join("other"), "changed").unwrap();
+        assert_eq!(hash_local(r, &["src".into()]).unwrap(), only_src);
+        assert_ne!(hash_local(r, &[]).unwrap(), all);
+
+        // Touching a file does not change the digest; changing content or mode does.
+        let f = r.join("src/a.txt");
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(12345);
+        std::fs::File::options().write(true).open(&f).unwrap().set_modified(t).unwrap();
+        assert_eq!(hash_local(r, &["src".into()]).unwrap(), only_src);
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let after_chmod = hash_local(r, &["src".into()]).unwrap();
+        assert_ne!(after_chmod, only_src);
+        std::fs::write(&f, "A").unwrap();
+        assert_ne!(hash_local(r, &["src".into()]).unwrap(), after_chmod);
+    }
+
+    #[test]
+    fn hash_is_independent_of_location() {
+        let a = tree();
+        let b = tree();
+        assert_eq!(
+            hash_local(a.path(), &["src".into()]).unwrap(),
+            hash_local(b.path(), &["src".into()]).unwrap()
+        );
+    }
+}

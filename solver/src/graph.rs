@@ -1,0 +1,150 @@
+//! The build graph: a DAG of [`Op`]s whose edges are the inputs of each op.
+//!
+//! Vertices are deduplicated when they are added: adding an op with the same definition and the
+//! same inputs as an existing vertex returns the existing vertex, so two stages that share a
+//! prefix share its vertices and the solver runs them once.
+
+use crate::digest::Digest;
+use crate::ops::Op;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::{Dfs, Reversed};
+use std::collections::HashMap;
+
+/// Identifies a vertex of one [`Graph`].
+pub type VertexId = NodeIndex<u32>;
+
+/// One step of the build.
+#[derive(Clone, Debug)]
+pub struct Vertex {
+    /// What the step does.
+    pub op: Op,
+    /// The vertices whose outputs this op reads, in the order the op refers to them.
+    pub inputs: Vec<VertexId>,
+    /// The name shown in progress output (`[stage 2/5] RUN make`); `None` hides the vertex.
+    /// Not part of the cache key.
+    pub name: Option<String>,
+    /// Structural digest of the op and its inputs' structural digests. Equal digests mean equal
+    /// vertices; it is not the cache key, which also covers the content of local sources.
+    pub digest: Digest,
+}
+
+/// A DAG of build steps.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    dag: DiGraph<Vertex, usize>,
+    by_digest: HashMap<Digest, VertexId>,
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new() -> Graph {
+        Graph::default()
+    }
+
+    /// Adds a vertex, or returns the existing vertex with the same op and inputs. The first name
+    /// given to a vertex is kept.
+    pub fn add(&mut self, op: Op, inputs: Vec<VertexId>, name: Option<String>) -> VertexId {
+        let digest = structural_digest(&op, inputs.iter().map(|i| &self.dag[*i].digest));
+        if let Some(&id) = self.by_digest.get(&digest) {
+            if self.dag[id].name.is_none() {
+                self.dag[id].name = name;
+            }
+            return id;
+        }
+        let id = self.dag.add_node(Vertex {
+            op,
+            inputs: inputs.clone(),
+            name,
+            digest: digest.clone(),
+        });
+        for (index, input) in inputs.into_iter().enumerate() {
+            self.dag.add_edge(input, id, index);
+        }
+        self.by_digest.insert(digest, id);
+        id
+    }
+
+    /// The vertex with this id.
+    ///
+    /// # Panics
+    /// If `id` is not a vertex of this graph.
+    pub fn vertex(&self, id: VertexId) -> &Vertex {
+        &self.dag[id]
+    }
+
+    /// Number of vertices.
+    pub fn len(&self) -> usize {
+        self.dag.node_count()
+    }
+
+    /// Whether the graph has no vertices.
+    pub fn is_empty(&self) -> bool {
+        self.dag.node_count() == 0
+    }
+
+    /// The targets and every vertex they depend on, inputs before the vertices that read them.
+    pub fn needed_for(&self, targets: &[VertexId]) -> Vec<VertexId> {
+        let reversed = Reversed(&self.dag);
+        let mut needed = vec![false; self.dag.node_count()];
+        for &target in targets {
+            let mut dfs = Dfs::new(reversed, target);
+            while let Some(v) = dfs.next(reversed) {
+                needed[v.index()] = true;
+            }
+        }
+        // Vertices are only ever added after their inputs, so index order is a topological order.
+        self.dag
+            .node_indices()
+            .filter(|v| needed[v.index()])
+            .collect()
+    }
+}
+
+fn structural_digest<'a>(op: &Op, inputs: impl Iterator<Item = &'a Digest>) -> Digest {
+    let inputs: Vec<&Digest> = inputs.collect();
+    let value = serde_json::json!({ "op": op, "inputs": inputs });
+    Digest::of(value.to_string().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{ExecOp, NetworkMode};
+
+    fn exec(cmd: &str) -> Op {
+        Op::Exec(ExecOp {
+            args: vec!["/bin/sh".into(), "-c".into(), cmd.into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: String::new(),
+            network: NetworkMode::Host,
+        })
+    }
+
+    #[test]
+    fn equal_vertices_are_merged_and_order_is_topological() {
+        let mut g = Graph::new();
+        let base = g.add(Op::Scratch, vec![], None);
+        let a = g.add(exec("a"), vec![base], Some("[a 1/2] RUN a".into()));
+        let a_again = g.add(exec("a"), vec![base], Some("[b 1/2] RUN a".into()));
+        assert_eq!(a, a_again);
+        assert_eq!(g.vertex(a).name.as_deref(), Some("[a 1/2] RUN a"));
+        let b = g.add(exec("b"), vec![a], None);
+        let unrelated = g.add(exec("c"), vec![base], None);
+        assert_eq!(g.len(), 4);
+        let needed = g.needed_for(&[b]);
+        assert_eq!(needed, vec![base, a, b]);
+        assert!(!needed.contains(&unrelated));
+    }
+
+    #[test]
+    fn different_inputs_give_different_vertices() {
+        let mut g = Graph::new();
+        let base = g.add(Op::Scratch, vec![], None);
+        let x = g.add(exec("x"), vec![base], None);
+        let y1 = g.add(exec("y"), vec![base], None);
+        let y2 = g.add(exec("y"), vec![x], None);
+        assert_ne!(y1, y2);
+        assert_ne!(g.vertex(y1).digest, g.vertex(y2).digest);
+    }
+}

@@ -1,0 +1,45 @@
+//! The file op: copies and directory creation (Dockerfile `COPY`, `ADD`, `WORKDIR`).
+
+use serde::{Deserialize, Serialize};
+
+/// File actions applied in order on top of input 0; their changes become one new layer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOp {
+    /// The actions, applied in order.
+    pub actions: Vec<FileAction>,
+}
+
+/// One file action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum FileAction {
+    /// Copies paths of another input into the filesystem, with Dockerfile `COPY` semantics: a
+    /// directory source copies its contents, a file source lands at `dest` or, if `dest` ends in
+    /// `/` or is an existing directory, inside it.
+    Copy {
+        /// Index of the input to read from (1 or more).
+        source: usize,
+        /// Source paths relative to that input's root; may contain wildcards.
+        paths: Vec<String>,
+        /// Absolute destination path; a trailing `/` means "a directory".
+        dest: String,
+        /// `user[:group]` to own the copied files; `None` keeps them as they are
+        /// in the source (or root for a local source).
+        owner: Option<String>,
+        /// Permission bits for the copied files and directories.
+        mode: Option<u32>,
+        /// Extract recognized local tar archives instead of copying them (`ADD`).
+        unpack_archives: bool,
+    },
+    /// Creates a directory.
+    Mkdir {
+        /// Absolute path.
+        path: String,
+        /// Permission bits.
+        mode: u32,
+        /// Create missing parents too.
+        parents: bool,
+        /// `user[:group]` to own the new directories; `None` is root.
+        owner: Option<String>,
+    },
+}

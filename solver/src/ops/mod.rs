@@ -1,0 +1,73 @@
+//! The operations of the build graph and the outputs they produce.
+//!
+//! Every vertex of a [`crate::Graph`] holds one [`Op`]. Its *output* is either a chain of
+//! filesystem layers ([`Output::layers`], bottom first) or, for a local source, a directory on the
+//! host ([`Output::local`]). Ops are plain data: they are serialized into cache keys, so a field
+//! belongs in an op only if it can change the op's output.
+
+mod exec;
+mod file;
+mod source;
+
+pub use exec::{ExecOp, NetworkMode};
+pub use file::{FileAction, FileOp};
+pub use source::{ImageSource, LocalSource};
+
+use crate::digest::Digest;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// One operation of the build graph.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// The empty filesystem (`FROM scratch`). No inputs.
+    Scratch,
+    /// The layers of an image, pinned by manifest digest. No inputs.
+    Image(ImageSource),
+    /// Files from a directory on the host (the build context). No inputs.
+    Local(LocalSource),
+    /// A process run in a sandbox over input 0; its filesystem changes become a new layer.
+    Exec(ExecOp),
+    /// File actions applied on top of input 0, reading from the other inputs.
+    File(FileOp),
+}
+
+impl Op {
+    /// A short lowercase name of the op kind, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Scratch => "scratch",
+            Op::Image(_) => "image",
+            Op::Local(_) => "local",
+            Op::Exec(_) => "exec",
+            Op::File(_) => "file",
+        }
+    }
+}
+
+/// One layer of a vertex's output, described the way an OCI manifest and config need it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputLayer {
+    /// Digest of the uncompressed tar (the config's `rootfs.diff_ids` entry). It also names the
+    /// unpacked snapshot of the layer.
+    pub diff_id: Digest,
+    /// Digest of the compressed blob.
+    pub digest: Digest,
+    /// Size of the compressed blob in bytes.
+    pub size: u64,
+    /// Media type of the compressed blob.
+    pub media_type: String,
+    /// When the step that made this layer ran (RFC 3339), used for the image history.
+    pub created: Option<String>,
+}
+
+/// What a vertex produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    /// The filesystem as a chain of layers, bottom first.
+    pub layers: Vec<OutputLayer>,
+    /// For a local source: the directory on the host its files are read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<PathBuf>,
+}

@@ -1,0 +1,25 @@
+//! Source ops: images and local directories.
+
+use crate::digest::Digest;
+use serde::{Deserialize, Serialize};
+
+/// An image's filesystem, pinned by the digest of its platform-specific manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSource {
+    /// The normalized reference the image was resolved from, e.g.
+    /// `docker.io/library/busybox:latest`. Not part of the cache key.
+    pub reference: String,
+    /// Digest of the image manifest. This alone identifies the content.
+    pub digest: Digest,
+}
+
+/// Files of a named local directory. Its cache key covers the content of the files it selects,
+/// not their location on the host and not their modification times.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalSource {
+    /// Which local directory: `context` is the build context.
+    pub name: String,
+    /// Paths (relative to the directory, may contain wildcards) whose content matters. Empty
+    /// means everything.
+    pub include: Vec<String>,
+}

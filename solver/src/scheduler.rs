@@ -1,0 +1,543 @@
+//! The scheduler: solves a graph in parallel, consulting the cache index first.
+//!
+//! Every needed vertex gets a task that waits for its inputs, computes its cache key, and either
+//! takes its output from the [`CacheIndex`] (when the worker confirms the output still exists) or
+//! asks the [`Worker`] to execute it on a blocking thread. Independent vertices therefore run at
+//! the same time; equal vertices were already merged when the graph was built. The first failure
+//! cancels the rest of the solve: running steps see [`StepContext::is_cancelled`].
+
+use crate::cache::CacheIndex;
+use crate::cachekey;
+use crate::contenthash;
+use crate::digest::Digest;
+use crate::graph::{Graph, VertexId};
+use crate::ops::{Op, Output};
+use crate::progress::{Event, Sender, Stream};
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// Errors a worker returns; their message is shown to the user as is.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How many lines of a failed step's output its error keeps.
+pub const LOG_TAIL_LINES: usize = 12;
+
+/// Executes ops. Implemented by the builder on top of the runner and the image store.
+pub trait Worker: Send + Sync + 'static {
+    /// The host directory of the named local source (`context` is the build context).
+    fn local_root(&self, name: &str) -> Result<PathBuf, BoxError>;
+
+    /// Executes `op` over the outputs of its inputs. Called on a blocking thread; long-running
+    /// work should check [`StepContext::is_cancelled`].
+    fn execute(
+        &self,
+        op: &Op,
+        inputs: &[Arc<Output>],
+        ctx: &StepContext,
+    ) -> Result<Output, BoxError>;
+
+    /// Whether an output recorded in the cache index can still be used (its layers exist).
+    fn is_usable(&self, output: &Output) -> bool;
+}
+
+/// What a step sees of the solve while it runs.
+pub struct StepContext {
+    vertex: VertexId,
+    events: Option<Sender>,
+    started: Instant,
+    cancel: Arc<AtomicBool>,
+    tail: Mutex<LogTail>,
+}
+
+#[derive(Default)]
+struct LogTail {
+    lines: VecDeque<String>,
+    partial: String,
+}
+
+impl LogTail {
+    fn push(&mut self, data: &[u8]) {
+        self.partial.push_str(&String::from_utf8_lossy(data));
+        while let Some(pos) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=pos).collect();
+            self.lines.push_back(line.trim_end_matches(['\n', '\r']).to_string());
+            if self.lines.len() > LOG_TAIL_LINES {
+                self.lines.pop_front();
+            }
+        }
+    }
+
+    fn take(&mut self) -> Vec<String> {
+        let mut lines: Vec<String> = self.lines.drain(..).collect();
+        if !self.partial.is_empty() {
+            lines.push(std::mem::take(&mut self.partial));
+            if lines.len() > LOG_TAIL_LINES {
+                lines.remove(0);
+            }
+        }
+        lines
+    }
+}
+
+impl StepContext {
+    /// Reports output of the step.
+    pub fn log(&self, stream: Stream, data: &[u8]) {
+        self.tail.lock().expect("log tail").push(data);
+        if let Some(events) = &self.events {
+            let _ = events.send(Event::Log {
+                vertex: self.vertex,
+                stream,
+                data: data.to_vec(),
+                at: self.started.elapsed(),
+            });
+        }
+    }
+
+    /// Whether the solve was cancelled; a running step should stop as soon as it can.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// The cancellation flag itself, for code that polls it without a context.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+}
+
+/// Why a solve failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SolveError {
+    /// A step failed.
+    #[error("{message}")]
+    Step {
+        /// The failing vertex.
+        vertex: VertexId,
+        /// The error.
+        message: String,
+        /// The last lines the step printed.
+        log_tail: Vec<String>,
+    },
+    /// The solver itself failed (the cache index, say).
+    #[error(transparent)]
+    Solver(#[from] crate::Error),
+}
+
+/// Solves graphs with one worker and one cache index.
+pub struct Solver<W: Worker> {
+    worker: Arc<W>,
+    cache: Arc<CacheIndex>,
+    events: Option<Sender>,
+    cancel: Arc<AtomicBool>,
+}
+
+/// What a vertex's task publishes: its cache key and output, or `None` if it failed.
+type Published = Option<Option<(Digest, Arc<Output>)>>;
+
+impl<W: Worker> Solver<W> {
+    /// A solver that executes with `worker`, records in `cache` and reports to `events`.
+    pub fn new(worker: Arc<W>, cache: Arc<CacheIndex>, events: Option<Sender>) -> Solver<W> {
+        Solver {
+            worker,
+            cache,
+            events,
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The flag that cancels a running solve when set (for Ctrl-C).
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    /// Solves `targets` and everything they depend on; returns the targets' outputs in order.
+    pub async fn solve(
+        &self,
+        graph: Arc<Graph>,
+        targets: &[VertexId],
+    ) -> Result<Vec<Arc<Output>>, SolveError> {
+        let needed = graph.needed_for(targets);
+        let mut channels: HashMap<VertexId, watch::Receiver<Published>> = HashMap::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for &v in &needed {
+            let (tx, rx) = watch::channel::<Published>(None);
+            let inputs: Vec<watch::Receiver<Published>> = graph
+                .vertex(v)
+                .inputs
+                .iter()
+                .map(|i| channels[i].clone())
+                .collect();
+            channels.insert(v, rx);
+            let step = Step {
+                worker: self.worker.clone(),
+                cache: self.cache.clone(),
+                events: self.events.clone(),
+                cancel: self.cancel.clone(),
+                graph: graph.clone(),
+                vertex: v,
+            };
+            tasks.spawn(async move {
+                let result = step.run(inputs).await;
+                let published = result.as_ref().ok().cloned();
+                let _ = tx.send(Some(published));
+                result
+            });
+        }
+        let mut first_error: Option<SolveError> = None;
+        while let Some(joined) = tasks.join_next().await {
+            let result = match joined {
+                Ok(result) => result,
+                Err(e) if e.is_cancelled() => continue,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            if let Err(e) = result {
+                // A dependent of a failed vertex reports `None`; keep the root cause.
+                if let Some(e) = e {
+                    self.cancel.store(true, Ordering::Relaxed);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(crate::Error::Cancelled.into());
+        }
+        Ok(targets
+            .iter()
+            .map(|t| {
+                channels[t]
+                    .borrow()
+                    .clone()
+                    .flatten()
+                    .expect("every needed vertex finished")
+                    .1
+            })
+            .collect())
+    }
+}
+
+struct Step<W: Worker> {
+    worker: Arc<W>,
+    cache: Arc<CacheIndex>,
+    events: Option<Sender>,
+    cancel: Arc<AtomicBool>,
+    graph: Arc<Graph>,
+    vertex: VertexId,
+}
+
+impl<W: Worker> Step<W> {
+    fn send(&self, event: Event) {
+        if self.graph.vertex(self.vertex).name.is_some()
+            && let Some(events) = &self.events
+        {
+            let _ = events.send(event);
+        }
+    }
+
+    /// Runs one vertex. `Err(None)` means an input failed (the input reports the cause).
+    async fn run(
+        self,
+        mut inputs: Vec<watch::Receiver<Published>>,
+    ) -> Result<(Digest, Arc<Output>), Option<SolveError>> {
+        let mut input_keys = Vec::new();
+        let mut input_outputs = Vec::new();
+        for rx in &mut inputs {
+            let published = rx
+                .wait_for(|p| p.is_some())
+                .await
+                .map_err(|_| None)?
+                .clone()
+                .flatten();
+            let (key, output) = published.ok_or(None)?;
+            input_keys.push(key);
+            input_outputs.push(output);
+        }
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(None);
+        }
+        let vertex = self.graph.vertex(self.vertex).clone();
+        if let Some(name) = &vertex.name {
+            self.send(Event::Started {
+                vertex: self.vertex,
+                name: name.clone(),
+            });
+        }
+        let started = Instant::now();
+        let fail = |message: String, log_tail: Vec<String>| {
+            self.send(Event::Failed {
+                vertex: self.vertex,
+                elapsed: started.elapsed(),
+                error: message.clone(),
+            });
+            Some(SolveError::Step {
+                vertex: self.vertex,
+                message,
+                log_tail,
+            })
+        };
+
+        // Sources whose output is not worth caching: scratch, and local directories (whose
+        // "execution" is hashing their content, which is also how their key is computed).
+        match &vertex.op {
+            Op::Scratch => {
+                let key = cachekey::compute(&vertex.op, &input_keys, None);
+                self.send(Event::Done {
+                    vertex: self.vertex,
+                    elapsed: started.elapsed(),
+                });
+                return Ok((key, Arc::new(Output::default())));
+            }
+            Op::Local(local) => {
+                let worker = self.worker.clone();
+                let local = local.clone();
+                let hashed = tokio::task::spawn_blocking(move || {
+                    let root = worker.local_root(&local.name)?;
+                    let digest = contenthash::hash_local(&root, &local.include)?;
+                    Ok::<_, BoxError>((root, digest))
+                })
+                .await
+                .expect("hashing does not panic");
+                let (root, content) = hashed.map_err(|e| fail(e.to_string(), vec![]))?;
+                let key = cachekey::compute(&vertex.op, &input_keys, Some(&content));
+                self.send(Event::Done {
+                    vertex: self.vertex,
+                    elapsed: started.elapsed(),
+                });
+                let output = Output {
+                    layers: vec![],
+                    local: Some(root),
+                };
+                return Ok((key, Arc::new(output)));
+            }
+            _ => {}
+        }
+
+        let key = cachekey::compute(&vertex.op, &input_keys, None);
+        let cached = self
+            .cache
+            .get(&key)
+            .map_err(|e| Some(SolveError::Solver(e)))?;
+        if let Some(output) = cached {
+            let worker = self.worker.clone();
+            let check = output.clone();
+            let usable = tokio::task::spawn_blocking(move || worker.is_usable(&check))
+                .await
+                .expect("usability check does not panic");
+            if usable {
+                self.send(Event::Cached {
+                    vertex: self.vertex,
+                });
+                return Ok((key, Arc::new(output)));
+            }
+            tracing::debug!(%key, "cache record names missing layers; running the step again");
+        }
+
+        let ctx = Arc::new(StepContext {
+            vertex: self.vertex,
+            events: if vertex.name.is_some() {
+                self.events.clone()
+            } else {
+                None
+            },
+            started,
+            cancel: self.cancel.clone(),
+            tail: Mutex::new(LogTail::default()),
+        });
+        let worker = self.worker.clone();
+        let op = vertex.op.clone();
+        let step_ctx = ctx.clone();
+        let executed = tokio::task::spawn_blocking(move || {
+            worker.execute(&op, &input_outputs, &step_ctx)
+        })
+        .await
+        .expect("worker does not panic");
+        match executed {
+            Ok(output) => {
+                self.cache
+                    .put(&key, &output)
+                    .map_err(|e| Some(SolveError::Solver(e)))?;
+                self.send(Event::Done {
+                    vertex: self.vertex,
+                    elapsed: started.elapsed(),
+                });
+                Ok((key, Arc::new(output)))
+            }
+            Err(e) => {
+                let tail = ctx.tail.lock().expect("log tail").take();
+                Err(fail(e.to_string(), tail))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{ExecOp, LocalSource, NetworkMode, OutputLayer};
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    /// A worker that records what it executes. Each exec "adds a layer" named after its command.
+    struct FakeWorker {
+        context: PathBuf,
+        executed: Mutex<Vec<String>>,
+        running: AtomicUsize,
+        max_running: AtomicUsize,
+    }
+
+    impl Worker for FakeWorker {
+        fn local_root(&self, _name: &str) -> Result<PathBuf, BoxError> {
+            Ok(self.context.clone())
+        }
+        fn execute(
+            &self,
+            op: &Op,
+            inputs: &[Arc<Output>],
+            ctx: &StepContext,
+        ) -> Result<Output, BoxError> {
+            let Op::Exec(exec) = op else {
+                return Ok(Output::default());
+            };
+            let cmd = exec.args.join(" ");
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_running.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(200));
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            self.executed.lock().unwrap().push(cmd.clone());
+            ctx.log(Stream::Stdout, format!("ran {cmd}\n").as_bytes());
+            if cmd == "fail" {
+                return Err("exit code: 3".into());
+            }
+            let mut layers = inputs[0].layers.clone();
+            layers.push(OutputLayer {
+                diff_id: Digest::of(cmd.as_bytes()),
+                digest: Digest::of(cmd.as_bytes()),
+                size: 1,
+                media_type: "x".into(),
+                created: None,
+            });
+            Ok(Output {
+                layers,
+                local: None,
+            })
+        }
+        fn is_usable(&self, _output: &Output) -> bool {
+            true
+        }
+    }
+
+    fn exec(cmd: &str) -> Op {
+        Op::Exec(ExecOp {
+            args: vec![cmd.into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: String::new(),
+            network: NetworkMode::Host,
+        })
+    }
+
+    fn setup() -> (tempfile::TempDir, Arc<FakeWorker>, Arc<CacheIndex>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("ctx")).unwrap();
+        std::fs::write(dir.path().join("ctx/a"), "1").unwrap();
+        let worker = Arc::new(FakeWorker {
+            context: dir.path().join("ctx"),
+            executed: Mutex::new(vec![]),
+            running: AtomicUsize::new(0),
+            max_running: AtomicUsize::new(0),
+        });
+        let cache = Arc::new(CacheIndex::open(&dir.path().join("cache.db")).unwrap());
+        (dir, worker, cache)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn independent_steps_run_in_parallel_and_rebuilds_hit_the_cache() {
+        let (_dir, worker, cache) = setup();
+        let mut g = Graph::new();
+        let base = g.add(Op::Scratch, vec![], None);
+        let a = g.add(exec("a"), vec![base], Some("a".into()));
+        let b = g.add(exec("b"), vec![base], Some("b".into()));
+        let g = Arc::new(g);
+
+        let solver = Solver::new(worker.clone(), cache.clone(), None);
+        let out = solver.solve(g.clone(), &[a, b]).await.unwrap();
+        assert_eq!(out[0].layers.len(), 1);
+        assert_eq!(worker.max_running.load(Ordering::SeqCst), 2, "a and b overlap");
+
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let solver = Solver::new(worker.clone(), cache, Some(tx));
+        let again = solver.solve(g, &[a, b]).await.unwrap();
+        assert_eq!(again, out);
+        assert_eq!(worker.executed.lock().unwrap().len(), 2, "nothing ran twice");
+        drop(solver);
+        let mut cached = 0;
+        while let Some(event) = rx.recv().await {
+            if matches!(event, Event::Cached { .. }) {
+                cached += 1;
+            }
+        }
+        assert_eq!(cached, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn changing_local_content_reruns_only_dependents() {
+        let (dir, worker, cache) = setup();
+        let mut g = Graph::new();
+        let base = g.add(Op::Scratch, vec![], None);
+        let first = g.add(exec("first"), vec![base], None);
+        let local = g.add(
+            Op::Local(LocalSource {
+                name: "context".into(),
+                include: vec!["a".into()],
+            }),
+            vec![],
+            None,
+        );
+        // Stand-in for a COPY: an exec that takes the local source as a second input.
+        let after = g.add(exec("after"), vec![first, local], None);
+        let g = Arc::new(g);
+        let solve = || async {
+            Solver::new(worker.clone(), cache.clone(), None)
+                .solve(g.clone(), &[after])
+                .await
+                .unwrap()
+        };
+        solve().await;
+        solve().await;
+        assert_eq!(*worker.executed.lock().unwrap(), ["first", "after"]);
+        std::fs::write(dir.path().join("ctx/a"), "2").unwrap();
+        solve().await;
+        assert_eq!(*worker.executed.lock().unwrap(), ["first", "after", "after"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failure_reports_the_step_and_its_output() {
+        let (_dir, worker, cache) = setup();
+        let mut g = Graph::new();
+        let base = g.add(Op::Scratch, vec![], None);
+        let bad = g.add(exec("fail"), vec![base], Some("bad".into()));
+        let after = g.add(exec("never"), vec![bad], Some("after".into()));
+        let err = Solver::new(worker.clone(), cache, None)
+            .solve(Arc::new(g), &[after])
+            .await
+            .unwrap_err();
+        match err {
+            SolveError::Step {
+                vertex,
+                message,
+                log_tail,
+            } => {
+                assert_eq!(vertex, bad);
+                assert_eq!(message, "exit code: 3");
+                assert_eq!(log_tail, ["ran fail"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(!worker.executed.lock().unwrap().contains(&"never".to_string()));
+    }
+}
