@@ -123,8 +123,12 @@ mod tests {
     #[test]
     fn renders_location_source_and_carets() {
         let file = SourceFile::new("Dockerfile", b"FROM x\nCOPPY a b\n");
-        let d = Diagnostic::error(&file, Some(Span::new(7, 12)), "unknown instruction \"COPPY\"")
-            .with_help("did you mean \"COPY\"?");
+        let d = Diagnostic::error(
+            &file,
+            Some(Span::new(7, 12)),
+            "unknown instruction \"COPPY\"",
+        )
+        .with_help("did you mean \"COPY\"?");
         assert_eq!(
             d.render(),
             "Dockerfile:2:1: error: unknown instruction \"COPPY\"\n  |\n2 | COPPY a b\n  | ^^^^^\n  = help: did you mean \"COPY\"?\n"

@@ -3,9 +3,14 @@
 #![deny(missing_docs)]
 
 pub mod ast;
+pub mod convert;
 pub mod diagnostic;
+pub mod image;
+pub mod instructions;
 pub mod parser;
+pub mod shell;
 pub mod source;
 
+pub use convert::{Build, BuildOptions, ImageResolver, ResolvedImage, lower};
 pub use diagnostic::{Diagnostic, Severity};
 pub use source::{SourceFile, Span};

@@ -36,11 +36,20 @@ fn positive_cases_dump_like_buildkit() {
             failures.push(format!(
                 "{}:\n  errors: {:?}\n  expected:\n{expected}\n  got:\n{dump}",
                 case.display(),
-                parsed.diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>()
+                parsed
+                    .diagnostics
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
             ));
         }
     }
-    assert!(failures.is_empty(), "{} cases differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} cases differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

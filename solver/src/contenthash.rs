@@ -307,26 +307,45 @@ mod tests {
     fn symlinks_resolve_inside_the_root() {
         let dir = tree();
         let r = dir.path();
-        assert_eq!(resolve_in_root(r, "abs-link/a.txt", true).unwrap(), r.join("src/a.txt"));
-        assert_eq!(resolve_in_root(r, "escape/passwd", true).unwrap(), r.join("etc/passwd"));
-        assert_eq!(resolve_in_root(r, "abs-link", false).unwrap(), r.join("abs-link"));
-        assert_eq!(resolve_in_root(r, "../../other", true).unwrap(), r.join("other"));
+        assert_eq!(
+            resolve_in_root(r, "abs-link/a.txt", true).unwrap(),
+            r.join("src/a.txt")
+        );
+        assert_eq!(
+            resolve_in_root(r, "escape/passwd", true).unwrap(),
+            r.join("etc/passwd")
+        );
+        assert_eq!(
+            resolve_in_root(r, "abs-link", false).unwrap(),
+            r.join("abs-link")
+        );
+        assert_eq!(
+            resolve_in_root(r, "../../other", true).unwrap(),
+            r.join("other")
+        );
     }
 
     #[test]
     fn expand_wildcards_and_missing_paths() {
         let dir = tree();
         let r = dir.path();
-        let rels = |p: &str| -> Vec<String> {
-            expand(r, p).unwrap().into_iter().map(|s| s.rel).collect()
-        };
+        let rels =
+            |p: &str| -> Vec<String> { expand(r, p).unwrap().into_iter().map(|s| s.rel).collect() };
         assert_eq!(rels("src/*.txt"), ["src/a.txt", "src/b.txt"]);
         assert_eq!(rels("/src/*/c.rs"), ["src/sub/c.rs"]);
         assert_eq!(rels("./other"), ["other"]);
         let missing = expand(r, "nope").unwrap_err().to_string();
         assert_eq!(missing, "\"/nope\": not found");
-        assert!(expand(r, "src/*.md").unwrap_err().to_string().contains("matches nothing"));
-        assert!(expand(r, "escape/passwd").is_err(), "must not reach the host's /etc");
+        assert!(
+            expand(r, "src/*.md")
+                .unwrap_err()
+                .to_string()
+                .contains("matches nothing")
+        );
+        assert!(
+            expand(r, "escape/passwd").is_err(),
+            "must not reach the host's /etc"
+        );
     }
 
     #[test]
@@ -345,7 +364,12 @@ mod tests {
         // Touching a file does not change the digest; changing content or mode does.
         let f = r.join("src/a.txt");
         let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(12345);
-        std::fs::File::options().write(true).open(&f).unwrap().set_modified(t).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
         assert_eq!(hash_local(r, &["src".into()]).unwrap(), only_src);
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         let after_chmod = hash_local(r, &["src".into()]).unwrap();

@@ -64,7 +64,8 @@ impl LogTail {
         self.partial.push_str(&String::from_utf8_lossy(data));
         while let Some(pos) = self.partial.find('\n') {
             let line: String = self.partial.drain(..=pos).collect();
-            self.lines.push_back(line.trim_end_matches(['\n', '\r']).to_string());
+            self.lines
+                .push_back(line.trim_end_matches(['\n', '\r']).to_string());
             if self.lines.len() > LOG_TAIL_LINES {
                 self.lines.pop_front();
             }
@@ -351,11 +352,10 @@ impl<W: Worker> Step<W> {
         let worker = self.worker.clone();
         let op = vertex.op.clone();
         let step_ctx = ctx.clone();
-        let executed = tokio::task::spawn_blocking(move || {
-            worker.execute(&op, &input_outputs, &step_ctx)
-        })
-        .await
-        .expect("worker does not panic");
+        let executed =
+            tokio::task::spawn_blocking(move || worker.execute(&op, &input_outputs, &step_ctx))
+                .await
+                .expect("worker does not panic");
         match executed {
             Ok(output) => {
                 self.cache
@@ -467,13 +467,21 @@ mod tests {
         let solver = Solver::new(worker.clone(), cache.clone(), None);
         let out = solver.solve(g.clone(), &[a, b]).await.unwrap();
         assert_eq!(out[0].layers.len(), 1);
-        assert_eq!(worker.max_running.load(Ordering::SeqCst), 2, "a and b overlap");
+        assert_eq!(
+            worker.max_running.load(Ordering::SeqCst),
+            2,
+            "a and b overlap"
+        );
 
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let solver = Solver::new(worker.clone(), cache, Some(tx));
         let again = solver.solve(g, &[a, b]).await.unwrap();
         assert_eq!(again, out);
-        assert_eq!(worker.executed.lock().unwrap().len(), 2, "nothing ran twice");
+        assert_eq!(
+            worker.executed.lock().unwrap().len(),
+            2,
+            "nothing ran twice"
+        );
         drop(solver);
         let mut cached = 0;
         while let Some(event) = rx.recv().await {
@@ -512,7 +520,10 @@ mod tests {
         assert_eq!(*worker.executed.lock().unwrap(), ["first", "after"]);
         std::fs::write(dir.path().join("ctx/a"), "2").unwrap();
         solve().await;
-        assert_eq!(*worker.executed.lock().unwrap(), ["first", "after", "after"]);
+        assert_eq!(
+            *worker.executed.lock().unwrap(),
+            ["first", "after", "after"]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -538,6 +549,12 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(!worker.executed.lock().unwrap().contains(&"never".to_string()));
+        assert!(
+            !worker
+                .executed
+                .lock()
+                .unwrap()
+                .contains(&"never".to_string())
+        );
     }
 }

@@ -371,7 +371,10 @@ mod tests {
 
     #[test]
     fn words_keep_quotes() {
-        assert_eq!(parse_words(r#"a="b c" d\ e"#, '\\'), [r#"a="b c""#, r"d\ e"]);
+        assert_eq!(
+            parse_words(r#"a="b c" d\ e"#, '\\'),
+            [r#"a="b c""#, r"d\ e"]
+        );
     }
 
     #[test]

@@ -137,7 +137,9 @@ fn trim_newline(s: &str) -> &str {
 }
 
 fn is_comment(line: &str) -> bool {
-    trim_newline(line).trim_start_matches(is_space).starts_with('#')
+    trim_newline(line)
+        .trim_start_matches(is_space)
+        .starts_with('#')
 }
 
 /// `# name = value` at the top of the file.
@@ -154,7 +156,10 @@ fn directive(line: &str) -> IResult<&str, (&str, &str)> {
         .parse(line)?;
     let name_len = first.len_utf8() + tail.len();
     let name_start = line.find(first).unwrap_or(0);
-    Ok(("", (&line[name_start..name_start + name_len], rest.trim_end())))
+    Ok((
+        "",
+        (&line[name_start..name_start + name_len], rest.trim_end()),
+    ))
 }
 
 /// The keyword and the rest of a logical line.
@@ -195,7 +200,10 @@ impl Parser {
         }
         let span = Some(Span::new(offset, offset + line.len()));
         if self.seen_directives.contains(&name) {
-            self.error(span, format!("only one {name} parser directive can be used"));
+            self.error(
+                span,
+                format!("only one {name} parser directive can be used"),
+            );
             return;
         }
         self.seen_directives.push(name.clone());
@@ -203,7 +211,10 @@ impl Parser {
             "escape" => match value {
                 "\\" => self.directives.escape = '\\',
                 "`" => self.directives.escape = '`',
-                other => self.error(span, format!("invalid escape token '{other}' does not match ` or \\")),
+                other => self.error(
+                    span,
+                    format!("invalid escape token '{other}' does not match ` or \\"),
+                ),
             },
             "syntax" => self.directives.syntax = Some(value.to_string()),
             _ => self.directives.check = Some(value.to_string()),
@@ -212,11 +223,7 @@ impl Parser {
 
     /// BuildKit's `processLine`: trims the line break (and, for a first line, leading blanks),
     /// looks for a directive and blanks out a comment. Returns the text and its file offset.
-    fn process_line<'a>(
-        &mut self,
-        line: &PhysicalLine<'a>,
-        strip_left: bool,
-    ) -> (&'a str, usize) {
+    fn process_line<'a>(&mut self, line: &PhysicalLine<'a>, strip_left: bool) -> (&'a str, usize) {
         let mut text = trim_newline(line.text);
         let mut offset = line.offset;
         if strip_left {
@@ -365,7 +372,11 @@ impl Parser {
                 end_line: 0,
             }),
             Err(message) => {
-                let span = if args_str.is_empty() { kw_span } else { args_span };
+                let span = if args_str.is_empty() {
+                    kw_span
+                } else {
+                    args_span
+                };
                 self.error(Some(span), message);
                 None
             }
@@ -395,7 +406,10 @@ mod tests {
         let copy = &ins[2];
         let pos = file.position(copy.flags[0].span.start);
         assert_eq!((pos.line, pos.column), (4, 8));
-        assert_eq!(&file.text[copy.flags[0].span.start..copy.flags[0].span.end], "--from=b");
+        assert_eq!(
+            &file.text[copy.flags[0].span.start..copy.flags[0].span.end],
+            "--from=b"
+        );
         assert_eq!(file.position(copy.keyword_span.start).column, 3);
     }
 
@@ -403,7 +417,10 @@ mod tests {
     fn directives_and_escape() {
         let p = parse_str("# escape=`\nFROM x\nRUN a `\n b\n");
         assert_eq!(p.dockerfile.directives.escape, '`');
-        assert_eq!(p.dockerfile.instructions[1].args, Args::Shell("a  b".into()));
+        assert_eq!(
+            p.dockerfile.instructions[1].args,
+            Args::Shell("a  b".into())
+        );
         let p = parse_str("# escape=x\nFROM x\n");
         assert!(p.has_errors());
     }

@@ -1,0 +1,1141 @@
+//! Lowering: a parsed Dockerfile and the build options become a [`Graph`] of ops and the image
+//! config of the target stage.
+//!
+//! Stages are lowered on demand, starting from the target: a stage is lowered when the target
+//! (or a stage it needs, through `FROM <stage>` or `COPY --from=<stage>`) refers to it, so
+//! stages the target does not need are never built. Metadata instructions (ENV, CMD, LABEL…)
+//! change only the image config; RUN, COPY, ADD and WORKDIR add vertices. Base-image metadata
+//! comes from the [`ImageResolver`] the caller provides, so this module does no I/O.
+
+use crate::ast::{Dockerfile, Instruction};
+use crate::diagnostic::Diagnostic;
+use crate::image::{HealthConfig, History, Image};
+use crate::instructions::{Command, CommandLine, FlagValue, parse_command};
+use crate::shell::Lexer;
+use crate::source::{SourceFile, Span};
+use rbuild_solver::contenthash::clean_relative;
+use rbuild_solver::{
+    Digest, ExecOp, FileAction, FileOp, Graph, ImageSource, LocalSource, NetworkMode, Op, VertexId,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// `PATH` for images that do not set one, as BuildKit and Docker use on Linux.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The `comment` of history entries written by Dockerfile builds, as BuildKit writes it.
+pub const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
+
+/// Options of one build.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// `--build-arg` values.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`: the stage to build (the last one if `None`).
+    pub target: Option<String>,
+}
+
+/// An image the resolver found: where it is pinned and its config.
+#[derive(Clone, Debug)]
+pub struct ResolvedImage {
+    /// The normalized reference, e.g. `docker.io/library/busybox:latest`.
+    pub reference: String,
+    /// Digest of the linux/amd64 image manifest.
+    pub digest: Digest,
+    /// Its config.
+    pub image: Image,
+}
+
+/// Finds base images. The builder implements this with its local store and registry client.
+pub trait ImageResolver {
+    /// Resolves an image reference as written in the Dockerfile (after ARG expansion).
+    fn resolve(&self, reference: &str) -> Result<ResolvedImage, String>;
+}
+
+/// The result of lowering.
+#[derive(Debug)]
+pub struct Build {
+    /// All ops of the stages the target needs.
+    pub graph: Graph,
+    /// The vertex whose output is the target stage's filesystem.
+    pub target: VertexId,
+    /// The target stage's image config; history entries of this build link to their vertices.
+    pub image: Image,
+    /// The instruction each vertex came from, for error messages.
+    pub locations: HashMap<VertexId, Span>,
+    /// Warnings found while lowering.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Lowers a Dockerfile.
+pub fn lower(
+    dockerfile: &Dockerfile,
+    options: &BuildOptions,
+    resolver: &dyn ImageResolver,
+) -> Result<Build, Diagnostic> {
+    let file = dockerfile.file.clone();
+    let escape = dockerfile.directives.escape;
+    let mut stages: Vec<Stage> = Vec::new();
+    let mut global_args: Vec<(&Instruction, Vec<(String, Option<String>)>)> = Vec::new();
+    for ins in &dockerfile.instructions {
+        let command = parse_command(&file, ins)?;
+        match command {
+            Command::From {
+                image,
+                name,
+                platform,
+            } => stages.push(Stage {
+                name: name.map(|n| n.to_ascii_lowercase()),
+                image,
+                platform,
+                from: ins,
+                commands: Vec::new(),
+            }),
+            command => match stages.last_mut() {
+                Some(stage) => stage.commands.push((ins, command)),
+                None => match command {
+                    Command::Arg(args) => global_args.push((ins, args)),
+                    _ => {
+                        return Err(Diagnostic::error(
+                            &file,
+                            Some(ins.keyword_span),
+                            format!(
+                                "no build stage in current context: {} must come after FROM",
+                                ins.keyword.to_ascii_uppercase()
+                            ),
+                        ));
+                    }
+                },
+            },
+        }
+    }
+    if stages.is_empty() {
+        return Err(Diagnostic::error(
+            &file,
+            None,
+            "dockerfile contains no stages to build",
+        ));
+    }
+
+    let mut lowerer = Lowerer {
+        file: file.clone(),
+        lexer: Lexer::new(escape),
+        display: Lexer::for_display(escape),
+        options,
+        resolver,
+        graph: Graph::new(),
+        locations: HashMap::new(),
+        warnings: Vec::new(),
+        global_args: Vec::new(),
+        lowered: vec![None; stages.len()],
+        in_progress: vec![false; stages.len()],
+        images: HashMap::new(),
+        stages: &stages,
+    };
+
+    // Global ARGs: usable in FROM lines, and as defaults of stage ARGs of the same name.
+    for (ins, args) in &global_args {
+        for (name, default) in args {
+            let value = match options.build_args.get(name) {
+                Some(v) => Some(v.clone()),
+                None => match default {
+                    Some(d) => Some(lowerer.expand(d, &lowerer.global_env(), ins.args_span)?),
+                    None => None,
+                },
+            };
+            lowerer.global_args.push((name.clone(), value));
+        }
+    }
+
+    let target_index = match &options.target {
+        None => stages.len() - 1,
+        Some(t) => {
+            let t = t.to_ascii_lowercase();
+            stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(t.as_str()))
+                .ok_or_else(|| {
+                    let names: Vec<&str> =
+                        stages.iter().filter_map(|s| s.name.as_deref()).collect();
+                    let mut d = Diagnostic::error(
+                        &file,
+                        None,
+                        format!("target stage \"{t}\" could not be found"),
+                    );
+                    if !names.is_empty() {
+                        d = d.with_help(format!("stages in this Dockerfile: {}", names.join(", ")));
+                    }
+                    d
+                })?
+        }
+    };
+
+    // Build args that no ARG anywhere declares are reported, as BuildKit does.
+    let declared: BTreeSet<&str> = global_args
+        .iter()
+        .flat_map(|(_, a)| a.iter().map(|(n, _)| n.as_str()))
+        .chain(stages.iter().flat_map(|s| {
+            s.commands.iter().flat_map(|(_, c)| match c {
+                Command::Arg(a) => a.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+                _ => vec![],
+            })
+        }))
+        .collect();
+    let unused: Vec<&str> = options
+        .build_args
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !declared.contains(k))
+        .collect();
+    if !unused.is_empty() {
+        lowerer.warnings.push(Diagnostic::warning(
+            &file,
+            None,
+            format!(
+                "one or more build-args [{}] were not consumed",
+                unused.join(" ")
+            ),
+        ));
+    }
+
+    let result = lowerer.lower_stage(target_index)?;
+    Ok(Build {
+        graph: lowerer.graph,
+        target: result.vertex,
+        image: result.image,
+        locations: lowerer.locations,
+        warnings: lowerer.warnings,
+    })
+}
+
+struct Stage<'a> {
+    name: Option<String>,
+    image: String,
+    platform: Option<FlagValue>,
+    from: &'a Instruction,
+    commands: Vec<(&'a Instruction, Command)>,
+}
+
+#[derive(Clone)]
+struct Lowered {
+    vertex: VertexId,
+    image: Image,
+}
+
+struct Lowerer<'a> {
+    file: Arc<SourceFile>,
+    lexer: Lexer,
+    display: Lexer,
+    options: &'a BuildOptions,
+    resolver: &'a dyn ImageResolver,
+    graph: Graph,
+    locations: HashMap<VertexId, Span>,
+    warnings: Vec<Diagnostic>,
+    global_args: Vec<(String, Option<String>)>,
+    lowered: Vec<Option<Lowered>>,
+    in_progress: Vec<bool>,
+    images: HashMap<String, ResolvedImage>,
+    stages: &'a [Stage<'a>],
+}
+
+/// The state of a stage while its instructions are lowered.
+struct StageState {
+    prefix: String,
+    index: usize,
+    total: usize,
+    vertex: VertexId,
+    image: Image,
+    cmd_set: bool,
+    /// Declared ARGs in order, with their values (`None`: declared without a value).
+    args: Vec<(String, Option<String>)>,
+}
+
+impl StageState {
+    /// Variables for expansion: ARGs, overridden by ENV of the same name.
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self
+            .args
+            .iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+            .collect();
+        for kv in self.image.config.env.iter().flatten() {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            env.push((k.to_string(), v.to_string()));
+        }
+        env
+    }
+
+    fn next_name(&mut self, text: &str) -> String {
+        self.index += 1;
+        format!("[{}{}/{}] {}", self.prefix, self.index, self.total, text)
+    }
+
+    fn history(&mut self, created_by: String, layer_of: Option<VertexId>) {
+        self.image.history.push(History {
+            created_by: Some(created_by),
+            comment: Some(HISTORY_COMMENT.into()),
+            empty_layer: layer_of.is_none(),
+            layer_of,
+            ..History::default()
+        });
+    }
+}
+
+fn go_quote_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| crate::ast::go_quote(s)).collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+impl Lowerer<'_> {
+    fn error(&self, span: Span, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::error(&self.file, Some(span), message)
+    }
+
+    fn global_env(&self) -> Vec<(String, String)> {
+        self.global_args
+            .iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+            .collect()
+    }
+
+    fn expand(
+        &self,
+        word: &str,
+        env: &[(String, String)],
+        span: Span,
+    ) -> Result<String, Diagnostic> {
+        self.lexer
+            .process_word(word, &env)
+            .map_err(|e| self.error(span, e.to_string()))
+    }
+
+    fn expand_words(
+        &self,
+        word: &str,
+        env: &[(String, String)],
+        span: Span,
+    ) -> Result<Vec<String>, Diagnostic> {
+        self.lexer
+            .process_words(word, &env)
+            .map_err(|e| self.error(span, e.to_string()))
+    }
+
+    fn display_name(&self, ins: &Instruction, env: &[(String, String)]) -> String {
+        let text = ins.original.trim();
+        self.display
+            .process_word(text, &env)
+            .unwrap_or_else(|_| text.to_string())
+    }
+
+    fn resolve_image(&mut self, reference: &str, span: Span) -> Result<ResolvedImage, Diagnostic> {
+        if let Some(found) = self.images.get(reference) {
+            return Ok(found.clone());
+        }
+        let resolved = self
+            .resolver
+            .resolve(reference)
+            .map_err(|e| self.error(span, e))?;
+        self.images.insert(reference.to_string(), resolved.clone());
+        Ok(resolved)
+    }
+
+    fn find_stage(&self, name: &str) -> Option<usize> {
+        let lower = name.to_ascii_lowercase();
+        if let Some(i) = self
+            .stages
+            .iter()
+            .position(|s| s.name.as_deref() == Some(lower.as_str()))
+        {
+            return Some(i);
+        }
+        name.parse::<usize>()
+            .ok()
+            .filter(|&i| i < self.stages.len())
+    }
+
+    fn lower_stage(&mut self, index: usize) -> Result<Lowered, Diagnostic> {
+        if let Some(done) = &self.lowered[index] {
+            return Ok(done.clone());
+        }
+        let stage = &self.stages[index];
+        if self.in_progress[index] {
+            let name = stage.name.clone().unwrap_or_else(|| index.to_string());
+            return Err(self.error(
+                stage.from.keyword_span,
+                format!("circular dependency detected on stage: {name}"),
+            ));
+        }
+        self.in_progress[index] = true;
+
+        if let Some(platform) = &stage.platform {
+            let value = self.expand(&platform.value, &self.global_env(), platform.span)?;
+            if !matches!(value.as_str(), "linux/amd64" | "linux/x86_64" | "amd64") {
+                return Err(self
+                    .error(platform.span, format!("unsupported platform {value:?}"))
+                    .with_help("rbuild builds linux/amd64 images only, for now"));
+            }
+        }
+
+        let prefix = match (&stage.name, self.stages.len()) {
+            (Some(name), _) => format!("{name} "),
+            (None, 1) => String::new(),
+            (None, _) => format!("stage-{index} "),
+        };
+        let total = 1 + stage
+            .commands
+            .iter()
+            .filter(|(_, c)| {
+                matches!(
+                    c,
+                    Command::Run { .. } | Command::Copy { .. } | Command::Workdir(_)
+                )
+            })
+            .count();
+
+        let from_span = stage.from.args_span;
+        let base_name = self.expand(&stage.image, &self.global_env(), from_span)?;
+        if base_name.is_empty() {
+            return Err(self.error(
+                from_span,
+                format!("base name ({}) should not be blank", stage.image),
+            ));
+        }
+        let mut state = StageState {
+            prefix,
+            index: 0,
+            total,
+            vertex: VertexId::new(0),
+            image: Image::default(),
+            cmd_set: false,
+            args: Vec::new(),
+        };
+        // FROM refers to an earlier stage by name only; anything else is an image.
+        let lower_name = base_name.to_ascii_lowercase();
+        let base_stage = self.stages[..index]
+            .iter()
+            .position(|s| s.name.as_deref() == Some(lower_name.as_str()));
+        if base_name.eq_ignore_ascii_case("scratch") {
+            state.vertex = self.graph.add(Op::Scratch, vec![], None);
+            state.image = Image {
+                architecture: "amd64".into(),
+                os: "linux".into(),
+                ..Image::default()
+            };
+            state.index += 1;
+        } else if let Some(base) = base_stage {
+            let base = self.lower_stage(base)?;
+            state.vertex = base.vertex;
+            state.image = base.image;
+            state.index += 1;
+        } else {
+            let resolved = self.resolve_image(&base_name, from_span)?;
+            let name = state.next_name(&format!("FROM {}@{}", resolved.reference, resolved.digest));
+            state.vertex = self.graph.add(
+                Op::Image(ImageSource {
+                    reference: resolved.reference.clone(),
+                    digest: resolved.digest.clone(),
+                }),
+                vec![],
+                Some(name),
+            );
+            self.locations
+                .entry(state.vertex)
+                .or_insert(stage.from.span);
+            state.image = resolved.image.clone();
+            state.image.rootfs.diff_ids.clear();
+            if let Some(triggers) = state.image.config.on_build.take()
+                && !triggers.is_empty()
+            {
+                self.warnings.push(Diagnostic::warning(
+                    &self.file,
+                    Some(from_span),
+                    format!(
+                        "base image {} has ONBUILD triggers, which rbuild does not run yet: {}",
+                        resolved.reference,
+                        triggers.join("; ")
+                    ),
+                ));
+            }
+        }
+        if state.image.config.env_value("PATH").is_none() {
+            state.image.config.set_env("PATH", DEFAULT_PATH);
+        }
+        state.image.architecture = "amd64".into();
+        state.image.os = "linux".into();
+        state.image.created = None;
+
+        for (ins, command) in &stage.commands {
+            self.lower_command(&mut state, ins, command)?;
+        }
+        self.in_progress[index] = false;
+        let lowered = Lowered {
+            vertex: state.vertex,
+            image: state.image,
+        };
+        self.lowered[index] = Some(lowered.clone());
+        Ok(lowered)
+    }
+
+    fn shell_command(&self, state: &StageState, cmd: &CommandLine) -> Vec<String> {
+        match cmd {
+            CommandLine::Exec(args) => args.clone(),
+            CommandLine::Shell(text) => {
+                let mut shell = state
+                    .image
+                    .config
+                    .shell
+                    .clone()
+                    .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+                shell.push(text.clone());
+                shell
+            }
+        }
+    }
+
+    fn lower_command(
+        &mut self,
+        state: &mut StageState,
+        ins: &Instruction,
+        command: &Command,
+    ) -> Result<(), Diagnostic> {
+        let env = state.env();
+        let span = ins.args_span;
+        match command {
+            Command::From { .. } => unreachable!("FROM starts a stage"),
+            Command::Run { cmd, network } => {
+                let args = self.shell_command(state, cmd);
+                if args.is_empty() {
+                    return Err(self.error(span, "RUN requires at least one argument"));
+                }
+                let network = match network {
+                    None => NetworkMode::Host,
+                    Some(flag) => match self.expand(&flag.value, &env, flag.span)?.as_str() {
+                        "default" | "host" => NetworkMode::Host,
+                        "none" => NetworkMode::None,
+                        other => {
+                            return Err(self
+                                .error(flag.span, format!("unsupported network mode {other:?}"))
+                                .with_help("RUN --network accepts default, none or host"));
+                        }
+                    },
+                };
+                // The process sees the config's ENV, plus ARGs that have a value and no ENV of
+                // the same name.
+                let mut run_env: Vec<String> = state.image.config.env.clone().unwrap_or_default();
+                for (k, v) in &state.args {
+                    if let Some(v) = v
+                        && state.image.config.env_value(k).is_none()
+                    {
+                        run_env.push(format!("{k}={v}"));
+                    }
+                }
+                let name = state.next_name(&self.display_name(ins, &env));
+                let vertex = self.graph.add(
+                    Op::Exec(ExecOp {
+                        args: args.clone(),
+                        env: run_env,
+                        cwd: state
+                            .image
+                            .config
+                            .working_dir
+                            .clone()
+                            .filter(|w| !w.is_empty())
+                            .unwrap_or_else(|| "/".into()),
+                        user: state.image.config.user.clone().unwrap_or_default(),
+                        network,
+                    }),
+                    vec![state.vertex],
+                    Some(name),
+                );
+                self.locations.entry(vertex).or_insert(ins.span);
+                state.vertex = vertex;
+                let mut created_by = String::from("RUN ");
+                if !state.args.is_empty() {
+                    let mut pairs: Vec<(String, String)> = Vec::new();
+                    for (k, v) in &state.args {
+                        let v = state
+                            .image
+                            .config
+                            .env_value(k)
+                            .map(str::to_string)
+                            .or_else(|| v.clone())
+                            .unwrap_or_default();
+                        match pairs.iter_mut().find(|(pk, _)| pk == k) {
+                            Some(p) => p.1 = v,
+                            None => pairs.push((k.clone(), v)),
+                        }
+                    }
+                    created_by.push_str(&format!("|{} ", pairs.len()));
+                    for (k, v) in pairs {
+                        created_by.push_str(&format!("{k}={v} "));
+                    }
+                }
+                created_by.push_str(&args.join(" "));
+                created_by.push_str(" # buildkit");
+                state.history(created_by, Some(vertex));
+            }
+            Command::Copy {
+                add,
+                srcs,
+                dest,
+                from,
+                chown,
+                chmod,
+                link: _,
+            } => {
+                let keyword = if *add { "ADD" } else { "COPY" };
+                let mut sources = Vec::new();
+                for src in srcs {
+                    let expanded = self.expand(src, &env, span)?;
+                    if *add && (expanded.contains("://") || expanded.starts_with("git@")) {
+                        return Err(self
+                            .error(
+                                span,
+                                format!(
+                                    "ADD from a URL ({expanded}) is not supported by rbuild yet"
+                                ),
+                            )
+                            .with_help(
+                                "download the file in a RUN step, or add it to the build context",
+                            ));
+                    }
+                    sources.push(expanded);
+                }
+                let dest_raw = self.expand(dest, &env, span)?;
+                if sources.len() > 1 && !dest_raw.ends_with('/') {
+                    return Err(self.error(
+                        span,
+                        format!("when using {keyword} with more than one source file, the destination must be a directory and end with a /"),
+                    ));
+                }
+                let dest_path = normalize_dest(
+                    state.image.config.working_dir.as_deref().unwrap_or("/"),
+                    &dest_raw,
+                );
+                let owner = match chown {
+                    Some(flag) => Some(self.expand(&flag.value, &env, flag.span)?),
+                    None => None,
+                };
+                let mode = match chmod {
+                    Some(flag) => {
+                        let value = self.expand(&flag.value, &env, flag.span)?;
+                        Some(u32::from_str_radix(&value, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| {
+                            self.error(flag.span, format!("invalid --chmod value {value:?}: expected an octal mode such as 755"))
+                        })?)
+                    }
+                    None => None,
+                };
+                let source_vertex = match from {
+                    None => {
+                        let include: Vec<String> =
+                            sources.iter().map(|s| clean_relative(s)).collect();
+                        self.graph.add(
+                            Op::Local(LocalSource {
+                                name: "context".into(),
+                                include,
+                            }),
+                            vec![],
+                            None,
+                        )
+                    }
+                    Some(flag) => {
+                        let name = self.expand(&flag.value, &env, flag.span)?;
+                        match self.find_stage(&name) {
+                            Some(i) => self.lower_stage(i)?.vertex,
+                            // Not a stage, so an image, as in BuildKit. If it is no image
+                            // either, a near-miss of a stage name is the likely mistake.
+                            None => match self.resolve_image(&name, flag.span) {
+                                Ok(resolved) => self.graph.add(
+                                    Op::Image(ImageSource {
+                                        reference: resolved.reference.clone(),
+                                        digest: resolved.digest.clone(),
+                                    }),
+                                    vec![],
+                                    Some(format!(
+                                        "FROM {}@{}",
+                                        resolved.reference, resolved.digest
+                                    )),
+                                ),
+                                Err(mut d) => {
+                                    let names: Vec<&str> = self
+                                        .stages
+                                        .iter()
+                                        .filter_map(|s| s.name.as_deref())
+                                        .collect();
+                                    d.message = format!(
+                                        "no stage named \"{name}\", and no such image: {}",
+                                        d.message
+                                    );
+                                    if let Some(s) =
+                                        crate::instructions::suggest(&name, names.iter().copied())
+                                    {
+                                        d = d.with_help(format!("did you mean --from={s}?"));
+                                    } else if !names.is_empty() {
+                                        d = d.with_help(format!(
+                                            "stages in this Dockerfile: {}",
+                                            names.join(", ")
+                                        ));
+                                    }
+                                    return Err(d);
+                                }
+                            },
+                        }
+                    }
+                };
+                let unpack = *add && from.is_none();
+                let name = state.next_name(&self.display_name(ins, &env));
+                let vertex = self.graph.add(
+                    Op::File(FileOp {
+                        actions: vec![FileAction::Copy {
+                            source: 1,
+                            paths: sources.clone(),
+                            dest: dest_path,
+                            owner,
+                            mode,
+                            unpack_archives: unpack,
+                        }],
+                    }),
+                    vec![state.vertex, source_vertex],
+                    Some(name),
+                );
+                self.locations.entry(vertex).or_insert(ins.span);
+                state.vertex = vertex;
+                state.history(
+                    format!("{keyword} {} {dest_raw} # buildkit", sources.join(" ")),
+                    Some(vertex),
+                );
+            }
+            Command::Workdir(path) => {
+                let path = self.expand(path, &env, span)?;
+                let current = state
+                    .image
+                    .config
+                    .working_dir
+                    .clone()
+                    .unwrap_or_else(|| "/".into());
+                let wd = if path.starts_with('/') {
+                    format!("/{}", clean_relative(&path))
+                } else {
+                    format!("/{}", clean_relative(&format!("{current}/{path}")))
+                };
+                state.image.config.working_dir = Some(wd.clone());
+                let name = state.next_name(&self.display_name(ins, &env));
+                if wd != "/" {
+                    let vertex = self.graph.add(
+                        Op::File(FileOp {
+                            actions: vec![FileAction::Mkdir {
+                                path: wd.clone(),
+                                mode: 0o755,
+                                parents: true,
+                                owner: state.image.config.user.clone().filter(|u| !u.is_empty()),
+                            }],
+                        }),
+                        vec![state.vertex],
+                        Some(name),
+                    );
+                    self.locations.entry(vertex).or_insert(ins.span);
+                    state.vertex = vertex;
+                    state.history(format!("WORKDIR {wd}"), Some(vertex));
+                } else {
+                    state.history(format!("WORKDIR {wd}"), None);
+                }
+            }
+            Command::Env(pairs) => {
+                let mut expanded = Vec::new();
+                for (k, v) in pairs {
+                    expanded.push((self.expand(k, &env, span)?, self.expand(v, &env, span)?));
+                }
+                for (k, v) in &expanded {
+                    state.image.config.set_env(k, v);
+                }
+                let text: Vec<String> = expanded.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                state.history(format!("ENV {}", text.join(" ")), None);
+            }
+            Command::Label(pairs) => {
+                let mut text = Vec::new();
+                for (k, v) in pairs {
+                    let k = self.expand(k, &env, span)?;
+                    let v = self.expand(v, &env, span)?;
+                    text.push(format!("{k}={v}"));
+                    state
+                        .image
+                        .config
+                        .labels
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(k, v);
+                }
+                state.history(format!("LABEL {}", text.join(" ")), None);
+            }
+            Command::Arg(args) => {
+                let mut text = Vec::new();
+                for (name, default) in args {
+                    let value = match self.options.build_args.get(name) {
+                        Some(v) => Some(v.clone()),
+                        None => match default {
+                            Some(d) => Some(self.expand(d, &state.env(), span)?),
+                            None => self
+                                .global_args
+                                .iter()
+                                .rev()
+                                .find(|(k, _)| k == name)
+                                .and_then(|(_, v)| v.clone()),
+                        },
+                    };
+                    text.push(match &value {
+                        Some(v) => format!("{name}={v}"),
+                        None => name.clone(),
+                    });
+                    state.args.retain(|(k, _)| k != name);
+                    state.args.push((name.clone(), value));
+                }
+                state.history(format!("ARG {}", text.join(" ")), None);
+            }
+            Command::User(user) => {
+                let user = self.expand(user, &env, span)?;
+                state.history(format!("USER {user}"), None);
+                state.image.config.user = Some(user);
+            }
+            Command::Expose(ports) => {
+                let mut all = Vec::new();
+                for p in ports {
+                    all.extend(self.expand_words(p, &env, span)?);
+                }
+                let exposed = state
+                    .image
+                    .config
+                    .exposed_ports
+                    .get_or_insert_with(BTreeMap::new);
+                for port in &all {
+                    for spec in expand_port(port).map_err(|e| self.error(span, e))? {
+                        exposed.insert(spec, serde_json::json!({}));
+                    }
+                }
+                state.history(format!("EXPOSE {}", all.join(" ")), None);
+            }
+            Command::Volume(paths) => {
+                let mut expanded = Vec::new();
+                for p in paths {
+                    let v = self.expand(p, &env, span)?;
+                    if v.trim().is_empty() {
+                        return Err(self.error(span, "VOLUME specified can not be an empty string"));
+                    }
+                    expanded.push(v);
+                }
+                let volumes = state.image.config.volumes.get_or_insert_with(BTreeMap::new);
+                for v in &expanded {
+                    volumes.insert(v.clone(), serde_json::json!({}));
+                }
+                state.history(format!("VOLUME [{}]", expanded.join(" ")), None);
+            }
+            Command::StopSignal(signal) => {
+                let signal = self.expand(signal, &env, span)?;
+                state.history(format!("STOPSIGNAL {signal}"), None);
+                state.image.config.stop_signal = Some(signal);
+            }
+            Command::Maintainer(who) => {
+                state.image.author = Some(who.clone());
+                state.history(format!("MAINTAINER {who}"), None);
+            }
+            Command::Cmd(cmd) => {
+                let args = self.shell_command(state, cmd);
+                state.history(format!("CMD {}", go_quote_list(&args)), None);
+                state.image.config.cmd = Some(args);
+                state.cmd_set = true;
+            }
+            Command::Entrypoint(cmd) => {
+                let args = self.shell_command(state, cmd);
+                state.history(format!("ENTRYPOINT {}", go_quote_list(&args)), None);
+                state.image.config.entrypoint = Some(args);
+                if !state.cmd_set {
+                    state.image.config.cmd = None;
+                }
+            }
+            Command::Shell(shell) => {
+                state.history(format!("SHELL [{}]", shell.join(" ")), None);
+                state.image.config.shell = Some(shell.clone());
+            }
+            Command::Healthcheck(check) => {
+                let config = match check {
+                    None => HealthConfig {
+                        test: Some(vec!["NONE".into()]),
+                        ..HealthConfig::default()
+                    },
+                    Some(check) => {
+                        let test = match &check.cmd {
+                            CommandLine::Exec(args) => {
+                                let mut t = vec!["CMD".to_string()];
+                                t.extend(args.iter().cloned());
+                                t
+                            }
+                            CommandLine::Shell(text) => vec!["CMD-SHELL".into(), text.clone()],
+                        };
+                        HealthConfig {
+                            test: Some(test),
+                            interval: check.interval,
+                            timeout: check.timeout,
+                            start_period: check.start_period,
+                            start_interval: check.start_interval,
+                            retries: check.retries,
+                        }
+                    }
+                };
+                let test = config.test.clone().unwrap_or_default();
+                state.history(format!("HEALTHCHECK {}", go_quote_list(&test)), None);
+                state.image.config.healthcheck = Some(config);
+            }
+            Command::OnBuild(text) => {
+                state.history(format!("ONBUILD {text}"), None);
+                state
+                    .image
+                    .config
+                    .on_build
+                    .get_or_insert_with(Vec::new)
+                    .push(text.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The absolute destination of a COPY: relative paths are under the working directory, and a
+/// trailing `/` (which means "a directory") is kept.
+fn normalize_dest(workdir: &str, dest: &str) -> String {
+    let dir = dest.ends_with('/') || dest == "." || dest.ends_with("/.");
+    let joined = if dest.starts_with('/') {
+        dest.to_string()
+    } else {
+        format!("{workdir}/{dest}")
+    };
+    let cleaned = format!("/{}", clean_relative(&joined));
+    if dir && cleaned != "/" {
+        format!("{cleaned}/")
+    } else {
+        cleaned
+    }
+}
+
+/// `80` → `80/tcp`; `8000-8002/udp` → three ports.
+fn expand_port(spec: &str) -> Result<Vec<String>, String> {
+    let (ports, proto) = match spec.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (spec, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid proto: {proto}"));
+    }
+    let parse = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("invalid containerPort: {p}"))
+    };
+    let (lo, hi) = match ports.split_once('-') {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => {
+            let p = parse(ports)?;
+            (p, p)
+        }
+    };
+    if hi < lo {
+        return Err(format!(
+            "invalid range specified for container port: {ports}"
+        ));
+    }
+    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parser::parse;
+    use crate::source::SourceFile;
+
+    struct Fixed;
+
+    impl ImageResolver for Fixed {
+        fn resolve(&self, reference: &str) -> Result<ResolvedImage, String> {
+            if reference.starts_with("missing") || reference == "bulider" {
+                return Err(format!("{reference}: not found"));
+            }
+            let mut image = Image::default();
+            image.config.env = Some(vec!["PATH=/bin".into(), "BASE=1".into()]);
+            image.config.cmd = Some(vec!["sh".into()]);
+            image.history.push(History {
+                created_by: Some("base".into()),
+                ..History::default()
+            });
+            Ok(ResolvedImage {
+                reference: format!("docker.io/library/{reference}"),
+                digest: Digest::of(reference.as_bytes()),
+                image,
+            })
+        }
+    }
+
+    fn lower_str(text: &str, options: &BuildOptions) -> Result<Build, String> {
+        let file = SourceFile::new("Dockerfile", text.as_bytes());
+        let parsed = parse(&file);
+        assert!(!parsed.has_errors(), "{:?}", parsed.diagnostics);
+        lower(&parsed.dockerfile, options, &Fixed).map_err(|d| d.render())
+    }
+
+    fn exec_of(build: &Build, v: VertexId) -> ExecOp {
+        match &build.graph.vertex(v).op {
+            Op::Exec(e) => e.clone(),
+            other => panic!("not an exec: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn env_workdir_user_reach_run_and_config() {
+        let b = lower_str(
+            "FROM base\nARG V=1\nENV A=$V B=${BASE}x\nWORKDIR app\nUSER 1000\nRUN echo $A\nCMD [\"run\"]\n",
+            &BuildOptions::default(),
+        )
+        .unwrap();
+        let run = exec_of(&b, b.target);
+        assert_eq!(run.args, ["/bin/sh", "-c", "echo $A"]);
+        assert_eq!(run.cwd, "/app");
+        assert_eq!(run.user, "1000");
+        assert_eq!(run.env, ["PATH=/bin", "BASE=1", "A=1", "B=1x", "V=1"]);
+        let c = &b.image.config;
+        assert_eq!(
+            c.env.as_deref().unwrap(),
+            ["PATH=/bin", "BASE=1", "A=1", "B=1x"]
+        );
+        assert_eq!(c.working_dir.as_deref(), Some("/app"));
+        assert_eq!(c.cmd.as_deref().unwrap(), ["run"]);
+        let created_by: Vec<&str> = b
+            .image
+            .history
+            .iter()
+            .map(|h| h.created_by.as_deref().unwrap())
+            .collect();
+        assert_eq!(
+            created_by,
+            [
+                "base",
+                "ARG V=1",
+                "ENV A=1 B=1x",
+                "WORKDIR /app",
+                "USER 1000",
+                "RUN |1 V=1 /bin/sh -c echo $A # buildkit",
+                "CMD [\"run\"]"
+            ]
+        );
+        assert_eq!(
+            b.graph.vertex(b.target).name.as_deref(),
+            Some("[3/3] RUN echo 1")
+        );
+    }
+
+    #[test]
+    fn only_stages_the_target_needs_are_lowered() {
+        let text = "FROM base AS a\nRUN a\nFROM base AS unused\nRUN unused\nFROM scratch\nCOPY --from=A /x /x\n";
+        let b = lower_str(text, &BuildOptions::default()).unwrap();
+        let names: Vec<String> = b
+            .graph
+            .needed_for(&[b.target])
+            .into_iter()
+            .filter_map(|v| b.graph.vertex(v).name.clone())
+            .collect();
+        assert!(names.iter().any(|n| n == "[a 2/2] RUN a"), "{names:?}");
+        assert!(!names.iter().any(|n| n.contains("unused")), "{names:?}");
+        assert_eq!(
+            b.graph.len(),
+            4,
+            "image, run a, scratch of the final stage, copy"
+        );
+        let b = lower_str(
+            text,
+            &BuildOptions {
+                target: Some("UNUSED".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(exec_of(&b, b.target).args[2], "unused");
+    }
+
+    #[test]
+    fn copy_lowers_to_a_local_source_per_copy() {
+        let b = lower_str(
+            "FROM scratch\nWORKDIR /w\nCOPY a b ./\nCOPY c .\n",
+            &BuildOptions::default(),
+        )
+        .unwrap();
+        let v = b.graph.vertex(b.target);
+        let Op::File(f) = &v.op else { panic!() };
+        let FileAction::Copy { paths, dest, .. } = &f.actions[0] else {
+            panic!()
+        };
+        assert_eq!(paths, &["c"]);
+        assert_eq!(dest, "/w/");
+        let Op::Local(local) = &b.graph.vertex(v.inputs[1]).op else {
+            panic!()
+        };
+        assert_eq!(local.include, ["c"]);
+    }
+
+    #[test]
+    fn errors_point_at_the_problem() {
+        let e = lower_str(
+            "FROM scratch AS builder\nFROM scratch\nCOPY --from=bulider /a /b\n",
+            &BuildOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("Dockerfile:3:6: error: no stage named \"bulider\", and no such image: bulider: not found"), "{e}");
+        assert!(e.contains("did you mean --from=builder?"), "{e}");
+        let e = lower_str("FROM missing:1\n", &BuildOptions::default()).unwrap_err();
+        assert!(
+            e.starts_with("Dockerfile:1:6: error: missing:1: not found"),
+            "{e}"
+        );
+        let e = lower_str("FROM base\nCOPY a b /c\n", &BuildOptions::default()).unwrap_err();
+        assert!(e.contains("must be a directory and end with a /"), "{e}");
+    }
+
+    #[test]
+    fn global_args_in_from_and_build_arg_overrides() {
+        let mut options = BuildOptions::default();
+        options.build_args.insert("TAG".into(), "2".into());
+        options.build_args.insert("NOPE".into(), "x".into());
+        let b = lower_str(
+            "ARG TAG=1\nFROM base:$TAG\nARG TAG\nRUN echo $TAG\n",
+            &options,
+        )
+        .unwrap();
+        let Op::Image(img) = &b.graph.vertex(b.graph.vertex(b.target).inputs[0]).op else {
+            panic!()
+        };
+        assert_eq!(img.reference, "docker.io/library/base:2");
+        assert!(exec_of(&b, b.target).env.contains(&"TAG=2".to_string()));
+        assert!(b.warnings.iter().any(|w| w.message.contains("[NOPE]")));
+    }
+
+    #[test]
+    fn entrypoint_resets_inherited_cmd_and_expose_normalizes() {
+        let b = lower_str(
+            "FROM base\nENTRYPOINT [\"e\"]\nEXPOSE 80 53/UDP 8000-8001\n",
+            &BuildOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(b.image.config.cmd, None);
+        let ports: Vec<&String> = b
+            .image
+            .config
+            .exposed_ports
+            .as_ref()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(ports, ["53/udp", "80/tcp", "8000/tcp", "8001/tcp"]);
+    }
+
+    #[test]
+    fn dest_normalization() {
+        assert_eq!(normalize_dest("/app", "."), "/app/");
+        assert_eq!(normalize_dest("/app", "x"), "/app/x");
+        assert_eq!(normalize_dest("/app", "x/"), "/app/x/");
+        assert_eq!(normalize_dest("/app", "/abs"), "/abs");
+        assert_eq!(normalize_dest("/", "."), "/");
+    }
+}
