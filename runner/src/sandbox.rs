@@ -1,0 +1,603 @@
+//! The sandbox that runs a step's process (a Dockerfile `RUN`, or `rbuild run`).
+//!
+//! ```text
+//! rbuild ──fork──► intermediate: unshare(mount, pid, uts, ipc [, net]) ──fork──► PID 1 of the
+//!   │                 waits for PID 1, exits with its status             new pid namespace:
+//!   │                                                                   mounts, pivot_root,
+//!   └─ reads stdout/stderr pipes, the setup-error pipe, waits            user, exec
+//! ```
+//!
+//! Every mount is made inside the new mount namespace, which is private from the first step on,
+//! so nothing ever appears in the host's mount table and everything is unmounted by the kernel
+//! when the last process of the sandbox exits, whatever happens to rbuild. Both children set
+//! `PR_SET_PDEATHSIG`, so a killed rbuild takes its sandboxes with it, and when PID 1 exits the
+//! kernel kills every other process of the namespace.
+//!
+//! The root filesystem is an overlay: the step's layers (top first), then the stub layer of
+//! [`crate::snapshot`] at the bottom, with the step's upper directory on top. `/proc`, `/dev`
+//! (a tmpfs with the host's null, zero, full, random, urandom and tty bind-mounted, devpts, shm,
+//! mqueue), `/sys` (read-only) and read-only `/etc/hosts` and `/etc/resolv.conf` are mounted over
+//! the stub mount points, so none of them is written into the upper directory.
+
+use crate::snapshot::{Snapshotter, Upper};
+use crate::sys::process::{close, close_fds_from, dup_onto, fork_child, write_all_fd};
+use crate::user;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{Gid, Pid, Uid};
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The hostname of build sandboxes, as BuildKit names them.
+pub const BUILD_HOSTNAME: &str = "buildkitsandbox";
+
+/// `PATH` used when the process's environment has none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Which output stream bytes came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// The network a sandboxed process sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// The host's network namespace.
+    Host,
+    /// A new network namespace with only loopback.
+    None,
+}
+
+/// How the process's standard streams are connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stdio {
+    /// stdin is `/dev/null`; stdout and stderr are captured and passed to a callback.
+    Capture,
+    /// The process shares rbuild's stdin, stdout and stderr.
+    Inherit,
+}
+
+/// The process to run.
+#[derive(Clone, Debug)]
+pub struct Process {
+    /// The command line; `args[0]` is looked up in the `PATH` of `env`.
+    pub args: Vec<String>,
+    /// Environment, `KEY=value`.
+    pub env: Vec<String>,
+    /// Absolute working directory (created if missing).
+    pub cwd: String,
+    /// User spec (`name`, `uid`, `uid:gid`…); empty is root.
+    pub user: String,
+    /// Hostname.
+    pub hostname: String,
+    /// Network.
+    pub network: Network,
+    /// Standard streams.
+    pub stdio: Stdio,
+}
+
+/// The root filesystem: layers of the snapshot store plus a writable upper.
+pub struct Rootfs<'a> {
+    /// The snapshot store the layers are in.
+    pub snapshots: &'a Snapshotter,
+    /// Diff ids of the layers, bottom first. Their snapshots must exist.
+    pub layers: &'a [String],
+    /// Where changes go.
+    pub upper: &'a Upper,
+}
+
+/// Why a process could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// Preparing the sandbox on the host failed.
+    #[error("preparing the sandbox: {0}")]
+    Prepare(String),
+    /// Setting up the sandbox failed inside it (a mount, the user, exec…).
+    #[error("{0}")]
+    Setup(String),
+    /// The run was cancelled and the sandbox killed.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+impl Exit {
+    /// The shell-style exit code (128 + signal for a signal).
+    pub fn code(self) -> i32 {
+        match self {
+            Exit::Code(c) => c,
+            Exit::Signal(s) => 128 + s,
+        }
+    }
+}
+
+/// Everything the children need, prepared before forking so the children allocate little.
+struct Prepared {
+    snapshots_root: PathBuf,
+    rootfs: PathBuf,
+    overlay_options: String,
+    hosts: PathBuf,
+    resolv: PathBuf,
+}
+
+fn prepare(rootfs: &Rootfs, run_dir: &Path) -> Result<Prepared, SandboxError> {
+    let err = |what: &str, e: std::io::Error| SandboxError::Prepare(format!("{what}: {e}"));
+    let root_dir = run_dir.join("rootfs");
+    std::fs::create_dir_all(&root_dir).map_err(|e| err("creating the root mount point", e))?;
+    let hosts = run_dir.join("hosts");
+    std::fs::write(
+        &hosts,
+        format!(
+            "127.0.0.1\tlocalhost {BUILD_HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        ),
+    )
+    .map_err(|e| err("writing /etc/hosts", e))?;
+    let resolv = run_dir.join("resolv.conf");
+    let host_resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+    std::fs::write(&resolv, host_resolv).map_err(|e| err("writing /etc/resolv.conf", e))?;
+    let mut lower: Vec<String> = rootfs
+        .layers
+        .iter()
+        .rev()
+        .map(|l| rootfs.snapshots.layer_rel(l))
+        .collect();
+    lower.push("stubs/fs".into());
+    for path in [&rootfs.upper.fs, &rootfs.upper.work] {
+        let s = path.to_string_lossy();
+        if s.contains([',', ':']) {
+            return Err(SandboxError::Prepare(format!(
+                "the state directory path {s} contains ',' or ':', which overlayfs options cannot express"
+            )));
+        }
+    }
+    let overlay_options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        rootfs.upper.fs.display(),
+        rootfs.upper.work.display()
+    );
+    if overlay_options.len() >= 4000 {
+        return Err(SandboxError::Prepare(format!(
+            "the image has too many layers ({}) for one overlay mount",
+            rootfs.layers.len()
+        )));
+    }
+    Ok(Prepared {
+        snapshots_root: rootfs.snapshots.root().to_path_buf(),
+        rootfs: root_dir,
+        overlay_options,
+        hosts,
+        resolv,
+    })
+}
+
+/// Runs `process` over `rootfs`, using `run_dir` (a fresh directory) for its mount point and
+/// generated files. Captured output is passed to `on_output` as it comes. Returns how the
+/// process ended; setting `cancel` kills the sandbox.
+pub fn run(
+    rootfs: &Rootfs,
+    process: &Process,
+    run_dir: &Path,
+    on_output: &mut dyn FnMut(Stream, &[u8]),
+    cancel: &AtomicBool,
+) -> Result<Exit, SandboxError> {
+    let prepared = prepare(rootfs, run_dir)?;
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| SandboxError::Prepare(format!("creating a pipe: {e}")))
+    };
+    let (err_r, err_w) = pipe()?;
+    let captured = if process.stdio == Stdio::Capture {
+        Some((pipe()?, pipe()?))
+    } else {
+        None
+    };
+    let parent = nix::unistd::getpid();
+    let child_io = captured
+        .as_ref()
+        .map(|((_, out_w), (_, err_out_w))| (out_w.as_raw_fd(), err_out_w.as_raw_fd()));
+    let err_fd = err_w.as_raw_fd();
+    let pid = fork_child(|| intermediate(&prepared, process, parent, child_io, err_fd))
+        .map_err(|e| SandboxError::Prepare(format!("fork: {e}")))?;
+    // The children hold the write ends now; close ours so that EOF means "they are done".
+    drop(err_w);
+    let readers = captured.map(|((out_r, out_w), (err_out_r, err_out_w))| {
+        drop(out_w);
+        drop(err_out_w);
+        (out_r, err_out_r)
+    });
+
+    // The setup-error pipe closes on exec (it is close-on-exec) or carries a message.
+    let mut setup_error = String::new();
+    let _ = std::fs::File::from(err_r).read_to_string(&mut setup_error);
+    if !setup_error.is_empty() {
+        let _ = waitpid(pid, None);
+        return Err(SandboxError::Setup(setup_error));
+    }
+
+    let mut killed = false;
+    if let Some((out_r, err_out_r)) = readers {
+        pump(out_r, err_out_r, on_output, cancel, pid, &mut killed);
+    }
+    loop {
+        if !killed && cancel.load(Ordering::Relaxed) {
+            let _ = kill(pid, Signal::SIGKILL);
+            killed = true;
+        }
+        match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(20)),
+            Ok(WaitStatus::Exited(_, code)) if !killed => {
+                return Ok(if code > 128 && code < 128 + 65 {
+                    Exit::Signal(code - 128)
+                } else {
+                    Exit::Code(code)
+                });
+            }
+            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) if killed => {
+                return Err(SandboxError::Cancelled);
+            }
+            Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(Exit::Signal(signal as i32)),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(SandboxError::Prepare(format!("waitpid: {e}"))),
+        }
+    }
+}
+
+/// Forwards the children's output until both pipes close, killing them on cancel.
+fn pump(
+    out: OwnedFd,
+    err: OwnedFd,
+    on_output: &mut dyn FnMut(Stream, &[u8]),
+    cancel: &AtomicBool,
+    pid: Pid,
+    killed: &mut bool,
+) {
+    let mut open = [Some(out), Some(err)];
+    let mut buf = vec![0u8; 64 * 1024];
+    while open.iter().any(Option::is_some) {
+        if !*killed && cancel.load(Ordering::Relaxed) {
+            let _ = kill(pid, Signal::SIGKILL);
+            *killed = true;
+        }
+        let mut fds: Vec<PollFd> = open
+            .iter()
+            .flatten()
+            .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        match poll(&mut fds, PollTimeout::from(100u16)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let mut k = 0;
+        for (i, slot) in open.iter_mut().enumerate() {
+            let Some(fd) = slot else { continue };
+            let is_ready = ready[k];
+            k += 1;
+            if !is_ready {
+                continue;
+            }
+            match nix::unistd::read(&*fd, &mut buf) {
+                Ok(0) => *slot = None,
+                Ok(n) => {
+                    let stream = if i == 0 {
+                        Stream::Stdout
+                    } else {
+                        Stream::Stderr
+                    };
+                    on_output(stream, &buf[..n]);
+                }
+                Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+                Err(_) => *slot = None,
+            }
+        }
+    }
+}
+
+/// Sends a setup error to the parent through the setup-error pipe; returns the exit code.
+fn report(err_fd: i32, message: &str) -> i32 {
+    write_all_fd(err_fd, message.as_bytes());
+    127
+}
+
+/// The first child: enters new namespaces and supervises PID 1. Runs in a forked child.
+fn intermediate(
+    prepared: &Prepared,
+    process: &Process,
+    parent: Pid,
+    io: Option<(i32, i32)>,
+    err_fd: i32,
+) -> i32 {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if nix::unistd::getppid() != parent {
+        return 1;
+    }
+    if let Some((out, err)) = io {
+        let null = match std::fs::File::open("/dev/null") {
+            Ok(f) => f,
+            Err(e) => return report(err_fd, &format!("opening /dev/null: {e}")),
+        };
+        let redirected = dup_onto(null.as_raw_fd(), 0)
+            .and_then(|()| dup_onto(out, 1))
+            .and_then(|()| dup_onto(err, 2));
+        if let Err(e) = redirected {
+            return report(err_fd, &format!("redirecting the standard streams: {e}"));
+        }
+    }
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    if process.network == Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if let Err(e) = unshare(flags) {
+        return report(
+            err_fd,
+            &format!("creating namespaces: {e} (rbuild needs root for now)"),
+        );
+    }
+    let pid1 = match fork_child(|| pid1(prepared, process, err_fd)) {
+        Ok(p) => p,
+        Err(e) => return report(err_fd, &format!("fork in the new pid namespace: {e}")),
+    };
+    // Only PID 1 may hold the pipes now: the parent waits for their end.
+    close_fds_from(3, &[]);
+    if io.is_some() {
+        close(1);
+        close(2);
+    }
+    loop {
+        match waitpid(pid1, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return 126,
+        }
+    }
+}
+
+/// PID 1 of the sandbox: mounts, pivot_root, user, exec. Runs in a forked child.
+fn pid1(prepared: &Prepared, process: &Process, err_fd: i32) -> i32 {
+    // Our parent is outside the new pid namespace, so getppid() is 0 here and cannot tell
+    // whether it already died; the intermediate holds this pipe until it has forked us, so a
+    // parent death before this line ends in an EPIPE-free setup that nobody waits for, and the
+    // kernel reaps it with the namespace.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    match setup_and_exec(prepared, process, err_fd) {
+        Ok(never) => match never {},
+        Err(message) => report(err_fd, &message),
+    }
+}
+
+enum Never {}
+
+fn mount_err(what: &str, target: &Path, e: nix::errno::Errno) -> String {
+    format!("mounting {what} on {}: {e}", target.display())
+}
+
+fn setup_and_exec(prepared: &Prepared, process: &Process, err_fd: i32) -> Result<Never, String> {
+    let none: Option<&str> = None;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+        .map_err(|e| format!("making the mount namespace private: {e}"))?;
+    // Relative lowerdirs keep the option string short; they resolve against the cwd.
+    nix::unistd::chdir(&prepared.snapshots_root)
+        .map_err(|e| format!("chdir {}: {e}", prepared.snapshots_root.display()))?;
+    let root = &prepared.rootfs;
+    mount(
+        Some("overlay"),
+        root,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(prepared.overlay_options.as_str()),
+    )
+    .map_err(|e| mount_err("the overlay root filesystem", root, e))?;
+
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let proc_dir = root.join("proc");
+    mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        nosuid_nodev_noexec,
+        none,
+    )
+    .map_err(|e| mount_err("proc", &proc_dir, e))?;
+    let dev = root.join("dev");
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )
+    .map_err(|e| mount_err("tmpfs", &dev, e))?;
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(node);
+        std::fs::write(&target, b"").map_err(|e| format!("creating {}: {e}", target.display()))?;
+        let source = Path::new("/dev").join(node);
+        mount(Some(&source), &target, none, MsFlags::MS_BIND, none)
+            .map_err(|e| mount_err(&source.to_string_lossy(), &target, e))?;
+    }
+    for dir in ["pts", "shm", "mqueue"] {
+        std::fs::create_dir(dev.join(dir)).map_err(|e| format!("creating /dev/{dir}: {e}"))?;
+    }
+    mount(
+        Some("devpts"),
+        &dev.join("pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )
+    .map_err(|e| mount_err("devpts", &dev.join("pts"), e))?;
+    mount(
+        Some("shm"),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        nosuid_nodev_noexec,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(|e| mount_err("shm", &dev.join("shm"), e))?;
+    // mqueue and sysfs are conveniences; a kernel without them still runs most builds.
+    let _ = mount(
+        Some("mqueue"),
+        &dev.join("mqueue"),
+        Some("mqueue"),
+        nosuid_nodev_noexec,
+        none,
+    );
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(link))
+            .map_err(|e| format!("creating /dev/{link}: {e}"))?;
+    }
+    let sys = root.join("sys");
+    let _ = mount(
+        Some("sysfs"),
+        &sys,
+        Some("sysfs"),
+        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+        none,
+    );
+    for (source, name) in [
+        (&prepared.hosts, "etc/hosts"),
+        (&prepared.resolv, "etc/resolv.conf"),
+    ] {
+        let target = root.join(name);
+        mount(
+            Some(source.as_path()),
+            &target,
+            none,
+            MsFlags::MS_BIND,
+            none,
+        )
+        .map_err(|e| mount_err(&source.to_string_lossy(), &target, e))?;
+        mount(
+            none,
+            &target,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev_noexec,
+            none,
+        )
+        .map_err(|e| mount_err("a read-only bind", &target, e))?;
+    }
+    nix::unistd::sethostname(&process.hostname).map_err(|e| format!("sethostname: {e}"))?;
+    if process.network == Network::None {
+        crate::sys::net::loopback_up().map_err(|e| format!("bringing up lo: {e}"))?;
+    }
+
+    // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves the
+    // new root alone. See pivot_root(2), "pivot_root(".", ".")".
+    nix::unistd::chdir(root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+
+    let user = user::resolve(Path::new("/"), &process.user)?;
+    let cwd = if process.cwd.is_empty() {
+        "/"
+    } else {
+        &process.cwd
+    };
+    if std::fs::symlink_metadata(cwd).is_err() {
+        std::fs::create_dir_all(cwd)
+            .map_err(|e| format!("creating the working directory {cwd}: {e}"))?;
+    }
+    let groups: Vec<Gid> = user.groups.iter().map(|&g| Gid::from_raw(g)).collect();
+    nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    nix::unistd::setresgid(
+        Gid::from_raw(user.gid),
+        Gid::from_raw(user.gid),
+        Gid::from_raw(user.gid),
+    )
+    .map_err(|e| format!("setgid {}: {e}", user.gid))?;
+    nix::unistd::setresuid(
+        Uid::from_raw(user.uid),
+        Uid::from_raw(user.uid),
+        Uid::from_raw(user.uid),
+    )
+    .map_err(|e| format!("setuid {}: {e}", user.uid))?;
+    nix::unistd::chdir(cwd).map_err(|e| format!("chdir to the working directory {cwd}: {e}"))?;
+
+    let mut env = process.env.clone();
+    let has = |env: &[String], key: &str| env.iter().any(|kv| kv.split('=').next() == Some(key));
+    if !has(&env, "PATH") {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    if !has(&env, "HOME") {
+        env.push(format!("HOME={}", user.home));
+    }
+    let path_var = env
+        .iter()
+        .rev()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string();
+    let program = process
+        .args
+        .first()
+        .ok_or_else(|| "no command given".to_string())?;
+    let resolved = lookup(program, &path_var, cwd)?;
+    let cstr = |s: &str| CString::new(s).map_err(|_| format!("argument {s:?} contains a NUL byte"));
+    let argv: Vec<CString> = process
+        .args
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<Result<_, _>>()?;
+    let envp: Vec<CString> = env.iter().map(|e| cstr(e)).collect::<Result<_, _>>()?;
+    let path = cstr(&resolved)?;
+    close_fds_from(3, &[err_fd]);
+    let e = nix::unistd::execve(&path, &argv, &envp).unwrap_err();
+    Err(format!("exec {resolved}: {e}"))
+}
+
+/// Finds `program` like `execvp` would, in the sandbox's `PATH`.
+fn lookup(program: &str, path_var: &str, cwd: &str) -> Result<String, String> {
+    use nix::unistd::{AccessFlags, access};
+    if program.contains('/') {
+        return Ok(program.to_string());
+    }
+    for dir in path_var.split(':') {
+        let dir = if dir.is_empty() { cwd } else { dir };
+        let candidate = format!("{}/{program}", dir.trim_end_matches('/'));
+        if let Ok(meta) = std::fs::metadata(&candidate)
+            && meta.is_file()
+            && access(candidate.as_str(), AccessFlags::X_OK).is_ok()
+        {
+            return Ok(candidate);
+        }
+    }
+    Err(format!(
+        "exec: \"{program}\": executable file not found in $PATH"
+    ))
+}

@@ -1,0 +1,203 @@
+//! Snapshots: unpacked layers on disk, in the format overlayfs reads.
+//!
+//! ```text
+//! snapshots/<diff-id hex>/fs   one layer's files; whiteouts are 0/0 character devices and
+//!                              opaque directories carry trusted.overlay.opaque=y
+//! snapshots/stubs/fs           the bottom layer of every sandbox: empty mount points
+//! snapshots/empty              an empty directory (bottom of read-only views)
+//! snapshots/tmp/<id>/{fs,work} uppers of running steps and layers being extracted
+//! ```
+//!
+//! A snapshot is named by the diff id of its layer, so equal layers are stored once and a
+//! snapshot never changes after it is committed. Commits are a rename of a finished directory,
+//! so a crash leaves either no snapshot or a whole one; leftovers in `tmp/` are removed by
+//! [`Snapshotter::clean_tmp`].
+//!
+//! The stub layer is why mount points never leak into layers: `/proc`, `/dev`, `/sys`,
+//! `/etc/hosts` and `/etc/resolv.conf` exist in it, so the sandbox can mount over them without
+//! creating anything in the step's upper directory (BuildKit creates them and deletes them
+//! afterwards instead).
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The snapshot store under one directory.
+#[derive(Clone, Debug)]
+pub struct Snapshotter {
+    root: PathBuf,
+}
+
+/// A writable directory for a step: `fs` receives the changes, `work` is overlayfs's workdir.
+#[derive(Debug)]
+pub struct Upper {
+    /// The directory holding both.
+    pub dir: PathBuf,
+    /// The upper directory.
+    pub fs: PathBuf,
+    /// The overlay work directory (same filesystem as `fs`).
+    pub work: PathBuf,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A name unique on this machine for this process's lifetime and across processes.
+pub fn unique_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{:x}-{}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn hex_of(diff_id: &str) -> &str {
+    diff_id.strip_prefix("sha256:").unwrap_or(diff_id)
+}
+
+impl Snapshotter {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: &Path) -> io::Result<Snapshotter> {
+        std::fs::create_dir_all(root.join("tmp"))?;
+        std::fs::create_dir_all(root.join("empty"))?;
+        let s = Snapshotter {
+            root: root.to_path_buf(),
+        };
+        if !s.stubs().exists() {
+            s.make_stubs()?;
+        }
+        Ok(s)
+    }
+
+    fn make_stubs(&self) -> io::Result<()> {
+        let upper = self.new_upper()?;
+        for dir in ["proc", "dev", "sys", "etc"] {
+            std::fs::create_dir(upper.fs.join(dir))?;
+            std::fs::set_permissions(upper.fs.join(dir), std::fs::Permissions::from_mode(0o755))?;
+        }
+        for file in ["etc/hosts", "etc/resolv.conf", "etc/hostname"] {
+            std::fs::write(upper.fs.join(file), b"")?;
+            std::fs::set_permissions(upper.fs.join(file), std::fs::Permissions::from_mode(0o644))?;
+        }
+        std::fs::remove_dir_all(&upper.work)?;
+        match std::fs::rename(&upper.dir, self.root.join("stubs")) {
+            Ok(()) => Ok(()),
+            // Another process made them first.
+            Err(_) if self.stubs().exists() => std::fs::remove_dir_all(&upper.dir),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The stub layer's files.
+    pub fn stubs(&self) -> PathBuf {
+        self.root.join("stubs/fs")
+    }
+
+    /// An empty directory.
+    pub fn empty(&self) -> PathBuf {
+        self.root.join("empty")
+    }
+
+    /// The files of the snapshot of layer `diff_id` (which may not exist).
+    pub fn layer_dir(&self, diff_id: &str) -> PathBuf {
+        self.root.join(hex_of(diff_id)).join("fs")
+    }
+
+    /// The lowerdir name of a layer relative to [`Snapshotter::root`] (short, so that many
+    /// layers fit in one mount option string).
+    pub fn layer_rel(&self, diff_id: &str) -> String {
+        format!("{}/fs", hex_of(diff_id))
+    }
+
+    /// Whether the snapshot of `diff_id` exists.
+    pub fn has(&self, diff_id: &str) -> bool {
+        self.layer_dir(diff_id).is_dir()
+    }
+
+    /// A new, empty upper directory under `tmp/`.
+    pub fn new_upper(&self) -> io::Result<Upper> {
+        let dir = self.root.join("tmp").join(unique_name());
+        let fs = dir.join("fs");
+        let work = dir.join("work");
+        std::fs::create_dir_all(&fs)?;
+        std::fs::create_dir_all(&work)?;
+        std::fs::set_permissions(&fs, std::fs::Permissions::from_mode(0o755))?;
+        Ok(Upper { dir, fs, work })
+    }
+
+    /// Makes `upper` the snapshot of `diff_id`. If that snapshot exists already (an equal
+    /// layer), `upper` is discarded.
+    pub fn commit(&self, upper: Upper, diff_id: &str) -> io::Result<()> {
+        if upper.work.exists() {
+            std::fs::remove_dir_all(&upper.work)?;
+        }
+        let target = self.root.join(hex_of(diff_id));
+        if target.exists() {
+            return self.discard(upper);
+        }
+        match std::fs::rename(&upper.dir, &target) {
+            Ok(()) => Ok(()),
+            Err(_) if target.exists() => self.discard(upper),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes an upper that will not become a snapshot.
+    pub fn discard(&self, upper: Upper) -> io::Result<()> {
+        match std::fs::remove_dir_all(&upper.dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes everything under `tmp/`. Only call this while holding the state directory's
+    /// exclusive lock, when no step of any process can be running.
+    pub fn clean_tmp(&self) -> io::Result<()> {
+        for entry in std::fs::read_dir(self.root.join("tmp"))? {
+            let path = entry?.path();
+            std::fs::remove_dir_all(&path)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_is_a_rename_and_equal_layers_are_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Snapshotter::open(dir.path()).unwrap();
+        assert!(s.stubs().join("etc/resolv.conf").is_file());
+        let id = "sha256:aaaa";
+        let u = s.new_upper().unwrap();
+        std::fs::write(u.fs.join("f"), "1").unwrap();
+        s.commit(u, id).unwrap();
+        assert!(s.has(id));
+        let u2 = s.new_upper().unwrap();
+        let u2_dir = u2.dir.clone();
+        s.commit(u2, id).unwrap();
+        assert!(!u2_dir.exists());
+        assert_eq!(
+            std::fs::read_to_string(s.layer_dir(id).join("f")).unwrap(),
+            "1"
+        );
+        let _leftover = s.new_upper().unwrap();
+        s.clean_tmp().unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+}

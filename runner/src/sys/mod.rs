@@ -1,0 +1,7 @@
+//! The few places where the runner needs `unsafe` or raw syscalls without a safe wrapper.
+//!
+//! Everything else in the runner is safe Rust over `nix` and `std`.
+
+pub mod net;
+pub mod process;
+pub mod xattr;

@@ -1,0 +1,87 @@
+//! Forking helpers.
+//!
+//! # Why forking from a multi-threaded process is sound here
+//! POSIX only promises async-signal-safe functions in the child of `fork()` in a multi-threaded
+//! program, because locks held by other threads at the moment of the fork stay locked forever in
+//! the child. rbuild's children rely on two facts instead:
+//! - glibc's `fork()` runs its own at-fork handlers, which take and reset the malloc arena
+//!   locks, so allocating in the child is safe with glibc (the only libc rbuild supports);
+//! - the child code never touches locks that other threads of rbuild take: it does not log
+//!   (`tracing`), print (`std::io::stdout` has a lock), read the environment (`std::env` has a
+//!   lock) or use tokio. It only does syscalls, file I/O on its own descriptors, and allocation.
+//!
+//! The child never returns into the caller's code: [`fork_child`] runs the closure, catches any
+//! panic, and `_exit`s, so no destructors or at-exit handlers of the parent's state run twice.
+
+use nix::unistd::{ForkResult, Pid};
+
+/// Forks; the child runs `child` and exits with the code it returns (101 if it panics). Returns
+/// the child's pid in the parent.
+pub fn fork_child(child: impl FnOnce() -> i32) -> nix::Result<Pid> {
+    // SAFETY: see the module documentation; the child only runs `child` and then `_exit`s.
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Parent { child } => Ok(child),
+        ForkResult::Child => {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
+            exit_now(code)
+        }
+    }
+}
+
+/// Exits the current process at once, without running at-exit handlers or destructors.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` is async-signal-safe and takes no pointers.
+    unsafe { libc::_exit(code) }
+}
+
+/// Closes every file descriptor from `first` up, except those in `keep`.
+pub fn close_fds_from(first: i32, keep: &[i32]) {
+    let mut start = first as u32;
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .map(|&fd| fd as u32)
+        .filter(|&fd| fd >= start)
+        .collect();
+    keep.sort_unstable();
+    keep.push(u32::MAX);
+    for k in keep {
+        if k > start {
+            // SAFETY: close_range takes plain integers; closing descriptors this process owns
+            // is what the caller asks for. Errors (old kernels) leave the fds open, which is
+            // only untidy.
+            unsafe { libc::syscall(libc::SYS_close_range, start, k - 1, 0) };
+        }
+        start = k.saturating_add(1);
+    }
+}
+
+/// Makes `target` a copy of `fd` (dup2).
+pub fn dup_onto(fd: i32, target: i32) -> std::io::Result<()> {
+    // SAFETY: dup2 takes plain integers; an invalid fd is reported as EBADF.
+    if unsafe { libc::dup2(fd, target) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Closes a descriptor this process owns and will not use again.
+pub fn close(fd: i32) {
+    // SAFETY: close takes a plain integer; the caller gives up the descriptor.
+    unsafe { libc::close(fd) };
+}
+
+/// Writes all of `bytes` to a raw descriptor (best effort: errors are ignored, as there is
+/// nowhere left to report them).
+pub fn write_all_fd(fd: i32, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is readable for its length; an invalid fd is reported as EBADF.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n <= 0 {
+            if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        bytes = &bytes[n as usize..];
+    }
+}

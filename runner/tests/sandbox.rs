@@ -1,0 +1,295 @@
+//! The sandbox against the real kernel: namespaces, overlayfs, pivot_root. These tests need root
+//! (CI runs as root) and Debian's busybox-static for a tiny root filesystem; elsewhere they say
+//! why they skip and pass.
+
+use rbuild_runner::diff::write_layer;
+use rbuild_runner::sandbox::{self, Exit, Network, Process, Rootfs, Stdio, Stream};
+use rbuild_runner::snapshot::Snapshotter;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+fn skip_reason() -> Option<&'static str> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root for namespaces and overlayfs");
+    }
+    if !Path::new("/bin/busybox").exists() {
+        return Some("needs /bin/busybox (Debian package busybox-static)");
+    }
+    None
+}
+
+/// A layer with busybox and its applets, committed as snapshot `sha256:b…b`.
+fn busybox_layer(s: &Snapshotter) -> String {
+    let id = format!("sha256:{}", "b".repeat(64));
+    if s.has(&id) {
+        return id;
+    }
+    let u = s.new_upper().unwrap();
+    std::fs::create_dir_all(u.fs.join("bin")).unwrap();
+    std::fs::create_dir_all(u.fs.join("etc")).unwrap();
+    std::fs::create_dir_all(u.fs.join("tmp")).unwrap();
+    std::fs::copy("/bin/busybox", u.fs.join("bin/busybox")).unwrap();
+    let list = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .unwrap();
+    for applet in String::from_utf8(list.stdout).unwrap().lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", u.fs.join("bin").join(applet)).unwrap();
+        }
+    }
+    std::fs::write(
+        u.fs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(u.fs.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
+    std::fs::write(u.fs.join("etc/motd"), "hello\n").unwrap();
+    std::fs::create_dir_all(u.fs.join("opt/old")).unwrap();
+    std::fs::write(u.fs.join("opt/old/file"), "old").unwrap();
+    s.commit(u, &id).unwrap();
+    id
+}
+
+struct Run {
+    exit: Exit,
+    stdout: String,
+    stderr: String,
+    upper_entries: Vec<String>,
+    layer_names: Vec<String>,
+}
+
+fn run(
+    dir: &Path,
+    script: &str,
+    user: &str,
+    network: Network,
+    cancel: Arc<AtomicBool>,
+) -> Result<Run, sandbox::SandboxError> {
+    let s = Snapshotter::open(&dir.join("snapshots")).unwrap();
+    let layers = vec![busybox_layer(&s)];
+    let upper = s.new_upper().unwrap();
+    let run_dir = dir.join("run").join(rbuild_runner::snapshot::unique_name());
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let process = Process {
+        args: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        env: vec!["PATH=/bin".into()],
+        cwd: "/work".into(),
+        user: user.into(),
+        hostname: sandbox::BUILD_HOSTNAME.into(),
+        network,
+        stdio: Stdio::Capture,
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let exit = sandbox::run(
+        &Rootfs {
+            snapshots: &s,
+            layers: &layers,
+            upper: &upper,
+        },
+        &process,
+        &run_dir,
+        &mut |stream, data| match stream {
+            Stream::Stdout => out.extend_from_slice(data),
+            Stream::Stderr => err.extend_from_slice(data),
+        },
+        &cancel,
+    )?;
+    let mut upper_entries: Vec<String> = walkdir(&upper.fs);
+    upper_entries.sort();
+    let mut tar = Vec::new();
+    write_layer(&upper.fs, &mut tar).unwrap();
+    let layer_names = tar::Archive::new(&tar[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    Ok(Run {
+        exit,
+        stdout: String::from_utf8_lossy(&out).into_owned(),
+        stderr: String::from_utf8_lossy(&err).into_owned(),
+        upper_entries,
+        layer_names,
+    })
+}
+
+fn walkdir(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn no_cancel() -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(false))
+}
+
+fn host_mounts_under(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&*dir.to_string_lossy()))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn runs_in_namespaces_with_a_clean_upper() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = "echo pid=$$; hostname; pwd; cat /etc/motd; test -c /dev/null && echo devnull; \
+                  test -e /proc/self/stat && echo proc; test -f /etc/resolv.conf && echo resolv; \
+                  grep -q buildkitsandbox /etc/hosts && echo hosts; ls /dev/pts >/dev/null && echo pts; \
+                  echo to-stderr >&2; echo new > /created; rm /etc/motd; rm -rf /opt/old; mkdir /opt/old; exit 3";
+    let r = run(dir.path(), script, "", Network::Host, no_cancel()).unwrap();
+    assert_eq!(r.exit, Exit::Code(3));
+    assert_eq!(
+        r.stdout,
+        "pid=1\nbuildkitsandbox\n/work\nhello\ndevnull\nproc\nresolv\nhosts\npts\n"
+    );
+    assert_eq!(r.stderr, "to-stderr\n");
+    // Only the script's changes are in the upper: no mount points, no hosts/resolv.conf.
+    assert_eq!(
+        r.upper_entries,
+        ["created", "etc", "etc/motd", "opt", "opt/old", "work"],
+    );
+    assert_eq!(
+        r.layer_names,
+        [
+            "created",
+            "etc/",
+            "etc/.wh.motd",
+            "opt/",
+            "opt/old/",
+            "opt/old/.wh..wh..opq",
+            "work/"
+        ]
+    );
+    assert!(
+        host_mounts_under(dir.path()).is_empty(),
+        "mounts leaked into the host"
+    );
+}
+
+#[test]
+fn user_and_network_none() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(
+        dir.path(),
+        "id -u; id -g; echo $HOME; ls /sys/class/net",
+        "app",
+        Network::None,
+        no_cancel(),
+    )
+    .unwrap();
+    assert_eq!(r.exit, Exit::Code(0), "{}", r.stderr);
+    assert_eq!(r.stdout, "1000\n1000\n/home/app\nlo\n");
+    let err = run(dir.path(), "true", "nosuchuser", Network::Host, no_cancel())
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("unable to find user nosuchuser"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_program_is_a_setup_error() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Snapshotter::open(&dir.path().join("snapshots")).unwrap();
+    let layers = vec![busybox_layer(&s)];
+    let upper = s.new_upper().unwrap();
+    let run_dir = dir.path().join("run1");
+    let process = Process {
+        args: vec!["no-such-program".into()],
+        env: vec![],
+        cwd: "/".into(),
+        user: String::new(),
+        hostname: "x".into(),
+        network: Network::Host,
+        stdio: Stdio::Capture,
+    };
+    let err = sandbox::run(
+        &Rootfs {
+            snapshots: &s,
+            layers: &layers,
+            upper: &upper,
+        },
+        &process,
+        &run_dir,
+        &mut |_, _| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "exec: \"no-such-program\": executable file not found in $PATH"
+    );
+}
+
+#[test]
+fn cancel_and_exit_kill_every_process() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A background process is killed when PID 1 exits.
+    let marker = format!("sleep {}", 4000 + std::process::id() % 1000);
+    let r = run(
+        dir.path(),
+        &format!("{marker} & echo started"),
+        "",
+        Network::Host,
+        no_cancel(),
+    )
+    .unwrap();
+    assert_eq!(r.exit, Exit::Code(0));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .any(|l| l == marker),
+        "{marker} survived"
+    );
+
+    // Cancelling kills a running step.
+    let cancel = no_cancel();
+    let flag = cancel.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        flag.store(true, Ordering::Relaxed);
+    });
+    let started = std::time::Instant::now();
+    let err = run(dir.path(), "sleep 60", "", Network::Host, cancel)
+        .err()
+        .unwrap();
+    t.join().unwrap();
+    assert!(matches!(err, sandbox::SandboxError::Cancelled));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(host_mounts_under(dir.path()).is_empty());
+}
