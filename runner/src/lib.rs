@@ -7,6 +7,7 @@
 
 pub mod diff;
 pub mod extract;
+pub mod fileop;
 pub mod sandbox;
 pub mod snapshot;
 pub mod sys;

@@ -1,0 +1,531 @@
+//! File operations (`COPY`, `ADD`, `WORKDIR`'s mkdir) applied to a layered filesystem.
+//!
+//! The operations run in a forked child with its own mount namespace: the destination is an
+//! overlay of the base layers with the step's upper directory on top, and each layered source
+//! is a read-only overlay of its layers. The kernel then does the work overlayfs is good at
+//! (copy-up of parent directories with their metadata, whiteouts when a file replaces a
+//! directory), the upper directory receives exactly the changes, and the mounts disappear with
+//! the child. Paths are resolved inside their root by the [`PathOps`] the caller provides, so a
+//! symlink in a source or in the destination can never reach the host.
+
+use crate::snapshot::{Snapshotter, Upper};
+use crate::sys::process::{fork_child, write_all_fd};
+use crate::sys::xattr;
+use crate::user;
+use nix::mount::{MsFlags, mount};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::Signal;
+use nix::sys::stat::{Mode, SFlag, UtimensatFlags, mknod, utimensat};
+use nix::sys::time::TimeSpec;
+use nix::sys::wait::{WaitStatus, waitpid};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Path resolution and source pattern expansion, implemented by the caller (the builder passes
+/// the solver's, so copies select exactly the files the cache key hashed).
+pub trait PathOps: Sync {
+    /// Expands a source pattern inside `root` into `(path as named, host path)` pairs, with the
+    /// host path's symlinks resolved inside `root`.
+    fn expand(&self, root: &Path, pattern: &str) -> Result<Vec<(String, PathBuf)>, String>;
+    /// Resolves `path` inside `root`, following symlinks as if `root` were `/`.
+    fn resolve(&self, root: &Path, path: &str, follow_last: bool) -> io::Result<PathBuf>;
+}
+
+/// Where a copy reads from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A directory on the host (the build context). Copied files belong to root unless an
+    /// owner is given.
+    Host(PathBuf),
+    /// Layers of the snapshot store, bottom first. Copied files keep their owners unless an
+    /// owner is given.
+    Layers(Vec<String>),
+}
+
+/// One file action.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Dockerfile `COPY`/`ADD` semantics; see `rbuild_solver::FileAction::Copy`.
+    Copy {
+        /// Index into the sources.
+        source: usize,
+        /// Source patterns.
+        paths: Vec<String>,
+        /// Absolute destination; a trailing `/` means a directory.
+        dest: String,
+        /// `user[:group]` for the copied files.
+        owner: Option<String>,
+        /// Permission bits for the copied files.
+        mode: Option<u32>,
+        /// Extract tar archives (plain, gzip or zstd) instead of copying them.
+        unpack_archives: bool,
+    },
+    /// `mkdir [-p]` with a mode and owner for the new directories.
+    Mkdir {
+        /// Absolute path.
+        path: String,
+        /// Permission bits.
+        mode: u32,
+        /// Create missing parents.
+        parents: bool,
+        /// `user[:group]` owning the new directories.
+        owner: Option<String>,
+    },
+}
+
+/// The filesystems a file op works on.
+pub struct FileOpSpec<'a> {
+    /// The snapshot store.
+    pub snapshots: &'a Snapshotter,
+    /// Layers of the destination, bottom first.
+    pub base: &'a [String],
+    /// Where the changes go.
+    pub upper: &'a Upper,
+    /// The sources actions refer to by index.
+    pub sources: &'a [Source],
+}
+
+/// Runs `actions` in a child process; `run_dir` is a fresh directory for mount points.
+pub fn run(
+    spec: &FileOpSpec,
+    actions: &[Action],
+    ops: &dyn PathOps,
+    run_dir: &Path,
+) -> Result<(), String> {
+    let dest = run_dir.join("dest");
+    std::fs::create_dir_all(&dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
+    let mut dest_lower: Vec<String> = spec
+        .base
+        .iter()
+        .rev()
+        .map(|l| spec.snapshots.layer_rel(l))
+        .collect();
+    dest_lower.push("empty".into());
+    let dest_options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        dest_lower.join(":"),
+        spec.upper.fs.display(),
+        spec.upper.work.display()
+    );
+    let mut source_mounts: Vec<(PathBuf, Option<String>)> = Vec::new();
+    for (i, source) in spec.sources.iter().enumerate() {
+        match source {
+            Source::Host(path) => source_mounts.push((path.clone(), None)),
+            // Nothing to mount for an empty filesystem (FROM scratch).
+            Source::Layers(layers) if layers.is_empty() => {
+                source_mounts.push((spec.snapshots.empty(), None))
+            }
+            Source::Layers(layers) => {
+                let target = run_dir.join(format!("src{i}"));
+                std::fs::create_dir_all(&target)
+                    .map_err(|e| format!("creating {}: {e}", target.display()))?;
+                let mut lower: Vec<String> = layers
+                    .iter()
+                    .rev()
+                    .map(|l| spec.snapshots.layer_rel(l))
+                    .collect();
+                // A read-only overlay needs two lower directories.
+                lower.push("empty".into());
+                source_mounts.push((target, Some(format!("lowerdir={}", lower.join(":")))));
+            }
+        }
+    }
+    let keep_owner: Vec<bool> = spec
+        .sources
+        .iter()
+        .map(|s| matches!(s, Source::Layers(_)))
+        .collect();
+    let root = spec.snapshots.root().to_path_buf();
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let err_fd = err_w.as_raw_fd();
+    let child = fork_child(|| {
+        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+        let result = in_namespace(
+            &root,
+            &dest,
+            &dest_options,
+            &source_mounts,
+            &keep_owner,
+            actions,
+            ops,
+        );
+        match result {
+            Ok(()) => 0,
+            Err(message) => {
+                write_all_fd(err_fd, message.as_bytes());
+                1
+            }
+        }
+    })
+    .map_err(|e| format!("fork: {e}"))?;
+    drop(err_w);
+    let mut message = String::new();
+    let _ = std::fs::File::from(err_r).read_to_string(&mut message);
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, 0)) if message.is_empty() => return Ok(()),
+            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => {
+                return Err(if message.is_empty() {
+                    "the file operation's process died".into()
+                } else {
+                    message
+                });
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("waitpid: {e}")),
+        }
+    }
+}
+
+fn in_namespace(
+    snapshots_root: &Path,
+    dest: &Path,
+    dest_options: &str,
+    sources: &[(PathBuf, Option<String>)],
+    keep_owner: &[bool],
+    actions: &[Action],
+    ops: &dyn PathOps,
+) -> Result<(), String> {
+    let none: Option<&str> = None;
+    unshare(CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("creating a mount namespace: {e} (rbuild needs root for now)"))?;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+        .map_err(|e| format!("making the mount namespace private: {e}"))?;
+    nix::unistd::chdir(snapshots_root)
+        .map_err(|e| format!("chdir {}: {e}", snapshots_root.display()))?;
+    mount(
+        Some("overlay"),
+        dest,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(dest_options),
+    )
+    .map_err(|e| format!("mounting the destination overlay: {e}"))?;
+    for (target, options) in sources {
+        if let Some(options) = options {
+            mount(
+                Some("overlay"),
+                target,
+                Some("overlay"),
+                MsFlags::MS_RDONLY,
+                Some(options.as_str()),
+            )
+            .map_err(|e| format!("mounting a source overlay: {e}"))?;
+        }
+    }
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    for action in actions {
+        match action {
+            Action::Copy {
+                source,
+                paths,
+                dest: to,
+                owner,
+                mode,
+                unpack_archives,
+            } => {
+                let (src_root, _) = sources
+                    .get(*source)
+                    .ok_or_else(|| format!("copy from input {source}, which does not exist"))?;
+                let keep = keep_owner.get(*source).copied().unwrap_or(false);
+                copy(
+                    src_root,
+                    dest,
+                    paths,
+                    to,
+                    owner.as_deref(),
+                    *mode,
+                    *unpack_archives,
+                    keep,
+                    ops,
+                )?;
+            }
+            Action::Mkdir {
+                path,
+                mode,
+                parents,
+                owner,
+            } => {
+                mkdir(dest, path, *mode, *parents, owner.as_deref(), ops)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Who copied files belong to.
+#[derive(Clone, Copy)]
+enum Owner {
+    Keep,
+    Set(u32, u32),
+}
+
+fn owner_of(dest_root: &Path, spec: Option<&str>, keep: bool) -> Result<Owner, String> {
+    match spec {
+        Some(spec) => {
+            let u = user::resolve(dest_root, spec)?;
+            Ok(Owner::Set(u.uid, u.gid))
+        }
+        None if keep => Ok(Owner::Keep),
+        None => Ok(Owner::Set(0, 0)),
+    }
+}
+
+/// Creates `path` and its missing parents as directories owned by `owner` (root if `Keep`).
+fn create_dirs(path: &Path, stop_at: &Path, owner: Owner) -> Result<(), String> {
+    let mut missing = Vec::new();
+    let mut cur = path.to_path_buf();
+    while cur != stop_at && std::fs::symlink_metadata(&cur).is_err() {
+        missing.push(cur.clone());
+        if !cur.pop() {
+            break;
+        }
+    }
+    for dir in missing.into_iter().rev() {
+        std::fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
+        let (uid, gid) = match owner {
+            Owner::Set(u, g) => (u, g),
+            Owner::Keep => (0, 0),
+        };
+        std::os::unix::fs::lchown(&dir, Some(uid), Some(gid))
+            .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn copy(
+    src_root: &Path,
+    dest_root: &Path,
+    patterns: &[String],
+    dest: &str,
+    owner: Option<&str>,
+    mode: Option<u32>,
+    unpack_archives: bool,
+    keep_owner: bool,
+    ops: &dyn PathOps,
+) -> Result<(), String> {
+    let mut selected = Vec::new();
+    for pattern in patterns {
+        selected.extend(ops.expand(src_root, pattern)?);
+    }
+    let owner = owner_of(dest_root, owner, keep_owner)?;
+    let dest_host = ops
+        .resolve(dest_root, dest, true)
+        .map_err(|e| format!("resolving {dest}: {e}"))?;
+    let dest_is_dir = dest.ends_with('/')
+        || selected.len() > 1
+        || std::fs::metadata(&dest_host).is_ok_and(|m| m.is_dir());
+    for (rel, host) in selected {
+        let meta = std::fs::symlink_metadata(&host).map_err(|e| format!("{rel}: {e}"))?;
+        if meta.is_dir() {
+            create_dirs(&dest_host, dest_root, owner)?;
+            copy_dir_contents(&host, &dest_host, owner, mode)?;
+            continue;
+        }
+        if unpack_archives
+            && meta.is_file()
+            && let Some(kind) = archive_kind(&host)?
+        {
+            create_dirs(&dest_host, dest_root, owner)?;
+            return unpack(&host, kind, &dest_host);
+        }
+        let target = if dest_is_dir {
+            let name = Path::new(&rel)
+                .file_name()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(host.file_name().unwrap_or_default()));
+            dest_host.join(name)
+        } else {
+            dest_host.clone()
+        };
+        if let Some(parent) = target.parent() {
+            create_dirs(parent, dest_root, owner)?;
+        }
+        copy_entry(&host, &target, owner, mode)?;
+    }
+    Ok(())
+}
+
+fn copy_dir_contents(
+    src: &Path,
+    dst: &Path,
+    owner: Owner,
+    mode: Option<u32>,
+) -> Result<(), String> {
+    let mut names: Vec<_> = std::fs::read_dir(src)
+        .map_err(|e| format!("reading {}: {e}", src.display()))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()
+        .map_err(|e| format!("reading {}: {e}", src.display()))?;
+    names.sort();
+    for name in names {
+        copy_entry(&src.join(&name), &dst.join(&name), owner, mode)?;
+    }
+    Ok(())
+}
+
+/// Copies one entry (recursively for directories), replacing what is at `dst` unless both are
+/// directories, which merge.
+fn copy_entry(src: &Path, dst: &Path, owner: Owner, mode: Option<u32>) -> Result<(), String> {
+    let err = |what: &str, e: io::Error| format!("{what} {}: {e}", dst.display());
+    let meta = std::fs::symlink_metadata(src).map_err(|e| format!("{}: {e}", src.display()))?;
+    let ft = meta.file_type();
+    match std::fs::symlink_metadata(dst) {
+        Ok(existing) if existing.is_dir() && ft.is_dir() => {}
+        Ok(existing) if existing.is_dir() => {
+            std::fs::remove_dir_all(dst).map_err(|e| err("removing", e))?
+        }
+        Ok(_) => std::fs::remove_file(dst).map_err(|e| err("removing", e))?,
+        Err(_) => {}
+    }
+    if ft.is_dir() {
+        if std::fs::symlink_metadata(dst).is_err() {
+            std::fs::create_dir(dst).map_err(|e| err("mkdir", e))?;
+        }
+        copy_dir_contents(src, dst, owner, mode)?;
+    } else if ft.is_symlink() {
+        let target = std::fs::read_link(src).map_err(|e| err("readlink", e))?;
+        std::os::unix::fs::symlink(target, dst).map_err(|e| err("symlink", e))?;
+    } else if ft.is_file() {
+        std::fs::copy(src, dst).map_err(|e| err("copying to", e))?;
+    } else {
+        let kind = if ft.is_fifo() {
+            SFlag::S_IFIFO
+        } else if ft.is_char_device() {
+            SFlag::S_IFCHR
+        } else if ft.is_block_device() {
+            SFlag::S_IFBLK
+        } else {
+            return Ok(()); // sockets are not copied
+        };
+        mknod(
+            dst,
+            kind,
+            Mode::from_bits_truncate(meta.mode() & 0o7777),
+            meta.rdev(),
+        )
+        .map_err(|e| err("mknod", e.into()))?;
+    }
+    let (uid, gid) = match owner {
+        Owner::Keep => (meta.uid(), meta.gid()),
+        Owner::Set(u, g) => (u, g),
+    };
+    std::os::unix::fs::lchown(dst, Some(uid), Some(gid)).map_err(|e| err("chown", e))?;
+    if !ft.is_symlink() {
+        let bits = mode.unwrap_or(meta.mode() & 0o7777);
+        std::fs::set_permissions(dst, std::fs::Permissions::from_mode(bits))
+            .map_err(|e| err("chmod", e))?;
+        for name in xattr::list(src).unwrap_or_default() {
+            if name.starts_with("trusted.overlay.") {
+                continue;
+            }
+            if let Ok(Some(value)) = xattr::get(src, &name) {
+                let _ = xattr::set(dst, &name, &value);
+            }
+        }
+    }
+    let atime = TimeSpec::new(meta.atime(), meta.atime_nsec());
+    let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        dst,
+        &atime,
+        &mtime,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| err("setting times of", e.into()))?;
+    Ok(())
+}
+
+/// Compression of a local archive that `ADD` extracts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchiveKind {
+    /// An uncompressed tar.
+    Tar,
+    /// gzip-compressed tar.
+    Gzip,
+    /// zstd-compressed tar.
+    Zstd,
+}
+
+/// Recognizes archives by their first bytes, as Docker does (not by file name).
+pub fn archive_kind(path: &Path) -> Result<Option<ArchiveKind>, String> {
+    let mut head = [0u8; 512];
+    let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut n = 0;
+    while n < head.len() {
+        match file.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+    }
+    let head = &head[..n];
+    if head.starts_with(&[0x1f, 0x8b]) {
+        return Ok(Some(ArchiveKind::Gzip));
+    }
+    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        return Ok(Some(ArchiveKind::Zstd));
+    }
+    if head.starts_with(b"BZh") || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        return Err(format!(
+            "{}: ADD of bzip2 or xz archives is not supported by rbuild yet",
+            path.display()
+        ));
+    }
+    if n >= 262 && &head[257..262] == b"ustar" {
+        return Ok(Some(ArchiveKind::Tar));
+    }
+    Ok(None)
+}
+
+fn unpack(archive: &Path, kind: ArchiveKind, dest: &Path) -> Result<(), String> {
+    let file = std::fs::File::open(archive).map_err(|e| format!("{}: {e}", archive.display()))?;
+    let reader: Box<dyn Read> = match kind {
+        ArchiveKind::Tar => Box::new(io::BufReader::new(file)),
+        ArchiveKind::Gzip => Box::new(flate2::read::GzDecoder::new(io::BufReader::new(file))),
+        ArchiveKind::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(file)
+                .map_err(|e| format!("{}: {e}", archive.display()))?,
+        ),
+    };
+    let mut tar = tar::Archive::new(reader);
+    tar.set_preserve_permissions(true);
+    tar.set_preserve_ownerships(true);
+    tar.set_preserve_mtime(true);
+    tar.set_unpack_xattrs(true);
+    tar.set_overwrite(true);
+    tar.unpack(dest)
+        .map_err(|e| format!("extracting {}: {e}", archive.display()))
+}
+
+fn mkdir(
+    dest_root: &Path,
+    path: &str,
+    mode: u32,
+    parents: bool,
+    owner: Option<&str>,
+    ops: &dyn PathOps,
+) -> Result<(), String> {
+    let target = ops
+        .resolve(dest_root, path, true)
+        .map_err(|e| format!("resolving {path}: {e}"))?;
+    match std::fs::metadata(&target) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => return Err(format!("mkdir {path}: not a directory")),
+        Err(_) => {}
+    }
+    if !parents && target.parent().is_some_and(|p| !p.is_dir()) {
+        return Err(format!("mkdir {path}: no such file or directory"));
+    }
+    let owner = owner_of(dest_root, owner, false)?;
+    create_dirs(&target, dest_root, owner)?;
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {path}: {e}"))
+}

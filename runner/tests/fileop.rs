@@ -1,0 +1,237 @@
+//! COPY/ADD/mkdir semantics against real overlay mounts. Needs root (CI runs as root); skips
+//! elsewhere with a message.
+
+use rbuild_runner::fileop::{self, Action, FileOpSpec, PathOps, Source};
+use rbuild_runner::snapshot::Snapshotter;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The same adapter the builder uses: the solver's resolution, so copies select what the cache
+/// key hashed.
+struct SolverPaths;
+
+impl PathOps for SolverPaths {
+    fn expand(&self, root: &Path, pattern: &str) -> Result<Vec<(String, PathBuf)>, String> {
+        rbuild_solver::contenthash::expand(root, pattern)
+            .map(|v| v.into_iter().map(|s| (s.rel, s.host)).collect())
+            .map_err(|e| e.to_string())
+    }
+    fn resolve(&self, root: &Path, path: &str, follow_last: bool) -> std::io::Result<PathBuf> {
+        rbuild_solver::contenthash::resolve_in_root(root, path, follow_last)
+    }
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn base_layer(s: &Snapshotter) -> String {
+    let id = format!("sha256:{}", "c".repeat(64));
+    let u = s.new_upper().unwrap();
+    std::fs::create_dir_all(u.fs.join("etc")).unwrap();
+    std::fs::write(
+        u.fs.join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(u.fs.join("etc/group"), "root:x:0:\napp:x:1001:\n").unwrap();
+    std::fs::create_dir_all(u.fs.join("data")).unwrap();
+    std::fs::write(u.fs.join("data/owned"), "o").unwrap();
+    std::os::unix::fs::lchown(u.fs.join("data/owned"), Some(123), Some(456)).unwrap();
+    std::os::unix::fs::symlink("/data", u.fs.join("link-to-data")).unwrap();
+    s.commit(u, &id).unwrap();
+    id
+}
+
+fn context(dir: &Path) -> PathBuf {
+    let c = dir.join("context");
+    std::fs::create_dir_all(c.join("sub/deeper")).unwrap();
+    std::fs::write(c.join("a.txt"), "a").unwrap();
+    std::fs::write(c.join("b.txt"), "b").unwrap();
+    std::fs::write(c.join("sub/s"), "s").unwrap();
+    std::fs::write(c.join("sub/deeper/d"), "d").unwrap();
+    std::fs::set_permissions(c.join("sub/s"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::lchown(c.join("a.txt"), Some(1000), Some(1000)).unwrap();
+    // A gzipped tar for ADD.
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(2);
+    h.set_mode(0o640);
+    h.set_uid(7);
+    h.set_gid(8);
+    h.set_mtime(1);
+    h.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut h, "inner/x", &b"xx"[..]).unwrap();
+    std::fs::write(
+        c.join("archive.tgz"),
+        tar.into_inner().unwrap().finish().unwrap(),
+    )
+    .unwrap();
+    c
+}
+
+#[test]
+fn copy_semantics() {
+    if !is_root() {
+        eprintln!("skipped: needs root for mount namespaces and overlayfs");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Snapshotter::open(&dir.path().join("snapshots")).unwrap();
+    let base = vec![base_layer(&s)];
+    let ctx = context(dir.path());
+    let upper = s.new_upper().unwrap();
+    let copy = |source: usize,
+                paths: &[&str],
+                dest: &str,
+                owner: Option<&str>,
+                mode: Option<u32>,
+                unpack: bool| Action::Copy {
+        source,
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+        dest: dest.into(),
+        owner: owner.map(String::from),
+        mode,
+        unpack_archives: unpack,
+    };
+    let actions = vec![
+        copy(1, &["a.txt"], "/file", None, None, false),
+        copy(1, &["*.txt"], "/many/", None, None, false),
+        copy(1, &["sub"], "/app", Some("app"), None, false),
+        copy(1, &["b.txt"], "/link-to-data/", None, Some(0o600), false),
+        copy(1, &["archive.tgz"], "/unpacked/", None, None, true),
+        copy(1, &["archive.tgz"], "/kept.tgz", None, None, false),
+        copy(
+            2,
+            &["/data/owned", "/link-to-data/../etc/group"],
+            "/fromstage/",
+            None,
+            None,
+            false,
+        ),
+        Action::Mkdir {
+            path: "/w/x/y".into(),
+            mode: 0o755,
+            parents: true,
+            owner: Some("app".into()),
+        },
+    ];
+    let sources = vec![
+        Source::Layers(vec![]),
+        Source::Host(ctx.clone()),
+        Source::Layers(base.clone()),
+    ];
+    let run_dir = dir.path().join("run");
+    fileop::run(
+        &FileOpSpec {
+            snapshots: &s,
+            base: &base,
+            upper: &upper,
+            sources: &sources,
+        },
+        &actions,
+        &SolverPaths,
+        &run_dir,
+    )
+    .unwrap();
+    let u = &upper.fs;
+    let meta =
+        |p: &str| std::fs::symlink_metadata(u.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    assert_eq!(std::fs::read_to_string(u.join("file")).unwrap(), "a");
+    assert_eq!(
+        (meta("file").uid(), meta("file").gid()),
+        (0, 0),
+        "context files belong to root"
+    );
+    assert!(u.join("many/a.txt").is_file() && u.join("many/b.txt").is_file());
+    assert_eq!(
+        std::fs::read_to_string(u.join("app/deeper/d")).unwrap(),
+        "d",
+        "a directory copies its contents"
+    );
+    assert_eq!(meta("app/s").mode() & 0o777, 0o700);
+    assert_eq!((meta("app/s").uid(), meta("app/s").gid()), (1000, 1001));
+    assert_eq!(
+        (meta("app").uid(), meta("app").gid()),
+        (1000, 1001),
+        "created destination belongs to --chown"
+    );
+    assert_eq!(
+        meta("data/b.txt").mode() & 0o777,
+        0o600,
+        "symlinked destination resolved inside the root"
+    );
+    assert_eq!(
+        std::fs::read_to_string(u.join("unpacked/inner/x")).unwrap(),
+        "xx"
+    );
+    assert_eq!(
+        (
+            meta("unpacked/inner/x").uid(),
+            meta("unpacked/inner/x").gid()
+        ),
+        (7, 8)
+    );
+    assert!(u.join("kept.tgz").is_file(), "COPY does not extract");
+    assert_eq!(
+        (meta("fromstage/owned").uid(), meta("fromstage/owned").gid()),
+        (123, 456),
+        "stage files keep owners"
+    );
+    assert!(u.join("fromstage/group").is_file());
+    assert_eq!((meta("w/x/y").uid(), meta("w/x").uid()), (1000, 1000));
+    // Nothing else reached the upper directory.
+    let mut top: Vec<String> = std::fs::read_dir(u)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    assert_eq!(
+        top,
+        [
+            "app",
+            "data",
+            "file",
+            "fromstage",
+            "kept.tgz",
+            "many",
+            "unpacked",
+            "w"
+        ]
+    );
+}
+
+#[test]
+fn missing_source_is_reported() {
+    if !is_root() {
+        eprintln!("skipped: needs root for mount namespaces and overlayfs");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Snapshotter::open(&dir.path().join("snapshots")).unwrap();
+    let ctx = context(dir.path());
+    let upper = s.new_upper().unwrap();
+    let err = fileop::run(
+        &FileOpSpec {
+            snapshots: &s,
+            base: &[],
+            upper: &upper,
+            sources: &[Source::Layers(vec![]), Source::Host(ctx)],
+        },
+        &[Action::Copy {
+            source: 1,
+            paths: vec!["nope".into()],
+            dest: "/x".into(),
+            owner: None,
+            mode: None,
+            unpack_archives: false,
+        }],
+        &SolverPaths,
+        &dir.path().join("run"),
+    )
+    .unwrap_err();
+    assert_eq!(err, "\"/nope\": not found");
+}
