@@ -1,1 +1,159 @@
-fn main() {}
+//! `rbuild`: a daemonless container image builder for Dockerfiles.
+//!
+//! This binary is glue: it parses the command line and wires the frontend (Dockerfile →
+//! graph), the solver (graph → outputs, cached), the runner (sandboxes and layers) and the
+//! local store, registry client and exporters of this crate. See ARCHITECTURE.md.
+#![deny(missing_docs)]
+
+mod commands;
+mod export;
+mod layer;
+mod progress;
+mod reference;
+mod registry;
+mod resolver;
+mod state;
+mod store;
+mod timefmt;
+mod worker;
+
+use clap::{Args, Parser, Subcommand};
+
+use std::path::PathBuf;
+
+/// rbuild builds container images from Dockerfiles, without a daemon.
+#[derive(Parser)]
+#[command(
+    name = "rbuild",
+    version,
+    arg_required_else_help = true,
+    after_help = "With no subcommand, rbuild builds: `rbuild -t app:1.0 .` is `rbuild build -t app:1.0 .`"
+)]
+struct Cli {
+    /// State directory (images, layers, cache) [default: /var/lib/rbuild for root]
+    #[arg(long, global = true, env = "RBUILD_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
+
+    /// Log what rbuild does (also RUST_LOG=debug)
+    #[arg(long, global = true)]
+    debug: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+const SUBCOMMANDS: &[&str] = &["build", "images", "push", "run", "help"];
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build an image from a Dockerfile and a context directory
+    Build(commands::build::BuildArgs),
+    /// List the images in the local store
+    Images,
+    /// Push an image from the local store to a registry
+    Push(commands::push::PushArgs),
+    /// Run a command in a new container from an image (a convenience to try images)
+    Run(commands::run::RunArgs),
+}
+
+/// Options shared by every subcommand.
+#[derive(Args, Clone)]
+pub struct Global {
+    /// The state directory.
+    pub root: PathBuf,
+}
+
+/// Inserts `build` where the subcommand would be, when the command line has none: after the
+/// global options, if the next word is not a subcommand or a help/version flag.
+fn with_default_subcommand(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut i = 1;
+    while i < args.len() {
+        let arg = args[i].to_string_lossy();
+        match arg.as_ref() {
+            "--root" => i += 2,
+            "--debug" => i += 1,
+            a if a.starts_with("--root=") => i += 1,
+            _ => break,
+        }
+    }
+    let Some(word) = args.get(i).map(|a| a.to_string_lossy().into_owned()) else {
+        return args;
+    };
+    if SUBCOMMANDS.contains(&word.as_str())
+        || matches!(word.as_str(), "-h" | "--help" | "-V" | "--version")
+    {
+        return args;
+    }
+    let mut out = args;
+    out.insert(i, "build".into());
+    out
+}
+
+fn main() {
+    let cli = Cli::parse_from(with_default_subcommand(std::env::args_os().collect()));
+    let filter = if cli.debug {
+        tracing_subscriber::EnvFilter::new("debug")
+    } else {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    // TLS for registries: rustls with the ring provider (pure Rust, no system OpenSSL).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let global = Global {
+        root: cli.root.clone().unwrap_or_else(state::default_root),
+    };
+    let result = match cli.command {
+        Command::Build(args) => commands::build::run(&global, args),
+        Command::Images => commands::images::run(&global),
+        Command::Push(args) => commands::push::run(&global, args),
+        Command::Run(args) => commands::run::run(&global, args),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_default_subcommand;
+
+    fn words(s: &str) -> Vec<String> {
+        let args = s.split(' ').map(std::ffi::OsString::from).collect();
+        with_default_subcommand(args)
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn no_subcommand_means_build() {
+        assert_eq!(
+            words("rbuild -t a:1 ."),
+            ["rbuild", "build", "-t", "a:1", "."]
+        );
+        assert_eq!(
+            words("rbuild --root /x -t a ."),
+            ["rbuild", "--root", "/x", "build", "-t", "a", "."]
+        );
+        assert_eq!(
+            words("rbuild --root=/x ."),
+            ["rbuild", "--root=/x", "build", "."]
+        );
+        assert_eq!(
+            words("rbuild --root /x run --rm a"),
+            ["rbuild", "--root", "/x", "run", "--rm", "a"]
+        );
+        assert_eq!(words("rbuild images"), ["rbuild", "images"]);
+        assert_eq!(words("rbuild --help"), ["rbuild", "--help"]);
+        assert_eq!(words("rbuild"), ["rbuild"]);
+    }
+}

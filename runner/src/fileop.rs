@@ -501,8 +501,29 @@ fn unpack(archive: &Path, kind: ArchiveKind, dest: &Path) -> Result<(), String> 
     tar.set_preserve_mtime(true);
     tar.set_unpack_xattrs(true);
     tar.set_overwrite(true);
-    tar.unpack(dest)
-        .map_err(|e| format!("extracting {}: {e}", archive.display()))
+    let err = |e: io::Error| format!("extracting {}: {e}", archive.display());
+    // Directory times are set last, deepest first, because writing their contents changes them.
+    let mut dirs: Vec<(PathBuf, i64)> = Vec::new();
+    for entry in tar.entries().map_err(err)? {
+        let mut entry = entry.map_err(err)?;
+        if entry.header().entry_type().is_dir() {
+            let path = dest.join(entry.path().map_err(err)?);
+            dirs.push((path, entry.header().mtime().unwrap_or(0) as i64));
+        }
+        entry.unpack_in(dest).map_err(err)?;
+    }
+    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    for (dir, mtime) in dirs {
+        let t = TimeSpec::new(mtime, 0);
+        let _ = utimensat(
+            nix::fcntl::AT_FDCWD,
+            &dir,
+            &t,
+            &t,
+            UtimensatFlags::NoFollowSymlink,
+        );
+    }
+    Ok(())
 }
 
 fn mkdir(

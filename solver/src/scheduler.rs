@@ -133,6 +133,7 @@ pub struct Solver<W: Worker> {
     cache: Arc<CacheIndex>,
     events: Option<Sender>,
     cancel: Arc<AtomicBool>,
+    no_cache: bool,
 }
 
 /// What a vertex's task publishes: its cache key and output, or `None` if it failed.
@@ -146,6 +147,7 @@ impl<W: Worker> Solver<W> {
             cache,
             events,
             cancel: Arc::new(AtomicBool::new(false)),
+            no_cache: false,
         }
     }
 
@@ -154,12 +156,20 @@ impl<W: Worker> Solver<W> {
         self.cancel.clone()
     }
 
-    /// Solves `targets` and everything they depend on; returns the targets' outputs in order.
+    /// Ignores the cache index when looking up steps (`--no-cache`); results are still
+    /// recorded.
+    pub fn without_cache_lookups(mut self) -> Self {
+        self.no_cache = true;
+        self
+    }
+
+    /// Solves `targets` and everything they depend on; returns the output of every vertex that
+    /// was needed.
     pub async fn solve(
         &self,
         graph: Arc<Graph>,
         targets: &[VertexId],
-    ) -> Result<Vec<Arc<Output>>, SolveError> {
+    ) -> Result<HashMap<VertexId, Arc<Output>>, SolveError> {
         let needed = graph.needed_for(targets);
         let mut channels: HashMap<VertexId, watch::Receiver<Published>> = HashMap::new();
         let mut tasks = tokio::task::JoinSet::new();
@@ -179,6 +189,7 @@ impl<W: Worker> Solver<W> {
                 cancel: self.cancel.clone(),
                 graph: graph.clone(),
                 vertex: v,
+                no_cache: self.no_cache,
             };
             tasks.spawn(async move {
                 let result = step.run(inputs).await;
@@ -208,15 +219,16 @@ impl<W: Worker> Solver<W> {
         if self.cancel.load(Ordering::Relaxed) {
             return Err(crate::Error::Cancelled.into());
         }
-        Ok(targets
-            .iter()
-            .map(|t| {
-                channels[t]
+        Ok(channels
+            .into_iter()
+            .map(|(v, rx)| {
+                let output = rx
                     .borrow()
                     .clone()
                     .flatten()
                     .expect("every needed vertex finished")
-                    .1
+                    .1;
+                (v, output)
             })
             .collect())
     }
@@ -229,6 +241,7 @@ struct Step<W: Worker> {
     cancel: Arc<AtomicBool>,
     graph: Arc<Graph>,
     vertex: VertexId,
+    no_cache: bool,
 }
 
 impl<W: Worker> Step<W> {
@@ -319,10 +332,13 @@ impl<W: Worker> Step<W> {
         }
 
         let key = cachekey::compute(&vertex.op, &input_keys, None);
-        let cached = self
-            .cache
-            .get(&key)
-            .map_err(|e| Some(SolveError::Solver(e)))?;
+        let cached = if self.no_cache {
+            None
+        } else {
+            self.cache
+                .get(&key)
+                .map_err(|e| Some(SolveError::Solver(e)))?
+        };
         if let Some(output) = cached {
             let worker = self.worker.clone();
             let check = output.clone();
@@ -466,7 +482,8 @@ mod tests {
 
         let solver = Solver::new(worker.clone(), cache.clone(), None);
         let out = solver.solve(g.clone(), &[a, b]).await.unwrap();
-        assert_eq!(out[0].layers.len(), 1);
+        assert_eq!(out[&a].layers.len(), 1);
+        assert_eq!(out.len(), 3, "scratch, a and b");
         assert_eq!(
             worker.max_running.load(Ordering::SeqCst),
             2,

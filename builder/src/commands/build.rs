@@ -1,0 +1,279 @@
+//! `rbuild build`: Dockerfile → image.
+
+use crate::Global;
+use crate::export::{finalize, store_image, write_oci_tar};
+use crate::progress::{Mode, Printer};
+use crate::reference;
+use crate::registry::Registry;
+use crate::resolver::StoreThenRegistry;
+use crate::state::State;
+use crate::worker::BuildWorker;
+use anyhow::{Context, Result, anyhow, bail};
+use rbuild_frontend::diagnostic::{Diagnostic, Severity};
+use rbuild_frontend::source::SourceFile;
+use rbuild_frontend::{BuildOptions, lower, parser};
+use rbuild_solver::Solver;
+use rbuild_solver::scheduler::SolveError;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// Arguments of `rbuild build`.
+#[derive(clap::Args, Clone)]
+pub struct BuildArgs {
+    /// Name and tag of the image (`name:tag`); may be repeated
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    pub tags: Vec<String>,
+    /// The Dockerfile [default: CONTEXT/Dockerfile]
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// A build argument `KEY=VALUE`, or `KEY` to take its value from the environment
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+    /// The stage to build [default: the last]
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Progress output
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: Mode,
+    /// Print only the image id (same as --progress=quiet)
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Also export the image: `type=oci,dest=FILE.tar`
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+    /// Do not use the cache for any step
+    #[arg(long)]
+    pub no_cache: bool,
+    /// The build context directory
+    #[arg(value_name = "CONTEXT")]
+    pub context: PathBuf,
+}
+
+/// An `--output` request.
+enum OutputSpec {
+    Oci { dest: PathBuf },
+}
+
+fn parse_output(spec: &str) -> Result<OutputSpec> {
+    let mut fields = BTreeMap::new();
+    for part in spec.split(',') {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| anyhow!("invalid --output {spec:?}: expected key=value pairs such as type=oci,dest=image.tar"))?;
+        fields.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    match fields.get("type").map(String::as_str) {
+        Some("oci") => {
+            let dest = fields
+                .get("dest")
+                .ok_or_else(|| anyhow!("--output type=oci needs dest=FILE.tar"))?;
+            Ok(OutputSpec::Oci {
+                dest: PathBuf::from(dest),
+            })
+        }
+        Some(other) => bail!("--output type={other} is not supported yet (supported: oci)"),
+        None => bail!("--output {spec:?} has no type= (supported: type=oci,dest=FILE.tar)"),
+    }
+}
+
+fn parse_build_args(args: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for arg in args {
+        match arg.split_once('=') {
+            Some((k, v)) => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            // `--build-arg NAME` takes the value from the environment, and is ignored if unset.
+            None => {
+                if let Ok(v) = std::env::var(arg) {
+                    out.insert(arg.clone(), v);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn print_diagnostics(diagnostics: &[Diagnostic]) {
+    for d in diagnostics {
+        eprint!("{}", d.render());
+    }
+}
+
+/// Runs a build; returns the process exit code.
+pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
+    let mode = if args.quiet {
+        Mode::Quiet
+    } else {
+        args.progress
+    };
+    let context_arg = args.context.clone();
+    let context = context_arg
+        .canonicalize()
+        .with_context(|| format!("build context {}", context_arg.display()))?;
+    if !context.is_dir() {
+        bail!("build context {} is not a directory", context_arg.display());
+    }
+    let outputs = args
+        .outputs
+        .iter()
+        .map(|o| parse_output(o))
+        .collect::<Result<Vec<_>>>()?;
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| {
+            reference::parse(t)
+                .map(|r| r.whole())
+                .map_err(|e| anyhow!("invalid tag: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let build_args = parse_build_args(&args.build_args)?;
+
+    let printer = Printer::new(mode);
+    let started = Instant::now();
+    let dockerfile_path = args
+        .file
+        .clone()
+        .unwrap_or_else(|| context_arg.join("Dockerfile"));
+    let bytes = std::fs::read(&dockerfile_path).map_err(|e| {
+        anyhow!(
+            "failed to read the Dockerfile {}: {e}",
+            dockerfile_path.display()
+        )
+    })?;
+    let file = SourceFile::new(display_name(&dockerfile_path), &bytes);
+    printer.lock().expect("printer").step(
+        &format!("[internal] load build definition from {}", file.name),
+        &[format!("transferring dockerfile: {}B done", bytes.len())],
+        started.elapsed(),
+    );
+    let parsed = parser::parse(&file);
+    print_diagnostics(&parsed.diagnostics);
+    if parsed.has_errors() {
+        return Ok(1);
+    }
+
+    let state = Arc::new(State::open(&global.root)?);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let registry = Arc::new(Registry::default());
+    let options = BuildOptions {
+        build_args,
+        target: args.target.clone(),
+    };
+    let resolver = StoreThenRegistry {
+        state: &state,
+        registry: &registry,
+        runtime: &runtime,
+    };
+    let build = match lower(&parsed.dockerfile, &options, &resolver) {
+        Ok(build) => build,
+        Err(d) => {
+            print_diagnostics(&[d]);
+            return Ok(1);
+        }
+    };
+    print_diagnostics(&build.warnings);
+
+    let worker = Arc::new(BuildWorker {
+        state: state.clone(),
+        context: context.clone(),
+        registry: registry.clone(),
+        runtime: runtime.handle().clone(),
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut solver = Solver::new(worker, state.cache.clone(), Some(tx));
+    if args.no_cache {
+        solver = solver.without_cache_lookups();
+    }
+    let cancel = solver.cancel_flag();
+    let graph = Arc::new(build.graph.clone());
+    let events_printer = printer.clone();
+    let result = runtime.block_on(async {
+        let printing = tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                events_printer.lock().expect("printer").event(event);
+            }
+        });
+        let interrupt = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupted: stopping the build…");
+                cancel.store(true, Ordering::Relaxed);
+            }
+        });
+        let result = solver.solve(graph, &[build.target]).await;
+        drop(solver);
+        let _ = printing.await;
+        interrupt.abort();
+        result
+    });
+    let solved = match result {
+        Ok(solved) => solved,
+        Err(SolveError::Step {
+            vertex,
+            message,
+            log_tail,
+        }) => {
+            let name = build.graph.vertex(vertex).name.clone().unwrap_or_default();
+            let mut d = Diagnostic::error(
+                &file,
+                build.locations.get(&vertex).copied(),
+                format!("{name}: {message}"),
+            );
+            if !log_tail.is_empty() {
+                let lines: Vec<String> = log_tail.iter().map(|l| format!("      > {l}")).collect();
+                d = d.with_help(format!(
+                    "last {} lines of output:\n{}",
+                    log_tail.len(),
+                    lines.join("\n")
+                ));
+            }
+            d.severity = Severity::Error;
+            print_diagnostics(&[d]);
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
+
+    let export_started = Instant::now();
+    let image = finalize(&build, &solved);
+    let (manifest, _, config) = store_image(&state.store, &image)?;
+    let mut lines = vec![
+        format!("writing image {} done", config.digest),
+        format!("writing manifest {} done", manifest.digest),
+    ];
+    for tag in &tags {
+        state.store.tag(tag, &manifest)?;
+        lines.push(format!("naming to {tag} done"));
+    }
+    for output in &outputs {
+        let OutputSpec::Oci { dest } = output;
+        write_oci_tar(
+            &state.store,
+            &manifest,
+            tags.first().map(String::as_str),
+            dest,
+        )?;
+        lines.push(format!(
+            "exporting to oci image format {} done",
+            dest.display()
+        ));
+    }
+    printer
+        .lock()
+        .expect("printer")
+        .step("exporting to image", &lines, export_started.elapsed());
+    if mode == Mode::Quiet {
+        println!("{}", config.digest);
+    }
+    Ok(0)
+}
+
+/// The Dockerfile's name in messages: the path as the user gave it, without a leading `./`.
+fn display_name(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    s.strip_prefix("./").unwrap_or(&s).to_string()
+}

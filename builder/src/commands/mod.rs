@@ -1,0 +1,6 @@
+//! One module per subcommand.
+
+pub mod build;
+pub mod images;
+pub mod push;
+pub mod run;

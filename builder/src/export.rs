@@ -1,0 +1,186 @@
+//! Finishing a build: the image config (history, created times, diff ids), its manifest in
+//! the local store, and the exporters (`--output type=oci`).
+
+use crate::store::{Descriptor, Manifest, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, REF_NAME, Store};
+use crate::timefmt;
+use anyhow::{Context, Result};
+use rbuild_frontend::Build;
+use rbuild_frontend::image::Image;
+use rbuild_solver::{Output, OutputLayer, VertexId};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The final image config and its layers.
+pub struct FinalImage {
+    /// The config.
+    pub image: Image,
+    /// The layers, bottom first.
+    pub layers: Vec<OutputLayer>,
+}
+
+/// Fills in what only the solve knows: diff ids, which history entries have layers, and
+/// creation times. A step's time is when its layer was made (so a cached rebuild gives the same
+/// image); metadata-only steps take the time of the step before them.
+pub fn finalize(build: &Build, outputs: &HashMap<VertexId, Arc<Output>>) -> FinalImage {
+    let layers = outputs[&build.target].layers.clone();
+    let mut image = build.image.clone();
+    image.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.to_string()).collect();
+    let fallback = timefmt::rfc3339(timefmt::build_time());
+    let mut last: Option<String> = None;
+    for entry in &mut image.history {
+        if let Some(v) = entry.layer_of {
+            let out = &outputs[&v];
+            let input = &outputs[&build.graph.vertex(v).inputs[0]];
+            let added = out.layers.len() > input.layers.len();
+            entry.empty_layer = !added;
+            if added {
+                entry.created = out.layers.last().and_then(|l| l.created.clone());
+            }
+        }
+        if entry.created.is_none() {
+            entry.created = last.clone();
+        }
+        if entry.created.is_some() {
+            last = entry.created.clone();
+        }
+    }
+    // Entries before any timestamp (a scratch image's first steps) take the first one known.
+    let first = image
+        .history
+        .iter()
+        .find_map(|h| h.created.clone())
+        .unwrap_or(fallback);
+    for entry in &mut image.history {
+        entry.created.get_or_insert_with(|| first.clone());
+    }
+    image.created = Some(
+        image
+            .history
+            .last()
+            .and_then(|h| h.created.clone())
+            .unwrap_or(first),
+    );
+    FinalImage { image, layers }
+}
+
+/// Writes the config and manifest blobs; returns the manifest's descriptor and the config
+/// digest (the image id).
+pub fn store_image(store: &Store, image: &FinalImage) -> Result<(Descriptor, Vec<u8>, Descriptor)> {
+    let config = serde_json::to_vec(&image.image)?;
+    let (config_digest, config_size) = store.write_blob(&config)?;
+    let config_desc = Descriptor {
+        media_type: OCI_CONFIG.into(),
+        digest: config_digest,
+        size: config_size,
+        platform: None,
+        annotations: BTreeMap::new(),
+    };
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST.into()),
+        config: config_desc.clone(),
+        layers: image
+            .layers
+            .iter()
+            .map(|l| Descriptor {
+                media_type: l.media_type.clone(),
+                digest: l.digest.clone(),
+                size: l.size,
+                platform: None,
+                annotations: BTreeMap::new(),
+            })
+            .collect(),
+    };
+    let bytes = serde_json::to_vec(&manifest)?;
+    let (digest, size) = store.write_blob(&bytes)?;
+    Ok((
+        Descriptor {
+            media_type: OCI_MANIFEST.into(),
+            digest,
+            size,
+            platform: None,
+            annotations: BTreeMap::new(),
+        },
+        bytes,
+        config_desc,
+    ))
+}
+
+/// Writes an OCI layout tarball of one image (`--output type=oci,dest=FILE`), as BuildKit's
+/// OCI exporter does: `oci-layout`, `index.json` naming the image, and its blobs. Entries are
+/// in a fixed order with fixed metadata, so equal images give equal files. The file is written
+/// next to `dest` and renamed into place.
+pub fn write_oci_tar(
+    store: &Store,
+    manifest: &Descriptor,
+    name: Option<&str>,
+    dest: &Path,
+) -> Result<()> {
+    let m = store.manifest(&manifest.digest)?;
+    let mut entry = manifest.clone();
+    if let Some(name) = name {
+        let tag = name
+            .rsplit_once(':')
+            .map(|(_, t)| t)
+            .filter(|t| !t.contains('/'))
+            .unwrap_or("latest");
+        entry
+            .annotations
+            .insert("io.containerd.image.name".into(), name.into());
+        entry.annotations.insert(REF_NAME.into(), tag.into());
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [entry],
+    });
+    let tmp = dest.with_file_name(format!(
+        ".{}.tmp-{}",
+        dest.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        rbuild_runner::snapshot::unique_name()
+    ));
+    let result = (|| -> Result<()> {
+        let file =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+        let mut add = |name: &str, data: &mut dyn std::io::Read, size: u64| -> Result<()> {
+            let mut h = tar::Header::new_ustar();
+            h.set_mode(0o644);
+            h.set_size(size);
+            h.set_mtime(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut h, name, data)?;
+            Ok(())
+        };
+        let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+        add("oci-layout", &mut &layout[..], layout.len() as u64)?;
+        let index = serde_json::to_vec(&index)?;
+        add("index.json", &mut &index[..], index.len() as u64)?;
+        let mut blobs = vec![manifest.digest.clone(), m.config.digest.clone()];
+        blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
+        blobs.sort();
+        blobs.dedup();
+        for digest in blobs {
+            let path = store.blob_path(&digest);
+            let mut f =
+                std::fs::File::open(&path).with_context(|| format!("reading blob {digest}"))?;
+            let size = f.metadata()?.len();
+            add(&format!("blobs/sha256/{}", digest.hex()), &mut f, size)?;
+        }
+        let mut out = tar.into_inner()?;
+        out.flush()?;
+        out.get_ref().sync_all()?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, dest).with_context(|| format!("writing {}", dest.display()))
+}

@@ -1,0 +1,119 @@
+//! The state directory (`--root`): where images, snapshots and the cache index live.
+//!
+//! ```text
+//! content/     OCI image layout: blobs/sha256/…, index.json with the tagged images
+//! snapshots/   unpacked layers (see rbuild_runner::snapshot)
+//! cache.db     the cache index (see rbuild_solver::cache)
+//! run/         mount points and generated files of running steps
+//! containers/  writable layers kept by `rbuild run` without --rm
+//! lock         held exclusively by a running rbuild; see [`State::open`]
+//! ```
+
+use crate::store::Store;
+use anyhow::{Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+use rbuild_runner::Snapshotter;
+use rbuild_solver::CacheIndex;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// An opened state directory. Dropping it releases the lock.
+pub struct State {
+    /// The directory.
+    pub root: PathBuf,
+    /// Images and blobs.
+    pub store: Store,
+    /// Unpacked layers.
+    pub snapshots: Snapshotter,
+    /// Cache key → outputs.
+    pub cache: Arc<CacheIndex>,
+    lock: std::sync::Mutex<Option<Flock<File>>>,
+}
+
+/// The default state directory: `/var/lib/rbuild` for root, `$XDG_DATA_HOME/rbuild` (or
+/// `~/.local/share/rbuild`) for other users.
+pub fn default_root() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/rbuild");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("rbuild");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    PathBuf::from(home).join(".local/share/rbuild")
+}
+
+impl State {
+    /// Opens (creating if needed) the state directory and takes its lock.
+    ///
+    /// The lock is exclusive for now: concurrent rbuild processes on one root wait for each
+    /// other, which keeps the cleanup of interrupted builds below trivially safe. While holding
+    /// it, leftovers of killed builds (unfinished snapshots, run directories) are removed.
+    pub fn open(root: &Path) -> Result<State> {
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("creating the state directory {}", root.display()))?;
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("resolving {}", root.display()))?;
+        let lock_path = root.join("lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        let lock = take_lock(lock, &lock_path)?;
+        let store = Store::open(&root.join("content"))?;
+        let snapshots = Snapshotter::open(&root.join("snapshots"))
+            .with_context(|| format!("opening {}/snapshots", root.display()))?;
+        snapshots
+            .clean_tmp()
+            .context("removing unfinished snapshots of an interrupted build")?;
+        let run = root.join("run");
+        if run.exists() {
+            std::fs::remove_dir_all(&run)
+                .context("removing run directories of an interrupted build")?;
+        }
+        std::fs::create_dir_all(&run)?;
+        let cache = Arc::new(CacheIndex::open(&root.join("cache.db"))?);
+        Ok(State {
+            root,
+            store,
+            snapshots,
+            cache,
+            lock: std::sync::Mutex::new(Some(lock)),
+        })
+    }
+
+    /// Lets other rbuild processes use the state directory while this one goes on (with
+    /// directories they do not clean up, such as `containers/`).
+    pub fn release_lock(&self) {
+        self.lock.lock().expect("state lock").take();
+    }
+
+    /// A fresh directory under `run/` for one step.
+    pub fn run_dir(&self) -> Result<PathBuf> {
+        let dir = self
+            .root
+            .join("run")
+            .join(rbuild_runner::snapshot::unique_name());
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(dir)
+    }
+}
+
+fn take_lock(file: File, path: &Path) -> Result<Flock<File>> {
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+            eprintln!(
+                "waiting for another rbuild using {} to finish…",
+                path.parent().unwrap_or(path).display()
+            );
+            Flock::lock(file, FlockArg::LockExclusive)
+                .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", path.display()))
+        }
+        Err((_, e)) => Err(anyhow::anyhow!("locking {}: {e}", path.display())),
+    }
+}

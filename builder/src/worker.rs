@@ -1,0 +1,285 @@
+//! The worker: how the solver's ops run here, on top of the runner and the content store.
+
+use crate::layer::{commit_upper, ensure_snapshots, oci_layer_media_type};
+use crate::reference;
+use crate::registry::Registry;
+use crate::state::State;
+use crate::timefmt;
+use anyhow::{Context, anyhow};
+use rbuild_frontend::image::Image;
+use rbuild_runner::fileop::{self, Action, FileOpSpec, PathOps, Source};
+use rbuild_runner::sandbox::{self, Exit, Network, Process, Rootfs, Stdio, Stream};
+use rbuild_solver::progress::Stream as LogStream;
+use rbuild_solver::scheduler::BoxError;
+use rbuild_solver::{
+    ExecOp, FileAction, FileOp, ImageSource, NetworkMode, Op, Output, OutputLayer, StepContext,
+    Worker,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Path resolution for copies: the solver's, so that a copy selects exactly the files its cache
+/// key hashed.
+pub struct SolverPaths;
+
+impl PathOps for SolverPaths {
+    fn expand(&self, root: &Path, pattern: &str) -> Result<Vec<(String, PathBuf)>, String> {
+        rbuild_solver::contenthash::expand(root, pattern)
+            .map(|v| v.into_iter().map(|s| (s.rel, s.host)).collect())
+            .map_err(|e| e.to_string())
+    }
+
+    fn resolve(&self, root: &Path, path: &str, follow_last: bool) -> std::io::Result<PathBuf> {
+        rbuild_solver::contenthash::resolve_in_root(root, path, follow_last)
+    }
+}
+
+/// Runs ops for one build.
+pub struct BuildWorker {
+    /// The state directory.
+    pub state: Arc<State>,
+    /// The build context directory.
+    pub context: PathBuf,
+    /// Registry clients, for pulling base image layers.
+    pub registry: Arc<Registry>,
+    /// The runtime to block on for network I/O (the worker runs on blocking threads).
+    pub runtime: tokio::runtime::Handle,
+}
+
+fn diff_ids(layers: &[OutputLayer]) -> Vec<String> {
+    layers.iter().map(|l| l.diff_id.to_string()).collect()
+}
+
+impl Worker for BuildWorker {
+    fn local_root(&self, name: &str) -> Result<PathBuf, BoxError> {
+        match name {
+            "context" => Ok(self.context.clone()),
+            other => Err(format!("unknown local source {other:?}").into()),
+        }
+    }
+
+    fn execute(
+        &self,
+        op: &Op,
+        inputs: &[Arc<Output>],
+        ctx: &StepContext,
+    ) -> Result<Output, BoxError> {
+        match op {
+            Op::Image(image) => self.pull(image).map_err(|e| format!("{e:#}").into()),
+            Op::Exec(exec) => self.exec(exec, &inputs[0], ctx),
+            Op::File(file) => self.file(file, inputs).map_err(|e| format!("{e:#}").into()),
+            Op::Scratch | Op::Local(_) => Ok(Output::default()),
+        }
+    }
+
+    fn is_usable(&self, output: &Output) -> bool {
+        output
+            .layers
+            .iter()
+            .all(|l| self.state.store.has_blob(&l.digest))
+    }
+}
+
+impl BuildWorker {
+    /// The layers of an image, with their blobs in the store (pulled if missing). The image is
+    /// tagged locally once complete, so later builds find it without the registry.
+    pub fn pull(&self, image: &ImageSource) -> anyhow::Result<Output> {
+        let store = &self.state.store;
+        let manifest = store.manifest(&image.digest)?;
+        let config: Image = serde_json::from_slice(&store.read_blob(&manifest.config.digest)?)
+            .with_context(|| format!("parsing the config of {}", image.reference))?;
+        if config.rootfs.diff_ids.len() != manifest.layers.len() {
+            return Err(anyhow!(
+                "{} is inconsistent: {} layers but {} diff ids",
+                image.reference,
+                manifest.layers.len(),
+                config.rootfs.diff_ids.len()
+            ));
+        }
+        let missing: Vec<_> = manifest
+            .layers
+            .iter()
+            .filter(|l| !store.has_blob(&l.digest))
+            .collect();
+        if !missing.is_empty() {
+            let r = reference::parse(&image.reference).map_err(|e| anyhow!(e))?;
+            let pulls = missing
+                .iter()
+                .map(|l| self.registry.pull_blob(&r, l, store));
+            self.runtime
+                .block_on(futures_util::future::try_join_all(pulls))?;
+        }
+        let manifest_size = std::fs::metadata(store.blob_path(&image.digest))?.len();
+        if store.lookup(&image.reference)?.map(|d| d.digest) != Some(image.digest.clone())
+            && !image.reference.contains('@')
+        {
+            store.tag(
+                &image.reference,
+                &crate::store::Descriptor {
+                    media_type: manifest
+                        .media_type
+                        .clone()
+                        .unwrap_or_else(|| crate::store::OCI_MANIFEST.into()),
+                    digest: image.digest.clone(),
+                    size: manifest_size,
+                    platform: None,
+                    annotations: Default::default(),
+                },
+            )?;
+        }
+        let mut layers = Vec::new();
+        for (blob, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+            layers.push(OutputLayer {
+                diff_id: rbuild_solver::Digest::parse(diff_id)
+                    .ok_or_else(|| anyhow!("bad diff id {diff_id} in {}", image.reference))?,
+                digest: blob.digest.clone(),
+                size: blob.size,
+                media_type: oci_layer_media_type(&blob.media_type)?.to_string(),
+                created: None,
+            });
+        }
+        Ok(Output {
+            layers,
+            local: None,
+        })
+    }
+
+    fn exec(&self, exec: &ExecOp, base: &Output, ctx: &StepContext) -> Result<Output, BoxError> {
+        let state = &self.state;
+        ensure_snapshots(state, &base.layers).map_err(|e| format!("{e:#}"))?;
+        let upper = state.snapshots.new_upper()?;
+        let run_dir = state.run_dir().map_err(|e| format!("{e:#}"))?;
+        let layers = diff_ids(&base.layers);
+        let process = Process {
+            args: exec.args.clone(),
+            env: exec.env.clone(),
+            cwd: exec.cwd.clone(),
+            user: exec.user.clone(),
+            hostname: sandbox::BUILD_HOSTNAME.into(),
+            network: match exec.network {
+                NetworkMode::Host => Network::Host,
+                NetworkMode::None => Network::None,
+            },
+            stdio: Stdio::Capture,
+        };
+        let cancel = ctx.cancel_flag();
+        let result = sandbox::run(
+            &Rootfs {
+                snapshots: &state.snapshots,
+                layers: &layers,
+                upper: &upper,
+            },
+            &process,
+            &run_dir,
+            &mut |stream, data| {
+                let stream = match stream {
+                    Stream::Stdout => LogStream::Stdout,
+                    Stream::Stderr => LogStream::Stderr,
+                };
+                ctx.log(stream, data);
+            },
+            &cancel,
+        );
+        let _ = std::fs::remove_dir_all(&run_dir);
+        let command = exec.args.join(" ");
+        match result {
+            Ok(Exit::Code(0)) => {}
+            Ok(exit) => {
+                state.snapshots.discard(upper)?;
+                let how = match exit {
+                    Exit::Signal(s) => format!("killed by signal {s}"),
+                    Exit::Code(c) => format!("exit code: {c}"),
+                };
+                return Err(
+                    format!("process \"{command}\" did not complete successfully: {how}").into(),
+                );
+            }
+            Err(e) => {
+                state.snapshots.discard(upper)?;
+                return Err(format!("process \"{command}\" could not be started: {e}").into());
+            }
+        }
+        let created = timefmt::rfc3339(timefmt::build_time());
+        let mut layers = base.layers.clone();
+        if let Some(layer) = commit_upper(state, upper, &created).map_err(|e| format!("{e:#}"))? {
+            layers.push(layer);
+        }
+        Ok(Output {
+            layers,
+            local: None,
+        })
+    }
+
+    fn file(&self, file: &FileOp, inputs: &[Arc<Output>]) -> anyhow::Result<Output> {
+        let state = &self.state;
+        let base = &inputs[0];
+        let mut sources = Vec::new();
+        for input in inputs {
+            ensure_snapshots(state, &input.layers)?;
+            sources.push(match &input.local {
+                Some(path) => Source::Host(path.clone()),
+                None => Source::Layers(diff_ids(&input.layers)),
+            });
+        }
+        let actions: Vec<Action> = file
+            .actions
+            .iter()
+            .map(|a| match a.clone() {
+                FileAction::Copy {
+                    source,
+                    paths,
+                    dest,
+                    owner,
+                    mode,
+                    unpack_archives,
+                } => Action::Copy {
+                    source,
+                    paths,
+                    dest,
+                    owner,
+                    mode,
+                    unpack_archives,
+                },
+                FileAction::Mkdir {
+                    path,
+                    mode,
+                    parents,
+                    owner,
+                } => Action::Mkdir {
+                    path,
+                    mode,
+                    parents,
+                    owner,
+                },
+            })
+            .collect();
+        let upper = state.snapshots.new_upper()?;
+        let run_dir = state.run_dir()?;
+        let base_layers = diff_ids(&base.layers);
+        let result = fileop::run(
+            &FileOpSpec {
+                snapshots: &state.snapshots,
+                base: &base_layers,
+                upper: &upper,
+                sources: &sources,
+            },
+            &actions,
+            &SolverPaths,
+            &run_dir,
+        );
+        let _ = std::fs::remove_dir_all(&run_dir);
+        if let Err(e) = result {
+            state.snapshots.discard(upper)?;
+            return Err(anyhow!(e));
+        }
+        let created = timefmt::rfc3339(timefmt::build_time());
+        let mut layers = base.layers.clone();
+        if let Some(layer) = commit_upper(state, upper, &created)? {
+            layers.push(layer);
+        }
+        Ok(Output {
+            layers,
+            local: None,
+        })
+    }
+}
