@@ -31,6 +31,22 @@ pub struct Registry {
     clients: Mutex<HashMap<String, Client>>,
 }
 
+/// An error with its causes, `outer: inner: root cause` (reqwest hides "connection refused" in
+/// its sources).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
 fn describe(r: &Reference) -> String {
     format!("{} (registry {})", r.whole(), r.resolve_registry())
 }
@@ -64,7 +80,7 @@ impl Registry {
         let (bytes, digest) = client
             .pull_manifest_raw(r, &auth, ACCEPTED)
             .await
-            .map_err(|e| anyhow!("failed to resolve {}: {e}", describe(r)))?;
+            .map_err(|e| anyhow!("failed to resolve {}: {}", describe(r), chain(&e)))?;
         let mut bytes = bytes.to_vec();
         let mut digest = Digest::parse(&digest).unwrap_or_else(|| Digest::of(&bytes));
         let mut media_type = media_type_of(&bytes);
@@ -102,8 +118,9 @@ impl Registry {
                 .await
                 .map_err(|e| {
                     anyhow!(
-                        "failed to fetch the linux/amd64 manifest of {}: {e}",
-                        describe(r)
+                        "failed to fetch the linux/amd64 manifest of {}: {}",
+                        describe(r),
+                        chain(&e)
                     )
                 })?;
             bytes = b.to_vec();
@@ -130,7 +147,13 @@ impl Registry {
             client
                 .pull_blob(r, &oci_descriptor(&manifest.config), &mut config)
                 .await
-                .map_err(|e| anyhow!("failed to fetch the config of {}: {e}", describe(r)))?;
+                .map_err(|e| {
+                    anyhow!(
+                        "failed to fetch the config of {}: {}",
+                        describe(r),
+                        chain(&e)
+                    )
+                })?;
             let (d, _) = store.write_blob(&config)?;
             if d != manifest.config.digest {
                 bail!("the config of {} does not match its digest", r.whole());
@@ -153,9 +176,10 @@ impl Registry {
         if let Err(e) = result {
             let _ = std::fs::remove_file(&path);
             return Err(anyhow!(
-                "failed to pull layer {} of {}: {e}",
+                "failed to pull layer {} of {}: {}",
                 blob.digest,
-                describe(r)
+                describe(r),
+                chain(&e)
             ));
         }
         store.commit_file(&path, &blob.digest)
@@ -179,7 +203,7 @@ impl Registry {
             let exists = client
                 .blob_exists(r, blob.digest.as_str())
                 .await
-                .map_err(|e| anyhow!("failed to push to {}: {e}", describe(r)))?;
+                .map_err(|e| anyhow!("failed to push to {}: {}", describe(r), chain(&e)))?;
             if exists {
                 continue;
             }
@@ -189,9 +213,10 @@ impl Registry {
                 .await
                 .map_err(|e| {
                     anyhow!(
-                        "failed to push blob {} to {}: {e}",
+                        "failed to push blob {} to {}: {}",
                         blob.digest,
-                        describe(r)
+                        describe(r),
+                        chain(&e)
                     )
                 })?;
         }
@@ -199,7 +224,13 @@ impl Registry {
         client
             .push_manifest_raw(r, manifest.to_vec(), content_type)
             .await
-            .map_err(|e| anyhow!("failed to push the manifest to {}: {e}", describe(r)))?;
+            .map_err(|e| {
+                anyhow!(
+                    "failed to push the manifest to {}: {}",
+                    describe(r),
+                    chain(&e)
+                )
+            })?;
         Ok(Digest::of(manifest))
     }
 }

@@ -84,22 +84,40 @@ impl Diagnostic {
         if let Some(span) = self.span {
             let start = self.file.position(span.start);
             let end = self.file.position(span.end.max(span.start));
-            let text = self.file.line_text(start.line);
-            let width = start.line.to_string().len();
-            let underline = if end.line == start.line {
-                (end.column - start.column).max(1)
+            // A span ending at the start of a line does not cover that line.
+            let last_line = if end.line > start.line && end.column == 1 {
+                end.line - 1
             } else {
-                (text.chars().count() + 1 - start.column).max(1)
+                end.line
             };
+            let width = last_line.to_string().len();
             let _ = writeln!(out, "{:width$} |", "");
-            let _ = writeln!(out, "{} | {}", start.line, text);
-            let _ = writeln!(
-                out,
-                "{:width$} | {}{}",
-                "",
-                " ".repeat(start.column - 1),
-                "^".repeat(underline)
-            );
+            if last_line == start.line {
+                let text = self.file.line_text(start.line);
+                let underline = if end.line == start.line {
+                    (end.column - start.column).max(1)
+                } else {
+                    (text.chars().count() + 1 - start.column).max(1)
+                };
+                let _ = writeln!(out, "{:>width$} | {}", start.line, text);
+                let _ = writeln!(
+                    out,
+                    "{:width$} | {}{}",
+                    "",
+                    " ".repeat(start.column - 1),
+                    "^".repeat(underline)
+                );
+            } else {
+                // Several lines (a continued instruction): mark each, as BuildKit does.
+                const MAX_LINES: usize = 8;
+                for line in start.line..=last_line.min(start.line + MAX_LINES - 1) {
+                    let _ = writeln!(out, "{line:>width$} | >>> {}", self.file.line_text(line));
+                }
+                if last_line >= start.line + MAX_LINES {
+                    let _ = writeln!(out, "{:width$} | ...", "");
+                }
+                let _ = writeln!(out, "{:width$} |", "");
+            }
         }
         if let Some(help) = &self.help {
             let _ = writeln!(out, "  = help: {help}");
@@ -119,6 +137,16 @@ impl std::error::Error for Diagnostic {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_line_spans_show_every_line() {
+        let file = SourceFile::new("Dockerfile", b"FROM x\nRUN a && \\\n  b\nRUN c\n");
+        let d = Diagnostic::error(&file, Some(Span::new(7, 20)), "exit code: 1");
+        assert_eq!(
+            d.render(),
+            "Dockerfile:2:1: error: exit code: 1\n  |\n2 | >>> RUN a && \\\n3 | >>>   b\n  |\n"
+        );
+    }
 
     #[test]
     fn renders_location_source_and_carets() {

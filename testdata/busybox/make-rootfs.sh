@@ -1,9 +1,11 @@
 #!/bin/sh
-# Makes rootfs.tar next to this script: a minimal root filesystem from Debian's busybox-static
-# (/bin/busybox and a symlink per applet, /etc/passwd and /etc/group, /tmp), so the demo's base
-# image comes from a public package and not from the internet at build time.
+# Usage: make-rootfs.sh [OUT.tar]
+# Makes a minimal root filesystem tar (default: rootfs.tar next to this script) from Debian's
+# busybox-static: /bin/busybox and a symlink per applet, /etc/passwd and /etc/group, /tmp,
+# /root. The demo's base image comes from this public package, not from the internet.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-$here/rootfs.tar}
 busybox=${BUSYBOX:-/bin/busybox}
 if ! "$busybox" --list >/dev/null 2>&1; then
   echo "make-rootfs.sh: $busybox not found; install Debian's busybox-static" >&2
@@ -21,5 +23,5 @@ printf 'root:x:0:\nnogroup:x:65534:\n' > "$work/rootfs/etc/group"
 chmod 1777 "$work/rootfs/tmp"
 chmod 700 "$work/rootfs/root"
 # Fixed owners, order and times, so the same busybox gives the same tar and image.
-tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$work/rootfs" -cf "$here/rootfs.tar.tmp" .
-mv "$here/rootfs.tar.tmp" "$here/rootfs.tar"
+tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$work/rootfs" -cf "$out.tmp" .
+mv "$out.tmp" "$out"

@@ -9,7 +9,7 @@ use crate::resolver::StoreThenRegistry;
 use crate::state::State;
 use crate::worker::BuildWorker;
 use anyhow::{Context, Result, anyhow, bail};
-use rbuild_frontend::diagnostic::{Diagnostic, Severity};
+use rbuild_frontend::diagnostic::Diagnostic;
 use rbuild_frontend::source::SourceFile;
 use rbuild_frontend::{BuildOptions, lower, parser};
 use rbuild_solver::Solver;
@@ -217,12 +217,13 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
             message,
             log_tail,
         }) => {
-            let name = build.graph.vertex(vertex).name.clone().unwrap_or_default();
-            let mut d = Diagnostic::error(
-                &file,
-                build.locations.get(&vertex).copied(),
-                format!("{name}: {message}"),
-            );
+            // The snippet shows the instruction; without one, the step's name says which it was.
+            let location = build.locations.get(&vertex).copied();
+            let message = match (&location, &build.graph.vertex(vertex).name) {
+                (None, Some(name)) => format!("{name}: {message}"),
+                _ => message,
+            };
+            let mut d = Diagnostic::error(&file, location, message);
             if !log_tail.is_empty() {
                 let lines: Vec<String> = log_tail.iter().map(|l| format!("      > {l}")).collect();
                 d = d.with_help(format!(
@@ -231,7 +232,6 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
                     lines.join("\n")
                 ));
             }
-            d.severity = Severity::Error;
             print_diagnostics(&[d]);
             return Ok(1);
         }

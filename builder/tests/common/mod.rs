@@ -1,0 +1,279 @@
+//! Helpers for end-to-end tests: a private state directory per test, the busybox base image,
+//! a real registry (Debian's docker-registry) on a free loopback port, and third-party tools
+//! (skopeo, umoci) to check what rbuild produced.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Why end-to-end tests cannot run here, if they cannot. They need root (namespaces, overlayfs)
+/// and Debian's busybox-static; CI has both.
+pub fn skip_reason() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root for namespaces and overlayfs (CI runs as root)".into());
+    }
+    if !Path::new("/bin/busybox").exists() {
+        return Some("needs /bin/busybox (apt-get install busybox-static)".into());
+    }
+    None
+}
+
+/// Returns early from a test that cannot run here, saying why.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if let Some(why) = common::skip_reason() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+/// The repository's testdata directory.
+pub fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata")
+}
+
+/// A test's own state directory and scratch space.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+/// What one rbuild invocation did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "rbuild failed:\n{}\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The rbuild binary with this test's `--root`.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+        c.arg("--root").arg(self.root());
+        c.env_remove("RBUILD_ROOT");
+        c
+    }
+
+    pub fn rbuild(&self, args: &[&str]) -> Run {
+        let out = self.command().args(args).output().expect("running rbuild");
+        run_of(out)
+    }
+
+    /// Builds rbuild-demo/busybox in this root, as testdata/setup.sh does.
+    pub fn base_image(&self) {
+        let ctx = self.path("busybox-ctx");
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::copy(
+            testdata().join("busybox/Dockerfile"),
+            ctx.join("Dockerfile"),
+        )
+        .unwrap();
+        let status = Command::new(testdata().join("busybox/make-rootfs.sh"))
+            .arg(ctx.join("rootfs.tar"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.rbuild(&[
+            "build",
+            "-q",
+            "-t",
+            "rbuild-demo/busybox",
+            ctx.to_str().unwrap(),
+        ])
+        .ok();
+    }
+
+    /// A context directory with these files (`Dockerfile` among them, usually).
+    pub fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let ctx = self.path(name);
+        for (file, content) in files {
+            let p = ctx.join(file);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+        ctx
+    }
+
+    /// Mount points under this test's directory in the host's mount table.
+    pub fn leaked_mounts(&self) -> Vec<String> {
+        let out = Command::new("findmnt")
+            .args(["-rn", "-o", "TARGET"])
+            .output()
+            .unwrap();
+        let prefix = self.dir.path().to_string_lossy().into_owned();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .map(String::from)
+            .collect()
+    }
+}
+
+pub fn run_of(out: Output) -> Run {
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs a third-party tool, asserting success; returns stdout.
+pub fn tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{program} is needed by this test (apt-get install {program}): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Lines of the form `#N <name>` and the `#N` numbers of steps that were `CACHED` or `DONE`.
+pub struct Progress {
+    pub names: Vec<(String, String)>,
+    pub cached: Vec<String>,
+    pub done: Vec<String>,
+}
+
+impl Progress {
+    pub fn parse(stderr: &str) -> Progress {
+        let mut names = Vec::new();
+        let mut cached = Vec::new();
+        let mut done = Vec::new();
+        for line in stderr.lines() {
+            let Some(rest) = line.strip_prefix('#') else {
+                continue;
+            };
+            let Some((n, text)) = rest.split_once(' ') else {
+                continue;
+            };
+            if text.starts_with('[') {
+                names.push((n.to_string(), text.to_string()));
+            } else if text == "CACHED" {
+                cached.push(n.to_string());
+            } else if text.starts_with("DONE") {
+                done.push(n.to_string());
+            }
+        }
+        Progress {
+            names,
+            cached,
+            done,
+        }
+    }
+
+    /// Names of steps (not `[internal]` ones) that ran.
+    pub fn ran(&self) -> Vec<String> {
+        self.names
+            .iter()
+            .filter(|(n, name)| self.done.contains(n) && !name.starts_with("[internal]"))
+            .map(|(_, name)| name.clone())
+            .collect()
+    }
+
+    /// Names of steps that came from the cache.
+    pub fn from_cache(&self) -> Vec<String> {
+        self.names
+            .iter()
+            .filter(|(n, _)| self.cached.contains(n))
+            .map(|(_, name)| name.clone())
+            .collect()
+    }
+}
+
+/// Debian's docker-registry on a free loopback port, stopped when dropped.
+pub struct Registry {
+    child: Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is needed by this test (apt-get install docker-registry)");
+        let registry = Registry {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if registry.get("/v2/").is_some() {
+                return registry;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("docker-registry did not start on {}", registry.addr);
+    }
+
+    /// A plain HTTP GET; the response (status line, headers and body) if it connected.
+    pub fn get(&self, path: &str) -> Option<String> {
+        let mut s = std::net::TcpStream::connect(&self.addr).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,683 @@
+//! End to end: the rbuild binary against the real kernel, a real registry and third-party
+//! image tools. Needs root (CI runs as root); each test says why it skips elsewhere.
+
+mod common;
+
+use common::{Env, Progress, Registry, testdata, tool};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+fn manifest_digest(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| l.split("writing manifest ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no manifest digest in:\n{stderr}"))
+        .to_string()
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn unpack(env: &Env, archive: &Path, name: &str) -> std::path::PathBuf {
+    let layout = env.path(&format!("{name}-layout"));
+    let bundle = env.path(&format!("{name}-bundle"));
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            &format!("oci-archive:{}", archive.display()),
+            &format!("oci:{}:{name}", layout.display()),
+        ],
+    );
+    tool(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:{name}", layout.display()),
+            bundle.to_str().unwrap(),
+        ],
+    );
+    bundle.join("rootfs")
+}
+
+#[test]
+fn hello_demo_builds_runs_and_rebuilds_from_cache() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.path("hello");
+    copy_dir(&testdata().join("hello"), &ctx);
+    let archive = env.path("hello.tar");
+    let dest = format!("type=oci,dest={}", archive.display());
+
+    // The short form: no subcommand means build.
+    let first = env
+        .rbuild(&[
+            "-t",
+            "hello:1.0",
+            "--progress=plain",
+            "--output",
+            &dest,
+            ctx.to_str().unwrap(),
+        ])
+        .ok();
+    let digest = manifest_digest(&first.stderr);
+
+    // Third-party tools read the image: the config...
+    let config = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            &format!("oci-archive:{}", archive.display()),
+        ],
+    ));
+    let c = &config["config"];
+    assert_eq!(c["WorkingDir"], "/app");
+    assert_eq!(c["User"], "nobody");
+    assert_eq!(
+        c["Cmd"],
+        serde_json::json!(["sh", "-c", "cat $GREETING_FILE"])
+    );
+    assert!(
+        c["Env"]
+            .as_array()
+            .unwrap()
+            .contains(&"GREETING_FILE=/app/greeting.txt".into())
+    );
+    assert_eq!(config["architecture"], "amd64");
+    let inspect = json(&tool(
+        "skopeo",
+        &["inspect", &format!("oci-archive:{}", archive.display())],
+    ));
+    assert_eq!(inspect["Digest"], digest.as_str());
+    // ...and the root filesystem.
+    let rootfs = unpack(&env, &archive, "hello");
+    let greeting = std::fs::read_to_string(rootfs.join("app/greeting.txt")).unwrap();
+    assert_eq!(
+        greeting,
+        "Hello from rbuild! This image was built without a daemon.\n(made by a RUN step as uid 0 on host buildkitsandbox)\n"
+    );
+    assert!(rootfs.join("bin/busybox").is_file());
+    assert!(
+        !rootfs.join("src").exists(),
+        "the builder stage's files stay out of the final image"
+    );
+    assert!(
+        !rootfs.join("proc").exists() && !rootfs.join("etc/resolv.conf").exists(),
+        "no mount points leak"
+    );
+
+    // `rbuild run` runs it.
+    let run = env.rbuild(&["run", "--rm", "hello:1.0"]).ok();
+    assert_eq!(run.stdout, greeting);
+    let images = env.rbuild(&["images"]).ok();
+    assert!(
+        images
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("hello ") && l.contains("1.0") && l.contains("MB")),
+        "{}",
+        images.stdout
+    );
+
+    // A rebuild runs nothing and gives the same image.
+    let again = env
+        .rbuild(&["build", "-t", "hello:1.0", ctx.to_str().unwrap()])
+        .ok();
+    let progress = Progress::parse(&again.stderr);
+    assert!(
+        progress.ran().is_empty(),
+        "ran: {:?}\n{}",
+        progress.ran(),
+        again.stderr
+    );
+    assert_eq!(progress.from_cache().len(), 6, "{}", again.stderr);
+    assert_eq!(manifest_digest(&again.stderr), digest);
+
+    // A file no COPY reads changes nothing.
+    std::fs::write(ctx.join("README"), "not copied").unwrap();
+    let unrelated = env
+        .rbuild(&["build", "-t", "hello:1.0", ctx.to_str().unwrap()])
+        .ok();
+    assert!(Progress::parse(&unrelated.stderr).ran().is_empty());
+
+    // Changing one copied file re-runs that COPY and what depends on it, nothing else.
+    std::fs::write(ctx.join("message.txt"), "A changed message.\n").unwrap();
+    let changed = env
+        .rbuild(&["build", "-t", "hello:1.0", ctx.to_str().unwrap()])
+        .ok();
+    let progress = Progress::parse(&changed.stderr);
+    assert_eq!(
+        progress.ran(),
+        [
+            "[builder 3/4] COPY make-greeting.sh message.txt ./",
+            "[builder 4/4] RUN sh make-greeting.sh > /greeting.txt",
+            "[stage-1 3/3] COPY --from=builder /greeting.txt ./",
+        ],
+        "{}",
+        changed.stderr
+    );
+    assert!(
+        progress
+            .from_cache()
+            .iter()
+            .any(|n| n.contains("WORKDIR /src"))
+    );
+    assert_ne!(manifest_digest(&changed.stderr), digest);
+    let run = env.rbuild(&["run", "--rm", "hello:1.0"]).ok();
+    assert!(
+        run.stdout
+            .starts_with("Hello from rbuild! A changed message.\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(env.leaked_mounts().is_empty());
+}
+
+#[test]
+fn quiet_file_flag_build_args_and_exit_codes() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.context("ctx", &[("data.txt", "data\n")]);
+    let dockerfile = env.path("elsewhere/Build.dockerfile");
+    std::fs::create_dir_all(dockerfile.parent().unwrap()).unwrap();
+    std::fs::write(
+        &dockerfile,
+        "FROM rbuild-demo/busybox\nARG WHO=nobody\nCOPY data.txt /\nRUN echo \"$WHO $(cat /data.txt)\" > /out\nCMD [\"cat\", \"/out\"]\n",
+    )
+    .unwrap();
+    let quiet = env
+        .rbuild(&[
+            "build",
+            "-q",
+            "-f",
+            dockerfile.to_str().unwrap(),
+            "--build-arg",
+            "WHO=world",
+            "-t",
+            "args:1",
+            ctx.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(
+        quiet.stdout.trim().starts_with("sha256:") && quiet.stdout.lines().count() == 1,
+        "{}",
+        quiet.stdout
+    );
+    assert!(
+        !quiet.stderr.contains("#1"),
+        "quiet prints no progress: {}",
+        quiet.stderr
+    );
+    assert_eq!(
+        env.rbuild(&["run", "--rm", "args:1"]).ok().stdout,
+        "world data\n"
+    );
+    let code = env.rbuild(&[
+        "run",
+        "--rm",
+        "args:1",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 42",
+    ]);
+    assert_eq!(
+        (code.code, code.stdout.as_str(), code.stderr.as_str()),
+        (42, "out\n", "err\n")
+    );
+}
+
+#[test]
+fn deletions_become_whiteouts() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox AS base\n\
+             RUN mkdir -p /data/sub && echo a > /data/a && echo b > /data/sub/b && echo x > /etc/x\n\
+             FROM base\n\
+             RUN rm /etc/x /etc/group && rm -rf /data && mkdir /data && echo c > /data/c\n",
+        )],
+    );
+    let archive = env.path("img.tar");
+    env.rbuild(&[
+        "build",
+        "-t",
+        "wh:1",
+        "-o",
+        &format!("type=oci,dest={}", archive.display()),
+        ctx.to_str().unwrap(),
+    ])
+    .ok();
+    let rootfs = unpack(&env, &archive, "wh");
+    assert!(!rootfs.join("etc/x").exists());
+    assert!(
+        !rootfs.join("etc/group").exists(),
+        "a file of the base image was deleted"
+    );
+    assert!(rootfs.join("etc/passwd").exists());
+    let mut data: Vec<String> = std::fs::read_dir(rootfs.join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    data.sort();
+    assert_eq!(
+        data,
+        ["c"],
+        "the replaced directory holds only the new file"
+    );
+
+    // The last layer says so with OCI whiteouts (read with tar, not with rbuild's code).
+    let inspect = json(&tool(
+        "skopeo",
+        &["inspect", &format!("oci-archive:{}", archive.display())],
+    ));
+    let last = inspect["Layers"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blob = env.path(&format!(
+        "wh-layout/blobs/sha256/{}",
+        last.trim_start_matches("sha256:")
+    ));
+    let listing = tool("tar", &["-tzf", blob.to_str().unwrap()]);
+    for entry in ["etc/.wh.x", "etc/.wh.group", "data/.wh..wh..opq", "data/c"] {
+        assert!(
+            listing.lines().any(|l| l == entry),
+            "{entry} missing from\n{listing}"
+        );
+    }
+}
+
+#[test]
+fn push_and_pull_through_a_real_registry() {
+    require_root!();
+    let registry = Registry::start();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.path("hello");
+    copy_dir(&testdata().join("hello"), &ctx);
+    let built = env
+        .rbuild(&["build", "-t", "hello:1.0", ctx.to_str().unwrap()])
+        .ok();
+    let digest = manifest_digest(&built.stderr);
+    let remote = format!("{}/demo/hello:1.0", registry.addr);
+    let pushed = env.rbuild(&["push", "hello:1.0", &remote]).ok();
+    assert_eq!(pushed.stdout.trim(), format!("{remote}@{digest}"));
+
+    // skopeo sees the same manifest in the registry and copies it out unchanged.
+    let inspect = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{remote}"),
+        ],
+    ));
+    assert_eq!(inspect["Digest"], digest.as_str());
+    let layout = env.path("pulled");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{remote}"),
+            &format!("oci:{}:x", layout.display()),
+        ],
+    );
+    let local = json(&tool(
+        "skopeo",
+        &["inspect", &format!("oci:{}:x", layout.display())],
+    ));
+    assert_eq!(local["Digest"], digest.as_str());
+
+    // The same image as a Docker schema 2 manifest, and behind a manifest list.
+    let docker = format!("{}/demo/hello:docker", registry.addr);
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--format",
+            "v2s2",
+            &format!("docker://{remote}"),
+            &format!("docker://{docker}"),
+        ],
+    );
+    let size = std::fs::metadata(
+        env.root()
+            .join("content/blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+    .unwrap()
+    .len();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size,
+             "platform": {"architecture": "arm64", "os": "linux"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size,
+             "platform": {"architecture": "amd64", "os": "linux"}}
+        ]
+    });
+    let index_file = env.path("index.json");
+    std::fs::write(&index_file, index.to_string()).unwrap();
+    tool(
+        "curl",
+        &[
+            "-sf",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.index.v1+json",
+            "--data-binary",
+            &format!("@{}", index_file.display()),
+            &format!("http://{}/v2/demo/hello/manifests/multi", registry.addr),
+        ],
+    );
+
+    let docker_digest = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{docker}"),
+        ],
+    ))["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(
+        docker_digest, digest,
+        "the Docker form is a different manifest"
+    );
+
+    // Fresh state directories pull each form with oci-client and build on it; the manifest list
+    // resolves to its linux/amd64 image.
+    for (tag, expected) in [
+        ("1.0", &digest),
+        ("docker", &docker_digest),
+        ("multi", &digest),
+    ] {
+        let fresh = Env::new();
+        let from = format!("{}/demo/hello:{tag}", registry.addr);
+        let ctx = fresh.context(
+            "ctx",
+            &[(
+                "Dockerfile",
+                &format!("FROM {from}\nUSER root\nRUN cp /app/greeting.txt /copied\n"),
+            )],
+        );
+        let out = fresh
+            .rbuild(&["build", "-t", "pulled:1", ctx.to_str().unwrap()])
+            .ok();
+        assert!(
+            out.stderr.contains(&format!("FROM {from}@{expected}")),
+            "{tag}: {}",
+            out.stderr
+        );
+        let run = fresh
+            .rbuild(&["run", "--rm", "pulled:1", "cat", "/copied"])
+            .ok();
+        assert!(
+            run.stdout.starts_with("Hello from rbuild!"),
+            "{tag}: {}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn bad_input_gives_clear_errors_and_leaves_nothing_behind() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let good = env.context(
+        "good",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox\nRUN echo fine > /f\n",
+        )],
+    );
+    let check_then_recover = |what: &str| {
+        assert!(
+            env.leaked_mounts().is_empty(),
+            "{what}: mounts left: {:?}",
+            env.leaked_mounts()
+        );
+        env.rbuild(&["build", "--no-cache", good.to_str().unwrap()])
+            .ok();
+    };
+
+    let empty = env.context("empty", &[("README", "no Dockerfile here")]);
+    let r = env.rbuild(&["build", empty.to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("failed to read the Dockerfile") && r.stderr.contains("empty/Dockerfile"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("No such file or directory"),
+        "{}",
+        r.stderr
+    );
+    check_then_recover("missing Dockerfile");
+
+    let typo = env.context(
+        "typo",
+        &[("Dockerfile", "FROM rbuild-demo/busybox\n\nCOPPY a b\n")],
+    );
+    let r = env.rbuild(&["build", typo.to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains(
+            "typo/Dockerfile:3:1: error: unknown instruction: COPPY (did you mean COPY?)"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("3 | COPPY a b"), "{}", r.stderr);
+    check_then_recover("unknown instruction");
+
+    let unreachable = env.context(
+        "unreachable",
+        &[(
+            "Dockerfile",
+            "FROM 127.0.0.1:1/nothing/here:1.0\nRUN true\n",
+        )],
+    );
+    let started = Instant::now();
+    let r = env.rbuild(&["build", unreachable.to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("127.0.0.1:1/nothing/here:1.0")
+            && r.stderr.contains("registry 127.0.0.1:1"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("Connection refused"),
+        "the root cause is shown: {}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("Dockerfile:1:6"), "{}", r.stderr);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    check_then_recover("unreachable registry");
+
+    let failing = env.context(
+        "failing",
+        &[("Dockerfile", "FROM rbuild-demo/busybox\nRUN echo first-line && \\\n    echo second-line >&2 && exit 3\nRUN echo never\n")],
+    );
+    let r = env.rbuild(&["build", failing.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    let e = &r.stderr;
+    assert!(
+        e.contains("failing/Dockerfile:2:1: error: process \"/bin/sh -c echo first-line &&     echo second-line >&2 && exit 3\" did not complete successfully: exit code: 3"),
+        "{e}"
+    );
+    assert!(
+        e.contains("2 | >>> RUN echo first-line && \\\n3 | >>>     echo second-line >&2 && exit 3"),
+        "{e}"
+    );
+    assert!(
+        e.contains("> first-line") && e.contains("> second-line"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("RUN echo never\n#"),
+        "the next step did not run: {e}"
+    );
+    check_then_recover("failing RUN");
+}
+
+fn sleeping(marker: &str) -> bool {
+    let ps = tool("ps", &["-eo", "args"]);
+    ps.lines().any(|l| l.trim() == marker)
+}
+
+#[test]
+fn interrupted_builds_leave_no_mounts_or_processes() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    for signal in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGKILL,
+    ] {
+        let marker = format!("sleep {}", 3000 + signal as i32);
+        let ctx = env.context(
+            &format!("ctx-{signal}"),
+            &[(
+                "Dockerfile",
+                &format!("FROM rbuild-demo/busybox\nRUN echo started && {marker}\n"),
+            )],
+        );
+        let mut child = env
+            .command()
+            .args(["build", "--progress=plain", ctx.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let line = lines.next().expect("rbuild ended early").unwrap();
+            if line.ends_with(" started") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the step did not start");
+        }
+        assert!(sleeping(&marker));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "{signal}: rbuild should fail");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sleeping(&marker) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(!sleeping(&marker), "{signal}: the step's process survived");
+        assert!(
+            env.leaked_mounts().is_empty(),
+            "{signal}: mounts left: {:?}",
+            env.leaked_mounts()
+        );
+    }
+    // The store is consistent: the next build works and leftovers were cleaned.
+    let good = env.context(
+        "good",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox\nRUN echo ok > /ok\n",
+        )],
+    );
+    env.rbuild(&["build", "-t", "after:1", good.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        env.rbuild(&["run", "--rm", "after:1", "cat", "/ok"])
+            .ok()
+            .stdout,
+        "ok\n"
+    );
+    assert_eq!(
+        std::fs::read_dir(env.root().join("snapshots/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn independent_stages_run_in_parallel() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox AS a\nRUN sleep 2 && echo a > /a\n\
+             FROM rbuild-demo/busybox AS b\nRUN sleep 2 && echo b > /b\n\
+             FROM rbuild-demo/busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
+        )],
+    );
+    let r = env
+        .rbuild(&["build", "-t", "par:1", ctx.to_str().unwrap()])
+        .ok();
+    // Both sleeps start before either finishes.
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    let number_of = |needle: &str| -> String {
+        let l = lines
+            .iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle}:\n{}", r.stderr));
+        l.split(' ').next().unwrap().to_string()
+    };
+    let (a, b) = (number_of("[a 2/2] RUN"), number_of("[b 2/2] RUN"));
+    let pos = |prefix: &str, what: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(&format!("{prefix} {what}")))
+            .unwrap()
+    };
+    let started_last = pos(&a, "[a 2/2]").max(pos(&b, "[b 2/2]"));
+    let done_first = pos(&a, "DONE").min(pos(&b, "DONE"));
+    assert!(
+        started_last < done_first,
+        "stages ran one after the other:\n{}",
+        r.stderr
+    );
+    assert_eq!(
+        env.rbuild(&["run", "--rm", "par:1", "cat", "/a", "/b"])
+            .ok()
+            .stdout,
+        "a\nb\n"
+    );
+}
