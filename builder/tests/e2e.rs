@@ -147,7 +147,7 @@ fn hello_demo_builds_runs_and_rebuilds_from_cache() {
         progress.ran(),
         again.stderr
     );
-    assert_eq!(progress.from_cache().len(), 6, "{}", again.stderr);
+    assert_eq!(progress.cached_steps().len(), 6, "{}", again.stderr);
     assert_eq!(manifest_digest(&again.stderr), digest);
 
     // A file no COPY reads changes nothing.
@@ -175,7 +175,7 @@ fn hello_demo_builds_runs_and_rebuilds_from_cache() {
     );
     assert!(
         progress
-            .from_cache()
+            .cached_steps()
             .iter()
             .any(|n| n.contains("WORKDIR /src"))
     );

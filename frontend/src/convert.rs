@@ -20,6 +20,9 @@ use rbuild_solver::{
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+/// An `ARG` declaration: name and unexpanded default.
+type ArgDecl = (String, Option<String>);
+
 /// `PATH` for images that do not set one, as BuildKit and Docker use on Linux.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -76,7 +79,7 @@ pub fn lower(
     let file = dockerfile.file.clone();
     let escape = dockerfile.directives.escape;
     let mut stages: Vec<Stage> = Vec::new();
-    let mut global_args: Vec<(&Instruction, Vec<(String, Option<String>)>)> = Vec::new();
+    let mut global_args: Vec<(&Instruction, Vec<ArgDecl>)> = Vec::new();
     for ins in &dockerfile.instructions {
         let command = parse_command(&file, ins)?;
         match command {

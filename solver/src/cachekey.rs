@@ -57,7 +57,7 @@ mod tests {
         let c2 = Digest::of(b"2");
         assert_ne!(compute(&op, &[], Some(&c1)), compute(&op, &[], Some(&c2)));
         assert_ne!(
-            compute(&Op::Scratch, &[c1.clone()], None),
+            compute(&Op::Scratch, std::slice::from_ref(&c1), None),
             compute(&Op::Scratch, &[c2], None)
         );
         assert_eq!(compute(&op, &[], Some(&c1)), compute(&op, &[], Some(&c1)));

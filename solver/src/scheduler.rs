@@ -205,12 +205,10 @@ impl<W: Worker> Solver<W> {
                 Err(e) if e.is_cancelled() => continue,
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             };
-            if let Err(e) = result {
-                // A dependent of a failed vertex reports `None`; keep the root cause.
-                if let Some(e) = e {
-                    self.cancel.store(true, Ordering::Relaxed);
-                    first_error.get_or_insert(e);
-                }
+            // A dependent of a failed vertex reports `None`; keep the root cause.
+            if let Err(Some(e)) = result {
+                self.cancel.store(true, Ordering::Relaxed);
+                first_error.get_or_insert(e);
             }
         }
         if let Some(e) = first_error {

@@ -205,7 +205,7 @@ impl Progress {
     }
 
     /// Names of steps that came from the cache.
-    pub fn from_cache(&self) -> Vec<String> {
+    pub fn cached_steps(&self) -> Vec<String> {
         self.names
             .iter()
             .filter(|(n, _)| self.cached.contains(n))

@@ -1,0 +1,27 @@
+#!/bin/sh
+# Installs the Debian packages rbuild's demo and tests use, if any is missing:
+#   busybox-static  the demo's base image is made from it
+#   docker-registry a real registry the tests start on loopback
+#   skopeo, umoci   third-party tools the tests check images with
+#   curl, procps    used by the tests
+# rbuild itself needs only a Rust toolchain (rustup) and gcc (for the bundled SQLite).
+set -eu
+need=""
+for pair in busybox-static:/bin/busybox docker-registry:/usr/bin/docker-registry skopeo:/usr/bin/skopeo \
+            umoci:/usr/bin/umoci curl:/usr/bin/curl procps:/usr/bin/ps; do
+  pkg=${pair%%:*}; file=${pair#*:}
+  [ -e "$file" ] || need="$need $pkg"
+done
+if [ -n "$need" ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps.sh: missing Debian packages:$need (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "installing Debian packages:$need"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $need >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps.sh: cargo not found; install Rust with rustup (https://rustup.rs)" >&2
+  exit 1
+fi
