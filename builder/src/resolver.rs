@@ -22,7 +22,7 @@ impl ImageResolver for StoreThenRegistry<'_> {
     fn resolve(&self, name: &str) -> Result<ResolvedImage, String> {
         let r = reference::parse(name)?;
         let store = &self.state.store;
-        let local = match r.digest() {
+        let local = match r.digest.as_deref() {
             Some(d) => Digest::parse(d).filter(|d| store.has_blob(d)),
             None => store
                 .lookup(&r.whole())
@@ -33,7 +33,7 @@ impl ImageResolver for StoreThenRegistry<'_> {
             Some(digest) => digest,
             None => self
                 .runtime
-                .block_on(self.registry.resolve(&r, store))
+                .block_on(self.registry.resolve(&r.to_oci(), store))
                 .map_err(|e| format!("{e:#}"))?,
         };
         let manifest = store.manifest(&digest).map_err(|e| format!("{e:#}"))?;

@@ -102,7 +102,9 @@ impl BuildWorker {
             .filter(|l| !store.has_blob(&l.digest))
             .collect();
         if !missing.is_empty() {
-            let r = reference::parse(&image.reference).map_err(|e| anyhow!(e))?;
+            let r = reference::parse(&image.reference)
+                .map_err(|e| anyhow!(e))?
+                .to_oci();
             let pulls = missing
                 .iter()
                 .map(|l| self.registry.pull_blob(&r, l, store));

@@ -34,7 +34,7 @@ pub fn run(global: &Global, args: PushArgs) -> Result<i32> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let registry = Registry::default();
     let digest = runtime.block_on(registry.push(
-        &dest,
+        &dest.to_oci(),
         &state.store,
         &blobs,
         &bytes,

@@ -1,0 +1,53 @@
+#!/bin/bash
+# Times rbuild, BuildKit (dockerd's) and Buildah on the demo (testdata/hello), in one run on this
+# machine, and writes BENCHMARKS.md with the ratios. Needs root and the reference builders
+# (../shared/tools/reference-builders.sh, or REFERENCE_BUILDERS=path).
+#   cold: every step runs (--no-cache); the base image is already present for all three
+#   warm: nothing changed since the last build (fully cached)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+runs=${RUNS:-7}
+"${REFERENCE_BUILDERS:-$repo/../shared/tools/reference-builders.sh}" >/dev/null
+command -v hyperfine >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q hyperfine >/dev/null
+scripts/install-deps.sh
+cargo build --release --locked --bin rbuild 2>/dev/null
+rbuild=$repo/target/release/rbuild
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export RBUILD_ROOT=$work/root DOCKER_HOST=unix:///tmp/ref/docker/docker.sock DOCKER_BUILDKIT=1
+testdata/setup.sh "$rbuild" >/dev/null
+"$rbuild" push rbuild-demo/busybox:latest 127.0.0.1:5000/rbuild-demo/busybox:latest >/dev/null
+mkdir "$work/ctx"
+cp testdata/hello/* "$work/ctx/"
+sed -i 's#^FROM rbuild-demo/busybox#FROM 127.0.0.1:5000/rbuild-demo/busybox#' "$work/ctx/Dockerfile"
+# "$1" is extra flags (--no-cache or nothing); the context comes last for buildah's sake.
+rbuild_cmd() { echo "$rbuild build -q -t bench-hello ${1:-} $work/ctx"; }
+docker_cmd() { echo "/usr/bin/docker build --network=host -q -t bench-hello ${1:-} $work/ctx"; }
+buildah_cmd() { echo "buildah bud --runtime /usr/sbin/runc --tls-verify=false --layers -q -t localhost/bench-hello ${1:-} $work/ctx"; }
+for kind in cold warm; do
+  flags=""; [ $kind = cold ] && flags=--no-cache
+  hyperfine --style basic --warmup 1 --runs "$runs" --export-json "$work/$kind.json" \
+    -n rbuild "$(rbuild_cmd $flags)" -n buildkit "$(docker_cmd $flags)" -n buildah "$(buildah_cmd $flags)" >&2
+done
+python3 - "$work/cold.json" "$work/warm.json" "$runs" > BENCHMARKS.md <<'PY'
+import json, sys, platform, datetime
+cold, warm = (json.load(open(p))["results"] for p in sys.argv[1:3])
+runs = sys.argv[3]
+def row(results, label):
+    t = {r["command"]: r["median"] for r in results}
+    return f"| {label} | 1 | {t['buildkit'] / t['rbuild']:.1f}× | {t['buildah'] / t['rbuild']:.1f}× |"
+print("# Benchmarks\n")
+print("How much longer BuildKit and Buildah take than rbuild for the same build, measured in one run")
+print(f"by `bench/compare.sh` (hyperfine, median of {runs} runs after a warm-up; {datetime.date.today()}, {platform.machine()}).")
+print("Higher is better for rbuild; 2.0× means the other builder took twice as long.\n")
+print("| build of testdata/hello | rbuild | BuildKit (dockerd 20.10) | Buildah |")
+print("|---|---|---|---|")
+print(row(cold, "cold: every step runs (`--no-cache`)"))
+print(row(warm, "warm: nothing changed (fully cached)"))
+print("\nThe demo is small (two stages, one RUN, two COPYs on a 2 MB base image), so these ratios mostly")
+print("measure per-build and per-step overhead. The base image is present locally for all three builders.")
+print("Each builder is timed as users run it: `rbuild build`, `docker build` (the docker CLI talking to")
+print("dockerd's embedded BuildKit) and `buildah bud --layers` (with runc), all with `-q`.")
+PY
+cat BENCHMARKS.md
