@@ -46,6 +46,18 @@ pub struct BuildWorker {
     pub runtime: tokio::runtime::Handle,
 }
 
+/// The output of a step: `base`'s layers plus, if the step changed anything, the layer made
+/// from `upper` (stamped with the build time).
+fn on_top(state: &State, base: &Output, upper: rbuild_runner::Upper) -> anyhow::Result<Output> {
+    let created = timefmt::rfc3339(timefmt::build_time());
+    let mut layers = base.layers.clone();
+    layers.extend(commit_upper(state, upper, &created)?);
+    Ok(Output {
+        layers,
+        local: None,
+    })
+}
+
 fn diff_ids(layers: &[OutputLayer]) -> Vec<String> {
     layers.iter().map(|l| l.diff_id.to_string()).collect()
 }
@@ -201,15 +213,7 @@ impl BuildWorker {
                 return Err(format!("process \"{command}\" could not be started: {e}").into());
             }
         }
-        let created = timefmt::rfc3339(timefmt::build_time());
-        let mut layers = base.layers.clone();
-        if let Some(layer) = commit_upper(state, upper, &created).map_err(|e| format!("{e:#}"))? {
-            layers.push(layer);
-        }
-        Ok(Output {
-            layers,
-            local: None,
-        })
+        on_top(state, base, upper).map_err(|e| format!("{e:#}").into())
     }
 
     fn file(&self, file: &FileOp, inputs: &[Arc<Output>]) -> anyhow::Result<Output> {
@@ -274,14 +278,6 @@ impl BuildWorker {
             state.snapshots.discard(upper)?;
             return Err(anyhow!(e));
         }
-        let created = timefmt::rfc3339(timefmt::build_time());
-        let mut layers = base.layers.clone();
-        if let Some(layer) = commit_upper(state, upper, &created)? {
-            layers.push(layer);
-        }
-        Ok(Output {
-            layers,
-            local: None,
-        })
+        on_top(state, base, upper)
     }
 }

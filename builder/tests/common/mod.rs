@@ -76,14 +76,16 @@ impl Env {
 
     /// The rbuild binary with this test's `--root`.
     pub fn command(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin!("rbuild"));
         c.arg("--root").arg(self.root());
         c.env_remove("RBUILD_ROOT");
         c
     }
 
+    /// Runs rbuild to completion (stdin closed).
     pub fn rbuild(&self, args: &[&str]) -> Run {
-        let out = self.command().args(args).output().expect("running rbuild");
+        let mut c = assert_cmd::Command::from_std(self.command());
+        let out = c.args(args).write_stdin("").output().expect("running rbuild");
         run_of(out)
     }
 

@@ -401,8 +401,6 @@ mod tests {
         assert_eq!((ins[1].start_line, ins[1].end_line), (2, 3));
         assert_eq!(ins[1].args, Args::Shell("echo a   && echo --bad".into()));
         let file = &p.dockerfile.file;
-        let bad = ins[1].original.find("--bad").unwrap();
-        let _ = bad;
         let copy = &ins[2];
         let pos = file.position(copy.flags[0].span.start);
         assert_eq!((pos.line, pos.column), (4, 8));
