@@ -245,13 +245,9 @@ pub fn run(
         }
         match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(20)),
-            Ok(WaitStatus::Exited(_, code)) if !killed => {
-                return Ok(if code > 128 && code < 128 + 65 {
-                    Exit::Signal(code - 128)
-                } else {
-                    Exit::Code(code)
-                });
-            }
+            // A signal that killed PID 1 arrives as 128 + signal, the shell's (and runc's)
+            // convention, so "exit code: 137" reads as it does with BuildKit.
+            Ok(WaitStatus::Exited(_, code)) if !killed => return Ok(Exit::Code(code)),
             Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) if killed => {
                 return Err(SandboxError::Cancelled);
             }
@@ -384,10 +380,9 @@ fn intermediate(
 
 /// PID 1 of the sandbox: mounts, pivot_root, user, exec. Runs in a forked child.
 fn pid1(prepared: &Prepared, process: &Process, err_fd: i32) -> i32 {
-    // Our parent is outside the new pid namespace, so getppid() is 0 here and cannot tell
-    // whether it already died; the intermediate holds this pipe until it has forked us, so a
-    // parent death before this line ends in an EPIPE-free setup that nobody waits for, and the
-    // kernel reaps it with the namespace.
+    // getppid() is 0 in a new pid namespace, so unlike the intermediate we cannot check for a
+    // parent that died before this call; such a PID 1 finds its setup-error pipe closed and its
+    // own death takes the namespace with it.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     match setup_and_exec(prepared, process, err_fd) {
         Ok(never) => match never {},

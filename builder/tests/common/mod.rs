@@ -85,7 +85,11 @@ impl Env {
     /// Runs rbuild to completion (stdin closed).
     pub fn rbuild(&self, args: &[&str]) -> Run {
         let mut c = assert_cmd::Command::from_std(self.command());
-        let out = c.args(args).write_stdin("").output().expect("running rbuild");
+        let out = c
+            .args(args)
+            .write_stdin("")
+            .output()
+            .expect("running rbuild");
         run_of(out)
     }
 
