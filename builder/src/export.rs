@@ -21,14 +21,14 @@ pub struct FinalImage {
 }
 
 /// Fills in what only the solve knows: diff ids, which history entries have layers, and
-/// creation times. A step's time is when its layer was made (so a cached rebuild gives the same
-/// image); metadata-only steps take the time of the step before them.
+/// creation times, the way BuildKit does. A step that made a layer is dated when the layer was
+/// made (stored with the cache record, so a cached rebuild gives the same image); this build's
+/// metadata-only steps take the date of the last new layer before them, or of the first new layer
+/// if none came before. Base-image entries keep their dates.
 pub fn finalize(build: &Build, outputs: &HashMap<VertexId, Arc<Output>>) -> FinalImage {
     let layers = outputs[&build.target].layers.clone();
     let mut image = build.image.clone();
     image.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.to_string()).collect();
-    let fallback = timefmt::rfc3339(timefmt::build_time());
-    let mut last: Option<String> = None;
     for entry in &mut image.history {
         if let Some(v) = entry.layer_of {
             let out = &outputs[&v];
@@ -39,28 +39,33 @@ pub fn finalize(build: &Build, outputs: &HashMap<VertexId, Arc<Output>>) -> Fina
                 entry.created = out.layers.last().and_then(|l| l.created.clone());
             }
         }
-        if entry.created.is_none() {
-            entry.created = last.clone();
-        }
-        if entry.created.is_some() {
-            last = entry.created.clone();
-        }
     }
-    // Entries before any timestamp (a scratch image's first steps) take the first one known.
-    let first = image
+    let new_layer = |h: &rbuild_frontend::image::History| h.layer_of.is_some() && !h.empty_layer;
+    let first_new = image
         .history
         .iter()
-        .find_map(|h| h.created.clone())
-        .unwrap_or(fallback);
+        .find(|h| new_layer(h))
+        .and_then(|h| h.created.clone());
+    let last_known = image.history.iter().rev().find_map(|h| h.created.clone());
+    let fallback = first_new
+        .clone()
+        .or(last_known)
+        .unwrap_or_else(|| timefmt::rfc3339(timefmt::build_time()));
+    let mut current = first_new;
     for entry in &mut image.history {
-        entry.created.get_or_insert_with(|| first.clone());
+        if new_layer(entry) {
+            current = entry.created.clone();
+        }
+        if entry.created.is_none() {
+            entry.created = Some(current.clone().unwrap_or_else(|| fallback.clone()));
+        }
     }
     image.created = Some(
         image
             .history
             .last()
             .and_then(|h| h.created.clone())
-            .unwrap_or(first),
+            .unwrap_or(fallback),
     );
     FinalImage { image, layers }
 }

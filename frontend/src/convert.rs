@@ -419,11 +419,13 @@ impl Lowerer<'_> {
             .position(|s| s.name.as_deref() == Some(lower_name.as_str()));
         if base_name.eq_ignore_ascii_case("scratch") {
             state.vertex = self.graph.add(Op::Scratch, vec![], None);
+            // BuildKit gives a scratch stage the working directory "/".
             state.image = Image {
                 architecture: "amd64".into(),
                 os: "linux".into(),
                 ..Image::default()
             };
+            state.image.config.working_dir = Some("/".into());
             state.index += 1;
         } else if let Some(base) = base_stage {
             let base = self.lower_stage(base)?;
@@ -843,12 +845,14 @@ impl Lowerer<'_> {
                 let args = self.shell_command(state, cmd);
                 state.history(format!("CMD {}", go_quote_list(&args)), None);
                 state.image.config.cmd = Some(args);
+                state.image.config.args_escaped = Some(true);
                 state.cmd_set = true;
             }
             Command::Entrypoint(cmd) => {
                 let args = self.shell_command(state, cmd);
                 state.history(format!("ENTRYPOINT {}", go_quote_list(&args)), None);
                 state.image.config.entrypoint = Some(args);
+                state.image.config.args_escaped = Some(true);
                 if !state.cmd_set {
                     state.image.config.cmd = None;
                 }
@@ -1122,6 +1126,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(b.image.config.cmd, None);
+        assert_eq!(
+            b.image.config.args_escaped,
+            Some(true),
+            "as BuildKit writes it"
+        );
         let ports: Vec<&String> = b
             .image
             .config
@@ -1131,6 +1140,17 @@ mod tests {
             .keys()
             .collect();
         assert_eq!(ports, ["53/udp", "80/tcp", "8000/tcp", "8001/tcp"]);
+    }
+
+    #[test]
+    fn scratch_stages_work_in_the_root_directory() {
+        let b = lower_str("FROM scratch\nENV A=1\n", &BuildOptions::default()).unwrap();
+        assert_eq!(b.image.config.working_dir.as_deref(), Some("/"));
+        let b = lower_str("FROM base\nENV A=1\n", &BuildOptions::default()).unwrap();
+        assert_eq!(
+            b.image.config.working_dir, None,
+            "an image's empty WorkingDir stays empty"
+        );
     }
 
     #[test]

@@ -84,6 +84,10 @@ pub struct ImageConfig {
     /// `STOPSIGNAL`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
+    /// Deprecated in the OCI spec but still written by BuildKit whenever a Dockerfile sets CMD
+    /// or ENTRYPOINT, for Docker's Windows images; kept for identical configs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args_escaped: Option<bool>,
     /// `HEALTHCHECK` (Docker extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<HealthConfig>,

@@ -69,6 +69,23 @@ fn remove_existing(path: &Path, keep_dir: bool) -> io::Result<()> {
     }
 }
 
+/// Puts back an mtime of 0 after `tar` unpacked an entry: tar-rs writes 1 instead (for Cargo's
+/// sake), but a layer must keep its files' times exactly, as BuildKit does.
+pub(crate) fn keep_zero_mtime(path: &Path, header: &tar::Header) -> io::Result<()> {
+    if header.mtime().ok() == Some(0) && !header.entry_type().is_dir() {
+        let zero = TimeSpec::new(0, 0);
+        utimensat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            &zero,
+            &zero,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
 /// Unpacks the uncompressed layer tar `reader` into `dest`.
 pub fn extract_layer(reader: impl Read, dest: &Path) -> io::Result<()> {
     let mut archive = tar::Archive::new(reader);
@@ -122,6 +139,7 @@ pub fn extract_layer(reader: impl Read, dest: &Path) -> io::Result<()> {
             dirs.push((target.clone(), entry.header().mtime().unwrap_or(0)));
         }
         entry.unpack(&target)?;
+        keep_zero_mtime(&target, entry.header())?;
     }
     // Children changed their directories' mtimes; put them back, deepest first.
     dirs.sort_by(|a, b| b.0.cmp(&a.0));

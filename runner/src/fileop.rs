@@ -506,11 +506,13 @@ fn unpack(archive: &Path, kind: ArchiveKind, dest: &Path) -> Result<(), String> 
     let mut dirs: Vec<(PathBuf, i64)> = Vec::new();
     for entry in tar.entries().map_err(err)? {
         let mut entry = entry.map_err(err)?;
+        let path = dest.join(entry.path().map_err(err)?);
         if entry.header().entry_type().is_dir() {
-            let path = dest.join(entry.path().map_err(err)?);
-            dirs.push((path, entry.header().mtime().unwrap_or(0) as i64));
+            dirs.push((path.clone(), entry.header().mtime().unwrap_or(0) as i64));
         }
-        entry.unpack_in(dest).map_err(err)?;
+        if entry.unpack_in(dest).map_err(err)? {
+            crate::extract::keep_zero_mtime(&path, entry.header()).map_err(err)?;
+        }
     }
     dirs.sort_by(|a, b| b.0.cmp(&a.0));
     for (dir, mtime) in dirs {

@@ -62,7 +62,7 @@ fn context(dir: &Path) -> PathBuf {
     h.set_mode(0o640);
     h.set_uid(7);
     h.set_gid(8);
-    h.set_mtime(1);
+    h.set_mtime(0);
     h.set_entry_type(tar::EntryType::Regular);
     tar.append_data(&mut h, "inner/x", &b"xx"[..]).unwrap();
     std::fs::write(
