@@ -774,20 +774,23 @@ impl Lowerer<'_> {
             Command::Arg(args) => {
                 let mut text = Vec::new();
                 for (name, default) in args {
+                    let default = match default {
+                        Some(d) => Some(self.expand(d, &state.env(), span)?),
+                        None => None,
+                    };
                     let value = match self.options.build_args.get(name) {
                         Some(v) => Some(v.clone()),
-                        None => match default {
-                            Some(d) => Some(self.expand(d, &state.env(), span)?),
-                            None => self
-                                .global_args
+                        None => default.clone().or_else(|| {
+                            self.global_args
                                 .iter()
                                 .rev()
                                 .find(|(k, _)| k == name)
-                                .and_then(|(_, v)| v.clone()),
-                        },
+                                .and_then(|(_, v)| v.clone())
+                        }),
                     };
-                    text.push(match &value {
-                        Some(v) => format!("{name}={v}"),
+                    // The history shows the declaration, not the value a build gave it.
+                    text.push(match &default {
+                        Some(d) => format!("{name}={d}"),
                         None => name.clone(),
                     });
                     state.args.retain(|(k, _)| k != name);
@@ -805,17 +808,21 @@ impl Lowerer<'_> {
                 for p in ports {
                     all.extend(self.expand_words(p, &env, span)?);
                 }
+                let mut exposed_specs = std::collections::BTreeSet::new();
+                for port in &all {
+                    exposed_specs.extend(expand_port(port).map_err(|e| self.error(span, e))?);
+                }
                 let exposed = state
                     .image
                     .config
                     .exposed_ports
                     .get_or_insert_with(BTreeMap::new);
-                for port in &all {
-                    for spec in expand_port(port).map_err(|e| self.error(span, e))? {
-                        exposed.insert(spec, serde_json::json!({}));
-                    }
+                for spec in &exposed_specs {
+                    exposed.insert(spec.clone(), serde_json::json!({}));
                 }
-                state.history(format!("EXPOSE {}", all.join(" ")), None);
+                // BuildKit writes the port set as Go prints a map.
+                let set: Vec<String> = exposed_specs.iter().map(|p| format!("{p}:{{}}")).collect();
+                state.history(format!("EXPOSE map[{}]", set.join(" ")), None);
             }
             Command::Volume(paths) => {
                 let mut expanded = Vec::new();
@@ -886,8 +893,7 @@ impl Lowerer<'_> {
                         }
                     }
                 };
-                let test = config.test.clone().unwrap_or_default();
-                state.history(format!("HEALTHCHECK {}", go_quote_list(&test)), None);
+                state.history(format!("HEALTHCHECK {}", health_history(&config)), None);
                 state.image.config.healthcheck = Some(config);
             }
             Command::OnBuild(text) => {
@@ -902,6 +908,67 @@ impl Lowerer<'_> {
         }
         Ok(())
     }
+}
+
+/// A health check as BuildKit writes it into the history: Go's `%q` of its config struct, e.g.
+/// `&{["CMD-SHELL" "true"] "30s" "5s" "0s" '\x00'}`.
+fn health_history(c: &HealthConfig) -> String {
+    let test = go_quote_list(c.test.as_deref().unwrap_or_default());
+    let d = |ns: Option<i64>| format!("\"{}\"", go_duration(ns.unwrap_or(0)));
+    let retries = c.retries.unwrap_or(0);
+    let retries = match char::from_u32(retries as u32) {
+        Some(ch)
+            if retries >= 0x20 && retries != 0x7f && retries < 0x80 && ch != '\'' && ch != '\\' =>
+        {
+            format!("'{ch}'")
+        }
+        _ => format!("'\\x{:02x}'", retries & 0xff),
+    };
+    format!(
+        "&{{{test} {} {} {} {retries}}}",
+        d(c.interval),
+        d(c.timeout),
+        d(c.start_period)
+    )
+}
+
+/// Go's `time.Duration.String()`: `1h2m3.5s`, `500ms`, `0s`.
+pub fn go_duration(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".into();
+    }
+    let neg = ns < 0;
+    let u = ns.unsigned_abs();
+    let frac = |value: u64, unit: u64| -> String {
+        let whole = value / unit;
+        let rest = value % unit;
+        if rest == 0 {
+            return whole.to_string();
+        }
+        let digits = unit.to_string().len() - 1;
+        let f = format!("{rest:0digits$}");
+        format!("{whole}.{}", f.trim_end_matches('0'))
+    };
+    let s = if u < 1_000 {
+        format!("{u}ns")
+    } else if u < 1_000_000 {
+        format!("{}µs", frac(u, 1_000))
+    } else if u < 1_000_000_000 {
+        format!("{}ms", frac(u, 1_000_000))
+    } else {
+        let secs = u / 1_000_000_000;
+        let sub = u % 1_000_000_000;
+        let (h, m, sec) = (secs / 3600, secs % 3600 / 60, secs % 60);
+        let sec = frac(sec * 1_000_000_000 + sub, 1_000_000_000);
+        if h > 0 {
+            format!("{h}h{m}m{sec}s")
+        } else if m > 0 {
+            format!("{m}m{sec}s")
+        } else {
+            format!("{sec}s")
+        }
+    };
+    if neg { format!("-{s}") } else { s }
 }
 
 /// The absolute destination of a COPY: relative paths are under the working directory, and a
@@ -1150,6 +1217,36 @@ mod tests {
         assert_eq!(
             b.image.config.working_dir, None,
             "an image's empty WorkingDir stays empty"
+        );
+    }
+
+    #[test]
+    fn history_text_like_buildkit() {
+        assert_eq!(go_duration(30_000_000_000), "30s");
+        assert_eq!(go_duration(90_000_000_000), "1m30s");
+        assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
+        assert_eq!(go_duration(1_500_000_000), "1.5s");
+        assert_eq!(go_duration(500_000_000), "500ms");
+        let b = lower_str(
+            "FROM base\nARG V\nARG W=2\nEXPOSE 80 53/udp\nHEALTHCHECK --interval=30s --timeout=5s --retries=3 CMD true\n",
+            &BuildOptions { build_args: [("V".to_string(), "9".to_string())].into(), ..Default::default() },
+        )
+        .unwrap();
+        let h: Vec<&str> = b
+            .image
+            .history
+            .iter()
+            .skip(1)
+            .map(|h| h.created_by.as_deref().unwrap())
+            .collect();
+        assert_eq!(
+            h,
+            [
+                "ARG V",
+                "ARG W=2",
+                "EXPOSE map[53/udp:{} 80/tcp:{}]",
+                "HEALTHCHECK &{[\"CMD-SHELL\" \"true\"] \"30s\" \"5s\" \"0s\" '\\x03'}",
+            ]
         );
     }
 

@@ -247,7 +247,12 @@ pub fn run(
             Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(20)),
             // A signal that killed PID 1 arrives as 128 + signal, the shell's (and runc's)
             // convention, so "exit code: 137" reads as it does with BuildKit.
-            Ok(WaitStatus::Exited(_, code)) if !killed => return Ok(Exit::Code(code)),
+            Ok(WaitStatus::Exited(_, code)) if !killed => {
+                add_runtime_mount_points(rootfs).map_err(|e| {
+                    SandboxError::Prepare(format!("adding mount point directories: {e}"))
+                })?;
+                return Ok(Exit::Code(code));
+            }
             Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) if killed => {
                 return Err(SandboxError::Cancelled);
             }
@@ -257,6 +262,34 @@ pub fn run(
             Err(e) => return Err(SandboxError::Prepare(format!("waitpid: {e}"))),
         }
     }
+}
+
+/// The directories runc creates for its mounts when the root filesystem lacks them. BuildKit
+/// leaves them in the step's layer (it only removes the `/etc/hosts` and `/etc/resolv.conf`
+/// stubs), so an image built from a base without `/proc` has one afterwards. rbuild's stub layer
+/// hides their absence during the run; they are added to the upper directory afterwards so the
+/// layer is the same as BuildKit's.
+const RUNTIME_MOUNT_DIRS: [&str; 3] = ["dev", "proc", "sys"];
+
+fn add_runtime_mount_points(rootfs: &Rootfs) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    for name in RUNTIME_MOUNT_DIRS {
+        let in_upper = rootfs.upper.fs.join(name);
+        if std::fs::symlink_metadata(&in_upper).is_ok() {
+            continue;
+        }
+        // The topmost layer that mentions the name decides; a whiteout means "deleted".
+        let exists = rootfs.layers.iter().rev().find_map(|layer| {
+            std::fs::symlink_metadata(rootfs.snapshots.layer_dir(layer).join(name))
+                .ok()
+                .map(|m| !(m.file_type().is_char_device() && m.rdev() == 0))
+        });
+        if exists != Some(true) {
+            std::fs::create_dir(&in_upper)?;
+            std::fs::set_permissions(&in_upper, std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    Ok(())
 }
 
 /// Forwards the children's output until both pipes close, killing them on cancel.

@@ -46,6 +46,8 @@ fn busybox_layer(s: &Snapshotter) -> String {
     .unwrap();
     std::fs::write(u.fs.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
     std::fs::write(u.fs.join("etc/motd"), "hello\n").unwrap();
+    // The base has /sys but not /proc or /dev.
+    std::fs::create_dir_all(u.fs.join("sys")).unwrap();
     std::fs::create_dir_all(u.fs.join("opt/old")).unwrap();
     std::fs::write(u.fs.join("opt/old/file"), "old").unwrap();
     s.commit(u, &id).unwrap();
@@ -160,20 +162,26 @@ fn runs_in_namespaces_with_a_clean_upper() {
         "pid=1\nbuildkitsandbox\n/work\nhello\ndevnull\nproc\nresolv\nhosts\npts\n"
     );
     assert_eq!(r.stderr, "to-stderr\n");
-    // Only the script's changes are in the upper: no mount points, no hosts/resolv.conf.
+    // Only the script's changes are in the upper: nothing mounted (hosts, resolv.conf, the
+    // contents of /dev) leaks into it. The empty /dev and /proc the base lacked are there (not
+    // /sys, which it has), as runc leaves them in BuildKit's layers.
     assert_eq!(
         r.upper_entries,
-        ["created", "etc", "etc/motd", "opt", "opt/old", "work"],
+        [
+            "created", "dev", "etc", "etc/motd", "opt", "opt/old", "proc", "work"
+        ],
     );
     assert_eq!(
         r.layer_names,
         [
             "created",
+            "dev/",
             "etc/",
             "etc/.wh.motd",
             "opt/",
             "opt/old/",
             "opt/old/.wh..wh..opq",
+            "proc/",
             "work/"
         ]
     );

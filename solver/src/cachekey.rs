@@ -10,7 +10,7 @@ use crate::digest::Digest;
 use crate::ops::Op;
 
 /// Bump when the meaning of a cached output changes, so old records are never reused.
-const VERSION: &str = "rbuild-cache-key-v1";
+const VERSION: &str = "rbuild-cache-key-v2";
 
 /// The cache key of a vertex with this op, input keys and (for local sources) content digest.
 pub fn compute(op: &Op, inputs: &[Digest], content: Option<&Digest>) -> Digest {
