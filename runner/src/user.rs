@@ -10,7 +10,7 @@ pub struct User {
     pub uid: u32,
     /// Primary group id.
     pub gid: u32,
-    /// Supplementary group ids (only for processes, from `/etc/group` membership).
+    /// Supplementary group ids of a process, as runc sets them.
     pub groups: Vec<u32>,
     /// Home directory from `/etc/passwd` (`/` if unknown).
     pub home: String,
@@ -111,14 +111,27 @@ pub fn resolve(root: &Path, spec: &str) -> Result<User, String> {
                 })?
         };
     }
-    let mut groups = vec![gid];
-    if let Some(name) = &name {
-        for g in &groups_file {
-            if g.members.iter().any(|m| m == name) && !groups.contains(&g.gid) {
-                groups.push(g.gid);
-            }
+    // Supplementary groups as runc computes them: none when the spec names a group, else the
+    // groups listing the user as a member, else just the primary group.
+    let groups = if group_part.is_some() {
+        vec![]
+    } else {
+        let member_of: Vec<u32> = name
+            .as_ref()
+            .map(|name| {
+                groups_file
+                    .iter()
+                    .filter(|g| g.members.iter().any(|m| m == name))
+                    .map(|g| g.gid)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if member_of.is_empty() {
+            vec![gid]
+        } else {
+            member_of
         }
-    }
+    };
     Ok(User {
         uid,
         gid,
@@ -152,7 +165,16 @@ mod tests {
             (app.uid, app.gid, app.home.as_str()),
             (1000, 1000, "/home/app")
         );
-        assert_eq!(app.groups, [1000, 10]);
+        assert_eq!(app.groups, [10], "member of wheel");
+        assert_eq!(
+            resolve(r, "root").unwrap().groups,
+            [0],
+            "no memberships: the primary group"
+        );
+        assert!(
+            resolve(r, "app:app").unwrap().groups.is_empty(),
+            "a named group: none"
+        );
         assert_eq!(resolve(r, "app:wheel").unwrap().gid, 10);
         let unknown = resolve(r, "4242").unwrap();
         assert_eq!((unknown.uid, unknown.gid), (4242, 0));
