@@ -17,7 +17,7 @@ mod store;
 mod timefmt;
 mod worker;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use std::path::PathBuf;
 
@@ -57,7 +57,7 @@ enum Command {
 }
 
 /// Options shared by every subcommand.
-#[derive(Args, Clone)]
+#[derive(Clone)]
 pub struct Global {
     /// The state directory.
     pub root: PathBuf,

@@ -79,7 +79,7 @@ fn parse_output(spec: &str) -> Result<OutputSpec> {
     }
 }
 
-fn parse_build_args(args: &[String]) -> Result<BTreeMap<String, String>> {
+fn parse_build_args(args: &[String]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for arg in args {
         match arg.split_once('=') {
@@ -94,7 +94,7 @@ fn parse_build_args(args: &[String]) -> Result<BTreeMap<String, String>> {
             }
         }
     }
-    Ok(out)
+    out
 }
 
 fn print_diagnostics(diagnostics: &[Diagnostic]) {
@@ -131,7 +131,7 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
                 .map_err(|e| anyhow!("invalid tag: {e}"))
         })
         .collect::<Result<Vec<_>>>()?;
-    let build_args = parse_build_args(&args.build_args)?;
+    let build_args = parse_build_args(&args.build_args);
 
     let printer = Printer::new(mode);
     let started = Instant::now();
