@@ -7,8 +7,9 @@ use crate::state::State;
 use crate::timefmt;
 use anyhow::{Context, anyhow};
 use rbuild_frontend::image::Image;
-use rbuild_runner::fileop::{self, Action, FileOpSpec, PathOps, Source};
+use rbuild_runner::fileop::{self, Action, FileOpSpec, PathOps, Source, Visit};
 use rbuild_runner::sandbox::{self, Exit, Network, Process, Rootfs, Stdio, Stream};
+use rbuild_solver::pattern::{IgnoreMatcher, Visit as SolverVisit};
 use rbuild_solver::progress::Stream as LogStream;
 use rbuild_solver::scheduler::BoxError;
 use rbuild_solver::{
@@ -23,10 +24,25 @@ use std::sync::Arc;
 pub struct SolverPaths;
 
 impl PathOps for SolverPaths {
-    fn expand(&self, root: &Path, pattern: &str) -> Result<Vec<(String, PathBuf)>, String> {
-        rbuild_solver::contenthash::expand(root, pattern)
+    fn expand(
+        &self,
+        root: &Path,
+        pattern: &str,
+        exclude: &[String],
+    ) -> Result<Vec<(String, PathBuf)>, String> {
+        let ignore = IgnoreMatcher::new(exclude);
+        rbuild_solver::contenthash::expand(root, pattern, &ignore)
             .map(|v| v.into_iter().map(|s| (s.rel, s.host)).collect())
             .map_err(|e| e.to_string())
+    }
+
+    fn filter<'a>(&'a self, exclude: &'a [String]) -> Box<dyn Fn(&str, bool) -> Visit + 'a> {
+        let ignore = IgnoreMatcher::new(exclude);
+        Box::new(move |rel, is_dir| match ignore.visit(rel, is_dir) {
+            SolverVisit::Include => Visit::Include,
+            SolverVisit::Skip => Visit::Skip,
+            SolverVisit::WalkOnly => Visit::WalkOnly,
+        })
     }
 
     fn resolve(&self, root: &Path, path: &str, follow_last: bool) -> std::io::Result<PathBuf> {
@@ -238,6 +254,7 @@ impl BuildWorker {
                     owner,
                     mode,
                     unpack_archives,
+                    exclude,
                 } => Action::Copy {
                     source,
                     paths,
@@ -245,6 +262,7 @@ impl BuildWorker {
                     owner,
                     mode,
                     unpack_archives,
+                    exclude,
                 },
                 FileAction::Mkdir {
                     path,

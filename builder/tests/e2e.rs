@@ -245,6 +245,74 @@ fn quiet_file_flag_build_args_and_exit_codes() {
 }
 
 #[test]
+fn dockerignore_leaves_files_out_of_copies_and_cache_keys() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM rbuild-demo/busybox\nCOPY . /app/\nRUN ls -R /app > /listing\n",
+            ),
+            (
+                ".dockerignore",
+                "# build outputs\n*.log\ntarget\n!target/keep.txt\n**/secret*\n",
+            ),
+            ("main.c", "int main(){}\n"),
+            ("debug.log", "noise\n"),
+            ("target/out.o", "binary\n"),
+            ("target/keep.txt", "kept\n"),
+            ("src/deep/secret.key", "hush\n"),
+            ("src/deep/ok.c", "ok\n"),
+        ],
+    );
+    env.rbuild(&["build", "-t", "ign:1", ctx.to_str().unwrap()])
+        .ok();
+    let find = env
+        .rbuild(&["run", "--rm", "ign:1", "find", "/app", "-type", "f"])
+        .ok();
+    let mut files: Vec<&str> = find.stdout.lines().collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "/app/.dockerignore",
+            "/app/Dockerfile",
+            "/app/main.c",
+            "/app/src/deep/ok.c",
+            "/app/target/keep.txt"
+        ]
+    );
+    // Ignored files are not part of the cache key.
+    std::fs::write(ctx.join("debug.log"), "more noise\n").unwrap();
+    std::fs::write(ctx.join("target/out.o"), "rebuilt\n").unwrap();
+    let again = env
+        .rbuild(&["build", "-t", "ign:1", ctx.to_str().unwrap()])
+        .ok();
+    assert!(
+        Progress::parse(&again.stderr).ran().is_empty(),
+        "{}",
+        again.stderr
+    );
+    // Naming an ignored file is an error, as in BuildKit.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM rbuild-demo/busybox\nCOPY debug.log /\n",
+    )
+    .unwrap();
+    let r = env.rbuild(&["build", ctx.to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains("ctx/Dockerfile:2:1: error: \"/debug.log\": not found"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
 fn deletions_become_whiteouts() {
     require_root!();
     let env = Env::new();

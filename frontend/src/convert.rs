@@ -36,6 +36,8 @@ pub struct BuildOptions {
     pub build_args: BTreeMap<String, String>,
     /// `--target`: the stage to build (the last one if `None`).
     pub target: Option<String>,
+    /// Patterns of the `.dockerignore` that applies (see [`crate::dockerignore`]).
+    pub dockerignore: Vec<String>,
 }
 
 /// An image the resolver found: where it is pinned and its config.
@@ -634,14 +636,18 @@ impl Lowerer<'_> {
                     None => {
                         let include: Vec<String> =
                             sources.iter().map(|s| clean_relative(s)).collect();
-                        self.graph.add(
+                        let local = self.graph.add(
                             Op::Local(LocalSource {
                                 name: "context".into(),
                                 include,
+                                exclude: self.options.dockerignore.clone(),
                             }),
                             vec![],
                             None,
-                        )
+                        );
+                        // A missing source is reported at the COPY that names it.
+                        self.locations.entry(local).or_insert(ins.span);
+                        local
                     }
                     Some(flag) => {
                         let name = self.expand(&flag.value, &env, flag.span)?;
@@ -698,6 +704,12 @@ impl Lowerer<'_> {
                             owner,
                             mode,
                             unpack_archives: unpack,
+                            // The context's ignore file applies to copies from the context.
+                            exclude: if from.is_none() {
+                                self.options.dockerignore.clone()
+                            } else {
+                                vec![]
+                            },
                         }],
                     }),
                     vec![state.vertex, source_vertex],

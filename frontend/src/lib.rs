@@ -5,6 +5,7 @@
 pub mod ast;
 pub mod convert;
 pub mod diagnostic;
+pub mod dockerignore;
 pub mod image;
 pub mod instructions;
 pub mod parser;

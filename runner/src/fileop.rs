@@ -23,14 +23,33 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Path resolution and source pattern expansion, implemented by the caller (the builder passes
-/// the solver's, so copies select exactly the files the cache key hashed).
+/// Path resolution, source pattern expansion and exclusion, implemented by the caller (the
+/// builder passes the solver's, so copies select exactly the files the cache key hashed).
 pub trait PathOps: Sync {
     /// Expands a source pattern inside `root` into `(path as named, host path)` pairs, with the
-    /// host path's symlinks resolved inside `root`.
-    fn expand(&self, root: &Path, pattern: &str) -> Result<Vec<(String, PathBuf)>, String>;
+    /// host path's symlinks resolved inside `root`, leaving out what `exclude` excludes.
+    fn expand(
+        &self,
+        root: &Path,
+        pattern: &str,
+        exclude: &[String],
+    ) -> Result<Vec<(String, PathBuf)>, String>;
     /// Resolves `path` inside `root`, following symlinks as if `root` were `/`.
     fn resolve(&self, root: &Path, path: &str, follow_last: bool) -> io::Result<PathBuf>;
+    /// What to do with an entry met while copying a directory, given its path relative to the
+    /// source root and whether it is a directory.
+    fn filter<'a>(&'a self, exclude: &'a [String]) -> Box<dyn Fn(&str, bool) -> Visit + 'a>;
+}
+
+/// What a copy does with an entry of a source directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Visit {
+    /// Copy it.
+    Include,
+    /// Leave it (and everything below) out.
+    Skip,
+    /// An excluded directory that may hold re-included files: create it and look inside.
+    WalkOnly,
 }
 
 /// Where a copy reads from.
@@ -61,6 +80,8 @@ pub enum Action {
         mode: Option<u32>,
         /// Extract tar archives (plain, gzip or zstd) instead of copying them.
         unpack_archives: bool,
+        /// `.dockerignore` patterns of source files to leave out.
+        exclude: Vec<String>,
     },
     /// `mkdir [-p]` with a mode and owner for the new directories.
     Mkdir {
@@ -226,22 +247,19 @@ fn in_namespace(
                 owner,
                 mode,
                 unpack_archives,
+                exclude,
             } => {
                 let (src_root, _) = sources
                     .get(*source)
                     .ok_or_else(|| format!("copy from input {source}, which does not exist"))?;
-                let keep = keep_owner.get(*source).copied().unwrap_or(false);
-                copy(
-                    src_root,
-                    dest,
-                    paths,
-                    to,
-                    owner.as_deref(),
-                    *mode,
-                    *unpack_archives,
-                    keep,
-                    ops,
-                )?;
+                let options = CopyOptions {
+                    owner: owner.as_deref(),
+                    mode: *mode,
+                    unpack_archives: *unpack_archives,
+                    keep_owner: keep_owner.get(*source).copied().unwrap_or(false),
+                    exclude,
+                };
+                copy(src_root, dest, paths, to, &options, ops)?;
             }
             Action::Mkdir {
                 path,
@@ -298,23 +316,42 @@ fn create_dirs(path: &Path, stop_at: &Path, owner: Owner) -> Result<(), String> 
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// How one `COPY`/`ADD` copies.
+struct CopyOptions<'a> {
+    owner: Option<&'a str>,
+    mode: Option<u32>,
+    unpack_archives: bool,
+    /// Keep the sources' owners (a stage or image) rather than root's (the context).
+    keep_owner: bool,
+    exclude: &'a [String],
+}
+
+/// The part of a copy that is the same for every entry below a selected directory.
+struct Walk<'a> {
+    owner: Owner,
+    mode: Option<u32>,
+    filter: &'a dyn Fn(&str, bool) -> Visit,
+}
+
 fn copy(
     src_root: &Path,
     dest_root: &Path,
     patterns: &[String],
     dest: &str,
-    owner: Option<&str>,
-    mode: Option<u32>,
-    unpack_archives: bool,
-    keep_owner: bool,
+    options: &CopyOptions,
     ops: &dyn PathOps,
 ) -> Result<(), String> {
     let mut selected = Vec::new();
     for pattern in patterns {
-        selected.extend(ops.expand(src_root, pattern)?);
+        selected.extend(ops.expand(src_root, pattern, options.exclude)?);
     }
-    let owner = owner_of(dest_root, owner, keep_owner)?;
+    let owner = owner_of(dest_root, options.owner, options.keep_owner)?;
+    let filter = ops.filter(options.exclude);
+    let walk = Walk {
+        owner,
+        mode: options.mode,
+        filter: &*filter,
+    };
     let dest_host = ops
         .resolve(dest_root, dest, true)
         .map_err(|e| format!("resolving {dest}: {e}"))?;
@@ -325,15 +362,16 @@ fn copy(
         let meta = std::fs::symlink_metadata(&host).map_err(|e| format!("{rel}: {e}"))?;
         if meta.is_dir() {
             create_dirs(&dest_host, dest_root, owner)?;
-            copy_dir_contents(&host, &dest_host, owner, mode)?;
+            copy_dir_contents(&host, &dest_host, &rel, &walk)?;
             continue;
         }
-        if unpack_archives
+        if options.unpack_archives
             && meta.is_file()
             && let Some(kind) = archive_kind(&host)?
         {
             create_dirs(&dest_host, dest_root, owner)?;
-            return unpack(&host, kind, &dest_host);
+            unpack(&host, kind, &dest_host)?;
+            continue;
         }
         let target = if dest_is_dir {
             let name = Path::new(&rel)
@@ -347,17 +385,14 @@ fn copy(
         if let Some(parent) = target.parent() {
             create_dirs(parent, dest_root, owner)?;
         }
-        copy_entry(&host, &target, owner, mode)?;
+        copy_entry(&host, &target, &rel, &walk)?;
     }
     Ok(())
 }
 
-fn copy_dir_contents(
-    src: &Path,
-    dst: &Path,
-    owner: Owner,
-    mode: Option<u32>,
-) -> Result<(), String> {
+/// Copies the entries of `src` (whose path relative to the source root is `rel`) into `dst`,
+/// leaving out excluded ones.
+fn copy_dir_contents(src: &Path, dst: &Path, rel: &str, walk: &Walk) -> Result<(), String> {
     let mut names: Vec<_> = std::fs::read_dir(src)
         .map_err(|e| format!("reading {}: {e}", src.display()))?
         .map(|e| e.map(|e| e.file_name()))
@@ -365,14 +400,25 @@ fn copy_dir_contents(
         .map_err(|e| format!("reading {}: {e}", src.display()))?;
     names.sort();
     for name in names {
-        copy_entry(&src.join(&name), &dst.join(&name), owner, mode)?;
+        let child = src.join(&name);
+        let name = name.to_string_lossy();
+        let child_rel = if rel.is_empty() {
+            name.to_string()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let is_dir = std::fs::symlink_metadata(&child).is_ok_and(|m| m.is_dir());
+        if (walk.filter)(&child_rel, is_dir) != Visit::Skip {
+            copy_entry(&child, &dst.join(&*name), &child_rel, walk)?;
+        }
     }
     Ok(())
 }
 
 /// Copies one entry (recursively for directories), replacing what is at `dst` unless both are
 /// directories, which merge.
-fn copy_entry(src: &Path, dst: &Path, owner: Owner, mode: Option<u32>) -> Result<(), String> {
+fn copy_entry(src: &Path, dst: &Path, rel: &str, walk: &Walk) -> Result<(), String> {
+    let (owner, mode) = (walk.owner, walk.mode);
     let err = |what: &str, e: io::Error| format!("{what} {}: {e}", dst.display());
     let meta = std::fs::symlink_metadata(src).map_err(|e| format!("{}: {e}", src.display()))?;
     let ft = meta.file_type();
@@ -388,7 +434,7 @@ fn copy_entry(src: &Path, dst: &Path, owner: Owner, mode: Option<u32>) -> Result
         if std::fs::symlink_metadata(dst).is_err() {
             std::fs::create_dir(dst).map_err(|e| err("mkdir", e))?;
         }
-        copy_dir_contents(src, dst, owner, mode)?;
+        copy_dir_contents(src, dst, rel, walk)?;
     } else if ft.is_symlink() {
         let target = std::fs::read_link(src).map_err(|e| err("readlink", e))?;
         std::os::unix::fs::symlink(target, dst).map_err(|e| err("symlink", e))?;

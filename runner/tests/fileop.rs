@@ -1,8 +1,9 @@
 //! COPY/ADD/mkdir semantics against real overlay mounts. Needs root (CI runs as root); skips
 //! elsewhere with a message.
 
-use rbuild_runner::fileop::{self, Action, FileOpSpec, PathOps, Source};
+use rbuild_runner::fileop::{self, Action, FileOpSpec, PathOps, Source, Visit};
 use rbuild_runner::snapshot::Snapshotter;
+use rbuild_solver::pattern::IgnoreMatcher;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -11,10 +12,23 @@ use std::path::{Path, PathBuf};
 struct SolverPaths;
 
 impl PathOps for SolverPaths {
-    fn expand(&self, root: &Path, pattern: &str) -> Result<Vec<(String, PathBuf)>, String> {
-        rbuild_solver::contenthash::expand(root, pattern)
+    fn expand(
+        &self,
+        root: &Path,
+        pattern: &str,
+        exclude: &[String],
+    ) -> Result<Vec<(String, PathBuf)>, String> {
+        rbuild_solver::contenthash::expand(root, pattern, &IgnoreMatcher::new(exclude))
             .map(|v| v.into_iter().map(|s| (s.rel, s.host)).collect())
             .map_err(|e| e.to_string())
+    }
+    fn filter<'a>(&'a self, exclude: &'a [String]) -> Box<dyn Fn(&str, bool) -> Visit + 'a> {
+        let ignore = IgnoreMatcher::new(exclude);
+        Box::new(move |rel, is_dir| match ignore.visit(rel, is_dir) {
+            rbuild_solver::pattern::Visit::Include => Visit::Include,
+            rbuild_solver::pattern::Visit::Skip => Visit::Skip,
+            rbuild_solver::pattern::Visit::WalkOnly => Visit::WalkOnly,
+        })
     }
     fn resolve(&self, root: &Path, path: &str, follow_last: bool) -> std::io::Result<PathBuf> {
         rbuild_solver::contenthash::resolve_in_root(root, path, follow_last)
@@ -73,6 +87,21 @@ fn context(dir: &Path) -> PathBuf {
     c
 }
 
+fn walk(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn copy_semantics() {
     if !is_root() {
@@ -96,6 +125,7 @@ fn copy_semantics() {
         owner: owner.map(String::from),
         mode,
         unpack_archives: unpack,
+        exclude: vec![],
     };
     let actions = vec![
         copy(1, &["a.txt"], "/file", None, None, false),
@@ -117,6 +147,18 @@ fn copy_semantics() {
             mode: 0o755,
             parents: true,
             owner: Some("app".into()),
+        },
+        // .dockerignore patterns: a whole directory, and a re-included file in an excluded one.
+        Action::Copy {
+            source: 1,
+            paths: vec![".".into()],
+            dest: "/filtered/".into(),
+            owner: None,
+            mode: None,
+            unpack_archives: false,
+            exclude: ["*.txt", "!b.txt", "sub", "!sub/deeper/d", "archive.tgz"]
+                .map(String::from)
+                .to_vec(),
         },
     ];
     let sources = vec![
@@ -183,6 +225,12 @@ fn copy_semantics() {
     );
     assert!(u.join("fromstage/group").is_file());
     assert_eq!((meta("w/x/y").uid(), meta("w/x").uid()), (1000, 1000));
+    let mut filtered = Vec::new();
+    for entry in walk(&u.join("filtered")) {
+        filtered.push(entry);
+    }
+    filtered.sort();
+    assert_eq!(filtered, ["b.txt", "sub", "sub/deeper", "sub/deeper/d"]);
     // Nothing else reached the upper directory.
     let mut top: Vec<String> = std::fs::read_dir(u)
         .unwrap()
@@ -195,6 +243,7 @@ fn copy_semantics() {
             "app",
             "data",
             "file",
+            "filtered",
             "fromstage",
             "kept.tgz",
             "many",
@@ -228,6 +277,7 @@ fn missing_source_is_reported() {
             owner: None,
             mode: None,
             unpack_archives: false,
+            exclude: vec![],
         }],
         &SolverPaths,
         &dir.path().join("run"),

@@ -10,7 +10,7 @@
 //! the directory it belongs to.
 
 use crate::digest::Digest;
-use crate::pattern;
+use crate::pattern::{self, IgnoreMatcher, Visit};
 use crate::{Error, Result};
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
@@ -112,17 +112,21 @@ pub struct Selected {
 }
 
 /// Expands a source pattern (which may contain wildcards) into the existing paths it names,
-/// sorted. A pattern without wildcards that names nothing is an error, as is a wildcard pattern
-/// that matches nothing.
-pub fn expand(root: &Path, pattern: &str) -> Result<Vec<Selected>> {
+/// sorted, leaving out what `ignore` excludes. A pattern without wildcards that names nothing
+/// (or only something excluded) is an error, as is a wildcard pattern that matches nothing.
+pub fn expand(root: &Path, pattern: &str, ignore: &IgnoreMatcher) -> Result<Vec<Selected>> {
     let cleaned = clean_relative(pattern);
     let io_err = |path: &Path, source| Error::Io {
         path: path.to_path_buf(),
         source,
     };
+    let visible = |rel: &str, host: &Path| match std::fs::symlink_metadata(host) {
+        Ok(meta) => ignore.visit(rel, meta.is_dir()) != Visit::Skip,
+        Err(_) => false,
+    };
     if !pattern::has_wildcard(&cleaned) {
         let host = resolve_in_root(root, &cleaned, true).map_err(|e| io_err(root, e))?;
-        if std::fs::symlink_metadata(&host).is_err() {
+        if !visible(&cleaned, &host) {
             return Err(Error::SourceNotFound(format!("\"/{cleaned}\": not found")));
         }
         return Ok(vec![Selected { rel: cleaned, host }]);
@@ -164,7 +168,7 @@ pub fn expand(root: &Path, pattern: &str) -> Result<Vec<Selected>> {
     let mut selected = Vec::new();
     for rel in current {
         let host = resolve_in_root(root, &rel, true).map_err(|e| io_err(root, e))?;
-        if std::fs::symlink_metadata(&host).is_ok() {
+        if visible(&rel, &host) {
             selected.push(Selected { rel, host });
         }
     }
@@ -176,8 +180,10 @@ pub fn expand(root: &Path, pattern: &str) -> Result<Vec<Selected>> {
     Ok(selected)
 }
 
-/// Hashes the files of `root` selected by `include` (all of `root` when empty).
-pub fn hash_local(root: &Path, include: &[String]) -> Result<Digest> {
+/// Hashes the files of `root` selected by `include` (all of `root` when empty), leaving out
+/// those `.dockerignore`-style `exclude` patterns exclude.
+pub fn hash_local(root: &Path, include: &[String], exclude: &[String]) -> Result<Digest> {
+    let ignore = IgnoreMatcher::new(exclude);
     let patterns: Vec<String> = if include.is_empty() {
         vec![String::new()]
     } else {
@@ -187,8 +193,8 @@ pub fn hash_local(root: &Path, include: &[String]) -> Result<Digest> {
     let mut entries: Vec<(String, Option<PathBuf>)> = Vec::new();
     for pattern in &patterns {
         entries.push((format!("pattern {pattern:?}\n"), None));
-        for selected in expand(root, pattern)? {
-            walk(&selected.host, &selected.rel, &mut entries)?;
+        for selected in expand(root, pattern, &ignore)? {
+            walk(&selected.host, &selected.rel, &ignore, &mut entries)?;
         }
     }
     let contents: Vec<Result<Option<Digest>>> = entries
@@ -207,8 +213,14 @@ pub fn hash_local(root: &Path, include: &[String]) -> Result<Digest> {
     Ok(Digest::from_hasher(hasher))
 }
 
-/// Appends one record per file under `host` (itself included), sorted by path.
-fn walk(host: &Path, rel: &str, out: &mut Vec<(String, Option<PathBuf>)>) -> Result<()> {
+/// Appends one record per file under `host` (itself included), sorted by path, leaving out
+/// what `ignore` excludes.
+fn walk(
+    host: &Path,
+    rel: &str,
+    ignore: &IgnoreMatcher,
+    out: &mut Vec<(String, Option<PathBuf>)>,
+) -> Result<()> {
     let io_err = |path: &Path, source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -253,7 +265,11 @@ fn walk(host: &Path, rel: &str, out: &mut Vec<(String, Option<PathBuf>)>) -> Res
             } else {
                 format!("{rel}/{name}")
             };
-            walk(&host.join(&*name), &child_rel, out)?;
+            let child = host.join(&*name);
+            let is_dir = std::fs::symlink_metadata(&child).is_ok_and(|m| m.is_dir());
+            if ignore.visit(&child_rel, is_dir) != Visit::Skip {
+                walk(&child, &child_rel, ignore, out)?;
+            }
         }
     }
     Ok(())
@@ -329,21 +345,27 @@ mod tests {
     fn expand_wildcards_and_missing_paths() {
         let dir = tree();
         let r = dir.path();
-        let rels =
-            |p: &str| -> Vec<String> { expand(r, p).unwrap().into_iter().map(|s| s.rel).collect() };
+        let none = IgnoreMatcher::default();
+        let rels = |p: &str| -> Vec<String> {
+            expand(r, p, &none)
+                .unwrap()
+                .into_iter()
+                .map(|s| s.rel)
+                .collect()
+        };
         assert_eq!(rels("src/*.txt"), ["src/a.txt", "src/b.txt"]);
         assert_eq!(rels("/src/*/c.rs"), ["src/sub/c.rs"]);
         assert_eq!(rels("./other"), ["other"]);
-        let missing = expand(r, "nope").unwrap_err().to_string();
+        let missing = expand(r, "nope", &none).unwrap_err().to_string();
         assert_eq!(missing, "\"/nope\": not found");
         assert!(
-            expand(r, "src/*.md")
+            expand(r, "src/*.md", &none)
                 .unwrap_err()
                 .to_string()
                 .contains("matches nothing")
         );
         assert!(
-            expand(r, "escape/passwd").is_err(),
+            expand(r, "escape/passwd", &none).is_err(),
             "must not reach the host's /etc"
         );
     }
@@ -352,14 +374,14 @@ mod tests {
     fn hash_covers_content_and_mode_but_not_mtime() {
         let dir = tree();
         let r = dir.path();
-        let all = hash_local(r, &[]).unwrap();
-        let only_src = hash_local(r, &["src".into()]).unwrap();
+        let all = hash_local(r, &[], &[]).unwrap();
+        let only_src = hash_local(r, &["src".into()], &[]).unwrap();
         assert_ne!(all, only_src);
 
         // Changing a file outside the selection does not change the selection's digest.
         std::fs::write(r.join("other"), "changed").unwrap();
-        assert_eq!(hash_local(r, &["src".into()]).unwrap(), only_src);
-        assert_ne!(hash_local(r, &[]).unwrap(), all);
+        assert_eq!(hash_local(r, &["src".into()], &[]).unwrap(), only_src);
+        assert_ne!(hash_local(r, &[], &[]).unwrap(), all);
 
         // Touching a file does not change the digest; changing content or mode does.
         let f = r.join("src/a.txt");
@@ -370,12 +392,37 @@ mod tests {
             .unwrap()
             .set_modified(t)
             .unwrap();
-        assert_eq!(hash_local(r, &["src".into()]).unwrap(), only_src);
+        assert_eq!(hash_local(r, &["src".into()], &[]).unwrap(), only_src);
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let after_chmod = hash_local(r, &["src".into()]).unwrap();
+        let after_chmod = hash_local(r, &["src".into()], &[]).unwrap();
         assert_ne!(after_chmod, only_src);
         std::fs::write(&f, "A").unwrap();
-        assert_ne!(hash_local(r, &["src".into()]).unwrap(), after_chmod);
+        assert_ne!(hash_local(r, &["src".into()], &[]).unwrap(), after_chmod);
+    }
+
+    #[test]
+    fn dockerignore_excludes_from_selection_and_hash() {
+        let dir = tree();
+        let r = dir.path();
+        let ignore = IgnoreMatcher::new(&["src/*.txt".into(), "!src/b.txt".into()]);
+        let rels: Vec<String> = expand(r, "src/*", &ignore)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.rel)
+            .collect();
+        assert_eq!(rels, ["src/b.txt", "src/sub"]);
+        assert!(
+            expand(r, "src/a.txt", &ignore)
+                .unwrap_err()
+                .to_string()
+                .contains("not found")
+        );
+        let exclude = vec!["src/a.txt".to_string()];
+        let before = hash_local(r, &["src".into()], &exclude).unwrap();
+        std::fs::write(r.join("src/a.txt"), "ignored change").unwrap();
+        assert_eq!(hash_local(r, &["src".into()], &exclude).unwrap(), before);
+        std::fs::write(r.join("src/b.txt"), "seen change").unwrap();
+        assert_ne!(hash_local(r, &["src".into()], &exclude).unwrap(), before);
     }
 
     #[test]
@@ -383,8 +430,8 @@ mod tests {
         let a = tree();
         let b = tree();
         assert_eq!(
-            hash_local(a.path(), &["src".into()]).unwrap(),
-            hash_local(b.path(), &["src".into()]).unwrap()
+            hash_local(a.path(), &["src".into()], &[]).unwrap(),
+            hash_local(b.path(), &["src".into()], &[]).unwrap()
         );
     }
 }

@@ -202,3 +202,378 @@ mod tests {
         }
     }
 }
+
+/// `.dockerignore` matching with the semantics of Docker's pattern matcher (moby/patternmatcher),
+/// which differ from `.gitignore`'s: patterns are anchored at the context root, `*` and `?` never
+/// match `/`, `**` matches any number of directories, a pattern that matches a directory also
+/// excludes everything below it, and `!pattern` re-includes what earlier patterns excluded (the
+/// last matching pattern wins).
+#[derive(Clone, Debug, Default)]
+pub struct IgnoreMatcher {
+    patterns: Vec<IgnorePattern>,
+}
+
+/// See [`IgnoreMatcher::visit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Visit {
+    /// Not excluded.
+    Include,
+    /// Excluded.
+    Skip,
+    /// An excluded directory that may contain re-included files: create it and look inside.
+    WalkOnly,
+}
+
+#[derive(Clone, Debug)]
+struct IgnorePattern {
+    /// The cleaned pattern, without `!`.
+    text: String,
+    exclusion: bool,
+    kind: MatchKind,
+}
+
+#[derive(Clone, Debug)]
+enum MatchKind {
+    Exact,
+    /// `foo**`: paths starting with `foo`.
+    Prefix(String),
+    /// `**foo`: paths ending with `foo` (and `**/foo` also matches `foo`).
+    Suffix(String),
+    Tokens(Vec<Token>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Token {
+    Char(char),
+    /// `*`: any run of characters but `/`.
+    Star,
+    /// `?`: one character but `/`.
+    One,
+    /// `**/` (or `**` before more pattern): `(.*/)?`.
+    AnyDirs,
+    /// `**` at the end: `.*`.
+    Any,
+    /// `[...]`: a character class.
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
+}
+
+impl IgnoreMatcher {
+    /// Compiles patterns as they come from [`crate::pattern`]'s callers: already cleaned,
+    /// relative, with `!` marking exceptions. Empty patterns are ignored.
+    pub fn new(patterns: &[String]) -> IgnoreMatcher {
+        let patterns = patterns
+            .iter()
+            .filter_map(|p| {
+                let (exclusion, text) = match p.strip_prefix('!') {
+                    Some(rest) => (true, rest),
+                    None => (false, p.as_str()),
+                };
+                // Paths above the context can never match a path in it.
+                if text == ".." || text.starts_with("../") {
+                    return None;
+                }
+                let text = crate::contenthash::clean_relative(text);
+                if text.is_empty() {
+                    return None;
+                }
+                let kind = compile(&text);
+                Some(IgnorePattern {
+                    text,
+                    exclusion,
+                    kind,
+                })
+            })
+            .collect();
+        IgnoreMatcher { patterns }
+    }
+
+    /// Whether there are no patterns at all.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Whether `path` (relative to the context root, `/`-separated) is excluded, because a
+    /// pattern matches it or one of its parent directories.
+    pub fn is_excluded(&self, path: &str) -> bool {
+        let path = crate::contenthash::clean_relative(path);
+        if path.is_empty() {
+            return false;
+        }
+        let parents: Vec<&str> = path.split('/').collect();
+        let mut matched = false;
+        for pattern in &self.patterns {
+            // An exception only matters once something matched, and vice versa.
+            if pattern.exclusion != matched {
+                continue;
+            }
+            let mut hit = pattern.matches(&path);
+            if !hit && parents.len() > 1 {
+                for i in 1..parents.len() {
+                    if pattern.matches(&parents[..i].join("/")) {
+                        hit = true;
+                        break;
+                    }
+                }
+            }
+            if hit {
+                matched = !pattern.exclusion;
+            }
+        }
+        matched
+    }
+
+    /// What a walk of the context does with `path`: include it, skip it (and, for a directory,
+    /// everything below), or, for an excluded directory that an exception may reach into, walk
+    /// it anyway. Hashing and copying both decide with this, so they see the same files.
+    pub fn visit(&self, path: &str, is_dir: bool) -> Visit {
+        if !self.is_excluded(path) {
+            Visit::Include
+        } else if is_dir && self.may_include_below(path) {
+            Visit::WalkOnly
+        } else {
+            Visit::Skip
+        }
+    }
+
+    /// Whether an excluded directory must still be walked because an exception pattern could
+    /// re-include something below it (Docker's own test: an exception that starts with the
+    /// directory's path).
+    pub fn may_include_below(&self, dir: &str) -> bool {
+        let prefix = format!("{}/", crate::contenthash::clean_relative(dir));
+        self.patterns
+            .iter()
+            .any(|p| p.exclusion && format!("{}/", p.text).starts_with(&prefix))
+    }
+}
+
+impl IgnorePattern {
+    fn matches(&self, path: &str) -> bool {
+        match &self.kind {
+            MatchKind::Exact => path == self.text,
+            MatchKind::Prefix(prefix) => path.starts_with(prefix.as_str()),
+            MatchKind::Suffix(suffix) => {
+                path.ends_with(suffix.as_str())
+                    || suffix.strip_prefix('/').is_some_and(|s| path == s)
+            }
+            MatchKind::Tokens(tokens) => {
+                let chars: Vec<char> = path.chars().collect();
+                match_tokens(tokens, &chars)
+            }
+        }
+    }
+}
+
+fn compile(pattern: &str) -> MatchKind {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut tokens = Vec::new();
+    #[derive(PartialEq)]
+    enum Kind {
+        Exact,
+        Prefix,
+        Suffix,
+        Regexp,
+    }
+    let mut kind = Kind::Exact;
+    let mut i = 0;
+    let mut first = true;
+    while i < chars.len() {
+        let ch = chars[i];
+        i += 1;
+        match ch {
+            '*' if chars.get(i) == Some(&'*') => {
+                i += 1;
+                if chars.get(i) == Some(&'/') {
+                    i += 1;
+                }
+                if i >= chars.len() {
+                    if kind == Kind::Exact {
+                        kind = Kind::Prefix;
+                    } else {
+                        tokens.push(Token::Any);
+                        kind = Kind::Regexp;
+                    }
+                } else {
+                    tokens.push(Token::AnyDirs);
+                    kind = Kind::Regexp;
+                }
+                if first {
+                    kind = Kind::Suffix;
+                }
+            }
+            '*' => {
+                tokens.push(Token::Star);
+                kind = Kind::Regexp;
+            }
+            '?' => {
+                tokens.push(Token::One);
+                kind = Kind::Regexp;
+            }
+            '\\' => match chars.get(i) {
+                Some(&next) => {
+                    tokens.push(Token::Char(next));
+                    i += 1;
+                }
+                None => tokens.push(Token::Char('\\')),
+            },
+            '[' => {
+                kind = Kind::Regexp;
+                let negated = chars.get(i) == Some(&'^');
+                if negated {
+                    i += 1;
+                }
+                let mut ranges = Vec::new();
+                let mut first_in_class = true;
+                while i < chars.len() && (chars[i] != ']' || first_in_class) {
+                    first_in_class = false;
+                    let mut lo = chars[i];
+                    if lo == '\\' && i + 1 < chars.len() {
+                        i += 1;
+                        lo = chars[i];
+                    }
+                    i += 1;
+                    let mut hi = lo;
+                    if chars.get(i) == Some(&'-') && chars.get(i + 1).is_some_and(|c| *c != ']') {
+                        hi = chars[i + 1];
+                        i += 2;
+                    }
+                    ranges.push((lo, hi));
+                }
+                i += 1; // the closing ']'
+                tokens.push(Token::Class { negated, ranges });
+            }
+            c => tokens.push(Token::Char(c)),
+        }
+        first = false;
+    }
+    match kind {
+        Kind::Exact => MatchKind::Exact,
+        Kind::Prefix => MatchKind::Prefix(pattern[..pattern.len() - 2].to_string()),
+        Kind::Suffix => MatchKind::Suffix(pattern[2..].to_string()),
+        Kind::Regexp => MatchKind::Tokens(tokens),
+    }
+}
+
+fn match_tokens(tokens: &[Token], s: &[char]) -> bool {
+    let Some((first, rest)) = tokens.split_first() else {
+        return s.is_empty();
+    };
+    match first {
+        Token::Char(c) => s.first() == Some(c) && match_tokens(rest, &s[1..]),
+        Token::One => s.first().is_some_and(|c| *c != '/') && match_tokens(rest, &s[1..]),
+        Token::Class { negated, ranges } => {
+            s.first()
+                .is_some_and(|&c| ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated)
+                && match_tokens(rest, &s[1..])
+        }
+        Token::Star => {
+            for n in 0..=s.len() {
+                if match_tokens(rest, &s[n..]) {
+                    return true;
+                }
+                if n < s.len() && s[n] == '/' {
+                    return false;
+                }
+            }
+            false
+        }
+        Token::Any => true,
+        Token::AnyDirs => {
+            // `(.*/)?`: nothing, or anything that ends with a `/`.
+            if match_tokens(rest, s) {
+                return true;
+            }
+            (0..s.len()).any(|i| s[i] == '/' && match_tokens(rest, &s[i + 1..]))
+        }
+    }
+}
+
+#[cfg(test)]
+mod ignore_tests {
+    use super::IgnoreMatcher;
+
+    fn m(patterns: &[&str]) -> IgnoreMatcher {
+        IgnoreMatcher::new(&patterns.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn docker_documentation_rules() {
+        // Examples from Docker's .dockerignore documentation and moby/patternmatcher's tests.
+        let cases: &[(&[&str], &str, bool)] = &[
+            (&["*/temp*"], "somedir/temporary.txt", true),
+            (&["*/temp*"], "somedir/temp", true),
+            (&["*/temp*"], "temp", false),
+            (&["*/*/temp*"], "somedir/subdir/temporary.txt", true),
+            (&["*/*/temp*"], "somedir/temporary.txt", false),
+            (&["temp?"], "tempa", true),
+            (&["temp?"], "temp", false),
+            (&["temp?"], "temp/x", false),
+            (&["**/*.go"], "a/b/c.go", true),
+            (&["**/*.go"], "c.go", true),
+            (&["**/*.go"], "c.gox", false),
+            (
+                &["*.md", "!README*.md", "README-secret.md"],
+                "README-secret.md",
+                true,
+            ),
+            (
+                &["*.md", "!README*.md", "README-secret.md"],
+                "README.md",
+                false,
+            ),
+            (
+                &["*.md", "!README*.md", "README-secret.md"],
+                "CHANGES.md",
+                true,
+            ),
+            (
+                &["*.md", "README-secret.md", "!README*.md"],
+                "README-secret.md",
+                false,
+            ),
+            // A matching directory excludes its contents.
+            (&["node_modules"], "node_modules/a/b.js", true),
+            (&["/node_modules"], "node_modules/a", true),
+            (&["./build/"], "build/out.o", true),
+            (&["build"], "src/build", false),
+            (&["**/build"], "src/build/x", true),
+            (&["**"], "anything/at/all", true),
+            (&["*", "!keep"], "keep", false),
+            (&["*", "!keep"], "other", true),
+            (&["a/**"], "a/b/c", true),
+            (&["a/**"], "ab", false),
+            (&["a**"], "ab/c", true),
+            (&["a/**/b"], "a/b", true),
+            (&["a/**/b"], "a/x/y/b", true),
+            (&["a/**/b"], "a/x/y/bc", false),
+            (&["[a-c]*.txt"], "b1.txt", true),
+            (&["[a-c]*.txt"], "d1.txt", false),
+            (&["[^a-c]*.txt"], "d1.txt", true),
+            // Docker quirk: an escape alone does not make a pattern a regexp, so `\*.txt` is
+            // compared literally, backslash included.
+            (&["\\*.txt"], "*.txt", false),
+            (&["\\*.txt"], "a.txt", false),
+            (&["\\*?.txt"], "*a.txt", true),
+            (&["dir/*.txt"], "dir/sub/a.txt", false),
+            (&["#notacomment"], "#notacomment", true),
+        ];
+        for (patterns, path, want) in cases {
+            assert_eq!(
+                m(patterns).is_excluded(path),
+                *want,
+                "{patterns:?} on {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn walking_into_excluded_directories() {
+        let matcher = m(&["docs", "!docs/keep.md"]);
+        assert!(matcher.is_excluded("docs/other.md"));
+        assert!(!matcher.is_excluded("docs/keep.md"));
+        assert!(matcher.may_include_below("docs"));
+        assert!(!m(&["docs"]).may_include_below("docs"));
+    }
+}

@@ -309,7 +309,7 @@ impl<W: Worker> Step<W> {
                 let local = local.clone();
                 let hashed = tokio::task::spawn_blocking(move || {
                     let root = worker.local_root(&local.name)?;
-                    let digest = contenthash::hash_local(&root, &local.include)?;
+                    let digest = contenthash::hash_local(&root, &local.include, &local.exclude)?;
                     Ok::<_, BoxError>((root, digest))
                 })
                 .await
@@ -517,6 +517,7 @@ mod tests {
             Op::Local(LocalSource {
                 name: "context".into(),
                 include: vec!["a".into()],
+                exclude: vec![],
             }),
             vec![],
             None,

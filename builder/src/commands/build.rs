@@ -11,7 +11,7 @@ use crate::worker::BuildWorker;
 use anyhow::{Context, Result, anyhow, bail};
 use rbuild_frontend::diagnostic::Diagnostic;
 use rbuild_frontend::source::SourceFile;
-use rbuild_frontend::{BuildOptions, lower, parser};
+use rbuild_frontend::{BuildOptions, dockerignore, lower, parser};
 use rbuild_solver::Solver;
 use rbuild_solver::scheduler::SolveError;
 use std::collections::BTreeMap;
@@ -151,6 +151,24 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         &[format!("transferring dockerfile: {}B done", bytes.len())],
         started.elapsed(),
     );
+    let ignore_started = Instant::now();
+    let (ignore_lines, dockerignore) = match dockerignore::load(&context, &dockerfile_path)
+        .with_context(|| "reading the .dockerignore file")?
+    {
+        Some((path, patterns)) => {
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            (
+                vec![format!("transferring context: {size}B done")],
+                patterns,
+            )
+        }
+        None => (vec!["transferring context: 2B done".to_string()], vec![]),
+    };
+    printer.lock().expect("printer").step(
+        "[internal] load .dockerignore",
+        &ignore_lines,
+        ignore_started.elapsed(),
+    );
     let parsed = parser::parse(&file);
     print_diagnostics(&parsed.diagnostics);
     if parsed.has_errors() {
@@ -163,6 +181,7 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
     let options = BuildOptions {
         build_args,
         target: args.target.clone(),
+        dockerignore,
     };
     let resolver = StoreThenRegistry {
         state: &state,

@@ -30,6 +30,9 @@ pub enum FileAction {
         mode: Option<u32>,
         /// Extract recognized local tar archives instead of copying them (`ADD`).
         unpack_archives: bool,
+        /// `.dockerignore` patterns of source files to leave out (relative to the source root).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        exclude: Vec<String>,
     },
     /// Creates a directory.
     Mkdir {

@@ -22,4 +22,7 @@ pub struct LocalSource {
     /// Paths (relative to the directory, may contain wildcards) whose content matters. Empty
     /// means everything.
     pub include: Vec<String>,
+    /// `.dockerignore` patterns (see [`crate::pattern::IgnoreMatcher`]) of files to leave out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
 }
