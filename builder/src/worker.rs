@@ -7,7 +7,7 @@ use crate::state::State;
 use crate::timefmt;
 use anyhow::{Context, anyhow};
 use rbuild_frontend::image::Image;
-use rbuild_runner::fileop::{self, Action, FileOpSpec, PathOps, Source, Visit};
+use rbuild_runner::fileop::{self, Action, FileOpSpec, Filter, PathOps, Source, Visit};
 use rbuild_runner::sandbox::{self, Exit, Network, Process, Rootfs, Stdio, Stream};
 use rbuild_solver::pattern::{IgnoreMatcher, Visit as SolverVisit};
 use rbuild_solver::progress::Stream as LogStream;
@@ -36,7 +36,7 @@ impl PathOps for SolverPaths {
             .map_err(|e| e.to_string())
     }
 
-    fn filter<'a>(&'a self, exclude: &'a [String]) -> Box<dyn Fn(&str, bool) -> Visit + 'a> {
+    fn filter<'a>(&'a self, exclude: &'a [String]) -> Filter<'a> {
         let ignore = IgnoreMatcher::new(exclude);
         Box::new(move |rel, is_dir| match ignore.visit(rel, is_dir) {
             SolverVisit::Include => Visit::Include,

@@ -38,8 +38,12 @@ pub trait PathOps: Sync {
     fn resolve(&self, root: &Path, path: &str, follow_last: bool) -> io::Result<PathBuf>;
     /// What to do with an entry met while copying a directory, given its path relative to the
     /// source root and whether it is a directory.
-    fn filter<'a>(&'a self, exclude: &'a [String]) -> Box<dyn Fn(&str, bool) -> Visit + 'a>;
+    fn filter<'a>(&'a self, exclude: &'a [String]) -> Filter<'a>;
 }
+
+/// Decides, for a path relative to the source root and whether it is a directory, what a copy
+/// does with it.
+pub type Filter<'a> = Box<dyn Fn(&str, bool) -> Visit + 'a>;
 
 /// What a copy does with an entry of a source directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

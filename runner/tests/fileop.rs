@@ -1,7 +1,7 @@
 //! COPY/ADD/mkdir semantics against real overlay mounts. Needs root (CI runs as root); skips
 //! elsewhere with a message.
 
-use rbuild_runner::fileop::{self, Action, FileOpSpec, PathOps, Source, Visit};
+use rbuild_runner::fileop::{self, Action, FileOpSpec, Filter, PathOps, Source, Visit};
 use rbuild_runner::snapshot::Snapshotter;
 use rbuild_solver::pattern::IgnoreMatcher;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -22,7 +22,7 @@ impl PathOps for SolverPaths {
             .map(|v| v.into_iter().map(|s| (s.rel, s.host)).collect())
             .map_err(|e| e.to_string())
     }
-    fn filter<'a>(&'a self, exclude: &'a [String]) -> Box<dyn Fn(&str, bool) -> Visit + 'a> {
+    fn filter<'a>(&'a self, exclude: &'a [String]) -> Filter<'a> {
         let ignore = IgnoreMatcher::new(exclude);
         Box::new(move |rel, is_dir| match ignore.visit(rel, is_dir) {
             rbuild_solver::pattern::Visit::Include => Visit::Include,
