@@ -191,6 +191,14 @@ impl BuildWorker {
                 NetworkMode::None => Network::None,
             },
             stdio: Stdio::Capture,
+            dev_files: exec
+                .inline_files
+                .iter()
+                .map(|f| {
+                    let rel = f.path.strip_prefix("/dev/").unwrap_or(&f.path).to_string();
+                    (rel, f.data.clone().into_bytes(), f.mode)
+                })
+                .collect(),
         };
         let cancel = ctx.cancel_flag();
         let result = sandbox::run(
@@ -263,6 +271,11 @@ impl BuildWorker {
                     mode,
                     unpack_archives,
                     exclude,
+                },
+                FileAction::Mkfile { path, data, mode } => Action::Mkfile {
+                    path,
+                    data: data.into_bytes(),
+                    mode,
                 },
                 FileAction::Mkdir {
                     path,

@@ -313,6 +313,63 @@ fn dockerignore_leaves_files_out_of_copies_and_cache_keys() {
 }
 
 #[test]
+fn heredocs_in_run_and_copy() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let dockerfile = "FROM rbuild-demo/busybox\n\
+ARG NAME=world\n\
+RUN <<EOF\n\
+echo \"hello $NAME\" > /greeting\n\
+EOF\n\
+RUN <<-SCRIPT\n\
+\t#!/bin/sh\n\
+\techo \"from a script: $0\" > /script-out\n\
+\tSCRIPT\n\
+RUN cat <<A > /a && cat <<'B' > /b\n\
+first $NAME\n\
+A\n\
+second $NAME\n\
+B\n\
+COPY <<EOF /etc/config.txt\n\
+name=$NAME\n\
+EOF\n\
+COPY <<'RAW' <<-TABS /files/\n\
+$NOT_EXPANDED \"quoted\"\n\
+RAW\n\
+\ttabbed\n\
+\tTABS\n";
+    let ctx = env.context("ctx", &[("Dockerfile", dockerfile)]);
+    env.rbuild(&["build", "-t", "here:1", ctx.to_str().unwrap()])
+        .ok();
+    let cat = |path: &str| {
+        env.rbuild(&["run", "--rm", "here:1", "cat", path])
+            .ok()
+            .stdout
+    };
+    assert_eq!(cat("/greeting"), "hello world\n");
+    assert_eq!(cat("/script-out"), "from a script: /dev/pipes/SCRIPT\n");
+    assert_eq!(cat("/a"), "first world\n");
+    assert_eq!(cat("/b"), "second $NAME\n");
+    assert_eq!(cat("/etc/config.txt"), "name=world\n");
+    assert_eq!(cat("/files/RAW"), "$NOT_EXPANDED \"quoted\"\n");
+    assert_eq!(cat("/files/TABS"), "tabbed\n");
+    let mode = env
+        .rbuild(&[
+            "run",
+            "--rm",
+            "here:1",
+            "stat",
+            "-c",
+            "%a %u",
+            "/etc/config.txt",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(mode, "644 0\n");
+}
+
+#[test]
 fn deletions_become_whiteouts() {
     require_root!();
     let env = Env::new();

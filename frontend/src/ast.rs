@@ -106,8 +106,25 @@ pub struct Instruction {
     pub span: Span,
     /// First line (1-based).
     pub start_line: usize,
-    /// Last line (1-based).
+    /// Last line (1-based), the last heredoc terminator included.
     pub end_line: usize,
+    /// Heredocs the instruction opens, in order (RUN, COPY and ADD only).
+    pub heredocs: Vec<Heredoc>,
+}
+
+/// A here-document: `<<EOF` on an instruction line and the lines up to `EOF`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heredoc {
+    /// The terminator word, without quotes.
+    pub name: String,
+    /// The lines between the instruction and the terminator, each with its `\n`.
+    pub content: String,
+    /// Whether the body is expanded (the word was not quoted).
+    pub expand: bool,
+    /// `<<-`: leading tabs are removed from the body and the terminator.
+    pub chomp: bool,
+    /// The file descriptor before `<<` (`2<<EOF`), 0 if none.
+    pub fd: u32,
 }
 
 impl Instruction {

@@ -7,15 +7,18 @@
 //! change only the image config; RUN, COPY, ADD and WORKDIR add vertices. Base-image metadata
 //! comes from the [`ImageResolver`] the caller provides, so this module does no I/O.
 
+use crate::ast::Heredoc;
 use crate::ast::{Dockerfile, Instruction};
 use crate::diagnostic::Diagnostic;
 use crate::image::{HealthConfig, History, Image};
 use crate::instructions::{Command, CommandLine, FlagValue, parse_command};
+use crate::parser::{chomp_heredoc, parse_heredoc_word};
 use crate::shell::Lexer;
 use crate::source::{SourceFile, Span};
 use rbuild_solver::contenthash::clean_relative;
 use rbuild_solver::{
-    Digest, ExecOp, FileAction, FileOp, Graph, ImageSource, LocalSource, NetworkMode, Op, VertexId,
+    Digest, ExecOp, FileAction, FileOp, Graph, ImageSource, InlineFile, LocalSource, NetworkMode,
+    Op, VertexId,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -509,8 +512,13 @@ impl Lowerer<'_> {
         let span = ins.args_span;
         match command {
             Command::From { .. } => unreachable!("FROM starts a stage"),
-            Command::Run { cmd, network } => {
-                let args = self.shell_command(state, cmd);
+            Command::Run {
+                cmd,
+                network,
+                heredocs,
+            } => {
+                let (cmd, inline_files) = run_heredocs(cmd, heredocs);
+                let args = self.shell_command(state, &cmd);
                 if args.is_empty() {
                     return Err(self.error(span, "RUN requires at least one argument"));
                 }
@@ -550,6 +558,7 @@ impl Lowerer<'_> {
                             .unwrap_or_else(|| "/".into()),
                         user: state.image.config.user.clone().unwrap_or_default(),
                         network,
+                        inline_files,
                     }),
                     vec![state.vertex],
                     Some(name),
@@ -584,6 +593,7 @@ impl Lowerer<'_> {
             Command::Copy {
                 add,
                 srcs,
+                contents,
                 dest,
                 from,
                 chown,
@@ -609,7 +619,7 @@ impl Lowerer<'_> {
                     sources.push(expanded);
                 }
                 let dest_raw = self.expand(dest, &env, span)?;
-                if sources.len() > 1 && !dest_raw.ends_with('/') {
+                if sources.len() + contents.len() > 1 && !dest_raw.ends_with('/') {
                     return Err(self.error(
                         span,
                         format!("when using {keyword} with more than one source file, the destination must be a directory and end with a /"),
@@ -632,7 +642,10 @@ impl Lowerer<'_> {
                     }
                     None => None,
                 };
+                let mut inputs = vec![state.vertex];
+                let mut actions = Vec::new();
                 let source_vertex = match from {
+                    _ if sources.is_empty() => None,
                     None => {
                         let include: Vec<String> =
                             sources.iter().map(|s| clean_relative(s)).collect();
@@ -647,11 +660,11 @@ impl Lowerer<'_> {
                         );
                         // A missing source is reported at the COPY that names it.
                         self.locations.entry(local).or_insert(ins.span);
-                        local
+                        Some(local)
                     }
                     Some(flag) => {
                         let name = self.expand(&flag.value, &env, flag.span)?;
-                        match self.find_stage(&name) {
+                        Some(match self.find_stage(&name) {
                             Some(i) => self.lower_stage(i)?.vertex,
                             // Not a stage, so an image, as in BuildKit. If it is no image
                             // either, a near-miss of a stage name is the likely mistake.
@@ -690,35 +703,74 @@ impl Lowerer<'_> {
                                     return Err(d);
                                 }
                             },
-                        }
+                        })
                     }
                 };
                 let unpack = *add && from.is_none();
+                if let Some(source_vertex) = source_vertex {
+                    inputs.push(source_vertex);
+                    actions.push(FileAction::Copy {
+                        source: inputs.len() - 1,
+                        paths: sources.clone(),
+                        dest: dest_path.clone(),
+                        owner: owner.clone(),
+                        mode,
+                        unpack_archives: unpack,
+                        // The context's ignore file applies to copies from the context.
+                        exclude: if from.is_none() {
+                            self.options.dockerignore.clone()
+                        } else {
+                            vec![]
+                        },
+                    });
+                }
+                // Each heredoc becomes a file of its own (as BuildKit's Mkfile on scratch),
+                // copied like any source; unquoted bodies are expanded first.
+                let mut source_names = sources.clone();
+                for heredoc in contents {
+                    let mut data = if heredoc.chomp {
+                        chomp_heredoc(&heredoc.content)
+                    } else {
+                        heredoc.content.clone()
+                    };
+                    if heredoc.expand {
+                        data = crate::shell::Lexer::for_heredoc_body(self.lexer.escape)
+                            .process_word(&data, &env.as_slice())
+                            .map_err(|e| self.error(span, e.to_string()))?;
+                    }
+                    let path = format!("/{}", heredoc.name);
+                    let scratch = self.graph.add(Op::Scratch, vec![], None);
+                    let file = self.graph.add(
+                        Op::File(FileOp {
+                            actions: vec![FileAction::Mkfile {
+                                path: path.clone(),
+                                data,
+                                mode: 0o644,
+                            }],
+                        }),
+                        vec![scratch],
+                        None,
+                    );
+                    inputs.push(file);
+                    actions.push(FileAction::Copy {
+                        source: inputs.len() - 1,
+                        paths: vec![path],
+                        dest: dest_path.clone(),
+                        owner: owner.clone(),
+                        mode,
+                        unpack_archives: false,
+                        exclude: vec![],
+                    });
+                    source_names.push(format!("<<{}", heredoc.name));
+                }
                 let name = state.next_name(&self.display_name(ins, &env));
-                let vertex = self.graph.add(
-                    Op::File(FileOp {
-                        actions: vec![FileAction::Copy {
-                            source: 1,
-                            paths: sources.clone(),
-                            dest: dest_path,
-                            owner,
-                            mode,
-                            unpack_archives: unpack,
-                            // The context's ignore file applies to copies from the context.
-                            exclude: if from.is_none() {
-                                self.options.dockerignore.clone()
-                            } else {
-                                vec![]
-                            },
-                        }],
-                    }),
-                    vec![state.vertex, source_vertex],
-                    Some(name),
-                );
+                let vertex = self
+                    .graph
+                    .add(Op::File(FileOp { actions }), inputs, Some(name));
                 self.locations.entry(vertex).or_insert(ins.span);
                 state.vertex = vertex;
                 state.history(
-                    format!("{keyword} {} {dest_raw} # buildkit", sources.join(" ")),
+                    format!("{keyword} {} {dest_raw} # buildkit", source_names.join(" ")),
                     Some(vertex),
                 );
             }
@@ -981,6 +1033,47 @@ pub fn go_duration(ns: i64) -> String {
         }
     };
     if neg { format!("-{s}") } else { s }
+}
+
+/// Where a RUN heredoc with a shebang is put for the process to run, as in BuildKit.
+const HEREDOC_DIR: &str = "/dev/pipes";
+
+/// What a shell-form RUN with heredocs runs, as BuildKit decides: a command that is only a
+/// heredoc runs its body (from a file under `/dev/pipes` if it starts with `#!`, else as a shell
+/// script); any other command goes to the shell with the bodies appended, and the shell reads
+/// them as heredocs.
+fn run_heredocs(cmd: &CommandLine, heredocs: &[Heredoc]) -> (CommandLine, Vec<InlineFile>) {
+    let CommandLine::Shell(text) = cmd else {
+        return (cmd.clone(), vec![]);
+    };
+    if heredocs.is_empty() {
+        return (cmd.clone(), vec![]);
+    }
+    if heredocs.len() == 1 && parse_heredoc_word(text.trim()).is_some() {
+        let heredoc = &heredocs[0];
+        let body = if heredoc.chomp {
+            chomp_heredoc(&heredoc.content)
+        } else {
+            heredoc.content.clone()
+        };
+        if body.starts_with("#!") {
+            let path = format!("{HEREDOC_DIR}/{}", heredoc.name);
+            let file = InlineFile {
+                path: path.clone(),
+                data: body,
+                mode: 0o755,
+            };
+            return (CommandLine::Shell(path), vec![file]);
+        }
+        return (CommandLine::Shell(body), vec![]);
+    }
+    let mut full = text.clone();
+    for heredoc in heredocs {
+        full.push('\n');
+        full.push_str(&heredoc.content);
+        full.push_str(&heredoc.name);
+    }
+    (CommandLine::Shell(full), vec![])
 }
 
 /// The absolute destination of a COPY: relative paths are under the working directory, and a

@@ -2,7 +2,7 @@
 //! counts, flags, forms), still unexpanded. Errors point at the offending keyword, flag or
 //! argument.
 
-use crate::ast::{Args, Flag, Instruction};
+use crate::ast::{Args, Flag, Heredoc, Instruction};
 use crate::diagnostic::Diagnostic;
 use crate::source::{SourceFile, Span};
 use std::sync::Arc;
@@ -43,6 +43,8 @@ pub enum Command {
         cmd: CommandLine,
         /// `--network`.
         network: Option<FlagValue>,
+        /// Heredocs of a shell-form command.
+        heredocs: Vec<Heredoc>,
     },
     /// `CMD`.
     Cmd(CommandLine),
@@ -54,6 +56,8 @@ pub enum Command {
         add: bool,
         /// Sources (unexpanded).
         srcs: Vec<String>,
+        /// Heredoc sources: files made from inline text.
+        contents: Vec<Heredoc>,
         /// Destination (unexpanded).
         dest: String,
         /// `--from`.
@@ -373,6 +377,7 @@ pub fn parse_command(file: &Arc<SourceFile>, ins: &Instruction) -> Result<Comman
             Command::Run {
                 cmd: command_line(&ins.args),
                 network,
+                heredocs: ins.heredocs.clone(),
             }
         }
         "cmd" | "entrypoint" => {
@@ -417,9 +422,29 @@ pub fn parse_command(file: &Arc<SourceFile>, ins: &Instruction) -> Result<Comman
                 ));
             }
             let dest = items.pop().expect("two or more");
+            if crate::parser::parse_heredoc_word(&dest).is_some() {
+                return Err(err(
+                    ins.args_span,
+                    format!("{upper} cannot accept a heredoc as a destination"),
+                ));
+            }
+            // Heredoc markers among the sources stand for their bodies, in order.
+            let mut heredocs = ins.heredocs.iter();
+            let mut srcs = Vec::new();
+            let mut contents = Vec::new();
+            for item in items {
+                if crate::parser::parse_heredoc_word(&item).is_some()
+                    && let Some(heredoc) = heredocs.next()
+                {
+                    contents.push(heredoc.clone());
+                } else {
+                    srcs.push(item);
+                }
+            }
             Command::Copy {
                 add,
-                srcs: items,
+                srcs,
+                contents,
                 dest,
                 from,
                 chown,

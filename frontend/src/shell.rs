@@ -51,6 +51,10 @@ pub struct Lexer {
     /// Leave references to unset variables as written instead of expanding them to nothing
     /// (for display).
     pub skip_unset: bool,
+    /// Keep escape characters in the result.
+    pub raw_escapes: bool,
+    /// Treat quotes as ordinary characters (heredoc bodies).
+    pub skip_quotes: bool,
 }
 
 impl Default for Lexer {
@@ -76,6 +80,8 @@ impl Lexer {
             escape,
             raw_quotes: false,
             skip_unset: false,
+            raw_escapes: false,
+            skip_quotes: false,
         }
     }
 
@@ -86,6 +92,32 @@ impl Lexer {
             escape,
             raw_quotes: true,
             skip_unset: true,
+            raw_escapes: false,
+            skip_quotes: false,
+        }
+    }
+
+    /// The lexer that finds heredoc markers in an instruction: quotes and escapes are kept, so
+    /// `<<"EOF"` stays one word that says it was quoted.
+    pub fn for_heredoc_markers() -> Lexer {
+        Lexer {
+            escape: '\\',
+            raw_quotes: true,
+            skip_unset: true,
+            raw_escapes: true,
+            skip_quotes: false,
+        }
+    }
+
+    /// The lexer that expands the body of an unquoted `COPY`/`ADD` heredoc: variables are
+    /// expanded, quotes are ordinary characters.
+    pub fn for_heredoc_body(escape: char) -> Lexer {
+        Lexer {
+            escape,
+            raw_quotes: false,
+            skip_unset: false,
+            raw_escapes: false,
+            skip_quotes: true,
         }
     }
 
@@ -107,10 +139,11 @@ impl Lexer {
             raw_escapes: false,
             raw_quotes: self.raw_quotes,
             skip_unset: self.skip_unset,
+            skip_quotes: self.skip_quotes,
             env,
         };
         state
-            .process_stop_on(None, false)
+            .process_stop_on(None, self.raw_escapes)
             .map_err(|message| ExpandError {
                 source_word: word.to_string(),
                 message,
@@ -125,6 +158,7 @@ struct State<'a> {
     raw_escapes: bool,
     raw_quotes: bool,
     skip_unset: bool,
+    skip_quotes: bool,
     env: &'a dyn Env,
 }
 
@@ -213,12 +247,12 @@ impl State<'_> {
                     result.push_str(&value);
                     words.add_string(&value);
                 }
-                '\'' => {
+                '\'' if !self.skip_quotes => {
                     let value = self.process_single_quote()?;
                     result.push_str(&value);
                     words.add_raw_string(&value);
                 }
-                '"' => {
+                '"' if !self.skip_quotes => {
                     let value = self.process_double_quote()?;
                     result.push_str(&value);
                     words.add_raw_string(&value);

@@ -87,6 +87,15 @@ pub enum Action {
         /// `.dockerignore` patterns of source files to leave out.
         exclude: Vec<String>,
     },
+    /// Creates a file with this content (its directory must exist).
+    Mkfile {
+        /// Absolute path.
+        path: String,
+        /// Content.
+        data: Vec<u8>,
+        /// Permission bits.
+        mode: u32,
+    },
     /// `mkdir [-p]` with a mode and owner for the new directories.
     Mkdir {
         /// Absolute path.
@@ -272,6 +281,14 @@ fn in_namespace(
                 owner,
             } => {
                 mkdir(dest, path, *mode, *parents, owner.as_deref(), ops)?;
+            }
+            Action::Mkfile { path, data, mode } => {
+                let target = ops
+                    .resolve(dest, path, false)
+                    .map_err(|e| format!("resolving {path}: {e}"))?;
+                std::fs::write(&target, data).map_err(|e| format!("creating {path}: {e}"))?;
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(*mode))
+                    .map_err(|e| format!("chmod {path}: {e}"))?;
             }
         }
     }

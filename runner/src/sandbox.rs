@@ -85,6 +85,9 @@ pub struct Process {
     pub network: Network,
     /// Standard streams.
     pub stdio: Stdio,
+    /// Files created in the sandbox's `/dev` (a tmpfs, so never in a layer): path relative to
+    /// `/dev`, content, permission bits.
+    pub dev_files: Vec<(String, Vec<u8>, u32)>,
 }
 
 /// The root filesystem: layers of the snapshot store plus a writable upper.
@@ -499,6 +502,20 @@ fn setup_and_exec(prepared: &Prepared, process: &Process, err_fd: i32) -> Result
         nosuid_nodev_noexec,
         none,
     );
+    for (rel, data, mode) in &process.dev_files {
+        use std::os::unix::fs::PermissionsExt;
+        let target = dev.join(rel);
+        if !target.starts_with(&dev) || rel.split('/').any(|c| c == "..") {
+            return Err(format!("{rel} is not a path under /dev"));
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&target, data).map_err(|e| format!("creating /dev/{rel}: {e}"))?;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(*mode))
+            .map_err(|e| format!("chmod /dev/{rel}: {e}"))?;
+    }
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),

@@ -82,6 +82,11 @@ fn run(
         hostname: sandbox::BUILD_HOSTNAME.into(),
         network,
         stdio: Stdio::Capture,
+        dev_files: vec![(
+            "pipes/script".into(),
+            b"#!/bin/sh\necho from-pipe\n".to_vec(),
+            0o755,
+        )],
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let exit = sandbox::run(
@@ -153,13 +158,13 @@ fn runs_in_namespaces_with_a_clean_upper() {
     let dir = tempfile::tempdir().unwrap();
     let script = "echo pid=$$; hostname; pwd; cat /etc/motd; test -c /dev/null && echo devnull; \
                   test -e /proc/self/stat && echo proc; test -f /etc/resolv.conf && echo resolv; \
-                  grep -q buildkitsandbox /etc/hosts && echo hosts; ls /dev/pts >/dev/null && echo pts; \
+                  grep -q buildkitsandbox /etc/hosts && echo hosts; ls /dev/pts >/dev/null && echo pts; /dev/pipes/script; \
                   echo to-stderr >&2; echo new > /created; rm /etc/motd; rm -rf /opt/old; mkdir /opt/old; exit 3";
     let r = run(dir.path(), script, "", Network::Host, no_cancel()).unwrap();
     assert_eq!(r.exit, Exit::Code(3));
     assert_eq!(
         r.stdout,
-        "pid=1\nbuildkitsandbox\n/work\nhello\ndevnull\nproc\nresolv\nhosts\npts\n"
+        "pid=1\nbuildkitsandbox\n/work\nhello\ndevnull\nproc\nresolv\nhosts\npts\nfrom-pipe\n"
     );
     assert_eq!(r.stderr, "to-stderr\n");
     // Only the script's changes are in the upper: nothing mounted (hosts, resolv.conf, the
@@ -236,6 +241,11 @@ fn missing_program_is_a_setup_error() {
         hostname: "x".into(),
         network: Network::Host,
         stdio: Stdio::Capture,
+        dev_files: vec![(
+            "pipes/script".into(),
+            b"#!/bin/sh\necho from-pipe\n".to_vec(),
+            0o755,
+        )],
     };
     let err = sandbox::run(
         &Rootfs {

@@ -452,6 +452,7 @@ mod tests {
             cwd: "/".into(),
             user: String::new(),
             network: NetworkMode::Host,
+            inline_files: vec![],
         })
     }
 

@@ -92,6 +92,7 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
         hostname: id.chars().take(12).collect(),
         network: Network::Host,
         stdio: Stdio::Inherit,
+        dev_files: vec![],
     };
     let result = sandbox::run(
         &Rootfs {

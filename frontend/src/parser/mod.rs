@@ -18,7 +18,7 @@
 
 pub mod args;
 
-use crate::ast::{Args, Directives, Dockerfile, Flag, Instruction};
+use crate::ast::{Args, Directives, Dockerfile, Flag, Heredoc, Instruction};
 use crate::diagnostic::Diagnostic;
 use crate::source::{SourceFile, Span};
 use nom::IResult;
@@ -308,16 +308,68 @@ impl Parser {
                     .with_help("empty continuation lines will become errors in a future release; remove the empty line or the escape character before it"),
                 );
             }
-            let end_line = i;
-            let span_end = lines[i - 1].offset + trim_newline(lines[i - 1].text).len();
             if let Some(mut instruction) = self.instruction(&logical, 0) {
+                if can_contain_heredoc(&instruction) {
+                    self.read_heredocs(&mut instruction, &lines, &mut i);
+                }
                 instruction.start_line = start_line;
-                instruction.end_line = end_line;
+                instruction.end_line = i;
+                let span_end = lines[i - 1].offset + trim_newline(lines[i - 1].text).len();
                 instruction.span = Span::new(instruction.keyword_span.start, span_end);
                 instructions.push(instruction);
             }
         }
         instructions
+    }
+
+    /// Reads the bodies of the heredocs an instruction opens (`<<EOF`, `<<-EOF`, `<<'EOF'`…)
+    /// from the lines after it, each up to its terminator line.
+    fn read_heredocs(
+        &mut self,
+        instruction: &mut Instruction,
+        lines: &[PhysicalLine],
+        i: &mut usize,
+    ) {
+        let markers = match crate::shell::Lexer::for_heredoc_markers()
+            .process_words(&instruction.original, &Vec::<String>::new())
+        {
+            Ok(words) => words,
+            Err(_) => return,
+        };
+        for word in markers {
+            let mut heredoc = match parse_heredoc_word(&word) {
+                None => continue,
+                Some(Ok(h)) => h,
+                Some(Err(message)) => {
+                    self.error(Some(instruction.keyword_span), message);
+                    return;
+                }
+            };
+            let mut terminated = false;
+            while *i < lines.len() {
+                let line = trim_newline(lines[*i].text);
+                *i += 1;
+                let candidate = if heredoc.chomp {
+                    line.trim_start_matches('\t')
+                } else {
+                    line
+                };
+                if candidate == heredoc.name {
+                    terminated = true;
+                    break;
+                }
+                heredoc.content.push_str(line);
+                heredoc.content.push('\n');
+            }
+            if !terminated {
+                self.error(
+                    Some(instruction.keyword_span),
+                    format!("unterminated heredoc: no line \"{}\" ends it", heredoc.name),
+                );
+                return;
+            }
+            instruction.heredocs.push(heredoc);
+        }
     }
 
     /// Parses the logical line from byte `from` on (ONBUILD parses its trigger this way).
@@ -370,6 +422,7 @@ impl Parser {
                 span: Span::new(kw_span.start, logical.end),
                 start_line: 0,
                 end_line: 0,
+                heredocs: Vec::new(),
             }),
             Err(message) => {
                 let span = if args_str.is_empty() {
@@ -384,9 +437,93 @@ impl Parser {
     }
 }
 
+/// Whether an instruction may open heredocs: RUN, COPY and ADD in shell form.
+fn can_contain_heredoc(instruction: &Instruction) -> bool {
+    matches!(instruction.name().as_str(), "run" | "copy" | "add")
+        && !matches!(instruction.args, Args::Json(_))
+        && instruction.original.contains("<<")
+}
+
+/// Recognizes one word as a heredoc marker, as BuildKit's `ParseHeredoc` does:
+/// `[fd]<<[-]WORD`, where quoting any part of WORD turns expansion of the body off.
+pub fn parse_heredoc_word(word: &str) -> Option<Result<Heredoc, String>> {
+    let digits = word.len() - word.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let fd: u32 = word[..digits].parse().unwrap_or(0);
+    let rest = word[digits..].strip_prefix("<<")?;
+    let (chomp, rest) = match rest.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    if rest.is_empty() || rest.contains('<') {
+        return None;
+    }
+    let none: Vec<String> = Vec::new();
+    let mut lexer = crate::shell::Lexer::default();
+    lexer.skip_unset = true;
+    let words = match lexer.process_words(rest, &none) {
+        Ok(w) => w,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    if words.len() != 1 {
+        return None;
+    }
+    lexer.raw_quotes = true;
+    let raw = match lexer.process_words(rest, &none) {
+        Ok(w) => w,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    let quotes = |s: &str| s.matches(['\'', '"']).count();
+    Some(Ok(Heredoc {
+        expand: raw.len() == 1 && quotes(&words[0]) == quotes(&raw[0]),
+        name: words[0].clone(),
+        content: String::new(),
+        chomp,
+        fd,
+    }))
+}
+
+/// Removes the leading tabs of every line (`<<-` heredocs).
+pub fn chomp_heredoc(content: &str) -> String {
+    content
+        .split_inclusive('\n')
+        .map(|line| line.trim_start_matches('\t'))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heredocs_are_read_after_their_instruction() {
+        let p = parse_str(
+            "FROM x\nRUN <<EOF\necho $A\n  EOF\nEOF\nCOPY <<-\"ONE\" <<TWO /dest/\n\tfirst\n\tONE\nsecond\nTWO\nRUN [\"<<EOF\"]\nRUN echo done\n",
+        );
+        assert!(!p.has_errors(), "{:?}", p.diagnostics);
+        let ins = &p.dockerfile.instructions;
+        assert_eq!(ins.len(), 5);
+        assert_eq!(ins[1].heredocs[0].name, "EOF");
+        assert_eq!(ins[1].heredocs[0].content, "echo $A\n  EOF\n");
+        assert!(ins[1].heredocs[0].expand);
+        assert_eq!((ins[1].start_line, ins[1].end_line), (2, 5));
+        let copy = &ins[2].heredocs;
+        assert_eq!(
+            (copy[0].name.as_str(), copy[0].expand, copy[0].chomp),
+            ("ONE", false, true)
+        );
+        assert_eq!(copy[0].content, "\tfirst\n");
+        assert_eq!(chomp_heredoc(&copy[0].content), "first\n");
+        assert_eq!(
+            (copy[1].name.as_str(), copy[1].content.as_str()),
+            ("TWO", "second\n")
+        );
+        assert!(ins[3].heredocs.is_empty(), "JSON form has no heredocs");
+        assert_eq!(ins[4].args, Args::Shell("echo done".into()));
+        let bad = parse_str("FROM x\nRUN <<EOF\necho\n");
+        assert!(bad.diagnostics[0].message.contains("unterminated heredoc"));
+        assert!(parse_heredoc_word("<<").is_none() && parse_heredoc_word("a<<b").is_none());
+        assert_eq!(parse_heredoc_word("2<<x").unwrap().unwrap().fd, 2);
+    }
 
     fn parse_str(s: &str) -> Parsed {
         parse(&SourceFile::new("Dockerfile", s.as_bytes()))

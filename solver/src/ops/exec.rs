@@ -15,6 +15,21 @@ pub struct ExecOp {
     pub user: String,
     /// Which network the process sees.
     pub network: NetworkMode,
+    /// Files the process finds under `/dev/pipes` (a RUN heredoc with a shebang is run from
+    /// there); never part of the step's layer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inline_files: Vec<InlineFile>,
+}
+
+/// A small file handed to a process without being in its filesystem's layers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineFile {
+    /// Absolute path, under `/dev/pipes`.
+    pub path: String,
+    /// Content.
+    pub data: String,
+    /// Permission bits.
+    pub mode: u32,
 }
 
 /// The network of a sandboxed process.

@@ -34,6 +34,15 @@ pub enum FileAction {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         exclude: Vec<String>,
     },
+    /// Creates a file with the given content (a heredoc of COPY or ADD).
+    Mkfile {
+        /// Absolute path; its directory must exist.
+        path: String,
+        /// Content.
+        data: String,
+        /// Permission bits.
+        mode: u32,
+    },
     /// Creates a directory.
     Mkdir {
         /// Absolute path.

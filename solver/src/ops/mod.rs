@@ -9,7 +9,7 @@ mod exec;
 mod file;
 mod source;
 
-pub use exec::{ExecOp, NetworkMode};
+pub use exec::{ExecOp, InlineFile, NetworkMode};
 pub use file::{FileAction, FileOp};
 pub use source::{ImageSource, LocalSource};
 
