@@ -458,8 +458,10 @@ pub fn parse_heredoc_word(word: &str) -> Option<Result<Heredoc, String>> {
         return None;
     }
     let none: Vec<String> = Vec::new();
-    let mut lexer = crate::shell::Lexer::default();
-    lexer.skip_unset = true;
+    let mut lexer = crate::shell::Lexer {
+        skip_unset: true,
+        ..crate::shell::Lexer::default()
+    };
     let words = match lexer.process_words(rest, &none) {
         Ok(w) => w,
         Err(e) => return Some(Err(e.to_string())),
