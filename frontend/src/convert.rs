@@ -23,6 +23,33 @@ use rbuild_solver::{
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+/// The ARGs BuildKit predefines for the platform (rbuild builds linux/amd64 on linux/amd64).
+pub const PLATFORM_ARGS: [(&str, &str); 8] = [
+    ("TARGETPLATFORM", "linux/amd64"),
+    ("TARGETOS", "linux"),
+    ("TARGETARCH", "amd64"),
+    ("TARGETVARIANT", ""),
+    ("BUILDPLATFORM", "linux/amd64"),
+    ("BUILDOS", "linux"),
+    ("BUILDARCH", "amd64"),
+    ("BUILDVARIANT", ""),
+];
+
+/// Build args that reach every RUN without an ARG declaration, and are kept out of the image's
+/// history, as Docker does with proxy settings.
+pub const PROXY_ARGS: [&str; 10] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
 /// An `ARG` declaration: name and unexpanded default.
 type ArgDecl = (String, Option<String>);
 
@@ -141,6 +168,12 @@ pub fn lower(
         stages: &stages,
     };
 
+    // The platform ARGs are predefined in the global scope: usable in FROM lines, and in a
+    // stage once declared there without a value.
+    lowerer.global_args = PLATFORM_ARGS
+        .iter()
+        .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+        .collect();
     // Global ARGs: usable in FROM lines, and as defaults of stage ARGs of the same name.
     for (ins, args) in &global_args {
         for (name, default) in args {
@@ -148,7 +181,7 @@ pub fn lower(
                 Some(v) => Some(v.clone()),
                 None => match default {
                     Some(d) => Some(lowerer.expand(d, &lowerer.global_env(), ins.args_span)?),
-                    None => None,
+                    None => lowerer.global_value(name),
                 },
             };
             lowerer.global_args.push((name.clone(), value));
@@ -193,7 +226,7 @@ pub fn lower(
         .build_args
         .keys()
         .map(String::as_str)
-        .filter(|k| !declared.contains(k))
+        .filter(|k| !declared.contains(k) && !PROXY_ARGS.contains(k))
         .collect();
     if !unused.is_empty() {
         lowerer.warnings.push(Diagnostic::warning(
@@ -299,6 +332,15 @@ impl Lowerer<'_> {
         Diagnostic::error(&self.file, Some(span), message)
     }
 
+    /// The value of a global ARG (or predefined one), if it has one.
+    fn global_value(&self, name: &str) -> Option<String> {
+        self.global_args
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.clone())
+    }
+
     fn global_env(&self) -> Vec<(String, String)> {
         self.global_args
             .iter()
@@ -389,17 +431,6 @@ impl Lowerer<'_> {
             (None, 1) => String::new(),
             (None, _) => format!("stage-{index} "),
         };
-        let total = 1 + stage
-            .commands
-            .iter()
-            .filter(|(_, c)| {
-                matches!(
-                    c,
-                    Command::Run { .. } | Command::Copy { .. } | Command::Workdir(_)
-                )
-            })
-            .count();
-
         let from_span = stage.from.args_span;
         let base_name = self.expand(&stage.image, &self.global_env(), from_span)?;
         if base_name.is_empty() {
@@ -411,7 +442,7 @@ impl Lowerer<'_> {
         let mut state = StageState {
             prefix,
             index: 0,
-            total,
+            total: 0,
             vertex: VertexId::new(0),
             image: Image::default(),
             cmd_set: false,
@@ -453,19 +484,6 @@ impl Lowerer<'_> {
                 .or_insert(stage.from.span);
             state.image = resolved.image.clone();
             state.image.rootfs.diff_ids.clear();
-            if let Some(triggers) = state.image.config.on_build.take()
-                && !triggers.is_empty()
-            {
-                self.warnings.push(Diagnostic::warning(
-                    &self.file,
-                    Some(from_span),
-                    format!(
-                        "base image {} has ONBUILD triggers, which rbuild does not run yet: {}",
-                        resolved.reference,
-                        triggers.join("; ")
-                    ),
-                ));
-            }
         }
         if state.image.config.env_value("PATH").is_none() {
             state.image.config.set_env("PATH", DEFAULT_PATH);
@@ -474,7 +492,27 @@ impl Lowerer<'_> {
         state.image.os = "linux".into();
         state.image.created = None;
 
-        for (ins, command) in &stage.commands {
+        // ONBUILD triggers of the base run first, as if they were the stage's first lines; the
+        // stage itself does not pass them on.
+        let triggers = match state.image.config.on_build.take() {
+            Some(triggers) => self.onbuild_commands(&triggers, &base_name, stage.from)?,
+            None => Vec::new(),
+        };
+        let commands: Vec<(&Instruction, &Command)> = triggers
+            .iter()
+            .map(|(i, c)| (i, c))
+            .chain(stage.commands.iter().map(|(i, c)| (*i, c)))
+            .collect();
+        state.total = 1 + commands
+            .iter()
+            .filter(|(_, c)| {
+                matches!(
+                    c,
+                    Command::Run { .. } | Command::Copy { .. } | Command::Workdir(_)
+                )
+            })
+            .count();
+        for (ins, command) in commands {
             self.lower_command(&mut state, ins, command)?;
         }
         self.in_progress[index] = false;
@@ -484,6 +522,51 @@ impl Lowerer<'_> {
         };
         self.lowered[index] = Some(lowered.clone());
         Ok(lowered)
+    }
+
+    /// Parses the ONBUILD triggers of a base image. Errors point at the FROM line, and so do
+    /// the instructions (their text stays the trigger's, for progress and history).
+    fn onbuild_commands(
+        &self,
+        triggers: &[String],
+        base: &str,
+        from: &Instruction,
+    ) -> Result<Vec<(Instruction, Command)>, Diagnostic> {
+        let mut out = Vec::new();
+        for trigger in triggers {
+            let fail = |message: String| {
+                self.error(
+                    from.args_span,
+                    format!("ONBUILD trigger {trigger:?} of {base}: {message}"),
+                )
+            };
+            let file = SourceFile::new(format!("ONBUILD of {base}"), trigger.as_bytes());
+            let parsed = crate::parser::parse(&file);
+            if let Some(d) = parsed
+                .diagnostics
+                .iter()
+                .find(|d| d.severity == crate::diagnostic::Severity::Error)
+            {
+                return Err(fail(d.message.clone()));
+            }
+            for mut ins in parsed.dockerfile.instructions {
+                if matches!(ins.name().as_str(), "onbuild" | "from" | "maintainer") {
+                    return Err(fail(format!(
+                        "{} isn't allowed as an ONBUILD trigger",
+                        ins.keyword.to_ascii_uppercase()
+                    )));
+                }
+                let command = parse_command(&file, &ins).map_err(|d| fail(d.message))?;
+                ins.keyword_span = from.keyword_span;
+                ins.args_span = from.args_span;
+                ins.span = from.span;
+                for flag in &mut ins.flags {
+                    flag.span = from.args_span;
+                }
+                out.push((ins, command));
+            }
+        }
+        Ok(out)
     }
 
     fn shell_command(&self, state: &StageState, cmd: &CommandLine) -> Vec<String> {
@@ -515,8 +598,29 @@ impl Lowerer<'_> {
             Command::Run {
                 cmd,
                 network,
+                mounts,
+                security,
                 heredocs,
             } => {
+                if let Some((spec, span)) = mounts.first() {
+                    let kind = format!("{:?}", spec.mount_type()).to_ascii_lowercase();
+                    return Err(self
+                        .error(
+                            *span,
+                            format!("RUN --mount=type={kind} is not supported by rbuild yet"),
+                        )
+                        .with_help(
+                            "the mount is valid; rbuild's sandbox does not provide RUN mounts yet",
+                        ));
+                }
+                if let Some(sec) = security
+                    && sec.value == "insecure"
+                {
+                    return Err(self.error(
+                        sec.span,
+                        "RUN --security=insecure needs the security.insecure entitlement, which rbuild does not grant",
+                    ));
+                }
                 let (cmd, inline_files) = run_heredocs(cmd, heredocs);
                 let args = self.shell_command(state, &cmd);
                 if args.is_empty() {
@@ -535,13 +639,20 @@ impl Lowerer<'_> {
                     },
                 };
                 // The process sees the config's ENV, plus ARGs that have a value and no ENV of
-                // the same name.
+                // the same name, plus proxy settings given as build args.
                 let mut run_env: Vec<String> = state.image.config.env.clone().unwrap_or_default();
                 for (k, v) in &state.args {
                     if let Some(v) = v
                         && state.image.config.env_value(k).is_none()
                     {
                         run_env.push(format!("{k}={v}"));
+                    }
+                }
+                for proxy in PROXY_ARGS {
+                    if let Some(v) = self.options.build_args.get(proxy)
+                        && !run_env.iter().any(|kv| kv.split('=').next() == Some(proxy))
+                    {
+                        run_env.push(format!("{proxy}={v}"));
                     }
                 }
                 let name = state.next_name(&self.display_name(ins, &env));
@@ -844,13 +955,7 @@ impl Lowerer<'_> {
                     };
                     let value = match self.options.build_args.get(name) {
                         Some(v) => Some(v.clone()),
-                        None => default.clone().or_else(|| {
-                            self.global_args
-                                .iter()
-                                .rev()
-                                .find(|(k, _)| k == name)
-                                .and_then(|(_, v)| v.clone())
-                        }),
+                        None => default.clone().or_else(|| self.global_value(name)),
                     };
                     // The history shows the declaration, not the value a build gave it.
                     text.push(match &default {
@@ -1352,6 +1457,86 @@ mod tests {
                 "EXPOSE map[53/udp:{} 80/tcp:{}]",
                 "HEALTHCHECK &{[\"CMD-SHELL\" \"true\"] \"30s\" \"5s\" \"0s\" '\\x03'}",
             ]
+        );
+    }
+
+    #[test]
+    fn predefined_platform_and_proxy_args() {
+        let options = BuildOptions {
+            build_args: [("http_proxy".to_string(), "http://proxy:3128".to_string())].into(),
+            ..Default::default()
+        };
+        let b = lower_str(
+            "ARG TARGETARCH\nFROM base:$TARGETARCH\nARG TARGETPLATFORM\nARG BUILDOS\nRUN echo $TARGETPLATFORM $BUILDOS\n",
+            &options,
+        )
+        .unwrap();
+        let run = exec_of(&b, b.target);
+        assert!(
+            run.env.contains(&"TARGETPLATFORM=linux/amd64".to_string()),
+            "{:?}",
+            run.env
+        );
+        assert!(
+            run.env
+                .contains(&"http_proxy=http://proxy:3128".to_string())
+        );
+        assert!(
+            !b.warnings.iter().any(|w| w.message.contains("http_proxy")),
+            "proxies are never unused"
+        );
+        let Op::Image(img) = &b.graph.vertex(b.graph.vertex(b.target).inputs[0]).op else {
+            panic!()
+        };
+        assert_eq!(img.reference, "docker.io/library/base:amd64");
+        let history: Vec<&str> = b
+            .image
+            .history
+            .iter()
+            .filter_map(|h| h.created_by.as_deref())
+            .collect();
+        assert!(history.iter().all(|h| !h.contains("proxy")), "{history:?}");
+    }
+
+    #[test]
+    fn onbuild_triggers_run_first_in_the_child() {
+        let text = "FROM base AS parent\nONBUILD RUN echo parent-trigger\nONBUILD ENV T=1\nRUN echo parent\n\
+                    FROM parent\nRUN echo child\n";
+        let b = lower_str(text, &BuildOptions::default()).unwrap();
+        let child = exec_of(&b, b.target);
+        assert_eq!(child.args[2], "echo child");
+        assert!(
+            child.env.contains(&"T=1".to_string()),
+            "the ENV trigger ran: {:?}",
+            child.env
+        );
+        let trigger = exec_of(&b, b.graph.vertex(b.target).inputs[0]);
+        assert_eq!(trigger.args[2], "echo parent-trigger");
+        assert_eq!(b.image.config.on_build, None, "triggers are consumed");
+        assert_eq!(
+            b.graph.vertex(b.target).name.as_deref(),
+            Some("[stage-1 3/3] RUN echo child")
+        );
+        // The parent stage keeps its triggers for images built from it.
+        let b = lower_str(
+            text,
+            &BuildOptions {
+                target: Some("parent".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            b.image.config.on_build.as_deref().unwrap(),
+            ["RUN echo parent-trigger", "ENV T=1"]
+        );
+        let e = lower_str(
+            "FROM base AS p\nONBUILD RUN [\"unterminated\nFROM p\n",
+            &BuildOptions::default(),
+        );
+        assert!(
+            e.is_ok(),
+            "a shell-form trigger that looks like bad JSON is still a command"
         );
     }
 

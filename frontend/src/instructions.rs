@@ -43,6 +43,10 @@ pub enum Command {
         cmd: CommandLine,
         /// `--network`.
         network: Option<FlagValue>,
+        /// `--mount`s, with where each is written.
+        mounts: Vec<(crate::mounts::MountSpec, Span)>,
+        /// `--security`.
+        security: Option<FlagValue>,
         /// Heredocs of a shell-form command.
         heredocs: Vec<Heredoc>,
     },
@@ -212,6 +216,33 @@ impl<'a> Flags<'a> {
         Ok(found)
     }
 
+    /// Every occurrence of a repeatable flag.
+    fn strings(&mut self, name: &str) -> Result<Vec<FlagValue>, Diagnostic> {
+        let mut out = Vec::new();
+        for (i, flag) in self.flags.iter().enumerate() {
+            let body = flag.text.trim_start_matches('-');
+            let (n, v) = match body.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (body, None),
+            };
+            if n.eq_ignore_ascii_case(name) {
+                self.used[i] = true;
+                let value = v.ok_or_else(|| {
+                    Diagnostic::error(
+                        self.file,
+                        Some(flag.span),
+                        format!("missing a value on flag: --{name}"),
+                    )
+                })?;
+                out.push(FlagValue {
+                    value: value.to_string(),
+                    span: flag.span,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     fn string(&mut self, name: &str) -> Result<Option<FlagValue>, Diagnostic> {
         match self.find(name)? {
             None => Ok(None),
@@ -370,13 +401,40 @@ pub fn parse_command(file: &Arc<SourceFile>, ins: &Instruction) -> Result<Comman
         }
         "run" => {
             let network = flags.string("network")?;
-            flags.finish(&["network"], &["mount", "security"])?;
+            if let Some(n) = &network
+                && !n.value.contains('$')
+                && !matches!(n.value.as_str(), "default" | "none" | "host")
+            {
+                return Err(
+                    err(n.span, format!("unsupported network mode \"{}\"", n.value))
+                        .with_help("RUN --network accepts default, none or host"),
+                );
+            }
+            let security = flags.string("security")?;
+            if let Some(sec) = &security
+                && !matches!(sec.value.as_str(), "insecure" | "sandbox")
+            {
+                return Err(err(
+                    sec.span,
+                    format!("unsupported security mode \"{}\"", sec.value),
+                )
+                .with_help("RUN --security accepts insecure or sandbox"));
+            }
+            let mut mounts = Vec::new();
+            for flag in flags.strings("mount")? {
+                let spec = crate::mounts::parse(&flag.value)
+                    .map_err(|m| err(flag.span, format!("invalid --mount: {m}")))?;
+                mounts.push((spec, flag.span));
+            }
+            flags.finish(&["network", "mount", "security"], &[])?;
             if ins.args == Args::Empty {
                 return Err(no_args());
             }
             Command::Run {
                 cmd: command_line(&ins.args),
                 network,
+                mounts,
+                security,
                 heredocs: ins.heredocs.clone(),
             }
         }

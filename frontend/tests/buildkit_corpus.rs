@@ -62,3 +62,37 @@ fn negative_cases_are_rejected() {
         assert!(parsed.has_errors(), "{} was accepted", case.display());
     }
 }
+
+#[test]
+fn line_numbers_of_testfile_line() {
+    // BuildKit's TestLineInformation: the instructions span lines 5, 11-12 and 17-31.
+    let bytes = std::fs::read(corpus().join("testfile-line/Dockerfile")).unwrap();
+    let parsed = parse(&SourceFile::new("Dockerfile", &bytes));
+    assert!(!parsed.has_errors(), "{:?}", parsed.diagnostics);
+    let lines: Vec<(usize, usize)> = parsed
+        .dockerfile
+        .instructions
+        .iter()
+        .map(|i| (i.start_line, i.end_line))
+        .collect();
+    assert_eq!(lines, [(5, 5), (11, 12), (17, 31)]);
+}
+
+#[test]
+fn crlf_and_bom_parse_like_lf() {
+    for case in cases("testfiles") {
+        let bytes = std::fs::read(case.join("Dockerfile")).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        let crlf = format!("\u{feff}{}", text.replace('\n', "\r\n"));
+        let a = parse(&SourceFile::new("Dockerfile", &bytes));
+        let b = parse(&SourceFile::new("Dockerfile", crlf.as_bytes()));
+        let dump = |p: &rbuild_frontend::parser::Parsed| {
+            p.dockerfile
+                .instructions
+                .iter()
+                .map(|i| i.dump())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(dump(&a), dump(&b), "{}", case.display());
+    }
+}
