@@ -42,7 +42,7 @@ struct Cli {
     command: Command,
 }
 
-const SUBCOMMANDS: &[&str] = &["build", "images", "push", "run", "help"];
+const SUBCOMMANDS: &[&str] = &["build", "images", "lint", "push", "run", "help"];
 
 #[derive(Subcommand)]
 enum Command {
@@ -50,6 +50,8 @@ enum Command {
     Build(commands::build::BuildArgs),
     /// List the images in the local store
     Images,
+    /// Run the build checks on a Dockerfile without building it (exit 1 if any finds something)
+    Lint(commands::lint::LintArgs),
     /// Push an image from the local store to a registry
     Push(commands::push::PushArgs),
     /// Run a command in a new container from an image (a convenience to try images)
@@ -110,6 +112,7 @@ fn main() {
     let result = match cli.command {
         Command::Build(args) => commands::build::run(&global, args),
         Command::Images => commands::images::run(&global),
+        Command::Lint(args) => commands::lint::run(&global, args),
         Command::Push(args) => commands::push::run(&global, args),
         Command::Run(args) => commands::run::run(&global, args),
     };

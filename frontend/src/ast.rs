@@ -16,6 +16,8 @@ pub struct Dockerfile {
     pub directives: Directives,
     /// The instructions in file order.
     pub instructions: Vec<Instruction>,
+    /// Empty lines inside continued instructions (allowed, but a build check warns of them).
+    pub empty_continuations: Vec<Span>,
 }
 
 /// Parser directives (`# escape=`, `# syntax=`, `# check=`).

@@ -12,6 +12,7 @@ use crate::ast::{Dockerfile, Instruction};
 use crate::diagnostic::Diagnostic;
 use crate::image::{HealthConfig, History, Image};
 use crate::instructions::{Command, CommandLine, FlagValue, parse_command};
+use crate::lint;
 use crate::parser::{chomp_heredoc, parse_heredoc_word};
 use crate::shell::Lexer;
 use crate::source::{SourceFile, Span};
@@ -68,6 +69,9 @@ pub struct BuildOptions {
     pub target: Option<String>,
     /// Patterns of the `.dockerignore` that applies (see [`crate::dockerignore`]).
     pub dockerignore: Vec<String>,
+    /// Lower every stage, not only those the target needs (for `rbuild lint`, so that every
+    /// stage is checked).
+    pub all_stages: bool,
 }
 
 /// An image the resolver found: where it is pinned and its config.
@@ -98,8 +102,10 @@ pub struct Build {
     pub image: Image,
     /// The instruction each vertex came from, for error messages.
     pub locations: HashMap<VertexId, Span>,
-    /// Warnings found while lowering.
+    /// Warnings found while lowering, build-check findings among them (`Diagnostic::rule`).
     pub warnings: Vec<Diagnostic>,
+    /// `# check=error=true` and some build check found something: the build must fail.
+    pub failing_checks: bool,
 }
 
 /// Lowers a Dockerfile.
@@ -110,6 +116,8 @@ pub fn lower(
 ) -> Result<Build, Diagnostic> {
     let file = dockerfile.file.clone();
     let escape = dockerfile.directives.escape;
+    let check = lint::CheckConfig::parse(dockerfile.directives.check.as_deref())
+        .map_err(|e| Diagnostic::error(&file, None, e))?;
     let mut stages: Vec<Stage> = Vec::new();
     let mut global_args: Vec<(&Instruction, Vec<ArgDecl>)> = Vec::new();
     for ins in &dockerfile.instructions {
@@ -166,6 +174,10 @@ pub fn lower(
         in_progress: vec![false; stages.len()],
         images: HashMap::new(),
         stages: &stages,
+        global_defaults: Vec::new(),
+        known_vars: std::cell::RefCell::new(None),
+        findings: std::cell::RefCell::new(Vec::new()),
+        ignore: rbuild_solver::pattern::IgnoreMatcher::new(&options.dockerignore),
     };
 
     // The platform ARGs are predefined in the global scope: usable in FROM lines, and in a
@@ -177,12 +189,16 @@ pub fn lower(
     // Global ARGs: usable in FROM lines, and as defaults of stage ARGs of the same name.
     for (ins, args) in &global_args {
         for (name, default) in args {
+            let default = match default {
+                Some(d) => Some(lowerer.expand(d, &lowerer.global_env(), ins.args_span)?),
+                None => None,
+            };
+            lowerer
+                .global_defaults
+                .push((name.clone(), default.clone().unwrap_or_default()));
             let value = match options.build_args.get(name) {
                 Some(v) => Some(v.clone()),
-                None => match default {
-                    Some(d) => Some(lowerer.expand(d, &lowerer.global_env(), ins.args_span)?),
-                    None => lowerer.global_value(name),
-                },
+                None => default.or_else(|| lowerer.global_value(name)),
             };
             lowerer.global_args.push((name.clone(), value));
         }
@@ -240,12 +256,24 @@ pub fn lower(
     }
 
     let result = lowerer.lower_stage(target_index)?;
+    if options.all_stages {
+        for index in 0..stages.len() {
+            lowerer.lower_stage(index)?;
+        }
+    }
+    let mut warnings = lint::syntactic(dockerfile);
+    warnings.extend(lowerer.findings.take());
+    warnings.sort_by_key(|d| d.span.map(|s| s.start));
+    warnings.retain(|d| d.rule.is_none_or(|rule| check.enabled(rule)));
+    let failing_checks = check.error && warnings.iter().any(|d| d.rule.is_some());
+    warnings.extend(lowerer.warnings);
     Ok(Build {
         graph: lowerer.graph,
         target: result.vertex,
         image: result.image,
         locations: lowerer.locations,
-        warnings: lowerer.warnings,
+        warnings,
+        failing_checks,
     })
 }
 
@@ -277,6 +305,14 @@ struct Lowerer<'a> {
     in_progress: Vec<bool>,
     images: HashMap<String, ResolvedImage>,
     stages: &'a [Stage<'a>],
+    /// Global ARG declarations with their default values only (InvalidDefaultArgInFrom).
+    global_defaults: Vec<(String, String)>,
+    /// While an instruction of a stage is lowered: the variable names it may use.
+    known_vars: std::cell::RefCell<Option<Vec<String>>>,
+    /// Build-check findings.
+    findings: std::cell::RefCell<Vec<Diagnostic>>,
+    /// The `.dockerignore` patterns, compiled (CopyIgnoredFile).
+    ignore: rbuild_solver::pattern::IgnoreMatcher,
 }
 
 /// The state of a stage while its instructions are lowered.
@@ -289,6 +325,8 @@ struct StageState {
     cmd_set: bool,
     /// Declared ARGs in order, with their values (`None`: declared without a value).
     args: Vec<(String, Option<String>)>,
+    /// An absolute WORKDIR was set in this stage (WorkdirRelativePath).
+    workdir_set: bool,
 }
 
 impl StageState {
@@ -348,15 +386,37 @@ impl Lowerer<'_> {
             .collect()
     }
 
+    /// Expands a word; inside a stage's instructions, plain references to variables that are
+    /// neither set nor declared are reported (UndefinedVar).
     fn expand(
         &self,
         word: &str,
         env: &[(String, String)],
         span: Span,
     ) -> Result<String, Diagnostic> {
-        self.lexer
-            .process_word(word, &env)
-            .map_err(|e| self.error(span, e.to_string()))
+        let (value, undefined) = self
+            .lexer
+            .process_word_checked(word, &env)
+            .map_err(|e| self.error(span, e.to_string()))?;
+        if let Some(known) = &*self.known_vars.borrow() {
+            for name in undefined.iter().filter(|n| !known.contains(n)) {
+                let mut message = format!("Usage of undefined variable '${name}'");
+                if let Some(s) =
+                    crate::instructions::suggest(name, known.iter().map(String::as_str))
+                {
+                    message.push_str(&format!(" (did you mean ${s}?)"));
+                }
+                self.lint(&lint::UNDEFINED_VAR, span, message);
+            }
+        }
+        Ok(value)
+    }
+
+    /// Records a build-check finding.
+    fn lint(&self, rule: &'static lint::Rule, span: Span, message: String) {
+        let mut d = Diagnostic::warning(&self.file, Some(span), message);
+        d.rule = Some(rule);
+        self.findings.borrow_mut().push(d);
     }
 
     fn expand_words(
@@ -407,6 +467,53 @@ impl Lowerer<'_> {
         if let Some(done) = &self.lowered[index] {
             return Ok(done.clone());
         }
+        // A stage lowered because an instruction of another stage needs it has its own scope.
+        let saved = self.known_vars.replace(None);
+        let result = self.lower_stage_inner(index);
+        self.known_vars.replace(saved);
+        result
+    }
+
+    /// The FROM build checks: undeclared ARGs, and defaults that give no valid image name.
+    fn check_from(&self, word: &str, span: Span, is_image: bool) {
+        let declared: Vec<String> = self.global_args.iter().map(|(k, _)| k.clone()).collect();
+        if let Ok((_, undefined)) = self
+            .lexer
+            .process_word_checked(word, &self.global_env().as_slice())
+        {
+            for name in undefined.iter().filter(|n| !declared.contains(n)) {
+                let mut message = format!("FROM argument '{name}' is not declared");
+                if let Some(s) =
+                    crate::instructions::suggest(name, declared.iter().map(String::as_str))
+                {
+                    message.push_str(&format!(" (did you mean {s}?)"));
+                }
+                self.lint(&lint::UNDEFINED_ARG_IN_FROM, span, message);
+            }
+        }
+        if is_image && word.contains('$') {
+            let mut defaults: Vec<(String, String)> = PLATFORM_ARGS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            defaults.extend(self.global_defaults.iter().cloned());
+            let name = self
+                .lexer
+                .process_word(word, &defaults.as_slice())
+                .unwrap_or_default();
+            if !plausible_image_name(&name) {
+                self.lint(
+                    &lint::INVALID_DEFAULT_ARG_IN_FROM,
+                    span,
+                    format!(
+                        "Default value for ARG {word} results in empty or invalid base image name"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn lower_stage_inner(&mut self, index: usize) -> Result<Lowered, Diagnostic> {
         let stage = &self.stages[index];
         if self.in_progress[index] {
             let name = stage.name.clone().unwrap_or_else(|| index.to_string());
@@ -417,7 +524,9 @@ impl Lowerer<'_> {
         }
         self.in_progress[index] = true;
 
+        self.check_from(&stage.image, stage.from.args_span, true);
         if let Some(platform) = &stage.platform {
+            self.check_from(&platform.value, platform.span, false);
             let value = self.expand(&platform.value, &self.global_env(), platform.span)?;
             if !matches!(value.as_str(), "linux/amd64" | "linux/x86_64" | "amd64") {
                 return Err(self
@@ -447,6 +556,7 @@ impl Lowerer<'_> {
             image: Image::default(),
             cmd_set: false,
             args: Vec::new(),
+            workdir_set: false,
         };
         // FROM refers to an earlier stage by name only; anything else is an image.
         let lower_name = base_name.to_ascii_lowercase();
@@ -591,6 +701,22 @@ impl Lowerer<'_> {
         ins: &Instruction,
         command: &Command,
     ) -> Result<(), Diagnostic> {
+        // Names a word of this instruction may use without an UndefinedVar finding: what is
+        // set, and ARGs declared without a value.
+        let mut known: Vec<String> = state.env().into_iter().map(|(k, _)| k).collect();
+        known.extend(state.args.iter().map(|(k, _)| k.clone()));
+        let saved = self.known_vars.replace(Some(known));
+        let result = self.lower_command_inner(state, ins, command);
+        self.known_vars.replace(saved);
+        result
+    }
+
+    fn lower_command_inner(
+        &mut self,
+        state: &mut StageState,
+        ins: &Instruction,
+        command: &Command,
+    ) -> Result<(), Diagnostic> {
         let env = state.env();
         let span = ins.args_span;
         match command {
@@ -728,6 +854,18 @@ impl Lowerer<'_> {
                             ));
                     }
                     sources.push(expanded);
+                }
+                if from.is_none() {
+                    for source in &sources {
+                        if self.ignore.is_excluded(&clean_relative(source)) {
+                            let verb = if *add { "Add" } else { "Copy" };
+                            self.lint(
+                                &lint::COPY_IGNORED_FILE,
+                                span,
+                                format!("Attempting to {verb} file {source:?} that is excluded by .dockerignore"),
+                            );
+                        }
+                    }
                 }
                 let dest_raw = self.expand(dest, &env, span)?;
                 if sources.len() + contents.len() > 1 && !dest_raw.ends_with('/') {
@@ -887,6 +1025,15 @@ impl Lowerer<'_> {
             }
             Command::Workdir(path) => {
                 let path = self.expand(path, &env, span)?;
+                if path.starts_with('/') {
+                    state.workdir_set = true;
+                } else if !state.workdir_set {
+                    self.lint(
+                        &lint::WORKDIR_RELATIVE_PATH,
+                        span,
+                        format!("Relative workdir {path:?} can have unexpected results if the base image changes"),
+                    );
+                }
                 let current = state
                     .image
                     .config
@@ -1140,6 +1287,30 @@ pub fn go_duration(ns: i64) -> String {
     if neg { format!("-{s}") } else { s }
 }
 
+/// Whether an image name made from ARG defaults could be a reference: not empty, no empty
+/// tag or digest, no empty path component, lowercase repository.
+fn plausible_image_name(name: &str) -> bool {
+    let repo = name.split('@').next().unwrap_or("");
+    let repo_no_tag = match repo.rsplit_once(':') {
+        Some((r, tag)) if !tag.contains('/') => {
+            if tag.is_empty() {
+                return false;
+            }
+            r
+        }
+        _ => repo,
+    };
+    !name.is_empty()
+        && !name.ends_with('@')
+        && !repo_no_tag.is_empty()
+        && !repo_no_tag.split('/').any(str::is_empty)
+        && !name.contains(char::is_whitespace)
+        && repo_no_tag
+            .split('/')
+            .skip(1)
+            .all(|p| p == p.to_ascii_lowercase())
+}
+
 /// Where a RUN heredoc with a shebang is put for the process to run, as in BuildKit.
 const HEREDOC_DIR: &str = "/dev/pipes";
 
@@ -1198,8 +1369,10 @@ fn normalize_dest(workdir: &str, dest: &str) -> String {
     }
 }
 
-/// `80` → `80/tcp`; `8000-8002/udp` → three ports.
+/// `80` → `80/tcp`; `8000-8002/udp` → three ports; `ip:host:container` and `host:container`
+/// (which Docker accepts, with an ExposeInvalidFormat warning) expose the container port.
 fn expand_port(spec: &str) -> Result<Vec<String>, String> {
+    let spec = spec.rsplit(':').next().unwrap_or(spec);
     let (ports, proto) = match spec.split_once('/') {
         Some((p, proto)) => (p, proto.to_ascii_lowercase()),
         None => (spec, "tcp".to_string()),

@@ -35,6 +35,8 @@ pub struct Diagnostic {
     pub help: Option<String>,
     /// The file.
     pub file: Arc<SourceFile>,
+    /// The build check (lint rule) that found it, if any.
+    pub rule: Option<&'static crate::lint::Rule>,
 }
 
 impl Diagnostic {
@@ -46,6 +48,7 @@ impl Diagnostic {
             span,
             help: None,
             file: file.clone(),
+            rule: None,
         }
     }
 
@@ -80,7 +83,15 @@ impl Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        let mut out = format!("{}: {kind}: {}\n", self.location(), self.message);
+        let mut out = match self.rule {
+            Some(rule) => format!(
+                "{}: {kind}: {} [{}]\n",
+                self.location(),
+                self.message,
+                rule.name
+            ),
+            None => format!("{}: {kind}: {}\n", self.location(), self.message),
+        };
         if let Some(span) = self.span {
             let start = self.file.position(span.start);
             let end = self.file.position(span.end.max(span.start));
@@ -121,6 +132,9 @@ impl Diagnostic {
         }
         if let Some(help) = &self.help {
             let _ = writeln!(out, "  = help: {help}");
+        }
+        if let Some(rule) = self.rule {
+            let _ = writeln!(out, "  = note: {} ({})", rule.description, rule.url);
         }
         out
     }

@@ -8,6 +8,7 @@ pub mod diagnostic;
 pub mod dockerignore;
 pub mod image;
 pub mod instructions;
+pub mod lint;
 pub mod mounts;
 pub mod parser;
 pub mod shell;

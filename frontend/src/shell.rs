@@ -131,7 +131,29 @@ impl Lexer {
         self.process(word, env).map(|(_, ws)| ws)
     }
 
+    /// Expands `word` into one string, and also returns the variables it refers to plainly
+    /// (`$X`, `${X}`) that `env` does not set; references with a modifier such as `${X:-y}` handle
+    /// the unset case themselves and are not returned.
+    pub fn process_word_checked(
+        &self,
+        word: &str,
+        env: &dyn Env,
+    ) -> Result<(String, Vec<String>), ExpandError> {
+        let mut undefined = Vec::new();
+        let (w, _) = self.process_recording(word, env, Some(&mut undefined))?;
+        Ok((w, undefined))
+    }
+
     fn process(&self, word: &str, env: &dyn Env) -> Result<(String, Vec<String>), ExpandError> {
+        self.process_recording(word, env, None)
+    }
+
+    fn process_recording(
+        &self,
+        word: &str,
+        env: &dyn Env,
+        undefined: Option<&mut Vec<String>>,
+    ) -> Result<(String, Vec<String>), ExpandError> {
         let mut state = State {
             chars: word.chars().collect(),
             pos: 0,
@@ -141,6 +163,7 @@ impl Lexer {
             skip_unset: self.skip_unset,
             skip_quotes: self.skip_quotes,
             env,
+            undefined,
         };
         state
             .process_stop_on(None, self.raw_escapes)
@@ -160,6 +183,7 @@ struct State<'a> {
     skip_unset: bool,
     skip_quotes: bool,
     env: &'a dyn Env,
+    undefined: Option<&'a mut Vec<String>>,
 }
 
 #[derive(Default)]
@@ -377,6 +401,14 @@ impl State<'_> {
         name
     }
 
+    fn record_undefined(&mut self, name: &str) {
+        if let Some(list) = self.undefined.as_deref_mut()
+            && !list.iter().any(|n| n == name)
+        {
+            list.push(name.to_string());
+        }
+    }
+
     fn get_env(&self, name: &str) -> Option<String> {
         self.env.get(name)
     }
@@ -390,8 +422,14 @@ impl State<'_> {
             }
             return Ok(match self.get_env(&name) {
                 Some(v) => v,
-                None if self.skip_unset => format!("${name}"),
-                None => String::new(),
+                None => {
+                    self.record_undefined(&name);
+                    if self.skip_unset {
+                        format!("${name}")
+                    } else {
+                        String::new()
+                    }
+                }
             });
         }
         self.next();
@@ -408,8 +446,14 @@ impl State<'_> {
         match ch {
             '}' => Ok(match self.get_env(&name) {
                 Some(v) => v,
-                None if self.skip_unset => format!("${{{name}}}"),
-                None => String::new(),
+                None => {
+                    self.record_undefined(&name);
+                    if self.skip_unset {
+                        format!("${{{name}}}")
+                    } else {
+                        String::new()
+                    }
+                }
             }),
             ':' | '+' | '-' | '?' | '#' | '%' => {
                 let null_is_unset = ch == ':';
@@ -678,6 +722,15 @@ mod tests {
         Lexer::default()
             .process_word(s, &env())
             .map_err(|e| e.message)
+    }
+
+    #[test]
+    fn undefined_plain_references_are_reported() {
+        let (w, undefined) = Lexer::default()
+            .process_word_checked("$A $NOPE ${ALSO} ${X:-d} '$QUOTED'", &env())
+            .unwrap();
+        assert_eq!(w, "abc   d $QUOTED");
+        assert_eq!(undefined, ["NOPE", "ALSO"]);
     }
 
     #[test]

@@ -40,6 +40,7 @@ fn check(bytes: &[u8]) {
             build_args: [("A".to_string(), "1".to_string())].into(),
             target: None,
             dockerignore: vec!["*.tmp".into()],
+            all_stages: true,
         };
         if let Err(d) = lower(&parsed.dockerfile, &options, &AnyImage) {
             let _ = d.render();

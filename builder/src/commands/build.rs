@@ -47,6 +47,9 @@ pub struct BuildArgs {
     /// Do not use the cache for any step
     #[arg(long)]
     pub no_cache: bool,
+    /// Fail the build when a build check (see `rbuild lint`) finds something
+    #[arg(long)]
+    pub check: bool,
     /// The build context directory
     #[arg(value_name = "CONTEXT")]
     pub context: PathBuf,
@@ -182,6 +185,7 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         build_args,
         target: args.target.clone(),
         dockerignore,
+        all_stages: false,
     };
     let resolver = StoreThenRegistry {
         state: &state,
@@ -196,6 +200,19 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         }
     };
     print_diagnostics(&build.warnings);
+    let findings = build.warnings.iter().filter(|d| d.rule.is_some()).count();
+    if findings > 0 && (args.check || build.failing_checks) {
+        eprintln!(
+            "error: {findings} build check{} failed ({})",
+            if findings == 1 { "" } else { "s" },
+            if args.check {
+                "--check"
+            } else {
+                "# check=error=true"
+            }
+        );
+        return Ok(1);
+    }
 
     let worker = Arc::new(BuildWorker {
         state: state.clone(),

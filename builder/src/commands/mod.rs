@@ -2,5 +2,6 @@
 
 pub mod build;
 pub mod images;
+pub mod lint;
 pub mod push;
 pub mod run;

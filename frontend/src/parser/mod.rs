@@ -53,6 +53,7 @@ pub fn parse(file: &Arc<SourceFile>) -> Parsed {
         directives_done: false,
         seen_directives: Vec::new(),
         diagnostics: Vec::new(),
+        empty_continuations: Vec::new(),
     };
     let instructions = parser.run();
     if instructions.is_empty() && !parser.has_errors() {
@@ -65,6 +66,7 @@ pub fn parse(file: &Arc<SourceFile>) -> Parsed {
             file: file.clone(),
             directives: parser.directives,
             instructions,
+            empty_continuations: parser.empty_continuations,
         },
         diagnostics: parser.diagnostics,
     }
@@ -121,6 +123,7 @@ struct Parser {
     directives_done: bool,
     seen_directives: Vec<String>,
     diagnostics: Vec<Diagnostic>,
+    empty_continuations: Vec<Span>,
 }
 
 fn is_space(c: char) -> bool {
@@ -299,14 +302,8 @@ impl Parser {
                 logical.push(text, offset);
             }
             if let Some(at) = empty_continuation {
-                self.diagnostics.push(
-                    Diagnostic::warning(
-                        &self.file,
-                        Some(Span::new(at, at)),
-                        "empty continuation line",
-                    )
-                    .with_help("empty continuation lines will become errors in a future release; remove the empty line or the escape character before it"),
-                );
+                // Reported by the NoEmptyContinuation build check.
+                self.empty_continuations.push(Span::new(at, at));
             }
             if let Some(mut instruction) = self.instruction(&logical, 0) {
                 if can_contain_heredoc(&instruction) {

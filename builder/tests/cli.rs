@@ -1,0 +1,105 @@
+//! Command-line behaviour that needs no sandbox (so these tests run as any user): `rbuild lint`,
+//! `--check`, argument errors.
+
+use std::process::Command;
+
+fn rbuild(root: &std::path::Path, args: &[&str], dir: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(assert_cmd::cargo::cargo_bin!("rbuild"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RBUILD_ROOT")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn lint_reports_build_checks_in_text_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch AS Builder\nMAINTAINER me\nCOPY notes.txt /\nFROM scratch\nCMD run\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join(".dockerignore"), "notes.txt\n").unwrap();
+    let (code, out, _) = rbuild(&root, &["lint"], dir.path());
+    assert_eq!(code, 1);
+    for expected in [
+        "Dockerfile:1:17: warning: Stage name 'Builder' should be lowercase [StageNameCasing]",
+        "Dockerfile:2:1: warning: Maintainer instruction is deprecated in favor of using label [MaintainerDeprecated]",
+        "Dockerfile:3:6: warning: Attempting to Copy file \"notes.txt\" that is excluded by .dockerignore [CopyIgnoredFile]",
+        "Dockerfile:5:5: warning: JSON arguments recommended for CMD",
+        "4 warnings found",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in\n{out}");
+    }
+    let (code, out, _) = rbuild(&root, &["lint", "--format", "json", "."], dir.path());
+    assert_eq!(code, 1);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let warnings = json["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 4);
+    assert_eq!(warnings[0]["ruleName"], "StageNameCasing");
+    assert_eq!(warnings[0]["location"]["line"], 1);
+
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "# check=skip=all\nFROM scratch AS Builder\n",
+    )
+    .unwrap();
+    let (code, out, _) = rbuild(&root, &["lint"], dir.path());
+    assert_eq!((code, out.trim()), (0, "0 warnings found"));
+}
+
+#[test]
+fn build_checks_fail_a_build_with_check_or_the_directive() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch AS Builder\n").unwrap();
+    let (code, _, err) = rbuild(&root, &["build", "--check", "."], dir.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("[StageNameCasing]") && err.contains("1 build check failed (--check)"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "# check=error=true\nFROM scratch AS Builder\n",
+    )
+    .unwrap();
+    let (code, _, err) = rbuild(&root, &["build", "."], dir.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("1 build check failed (# check=error=true)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn parse_errors_are_reported_all_at_once_with_locations() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nCMD [\"a\", 1]\nENV PATH\n",
+    )
+    .unwrap();
+    let (code, _, err) = rbuild(&root, &["build", "."], dir.path());
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(
+            "Dockerfile:2:5: error: dockerfile: JSON arguments must be an array of strings"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("Dockerfile:3:5: error: ENV must have two arguments"),
+        "{err}"
+    );
+}
