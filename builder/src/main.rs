@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 mod commands;
+mod diagnostics;
 mod export;
 mod layer;
 mod progress;

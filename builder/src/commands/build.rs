@@ -1,6 +1,7 @@
 //! `rbuild build`: Dockerfile → image.
 
 use crate::Global;
+use crate::diagnostics::{self, Target};
 use crate::export::{finalize, store_image, write_oci_tar};
 use crate::progress::{Mode, Printer};
 use crate::reference;
@@ -100,12 +101,6 @@ fn parse_build_args(args: &[String]) -> BTreeMap<String, String> {
     out
 }
 
-fn print_diagnostics(diagnostics: &[Diagnostic]) {
-    for d in diagnostics {
-        eprint!("{}", d.render());
-    }
-}
-
 /// Runs a build; returns the process exit code.
 pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
     let mode = if args.quiet {
@@ -136,6 +131,9 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         .collect::<Result<Vec<_>>>()?;
     let build_args = parse_build_args(&args.build_args);
 
+    // Colourful reports on a terminal, unless the plain format was asked for.
+    let fancy = mode != Mode::Plain;
+    let print_diagnostics = |d: &[Diagnostic]| diagnostics::print(d, Target::Stderr, fancy);
     let printer = Printer::new(mode);
     let started = Instant::now();
     let dockerfile_path = args

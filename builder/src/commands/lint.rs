@@ -1,6 +1,7 @@
 //! `rbuild lint`: the build checks of a Dockerfile, without building it.
 
 use crate::Global;
+use crate::diagnostics::{self, Target};
 use crate::registry::Registry;
 use crate::resolver::StoreThenRegistry;
 use crate::state::State;
@@ -76,9 +77,7 @@ pub fn run(global: &Global, args: LintArgs) -> Result<i32> {
     let file = SourceFile::new(name.strip_prefix("./").unwrap_or(&name), &bytes);
     let parsed = parser::parse(&file);
     if parsed.has_errors() {
-        for d in &parsed.diagnostics {
-            eprint!("{}", d.render());
-        }
+        diagnostics::print(&parsed.diagnostics, Target::Stderr, true);
         return Ok(1);
     }
     let ignore = dockerignore::load(&args.context, &path)
@@ -112,16 +111,19 @@ pub fn run(global: &Global, args: LintArgs) -> Result<i32> {
     let build = match lower(&parsed.dockerfile, &options, &resolver) {
         Ok(build) => build,
         Err(d) => {
-            eprint!("{}", d.render());
+            diagnostics::print(&[d], Target::Stderr, true);
             return Ok(1);
         }
     };
-    let findings: Vec<&Diagnostic> = build.warnings.iter().filter(|d| d.rule.is_some()).collect();
+    let findings: Vec<Diagnostic> = build
+        .warnings
+        .iter()
+        .filter(|d| d.rule.is_some())
+        .cloned()
+        .collect();
     match args.format {
         Format::Text => {
-            for d in &findings {
-                print!("{}", d.render());
-            }
+            diagnostics::print(&findings, Target::Stdout, true);
             for note in resolver.unresolved.borrow().iter() {
                 eprintln!("note: could not resolve {note}; the checks do not know its environment");
             }
