@@ -1213,7 +1213,7 @@ impl Lowerer<'_> {
                 state.image.config.healthcheck = Some(config);
             }
             Command::OnBuild(text) => {
-                state.history(format!("ONBUILD {text}"), None);
+                // BuildKit records no history entry for ONBUILD.
                 state
                     .image
                     .config

@@ -111,13 +111,16 @@ pub fn resolve(root: &Path, spec: &str) -> Result<User, String> {
                 })?
         };
     }
-    // Supplementary groups as runc computes them: none when the spec names a group, else the
-    // groups listing the user as a member, else just the primary group.
-    let groups = if group_part.is_some() {
+    // Supplementary groups as BuildKit computes them: none for numeric `uid:gid` (its fast
+    // path), the named group for `user:group`, else the groups listing the user as a member.
+    let numeric =
+        user_part.parse::<u32>().is_ok() && group_part.is_some_and(|g| g.parse::<u32>().is_ok());
+    let groups = if numeric {
         vec![]
+    } else if group_part.is_some() {
+        vec![gid]
     } else {
-        let member_of: Vec<u32> = name
-            .as_ref()
+        name.as_ref()
             .map(|name| {
                 groups_file
                     .iter()
@@ -125,12 +128,7 @@ pub fn resolve(root: &Path, spec: &str) -> Result<User, String> {
                     .map(|g| g.gid)
                     .collect()
             })
-            .unwrap_or_default();
-        if member_of.is_empty() {
-            vec![gid]
-        } else {
-            member_of
-        }
+            .unwrap_or_default()
     };
     Ok(User {
         uid,
@@ -166,14 +164,18 @@ mod tests {
             (1000, 1000, "/home/app")
         );
         assert_eq!(app.groups, [10], "member of wheel");
+        assert!(
+            resolve(r, "root").unwrap().groups.is_empty(),
+            "no memberships: none"
+        );
         assert_eq!(
-            resolve(r, "root").unwrap().groups,
-            [0],
-            "no memberships: the primary group"
+            resolve(r, "app:app").unwrap().groups,
+            [1000],
+            "a named group: that one"
         );
         assert!(
-            resolve(r, "app:app").unwrap().groups.is_empty(),
-            "a named group: none"
+            resolve(r, "1000:1000").unwrap().groups.is_empty(),
+            "numeric uid:gid: none"
         );
         assert_eq!(resolve(r, "app:wheel").unwrap().gid, 10);
         let unknown = resolve(r, "4242").unwrap();
