@@ -14,7 +14,7 @@ use crate::image::{HealthConfig, History, Image};
 use crate::instructions::{Command, CommandLine, FlagValue, parse_command};
 use crate::lint;
 use crate::parser::{chomp_heredoc, parse_heredoc_word};
-use crate::shell::Lexer;
+use crate::shell::{Env, Lexer};
 use crate::source::{SourceFile, Span};
 use rbuild_solver::contenthash::clean_relative;
 use rbuild_solver::{
@@ -118,19 +118,24 @@ pub fn lower(
     let escape = dockerfile.directives.escape;
     let check = lint::CheckConfig::parse(dockerfile.directives.check.as_deref())
         .map_err(|e| Diagnostic::error(&file, None, e))?;
+    let all_commands: Vec<(&Instruction, Command)> = dockerfile
+        .instructions
+        .iter()
+        .map(|ins| Ok((ins, parse_command(&file, ins)?)))
+        .collect::<Result<_, Diagnostic>>()?;
     let mut stages: Vec<Stage> = Vec::new();
-    let mut global_args: Vec<(&Instruction, Vec<ArgDecl>)> = Vec::new();
-    for ins in &dockerfile.instructions {
-        let command = parse_command(&file, ins)?;
+    let mut global_args: Vec<(&Instruction, &[ArgDecl])> = Vec::new();
+    for (ins, command) in &all_commands {
+        let ins = *ins;
         match command {
             Command::From {
                 image,
                 name,
                 platform,
             } => stages.push(Stage {
-                name: name.map(|n| n.to_ascii_lowercase()),
-                image,
-                platform,
+                name: name.as_ref().map(|n| n.to_ascii_lowercase()),
+                image: image.clone(),
+                platform: platform.clone(),
                 from: ins,
                 commands: Vec::new(),
             }),
@@ -175,7 +180,7 @@ pub fn lower(
         images: HashMap::new(),
         stages: &stages,
         global_defaults: Vec::new(),
-        known_vars: std::cell::RefCell::new(None),
+        check_undefined: std::cell::Cell::new(false),
         findings: std::cell::RefCell::new(Vec::new()),
         ignore: rbuild_solver::pattern::IgnoreMatcher::new(&options.dockerignore),
     };
@@ -188,9 +193,11 @@ pub fn lower(
         .collect();
     // Global ARGs: usable in FROM lines, and as defaults of stage ARGs of the same name.
     for (ins, args) in &global_args {
-        for (name, default) in args {
+        for (name, default) in args.iter() {
             let default = match default {
-                Some(d) => Some(lowerer.expand(d, &lowerer.global_env(), ins.args_span)?),
+                Some(d) => {
+                    Some(lowerer.expand(d, &lowerer.global_env().as_slice(), ins.args_span)?)
+                }
                 None => None,
             };
             lowerer
@@ -255,22 +262,26 @@ pub fn lower(
         ));
     }
 
-    let result = lowerer.lower_stage(target_index)?;
+    let target = lowerer.lower_stage(target_index)?;
     if options.all_stages {
         for index in 0..stages.len() {
             lowerer.lower_stage(index)?;
         }
     }
-    let mut warnings = lint::syntactic(dockerfile);
+    let mut warnings = lint::syntactic_with(dockerfile, &all_commands);
     warnings.extend(lowerer.findings.take());
     warnings.sort_by_key(|d| d.span.map(|s| s.start));
     warnings.retain(|d| d.rule.is_none_or(|rule| check.enabled(rule)));
     let failing_checks = check.error && warnings.iter().any(|d| d.rule.is_some());
     warnings.extend(lowerer.warnings);
+    let image = lowerer.lowered[target_index]
+        .take()
+        .expect("the target was lowered")
+        .image;
     Ok(Build {
         graph: lowerer.graph,
-        target: result.vertex,
-        image: result.image,
+        target,
+        image,
         locations: lowerer.locations,
         warnings,
         failing_checks,
@@ -282,7 +293,7 @@ struct Stage<'a> {
     image: String,
     platform: Option<FlagValue>,
     from: &'a Instruction,
-    commands: Vec<(&'a Instruction, Command)>,
+    commands: Vec<(&'a Instruction, &'a Command)>,
 }
 
 #[derive(Clone)]
@@ -307,8 +318,8 @@ struct Lowerer<'a> {
     stages: &'a [Stage<'a>],
     /// Global ARG declarations with their default values only (InvalidDefaultArgInFrom).
     global_defaults: Vec<(String, String)>,
-    /// While an instruction of a stage is lowered: the variable names it may use.
-    known_vars: std::cell::RefCell<Option<Vec<String>>>,
+    /// While an instruction of a stage is lowered: check its words for undefined variables.
+    check_undefined: std::cell::Cell<bool>,
     /// Build-check findings.
     findings: std::cell::RefCell<Vec<Diagnostic>>,
     /// The `.dockerignore` patterns, compiled (CopyIgnoredFile).
@@ -330,20 +341,6 @@ struct StageState {
 }
 
 impl StageState {
-    /// Variables for expansion: ARGs, overridden by ENV of the same name.
-    fn env(&self) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = self
-            .args
-            .iter()
-            .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
-            .collect();
-        for kv in self.image.config.env.iter().flatten() {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            env.push((k.to_string(), v.to_string()));
-        }
-        env
-    }
-
     fn next_name(&mut self, text: &str) -> String {
         self.index += 1;
         format!("[{}{}/{}] {}", self.prefix, self.index, self.total, text)
@@ -352,11 +349,40 @@ impl StageState {
     fn history(&mut self, created_by: String, layer_of: Option<VertexId>) {
         self.image.history.push(History {
             created_by: Some(created_by),
-            comment: Some(HISTORY_COMMENT.into()),
+            comment: Some(std::borrow::Cow::Borrowed(HISTORY_COMMENT)),
             empty_layer: layer_of.is_none(),
             layer_of,
             ..History::default()
         });
+    }
+}
+
+/// Variables for expansion in a stage: ENV of the image config, else ARGs with a value (ENV
+/// wins over an ARG of the same name, as in BuildKit). Looked up in place, without copying.
+impl crate::shell::Env for StageState {
+    fn get(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        self.image
+            .config
+            .env_value(name)
+            .or_else(|| {
+                self.args
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == name)
+                    .and_then(|(_, v)| v.as_deref())
+            })
+            .map(std::borrow::Cow::Borrowed)
+    }
+
+    fn declared(&self, name: &str) -> bool {
+        self.image.config.env_value(name).is_some() || self.args.iter().any(|(k, _)| k == name)
+    }
+
+    fn names(&self) -> Vec<String> {
+        let env = self.image.config.env.iter().flatten();
+        env.map(|kv| kv.split('=').next().unwrap_or(kv).to_string())
+            .chain(self.args.iter().map(|(k, _)| k.clone()))
+            .collect()
     }
 }
 
@@ -388,21 +414,17 @@ impl Lowerer<'_> {
 
     /// Expands a word; inside a stage's instructions, plain references to variables that are
     /// neither set nor declared are reported (UndefinedVar).
-    fn expand(
-        &self,
-        word: &str,
-        env: &[(String, String)],
-        span: Span,
-    ) -> Result<String, Diagnostic> {
+    fn expand(&self, word: &str, env: &dyn Env, span: Span) -> Result<String, Diagnostic> {
         let (value, undefined) = self
             .lexer
-            .process_word_checked(word, &env)
+            .process_word_checked(word, env)
             .map_err(|e| self.error(span, e.to_string()))?;
-        if let Some(known) = &*self.known_vars.borrow() {
-            for name in undefined.iter().filter(|n| !known.contains(n)) {
+        if self.check_undefined.get() {
+            for name in undefined.iter().filter(|n| !env.declared(n)) {
                 let mut message = format!("Usage of undefined variable '${name}'");
+                let names = env.names();
                 if let Some(s) =
-                    crate::instructions::suggest(name, known.iter().map(String::as_str))
+                    crate::instructions::suggest(name, names.iter().map(String::as_str))
                 {
                     message.push_str(&format!(" (did you mean ${s}?)"));
                 }
@@ -422,18 +444,21 @@ impl Lowerer<'_> {
     fn expand_words(
         &self,
         word: &str,
-        env: &[(String, String)],
+        env: &dyn Env,
         span: Span,
     ) -> Result<Vec<String>, Diagnostic> {
         self.lexer
-            .process_words(word, &env)
+            .process_words(word, env)
             .map_err(|e| self.error(span, e.to_string()))
     }
 
-    fn display_name(&self, ins: &Instruction, env: &[(String, String)]) -> String {
+    fn display_name(&self, ins: &Instruction, env: &dyn Env) -> String {
         let text = ins.original.trim();
+        if !text.contains('$') {
+            return text.to_string();
+        }
         self.display
-            .process_word(text, &env)
+            .process_word(text, env)
             .unwrap_or_else(|_| text.to_string())
     }
 
@@ -463,14 +488,16 @@ impl Lowerer<'_> {
             .filter(|&i| i < self.stages.len())
     }
 
-    fn lower_stage(&mut self, index: usize) -> Result<Lowered, Diagnostic> {
+    /// Lowers a stage (once); returns the vertex of its filesystem. Its image config is in
+    /// `self.lowered[index]` afterwards.
+    fn lower_stage(&mut self, index: usize) -> Result<VertexId, Diagnostic> {
         if let Some(done) = &self.lowered[index] {
-            return Ok(done.clone());
+            return Ok(done.vertex);
         }
         // A stage lowered because an instruction of another stage needs it has its own scope.
-        let saved = self.known_vars.replace(None);
+        let saved = self.check_undefined.replace(false);
         let result = self.lower_stage_inner(index);
-        self.known_vars.replace(saved);
+        self.check_undefined.set(saved);
         result
     }
 
@@ -513,7 +540,7 @@ impl Lowerer<'_> {
         }
     }
 
-    fn lower_stage_inner(&mut self, index: usize) -> Result<Lowered, Diagnostic> {
+    fn lower_stage_inner(&mut self, index: usize) -> Result<VertexId, Diagnostic> {
         let stage = &self.stages[index];
         if self.in_progress[index] {
             let name = stage.name.clone().unwrap_or_else(|| index.to_string());
@@ -527,7 +554,11 @@ impl Lowerer<'_> {
         self.check_from(&stage.image, stage.from.args_span, true);
         if let Some(platform) = &stage.platform {
             self.check_from(&platform.value, platform.span, false);
-            let value = self.expand(&platform.value, &self.global_env(), platform.span)?;
+            let value = self.expand(
+                &platform.value,
+                &self.global_env().as_slice(),
+                platform.span,
+            )?;
             if !matches!(value.as_str(), "linux/amd64" | "linux/x86_64" | "amd64") {
                 return Err(self
                     .error(platform.span, format!("unsupported platform {value:?}"))
@@ -541,7 +572,7 @@ impl Lowerer<'_> {
             (None, _) => format!("stage-{index} "),
         };
         let from_span = stage.from.args_span;
-        let base_name = self.expand(&stage.image, &self.global_env(), from_span)?;
+        let base_name = self.expand(&stage.image, &self.global_env().as_slice(), from_span)?;
         if base_name.is_empty() {
             return Err(self.error(
                 from_span,
@@ -574,9 +605,12 @@ impl Lowerer<'_> {
             state.image.config.working_dir = Some("/".into());
             state.index += 1;
         } else if let Some(base) = base_stage {
-            let base = self.lower_stage(base)?;
-            state.vertex = base.vertex;
-            state.image = base.image;
+            state.vertex = self.lower_stage(base)?;
+            state.image = self.lowered[base]
+                .as_ref()
+                .expect("just lowered")
+                .image
+                .clone();
             state.index += 1;
         } else {
             let resolved = self.resolve_image(&base_name, from_span)?;
@@ -611,7 +645,7 @@ impl Lowerer<'_> {
         let commands: Vec<(&Instruction, &Command)> = triggers
             .iter()
             .map(|(i, c)| (i, c))
-            .chain(stage.commands.iter().map(|(i, c)| (*i, c)))
+            .chain(stage.commands.iter().copied())
             .collect();
         state.total = 1 + commands
             .iter()
@@ -626,12 +660,11 @@ impl Lowerer<'_> {
             self.lower_command(&mut state, ins, command)?;
         }
         self.in_progress[index] = false;
-        let lowered = Lowered {
+        self.lowered[index] = Some(Lowered {
             vertex: state.vertex,
             image: state.image,
-        };
-        self.lowered[index] = Some(lowered.clone());
-        Ok(lowered)
+        });
+        Ok(state.vertex)
     }
 
     /// Parses the ONBUILD triggers of a base image. Errors point at the FROM line, and so do
@@ -701,13 +734,10 @@ impl Lowerer<'_> {
         ins: &Instruction,
         command: &Command,
     ) -> Result<(), Diagnostic> {
-        // Names a word of this instruction may use without an UndefinedVar finding: what is
-        // set, and ARGs declared without a value.
-        let mut known: Vec<String> = state.env().into_iter().map(|(k, _)| k).collect();
-        known.extend(state.args.iter().map(|(k, _)| k.clone()));
-        let saved = self.known_vars.replace(Some(known));
+        // Words of the stage's instructions are checked for undefined variables.
+        let saved = self.check_undefined.replace(true);
         let result = self.lower_command_inner(state, ins, command);
-        self.known_vars.replace(saved);
+        self.check_undefined.set(saved);
         result
     }
 
@@ -717,7 +747,6 @@ impl Lowerer<'_> {
         ins: &Instruction,
         command: &Command,
     ) -> Result<(), Diagnostic> {
-        let env = state.env();
         let span = ins.args_span;
         match command {
             Command::From { .. } => unreachable!("FROM starts a stage"),
@@ -754,7 +783,7 @@ impl Lowerer<'_> {
                 }
                 let network = match network {
                     None => NetworkMode::Host,
-                    Some(flag) => match self.expand(&flag.value, &env, flag.span)?.as_str() {
+                    Some(flag) => match self.expand(&flag.value, &*state, flag.span)?.as_str() {
                         "default" | "host" => NetworkMode::Host,
                         "none" => NetworkMode::None,
                         other => {
@@ -781,7 +810,7 @@ impl Lowerer<'_> {
                         run_env.push(format!("{proxy}={v}"));
                     }
                 }
-                let name = state.next_name(&self.display_name(ins, &env));
+                let name = state.next_name(&self.display_name(ins, &*state));
                 let vertex = self.graph.add(
                     Op::Exec(ExecOp {
                         args: args.clone(),
@@ -840,7 +869,7 @@ impl Lowerer<'_> {
                 let keyword = if *add { "ADD" } else { "COPY" };
                 let mut sources = Vec::new();
                 for src in srcs {
-                    let expanded = self.expand(src, &env, span)?;
+                    let expanded = self.expand(src, &*state, span)?;
                     if *add && (expanded.contains("://") || expanded.starts_with("git@")) {
                         return Err(self
                             .error(
@@ -867,7 +896,7 @@ impl Lowerer<'_> {
                         }
                     }
                 }
-                let dest_raw = self.expand(dest, &env, span)?;
+                let dest_raw = self.expand(dest, &*state, span)?;
                 if sources.len() + contents.len() > 1 && !dest_raw.ends_with('/') {
                     return Err(self.error(
                         span,
@@ -879,12 +908,12 @@ impl Lowerer<'_> {
                     &dest_raw,
                 );
                 let owner = match chown {
-                    Some(flag) => Some(self.expand(&flag.value, &env, flag.span)?),
+                    Some(flag) => Some(self.expand(&flag.value, &*state, flag.span)?),
                     None => None,
                 };
                 let mode = match chmod {
                     Some(flag) => {
-                        let value = self.expand(&flag.value, &env, flag.span)?;
+                        let value = self.expand(&flag.value, &*state, flag.span)?;
                         Some(u32::from_str_radix(&value, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| {
                             self.error(flag.span, format!("invalid --chmod value {value:?}: expected an octal mode such as 755"))
                         })?)
@@ -912,9 +941,9 @@ impl Lowerer<'_> {
                         Some(local)
                     }
                     Some(flag) => {
-                        let name = self.expand(&flag.value, &env, flag.span)?;
+                        let name = self.expand(&flag.value, &*state, flag.span)?;
                         Some(match self.find_stage(&name) {
-                            Some(i) => self.lower_stage(i)?.vertex,
+                            Some(i) => self.lower_stage(i)?,
                             // Not a stage, so an image, as in BuildKit. If it is no image
                             // either, a near-miss of a stage name is the likely mistake.
                             None => match self.resolve_image(&name, flag.span) {
@@ -984,7 +1013,7 @@ impl Lowerer<'_> {
                     };
                     if heredoc.expand {
                         data = crate::shell::Lexer::for_heredoc_body(self.lexer.escape)
-                            .process_word(&data, &env.as_slice())
+                            .process_word(&data, &*state)
                             .map_err(|e| self.error(span, e.to_string()))?;
                     }
                     let path = format!("/{}", heredoc.name);
@@ -1012,7 +1041,7 @@ impl Lowerer<'_> {
                     });
                     source_names.push(format!("<<{}", heredoc.name));
                 }
-                let name = state.next_name(&self.display_name(ins, &env));
+                let name = state.next_name(&self.display_name(ins, &*state));
                 let vertex = self
                     .graph
                     .add(Op::File(FileOp { actions }), inputs, Some(name));
@@ -1024,7 +1053,7 @@ impl Lowerer<'_> {
                 );
             }
             Command::Workdir(path) => {
-                let path = self.expand(path, &env, span)?;
+                let path = self.expand(path, &*state, span)?;
                 if path.starts_with('/') {
                     state.workdir_set = true;
                 } else if !state.workdir_set {
@@ -1046,7 +1075,7 @@ impl Lowerer<'_> {
                     format!("/{}", clean_relative(&format!("{current}/{path}")))
                 };
                 state.image.config.working_dir = Some(wd.clone());
-                let name = state.next_name(&self.display_name(ins, &env));
+                let name = state.next_name(&self.display_name(ins, &*state));
                 if wd != "/" {
                     let vertex = self.graph.add(
                         Op::File(FileOp {
@@ -1070,7 +1099,10 @@ impl Lowerer<'_> {
             Command::Env(pairs) => {
                 let mut expanded = Vec::new();
                 for (k, v) in pairs {
-                    expanded.push((self.expand(k, &env, span)?, self.expand(v, &env, span)?));
+                    expanded.push((
+                        self.expand(k, &*state, span)?,
+                        self.expand(v, &*state, span)?,
+                    ));
                 }
                 for (k, v) in &expanded {
                     state.image.config.set_env(k, v);
@@ -1081,8 +1113,8 @@ impl Lowerer<'_> {
             Command::Label(pairs) => {
                 let mut text = Vec::new();
                 for (k, v) in pairs {
-                    let k = self.expand(k, &env, span)?;
-                    let v = self.expand(v, &env, span)?;
+                    let k = self.expand(k, &*state, span)?;
+                    let v = self.expand(v, &*state, span)?;
                     text.push(format!("{k}={v}"));
                     state
                         .image
@@ -1097,7 +1129,7 @@ impl Lowerer<'_> {
                 let mut text = Vec::new();
                 for (name, default) in args {
                     let default = match default {
-                        Some(d) => Some(self.expand(d, &state.env(), span)?),
+                        Some(d) => Some(self.expand(d, &*state, span)?),
                         None => None,
                     };
                     let value = match self.options.build_args.get(name) {
@@ -1115,14 +1147,14 @@ impl Lowerer<'_> {
                 state.history(format!("ARG {}", text.join(" ")), None);
             }
             Command::User(user) => {
-                let user = self.expand(user, &env, span)?;
+                let user = self.expand(user, &*state, span)?;
                 state.history(format!("USER {user}"), None);
                 state.image.config.user = Some(user);
             }
             Command::Expose(ports) => {
                 let mut all = Vec::new();
                 for p in ports {
-                    all.extend(self.expand_words(p, &env, span)?);
+                    all.extend(self.expand_words(p, &*state, span)?);
                 }
                 let mut exposed_specs = std::collections::BTreeSet::new();
                 for port in &all {
@@ -1143,7 +1175,7 @@ impl Lowerer<'_> {
             Command::Volume(paths) => {
                 let mut expanded = Vec::new();
                 for p in paths {
-                    let v = self.expand(p, &env, span)?;
+                    let v = self.expand(p, &*state, span)?;
                     if v.trim().is_empty() {
                         return Err(self.error(span, "VOLUME specified can not be an empty string"));
                     }
@@ -1156,7 +1188,7 @@ impl Lowerer<'_> {
                 state.history(format!("VOLUME [{}]", expanded.join(" ")), None);
             }
             Command::StopSignal(signal) => {
-                let signal = self.expand(signal, &env, span)?;
+                let signal = self.expand(signal, &*state, span)?;
                 state.history(format!("STOPSIGNAL {signal}"), None);
                 state.image.config.stop_signal = Some(signal);
             }
@@ -1356,17 +1388,30 @@ fn run_heredocs(cmd: &CommandLine, heredocs: &[Heredoc]) -> (CommandLine, Vec<In
 /// trailing `/` (which means "a directory") is kept.
 fn normalize_dest(workdir: &str, dest: &str) -> String {
     let dir = dest.ends_with('/') || dest == "." || dest.ends_with("/.");
-    let joined = if dest.starts_with('/') {
-        dest.to_string()
+    let mut out = String::with_capacity(workdir.len() + dest.len() + 2);
+    let parts = if dest.starts_with('/') {
+        None.into_iter().chain(dest.split('/'))
     } else {
-        format!("{workdir}/{dest}")
+        Some(workdir).into_iter().chain(dest.split('/'))
     };
-    let cleaned = format!("/{}", clean_relative(&joined));
-    if dir && cleaned != "/" {
-        format!("{cleaned}/")
-    } else {
-        cleaned
+    let mut stack: Vec<&str> = Vec::new();
+    for part in parts.flat_map(|p| p.split('/')) {
+        match part {
+            "" | "." => {}
+            ".." => {
+                stack.pop();
+            }
+            p => stack.push(p),
+        }
     }
+    for part in &stack {
+        out.push('/');
+        out.push_str(part);
+    }
+    if out.is_empty() || dir {
+        out.push('/');
+    }
+    out
 }
 
 /// `80` → `80/tcp`; `8000-8002/udp` → three ports; `ip:host:container` and `host:container`

@@ -137,7 +137,7 @@ pub struct History {
     pub author: Option<String>,
     /// `buildkit.dockerfile.v0` for steps of a Dockerfile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comment: Option<String>,
+    pub comment: Option<std::borrow::Cow<'static, str>>,
     /// Whether the step added no layer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub empty_layer: bool,

@@ -193,12 +193,12 @@ impl<'a> Flags<'a> {
         }
     }
 
-    fn find(&mut self, name: &str) -> Result<Option<(Option<String>, Span)>, Diagnostic> {
+    fn find(&mut self, name: &str) -> Result<Option<(Option<&'a str>, Span)>, Diagnostic> {
         let mut found = None;
         for (i, flag) in self.flags.iter().enumerate() {
             let body = flag.text.trim_start_matches('-');
             let (n, v) = match body.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_string())),
+                Some((n, v)) => (n, Some(v)),
                 None => (body, None),
             };
             if n.eq_ignore_ascii_case(name) {
@@ -246,7 +246,10 @@ impl<'a> Flags<'a> {
     fn string(&mut self, name: &str) -> Result<Option<FlagValue>, Diagnostic> {
         match self.find(name)? {
             None => Ok(None),
-            Some((Some(value), span)) => Ok(Some(FlagValue { value, span })),
+            Some((Some(value), span)) => Ok(Some(FlagValue {
+                value: value.to_string(),
+                span,
+            })),
             Some((None, span)) => Err(Diagnostic::error(
                 self.file,
                 Some(span),

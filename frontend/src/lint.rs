@@ -155,10 +155,11 @@ pub fn is_secret_name(name: &str) -> bool {
     words.iter().any(|w| SECRET.contains(&w.as_str())) && !words.iter().any(|w| w == "public")
 }
 
+/// `Some(true)` if `word` has no lowercase letters, `Some(false)` if no uppercase ones.
 fn casing(word: &str) -> Option<bool> {
-    if word == word.to_ascii_uppercase() {
+    if !word.bytes().any(|b| b.is_ascii_lowercase()) {
         Some(true)
-    } else if word == word.to_ascii_lowercase() {
+    } else if !word.bytes().any(|b| b.is_ascii_uppercase()) {
         Some(false)
     } else {
         None
@@ -178,7 +179,19 @@ fn word_span(dockerfile: &Dockerfile, within: Span, word: &str, skip_from_end: u
 
 /// The rules that need only the text, over every stage.
 pub fn syntactic(dockerfile: &Dockerfile) -> Vec<Diagnostic> {
-    let file = &dockerfile.file;
+    let commands: Vec<(&Instruction, Command)> = dockerfile
+        .instructions
+        .iter()
+        .filter_map(|ins| Some((ins, parse_command(&dockerfile.file, ins).ok()?)))
+        .collect();
+    syntactic_with(dockerfile, &commands)
+}
+
+/// [`syntactic`] over instructions already parsed into commands.
+pub fn syntactic_with(
+    dockerfile: &Dockerfile,
+    commands: &[(&Instruction, Command)],
+) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let mut push = |rule: &'static Rule, span: Span, message: String| {
         out.push(finding(dockerfile, rule, Some(span), message));
@@ -221,13 +234,11 @@ pub fn syntactic(dockerfile: &Dockerfile) -> Vec<Diagnostic> {
     }
 
     let mut stage_names: HashMap<String, usize> = HashMap::new();
-    let mut stage: Vec<(&Instruction, Command)> = Vec::new();
-    let mut stages: Vec<Vec<(&Instruction, Command)>> = Vec::new();
-    for ins in &dockerfile.instructions {
-        let Ok(command) = parse_command(file, ins) else {
-            continue;
-        };
-        if let Command::From { name, platform, .. } = &command {
+    let mut stage: Vec<(&Instruction, &Command)> = Vec::new();
+    let mut stages: Vec<Vec<(&Instruction, &Command)>> = Vec::new();
+    for (ins, command) in commands {
+        let ins = *ins;
+        if let Command::From { name, platform, .. } = command {
             if !stage.is_empty() {
                 stages.push(std::mem::take(&mut stage));
             }

@@ -5,39 +5,51 @@
 //! [`Lexer::process_words`] also splits the result into words where unquoted whitespace, or
 //! whitespace produced by an unquoted substitution, separates them.
 
+use std::borrow::Cow;
+
 /// Looks up variables during expansion.
 pub trait Env {
     /// The value of `name`, or `None` if it is not set (set-but-empty is `Some("")`).
-    fn get(&self, name: &str) -> Option<String>;
+    fn get(&self, name: &str) -> Option<Cow<'_, str>>;
+
+    /// Whether `name` is known even without a value (an ARG declared without a default).
+    fn declared(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The names known here, for "did you mean" suggestions.
+    fn names(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// `KEY=value` strings, later entries winning, as BuildKit passes environments.
 impl Env for [String] {
-    fn get(&self, name: &str) -> Option<String> {
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
         self.iter().rev().find_map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
-            (k == name).then(|| v.to_string())
+            (k == name).then_some(Cow::Borrowed(v))
         })
     }
 }
 
 impl Env for Vec<String> {
-    fn get(&self, name: &str) -> Option<String> {
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
         Env::get(self.as_slice(), name)
     }
 }
 
 impl Env for &[(String, String)] {
-    fn get(&self, name: &str) -> Option<String> {
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
         Env::get(*self, name)
     }
 }
 
 impl Env for [(String, String)] {
-    fn get(&self, name: &str) -> Option<String> {
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
         self.iter()
             .rev()
-            .find_map(|(k, v)| (k == name).then(|| v.clone()))
+            .find_map(|(k, v)| (k == name).then_some(Cow::Borrowed(v.as_str())))
     }
 }
 
@@ -123,12 +135,22 @@ impl Lexer {
 
     /// Expands `word` into one string.
     pub fn process_word(&self, word: &str, env: &dyn Env) -> Result<String, ExpandError> {
+        if self.is_plain(word) {
+            return Ok(word.to_string());
+        }
         self.process(word, env).map(|(w, _)| w)
+    }
+
+    /// Whether expanding `word` into one string leaves it as it is: no variable, quote or
+    /// escape character (most words of most Dockerfiles).
+    fn is_plain(&self, word: &str) -> bool {
+        !word.contains(['$', '\'', '"', self.escape])
     }
 
     /// Expands `word` and splits it into words.
     pub fn process_words(&self, word: &str, env: &dyn Env) -> Result<Vec<String>, ExpandError> {
-        self.process(word, env).map(|(_, ws)| ws)
+        self.process_recording(word, env, None, true)
+            .map(|(_, ws)| ws)
     }
 
     /// Expands `word` into one string, and also returns the variables it refers to plainly
@@ -139,13 +161,16 @@ impl Lexer {
         word: &str,
         env: &dyn Env,
     ) -> Result<(String, Vec<String>), ExpandError> {
+        if self.is_plain(word) {
+            return Ok((word.to_string(), Vec::new()));
+        }
         let mut undefined = Vec::new();
-        let (w, _) = self.process_recording(word, env, Some(&mut undefined))?;
+        let (w, _) = self.process_recording(word, env, Some(&mut undefined), false)?;
         Ok((w, undefined))
     }
 
     fn process(&self, word: &str, env: &dyn Env) -> Result<(String, Vec<String>), ExpandError> {
-        self.process_recording(word, env, None)
+        self.process_recording(word, env, None, false)
     }
 
     fn process_recording(
@@ -153,9 +178,11 @@ impl Lexer {
         word: &str,
         env: &dyn Env,
         undefined: Option<&mut Vec<String>>,
+        collect_words: bool,
     ) -> Result<(String, Vec<String>), ExpandError> {
         let mut state = State {
-            chars: word.chars().collect(),
+            collect_words,
+            src: word,
             pos: 0,
             escape: self.escape,
             raw_escapes: false,
@@ -175,7 +202,9 @@ impl Lexer {
 }
 
 struct State<'a> {
-    chars: Vec<char>,
+    collect_words: bool,
+    /// The word; `pos` is a byte offset into it.
+    src: &'a str,
     pos: usize,
     escape: char,
     raw_escapes: bool,
@@ -188,6 +217,8 @@ struct State<'a> {
 
 #[derive(Default)]
 struct Words {
+    /// Only top-level words of `process_words` are wanted; everywhere else splitting is skipped.
+    enabled: bool,
     word: String,
     words: Vec<String>,
     in_word: bool,
@@ -195,6 +226,9 @@ struct Words {
 
 impl Words {
     fn add_char(&mut self, ch: char) {
+        if !self.enabled {
+            return;
+        }
         if ch.is_whitespace() && self.in_word {
             if !self.word.is_empty() {
                 self.words.push(std::mem::take(&mut self.word));
@@ -206,15 +240,23 @@ impl Words {
     }
 
     fn add_raw_char(&mut self, ch: char) {
+        if !self.enabled {
+            return;
+        }
         self.word.push(ch);
         self.in_word = true;
     }
 
     fn add_string(&mut self, s: &str) {
-        s.chars().for_each(|c| self.add_char(c));
+        if self.enabled {
+            s.chars().for_each(|c| self.add_char(c));
+        }
     }
 
     fn add_raw_string(&mut self, s: &str) {
+        if !self.enabled {
+            return;
+        }
         self.word.push_str(s);
         self.in_word = true;
     }
@@ -229,15 +271,15 @@ impl Words {
 
 const SPECIAL_PARAMS: &str = "@*#?-$!0";
 
-impl State<'_> {
+impl<'a> State<'a> {
     fn peek(&self) -> Option<char> {
-        self.chars.get(self.pos).copied()
+        self.src[self.pos..].chars().next()
     }
 
     fn next(&mut self) -> Option<char> {
         let c = self.peek();
-        if c.is_some() {
-            self.pos += 1;
+        if let Some(c) = c {
+            self.pos += c.len_utf8();
         }
         c
     }
@@ -258,8 +300,11 @@ impl State<'_> {
         &mut self,
         stop: Option<char>,
     ) -> Result<(String, Vec<String>), String> {
-        let mut result = String::new();
-        let mut words = Words::default();
+        let mut result = String::with_capacity(self.src.len() - self.pos);
+        let mut words = Words {
+            enabled: self.collect_words && stop.is_none(),
+            ..Words::default()
+        };
         while let Some(ch) = self.peek() {
             if Some(ch) == stop {
                 self.next();
@@ -378,27 +423,26 @@ impl State<'_> {
         }
     }
 
-    fn process_name(&mut self) -> String {
-        let mut name = String::new();
-        while let Some(ch) = self.peek() {
-            if name.is_empty() && ch.is_ascii_digit() {
-                while let Some(d) = self.peek().filter(char::is_ascii_digit) {
+    /// Reads a variable name (a run of letters, digits and `_`; a run of digits; or one special
+    /// parameter character) and returns it as a slice of the word.
+    fn process_name(&mut self) -> &'a str {
+        let start = self.pos;
+        match self.peek() {
+            Some(ch) if ch.is_ascii_digit() => {
+                while self.peek().is_some_and(|c| c.is_ascii_digit()) {
                     self.next();
-                    name.push(d);
                 }
-                return name;
             }
-            if name.is_empty() && SPECIAL_PARAMS.contains(ch) {
+            Some(ch) if SPECIAL_PARAMS.contains(ch) => {
                 self.next();
-                return ch.to_string();
             }
-            if !ch.is_alphanumeric() && ch != '_' {
-                break;
+            _ => {
+                while self.peek().is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                    self.next();
+                }
             }
-            self.next();
-            name.push(ch);
         }
-        name
+        &self.src[start..self.pos]
     }
 
     fn record_undefined(&mut self, name: &str) {
@@ -410,24 +454,25 @@ impl State<'_> {
     }
 
     fn get_env(&self, name: &str) -> Option<String> {
-        self.env.get(name)
+        self.env.get(name).map(Cow::into_owned)
     }
 
-    fn process_dollar(&mut self) -> Result<String, String> {
+    fn process_dollar(&mut self) -> Result<Cow<'a, str>, String> {
         self.next();
         if self.peek() != Some('{') {
             let name = self.process_name();
             if name.is_empty() {
-                return Ok("$".into());
+                return Ok(Cow::Borrowed("$"));
             }
-            return Ok(match self.get_env(&name) {
+            let env = self.env;
+            return Ok(match env.get(name) {
                 Some(v) => v,
                 None => {
-                    self.record_undefined(&name);
+                    self.record_undefined(name);
                     if self.skip_unset {
-                        format!("${name}")
+                        Cow::Owned(format!("${name}"))
                     } else {
-                        String::new()
+                        Cow::Borrowed("")
                     }
                 }
             });
@@ -439,22 +484,30 @@ impl State<'_> {
             _ => {}
         }
         let name = self.process_name();
-        let Some(mut ch) = self.next() else {
+        let Some(ch) = self.next() else {
             return Err("syntax error: missing '}'".into());
         };
-        let mut modifier = ch.to_string();
-        match ch {
-            '}' => Ok(match self.get_env(&name) {
+        if ch == '}' {
+            let env = self.env;
+            return Ok(match env.get(name) {
                 Some(v) => v,
                 None => {
-                    self.record_undefined(&name);
+                    self.record_undefined(name);
                     if self.skip_unset {
-                        format!("${{{name}}}")
+                        Cow::Owned(format!("${{{name}}}"))
                     } else {
-                        String::new()
+                        Cow::Borrowed("")
                     }
                 }
-            }),
+            });
+        }
+        self.process_modifier(name, ch).map(Cow::Owned)
+    }
+
+    /// `${name<modifier>…}` once `name` and the modifier's first character are read.
+    fn process_modifier(&mut self, name: &str, mut ch: char) -> Result<String, String> {
+        let mut modifier = ch.to_string();
+        match ch {
             ':' | '+' | '-' | '?' | '#' | '%' => {
                 let null_is_unset = ch == ':';
                 if null_is_unset {
@@ -479,7 +532,7 @@ impl State<'_> {
                         return Err(e);
                     }
                 };
-                let value = self.get_env(&name);
+                let value = self.get_env(name);
                 if value.is_none() && self.skip_unset {
                     return Ok(format!("${{{name}{modifier}{word}}}"));
                 }
@@ -551,7 +604,7 @@ impl State<'_> {
                         return Err(e);
                     }
                 };
-                let value = self.get_env(&name).unwrap_or_default();
+                let value = self.get_env(name).unwrap_or_default();
                 let pattern: Vec<char> = pattern.chars().collect();
                 Ok(replace(&pattern, &value, &replacement, all, self.escape))
             }

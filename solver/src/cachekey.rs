@@ -19,13 +19,19 @@ pub fn compute(op: &Op, inputs: &[Digest], content: Option<&Digest>) -> Digest {
         Op::Image(image) => serde_json::json!({ "op": "image", "digest": image.digest }),
         other => serde_json::to_value(other).expect("ops serialize"),
     };
-    let value = serde_json::json!({
-        "v": VERSION,
-        "op": definition,
-        "inputs": inputs,
-        "content": content,
-    });
-    Digest::of(value.to_string().as_bytes())
+    #[derive(serde::Serialize)]
+    struct Key<'a> {
+        v: &'static str,
+        op: serde_json::Value,
+        inputs: &'a [Digest],
+        content: Option<&'a Digest>,
+    }
+    Digest::of_json(&Key {
+        v: VERSION,
+        op: definition,
+        inputs,
+        content,
+    })
 }
 
 #[cfg(test)]

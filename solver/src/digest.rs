@@ -14,9 +14,34 @@ impl Digest {
         Digest::from_hasher(Sha256::new_with_prefix(data))
     }
 
+    /// The digest of a value's JSON serialization, hashed as it is written (no intermediate
+    /// string or `serde_json::Value`).
+    pub fn of_json(value: &impl serde::Serialize) -> Digest {
+        struct Hashing(Sha256);
+        impl std::io::Write for Hashing {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.update(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut hashing = Hashing(Sha256::new());
+        serde_json::to_writer(&mut hashing, value).expect("serializing into a hasher cannot fail");
+        Digest::from_hasher(hashing.0)
+    }
+
     /// Finishes a hasher into a digest.
     pub fn from_hasher(hasher: Sha256) -> Digest {
-        Digest(format!("sha256:{}", hex::encode(hasher.finalize())))
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(71);
+        s.push_str("sha256:");
+        for byte in hasher.finalize() {
+            s.push(HEX[usize::from(byte >> 4)] as char);
+            s.push(HEX[usize::from(byte & 0xf)] as char);
+        }
+        Digest(s)
     }
 
     /// Parses `sha256:<64 hex>`; returns `None` for anything else.
@@ -64,5 +89,9 @@ mod tests {
         assert_eq!(Digest::parse("sha256:abc"), None);
         assert_eq!(Digest::parse(&d.as_str().to_uppercase()), None);
         assert_eq!(d.hex().len(), 64);
+        assert_eq!(
+            Digest::of_json(&vec!["a", "b"]),
+            Digest::of(br#"["a","b"]"#)
+        );
     }
 }

@@ -2,13 +2,14 @@
 //!
 //! Vertices are deduplicated when they are added: adding an op with the same definition and the
 //! same inputs as an existing vertex returns the existing vertex, so two stages that share a
-//! prefix share its vertices and the solver runs them once.
+//! prefix share its vertices and the solver runs them once. Equality is structural (op and input
+//! vertices), found through a fast in-memory hash; cache keys, which must be stable across
+//! processes, are computed by the solver (`crate::cachekey`).
 
-use crate::digest::Digest;
 use crate::ops::Op;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::{Dfs, Reversed};
-use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 /// Identifies a vertex of one [`Graph`].
 pub type VertexId = NodeIndex<u32>;
@@ -23,16 +24,14 @@ pub struct Vertex {
     /// The name shown in progress output (`[stage 2/5] RUN make`); `None` hides the vertex.
     /// Not part of the cache key.
     pub name: Option<String>,
-    /// Structural digest of the op and its inputs' structural digests. Equal digests mean equal
-    /// vertices; it is not the cache key, which also covers the content of local sources.
-    pub digest: Digest,
 }
 
 /// A DAG of build steps.
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
     dag: DiGraph<Vertex, usize>,
-    by_digest: HashMap<Digest, VertexId>,
+    /// Vertices by the hash of their op and inputs (collisions resolved by comparing).
+    by_hash: rustc_hash::FxHashMap<u64, Vec<VertexId>>,
 }
 
 impl Graph {
@@ -44,8 +43,19 @@ impl Graph {
     /// Adds a vertex, or returns the existing vertex with the same op and inputs. The first name
     /// given to a vertex is kept.
     pub fn add(&mut self, op: Op, inputs: Vec<VertexId>, name: Option<String>) -> VertexId {
-        let digest = structural_digest(&op, inputs.iter().map(|i| &self.dag[*i].digest));
-        if let Some(&id) = self.by_digest.get(&digest) {
+        let hash = {
+            let mut hasher = rustc_hash::FxHasher::default();
+            op.hash(&mut hasher);
+            inputs.hash(&mut hasher);
+            hasher.finish()
+        };
+        let existing = self.by_hash.get(&hash).and_then(|candidates| {
+            candidates
+                .iter()
+                .copied()
+                .find(|&id| self.dag[id].op == op && self.dag[id].inputs == inputs)
+        });
+        if let Some(id) = existing {
             if self.dag[id].name.is_none() {
                 self.dag[id].name = name;
             }
@@ -55,12 +65,11 @@ impl Graph {
             op,
             inputs: inputs.clone(),
             name,
-            digest: digest.clone(),
         });
         for (index, input) in inputs.into_iter().enumerate() {
             self.dag.add_edge(input, id, index);
         }
-        self.by_digest.insert(digest, id);
+        self.by_hash.entry(hash).or_default().push(id);
         id
     }
 
@@ -98,12 +107,6 @@ impl Graph {
             .filter(|v| needed[v.index()])
             .collect()
     }
-}
-
-fn structural_digest<'a>(op: &Op, inputs: impl Iterator<Item = &'a Digest>) -> Digest {
-    let inputs: Vec<&Digest> = inputs.collect();
-    let value = serde_json::json!({ "op": op, "inputs": inputs });
-    Digest::of(value.to_string().as_bytes())
 }
 
 #[cfg(test)]
@@ -146,6 +149,5 @@ mod tests {
         let y1 = g.add(exec("y"), vec![base], None);
         let y2 = g.add(exec("y"), vec![x], None);
         assert_ne!(y1, y2);
-        assert_ne!(g.vertex(y1).digest, g.vertex(y2).digest);
     }
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Runs `args` over the filesystem of input 0 and records the changes as a new layer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ExecOp {
     /// The command line; `args[0]` is looked up in the `PATH` of `env`.
     pub args: Vec<String>,
@@ -22,7 +22,7 @@ pub struct ExecOp {
 }
 
 /// A small file handed to a process without being in its filesystem's layers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct InlineFile {
     /// Absolute path, under `/dev/pipes`.
     pub path: String,
@@ -33,7 +33,7 @@ pub struct InlineFile {
 }
 
 /// The network of a sandboxed process.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NetworkMode {
     /// The host's network namespace.

@@ -3,14 +3,14 @@
 use serde::{Deserialize, Serialize};
 
 /// File actions applied in order on top of input 0; their changes become one new layer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FileOp {
     /// The actions, applied in order.
     pub actions: Vec<FileAction>,
 }
 
 /// One file action.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum FileAction {
     /// Copies paths of another input into the filesystem, with Dockerfile `COPY` semantics: a

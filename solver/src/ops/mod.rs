@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// One operation of the build graph.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// The empty filesystem (`FROM scratch`). No inputs.
@@ -47,7 +47,7 @@ impl Op {
 }
 
 /// One layer of a vertex's output, described the way an OCI manifest and config need it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct OutputLayer {
     /// Digest of the uncompressed tar (the config's `rootfs.diff_ids` entry). It also names the
     /// unpacked snapshot of the layer.

@@ -4,7 +4,7 @@ use crate::digest::Digest;
 use serde::{Deserialize, Serialize};
 
 /// An image's filesystem, pinned by the digest of its platform-specific manifest.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ImageSource {
     /// The normalized reference the image was resolved from, e.g.
     /// `docker.io/library/busybox:latest`. Not part of the cache key.
@@ -15,7 +15,7 @@ pub struct ImageSource {
 
 /// Files of a named local directory. Its cache key covers the content of the files it selects,
 /// not their location on the host and not their modification times.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LocalSource {
     /// Which local directory: `context` is the build context.
     pub name: String,
