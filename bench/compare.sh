@@ -49,5 +49,13 @@ print("\nThe demo is small (two stages, one RUN, two COPYs on a 2 MB base image)
 print("measure per-build and per-step overhead. The base image is present locally for all three builders.")
 print("Each builder is timed as users run it: `rbuild build`, `docker build` (the docker CLI talking to")
 print("dockerd's embedded BuildKit) and `buildah bud --layers` (with runc), all with `-q`.")
+print()
+print("## Frontend")
+print()
+print("`cargo bench -p rbuild-frontend` (criterion) parses and lowers a 2,000-instruction Dockerfile")
+print("(20 stages mixing RUN, COPY, COPY --from, ENV, WORKDIR, LABEL, EXPOSE, with variables and")
+print("continuations). Issue 3 sets a target of 5 ms; see the last run's numbers in the closing notes")
+print("of the issue and `frontend/benches/parse_lower.rs`. `frontend/examples/profile_parse_lower.rs`")
+print("runs the same workload under callgrind or perf.")
 PY
 cat BENCHMARKS.md
