@@ -51,6 +51,31 @@ pub const PROXY_ARGS: [&str; 10] = [
     "all_proxy",
 ];
 
+/// Concatenates pieces into a string of exactly the right capacity. `format!` goes through the
+/// formatting machinery, which is most of the cost of the many small strings lowering makes
+/// (progress names, history entries, `KEY=value`).
+fn concat(pieces: &[&str]) -> String {
+    let mut s = String::with_capacity(pieces.iter().map(|p| p.len()).sum());
+    for piece in pieces {
+        s.push_str(piece);
+    }
+    s
+}
+
+/// `items` joined by `sep`, each made of `parts` pieces, without intermediate strings.
+fn join_pairs<'a>(items: impl Iterator<Item = [&'a str; 3]>, sep: &str) -> String {
+    let mut s = String::new();
+    for (i, parts) in items.enumerate() {
+        if i > 0 {
+            s.push_str(sep);
+        }
+        for p in parts {
+            s.push_str(p);
+        }
+    }
+    s
+}
+
 /// An `ARG` declaration: name and unexpanded default.
 type ArgDecl = (String, Option<String>);
 
@@ -343,7 +368,8 @@ struct StageState {
 impl StageState {
     fn next_name(&mut self, text: &str) -> String {
         self.index += 1;
-        format!("[{}{}/{}] {}", self.prefix, self.index, self.total, text)
+        let (index, total) = (self.index.to_string(), self.total.to_string());
+        concat(&["[", &self.prefix, &index, "/", &total, "] ", text])
     }
 
     fn history(&mut self, created_by: String, layer_of: Option<VertexId>) {
@@ -800,7 +826,7 @@ impl Lowerer<'_> {
                     if let Some(v) = v
                         && state.image.config.env_value(k).is_none()
                     {
-                        run_env.push(format!("{k}={v}"));
+                        run_env.push(concat(&[k, "=", v]));
                     }
                 }
                 for proxy in PROXY_ARGS {
@@ -847,9 +873,13 @@ impl Lowerer<'_> {
                             None => pairs.push((k.clone(), v)),
                         }
                     }
-                    created_by.push_str(&format!("|{} ", pairs.len()));
+                    created_by.push('|');
+                    created_by.push_str(&pairs.len().to_string());
+                    created_by.push(' ');
                     for (k, v) in pairs {
-                        created_by.push_str(&format!("{k}={v} "));
+                        for piece in [k.as_str(), "=", v.as_str(), " "] {
+                            created_by.push_str(piece);
+                        }
                     }
                 }
                 created_by.push_str(&args.join(" "));
@@ -1048,7 +1078,14 @@ impl Lowerer<'_> {
                 self.locations.entry(vertex).or_insert(ins.span);
                 state.vertex = vertex;
                 state.history(
-                    format!("{keyword} {} {dest_raw} # buildkit", source_names.join(" ")),
+                    concat(&[
+                        keyword,
+                        " ",
+                        &source_names.join(" "),
+                        " ",
+                        &dest_raw,
+                        " # buildkit",
+                    ]),
                     Some(vertex),
                 );
             }
@@ -1070,9 +1107,9 @@ impl Lowerer<'_> {
                     .clone()
                     .unwrap_or_else(|| "/".into());
                 let wd = if path.starts_with('/') {
-                    format!("/{}", clean_relative(&path))
+                    concat(&["/", &clean_relative(&path)])
                 } else {
-                    format!("/{}", clean_relative(&format!("{current}/{path}")))
+                    concat(&["/", &clean_relative(&concat(&[&current, "/", &path]))])
                 };
                 state.image.config.working_dir = Some(wd.clone());
                 let name = state.next_name(&self.display_name(ins, &*state));
@@ -1091,9 +1128,9 @@ impl Lowerer<'_> {
                     );
                     self.locations.entry(vertex).or_insert(ins.span);
                     state.vertex = vertex;
-                    state.history(format!("WORKDIR {wd}"), Some(vertex));
+                    state.history(concat(&["WORKDIR ", &wd]), Some(vertex));
                 } else {
-                    state.history(format!("WORKDIR {wd}"), None);
+                    state.history(concat(&["WORKDIR ", &wd]), None);
                 }
             }
             Command::Env(pairs) => {
@@ -1107,15 +1144,20 @@ impl Lowerer<'_> {
                 for (k, v) in &expanded {
                     state.image.config.set_env(k, v);
                 }
-                let text: Vec<String> = expanded.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                state.history(format!("ENV {}", text.join(" ")), None);
+                let text = join_pairs(
+                    expanded.iter().map(|(k, v)| [k.as_str(), "=", v.as_str()]),
+                    " ",
+                );
+                state.history(concat(&["ENV ", &text]), None);
             }
             Command::Label(pairs) => {
-                let mut text = Vec::new();
+                let mut text = String::from("LABEL");
                 for (k, v) in pairs {
                     let k = self.expand(k, &*state, span)?;
                     let v = self.expand(v, &*state, span)?;
-                    text.push(format!("{k}={v}"));
+                    for piece in [" ", k.as_str(), "=", v.as_str()] {
+                        text.push_str(piece);
+                    }
                     state
                         .image
                         .config
@@ -1123,7 +1165,7 @@ impl Lowerer<'_> {
                         .get_or_insert_with(BTreeMap::new)
                         .insert(k, v);
                 }
-                state.history(format!("LABEL {}", text.join(" ")), None);
+                state.history(text, None);
             }
             Command::Arg(args) => {
                 let mut text = Vec::new();

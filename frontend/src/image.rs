@@ -152,19 +152,27 @@ impl ImageConfig {
     /// The value of an environment variable.
     pub fn env_value(&self, key: &str) -> Option<&str> {
         self.env.as_ref()?.iter().rev().find_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k == key).then_some(v)
+            // `KEY=value`: compare the prefix, then check the `=` right after it.
+            let rest = kv.strip_prefix(key)?;
+            match rest.as_bytes().first() {
+                Some(b'=') => Some(&rest[1..]),
+                None => Some(""),
+                Some(_) => None,
+            }
         })
     }
 
     /// Sets an environment variable, replacing it in place if it exists.
     pub fn set_env(&mut self, key: &str, value: &str) {
         let env = self.env.get_or_insert_with(Vec::new);
-        let entry = format!("{key}={value}");
-        match env
-            .iter_mut()
-            .find(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k) == key)
-        {
+        let mut entry = String::with_capacity(key.len() + 1 + value.len());
+        entry.push_str(key);
+        entry.push('=');
+        entry.push_str(value);
+        match env.iter_mut().find(|kv| {
+            kv.strip_prefix(key)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('='))
+        }) {
             Some(existing) => *existing = entry,
             None => env.push(entry),
         }

@@ -326,6 +326,20 @@ impl<'a> State<'a> {
                     result.push_str(&value);
                     words.add_raw_string(&value);
                 }
+                _ if !words.enabled && ch != self.escape => {
+                    // A run of ordinary characters is copied at once.
+                    let rest = &self.src[self.pos..];
+                    let len = rest
+                        .find(|c: char| {
+                            c == '$'
+                                || c == self.escape
+                                || Some(c) == stop
+                                || (!self.skip_quotes && (c == '\'' || c == '"'))
+                        })
+                        .unwrap_or(rest.len());
+                    result.push_str(&rest[..len]);
+                    self.pos += len;
+                }
                 _ => {
                     let mut ch = self.next().expect("peeked");
                     if ch == self.escape {

@@ -234,89 +234,65 @@ fn parse_healthcheck(rest: &str) -> Result<Args, String> {
 /// BuildKit's `parseWords`: splits on whitespace outside quotes, keeping quotes and escapes in
 /// the words (they are removed later, by word expansion).
 pub fn parse_words(rest: &str, escape: char) -> Vec<String> {
-    #[derive(PartialEq)]
-    enum Phase {
-        Spaces,
-        Word,
-        Quote(char),
-    }
-    let chars: Vec<char> = rest.chars().collect();
+    word_slices(rest, escape)
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+/// [`parse_words`] as slices of `rest`: every word is a contiguous piece of the input, except
+/// that an escape character at the very end of the input is dropped, as BuildKit drops it.
+pub fn word_slices(rest: &str, escape: char) -> Vec<&str> {
     let mut words = Vec::new();
-    let mut phase = Phase::Spaces;
-    let mut word = String::new();
-    let mut blank_ok = false;
-    let mut pos = 0;
-    loop {
-        if phase == Phase::Spaces {
-            if pos == chars.len() {
-                break;
-            }
-            if chars[pos].is_whitespace() {
-                pos += 1;
+    let mut chars = rest.char_indices().peekable();
+    // Start of the current word, and the quote it is inside, if any.
+    let mut start: Option<usize> = None;
+    let mut quote: Option<char> = None;
+    while let Some((i, ch)) = chars.next() {
+        let Some(word_start) = start else {
+            if ch.is_whitespace() {
                 continue;
             }
-            phase = Phase::Word;
-        }
-        if pos == chars.len() {
-            if blank_ok || !word.is_empty() {
-                words.push(std::mem::take(&mut word));
+            start = Some(i);
+            // The first character of a word is handled below like the others.
+            if ch == '\'' || ch == '"' {
+                quote = Some(ch);
+            } else if ch == escape && chars.next().is_none() {
+                start = None; // a lone trailing escape
             }
-            break;
-        }
-        let mut ch = chars[pos];
-        match phase {
-            Phase::Word => {
+            continue;
+        };
+        match quote {
+            None => {
                 if ch.is_whitespace() {
-                    phase = Phase::Spaces;
-                    if blank_ok || !word.is_empty() {
-                        words.push(std::mem::take(&mut word));
-                    }
-                    word.clear();
-                    blank_ok = false;
-                    pos += 1;
-                    continue;
+                    words.push(&rest[word_start..i]);
+                    start = None;
+                } else if ch == '\'' || ch == '"' {
+                    quote = Some(ch);
+                } else if ch == escape && chars.next().is_none() {
+                    words.push(&rest[word_start..i]);
+                    return words;
                 }
-                if ch == '\'' || ch == '"' {
-                    phase = Phase::Quote(ch);
-                    blank_ok = true;
-                }
-                if ch == escape {
-                    if pos + 1 == chars.len() {
-                        pos += 1;
-                        continue;
-                    }
-                    word.push(ch);
-                    pos += 1;
-                    ch = chars[pos];
-                }
-                word.push(ch);
-                pos += 1;
             }
-            Phase::Quote(q) => {
+            Some(q) => {
                 if ch == q {
-                    phase = Phase::Word;
+                    quote = None;
+                } else if ch == escape && q != '\'' && chars.next().is_none() {
+                    words.push(&rest[word_start..i]);
+                    return words;
                 }
-                if ch == escape && q != '\'' {
-                    if pos + 1 == chars.len() {
-                        phase = Phase::Word;
-                        pos += 1;
-                        continue;
-                    }
-                    pos += 1;
-                    word.push(ch);
-                    ch = chars[pos];
-                }
-                word.push(ch);
-                pos += 1;
             }
-            Phase::Spaces => unreachable!("handled above"),
         }
     }
+    if let Some(word_start) = start {
+        words.push(&rest[word_start..]);
+    }
+    words.retain(|w| !w.is_empty());
     words
 }
 
 fn parse_name_val(rest: &str, key: &str, escape: char) -> Result<Args, String> {
-    let words = parse_words(rest, escape);
+    let words = word_slices(rest, escape);
     if words.is_empty() {
         return Ok(Args::Empty);
     }
@@ -353,6 +329,102 @@ fn parse_name_val(rest: &str, key: &str, escape: char) -> Result<Args, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// BuildKit's `parseWords` transliterated character by character: the reference the
+    /// slicing implementation is checked against.
+    fn reference_parse_words(rest: &str, escape: char) -> Vec<String> {
+        #[derive(PartialEq)]
+        enum Phase {
+            Spaces,
+            Word,
+            Quote(char),
+        }
+        let chars: Vec<char> = rest.chars().collect();
+        let mut words = Vec::new();
+        let mut phase = Phase::Spaces;
+        let mut word = String::new();
+        let mut blank_ok = false;
+        let mut pos = 0;
+        loop {
+            if phase == Phase::Spaces {
+                if pos == chars.len() {
+                    break;
+                }
+                if chars[pos].is_whitespace() {
+                    pos += 1;
+                    continue;
+                }
+                phase = Phase::Word;
+            }
+            if pos == chars.len() {
+                if blank_ok || !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+                break;
+            }
+            let mut ch = chars[pos];
+            match phase {
+                Phase::Word => {
+                    if ch.is_whitespace() {
+                        phase = Phase::Spaces;
+                        if blank_ok || !word.is_empty() {
+                            words.push(std::mem::take(&mut word));
+                        }
+                        word.clear();
+                        blank_ok = false;
+                        pos += 1;
+                        continue;
+                    }
+                    if ch == '\'' || ch == '"' {
+                        phase = Phase::Quote(ch);
+                        blank_ok = true;
+                    }
+                    if ch == escape {
+                        if pos + 1 == chars.len() {
+                            pos += 1;
+                            continue;
+                        }
+                        word.push(ch);
+                        pos += 1;
+                        ch = chars[pos];
+                    }
+                    word.push(ch);
+                    pos += 1;
+                }
+                Phase::Quote(q) => {
+                    if ch == q {
+                        phase = Phase::Word;
+                    }
+                    if ch == escape && q != '\'' {
+                        if pos + 1 == chars.len() {
+                            phase = Phase::Word;
+                            pos += 1;
+                            continue;
+                        }
+                        pos += 1;
+                        word.push(ch);
+                        ch = chars[pos];
+                    }
+                    word.push(ch);
+                    pos += 1;
+                }
+                Phase::Spaces => unreachable!("handled above"),
+            }
+        }
+        words
+    }
+
+    #[test]
+    fn word_slices_agree_with_the_reference() {
+        use proptest::prelude::*;
+        let alphabet = ["a", "b", " ", "\t", "\\", "`", "'", "\"", "=", "é", "$"];
+        proptest!(ProptestConfig::with_cases(4000), |(picks in proptest::collection::vec(0..alphabet.len(), 0..24))| {
+            let text: String = picks.iter().map(|&i| alphabet[i]).collect();
+            for escape in ['\\', '`'] {
+                prop_assert_eq!(parse_words(&text, escape), reference_parse_words(&text, escape), "{:?}", text);
+            }
+        });
+    }
 
     #[test]
     fn flags_like_buildkit() {
