@@ -7,9 +7,9 @@ use crate::state::State;
 use crate::timefmt;
 use anyhow::{Context, anyhow};
 use rbuild_frontend::image::Image;
-use rbuild_runner::fileop::{self, Action, FileOpSpec, Filter, PathOps, Source, Visit};
+use rbuild_runner::fileop::{self, Action, FileOpSpec, Filter, PathOps, Selection, Source, Visit};
 use rbuild_runner::sandbox::{self, Exit, Network, Process, Rootfs, Stdio, Stream};
-use rbuild_solver::pattern::{IgnoreMatcher, Visit as SolverVisit};
+use rbuild_solver::pattern::{CopyFilter, Visit as SolverVisit};
 use rbuild_solver::progress::Stream as LogStream;
 use rbuild_solver::scheduler::BoxError;
 use rbuild_solver::{
@@ -23,26 +23,35 @@ use std::sync::Arc;
 /// key hashed.
 pub struct SolverPaths;
 
+fn copy_filter(selection: &Selection) -> CopyFilter {
+    CopyFilter::new(
+        &selection.ignore,
+        &selection.include_patterns,
+        &selection.exclude_patterns,
+    )
+}
+
 impl PathOps for SolverPaths {
     fn expand(
         &self,
         root: &Path,
         pattern: &str,
-        exclude: &[String],
+        selection: &Selection,
     ) -> Result<Vec<(String, PathBuf)>, String> {
-        let ignore = IgnoreMatcher::new(exclude);
-        rbuild_solver::contenthash::expand(root, pattern, &ignore)
+        rbuild_solver::contenthash::select(root, pattern, &copy_filter(selection))
             .map(|v| v.into_iter().map(|s| (s.rel, s.host)).collect())
             .map_err(|e| e.to_string())
     }
 
-    fn filter<'a>(&'a self, exclude: &'a [String]) -> Filter<'a> {
-        let ignore = IgnoreMatcher::new(exclude);
-        Box::new(move |rel, is_dir| match ignore.visit(rel, is_dir) {
-            SolverVisit::Include => Visit::Include,
-            SolverVisit::Skip => Visit::Skip,
-            SolverVisit::WalkOnly => Visit::WalkOnly,
-        })
+    fn filter<'a>(&'a self, selection: &'a Selection) -> Filter<'a> {
+        let filter = copy_filter(selection);
+        Box::new(
+            move |rel, below, is_dir| match filter.visit(rel, below, is_dir) {
+                SolverVisit::Include => Visit::Include,
+                SolverVisit::Skip => Visit::Skip,
+                SolverVisit::WalkOnly => Visit::WalkOnly,
+            },
+        )
     }
 
     fn resolve(&self, root: &Path, path: &str, follow_last: bool) -> std::io::Result<PathBuf> {
@@ -262,7 +271,9 @@ impl BuildWorker {
                     owner,
                     mode,
                     unpack_archives,
-                    exclude,
+                    ignore,
+                    include_patterns,
+                    exclude_patterns,
                 } => Action::Copy {
                     source,
                     paths,
@@ -270,7 +281,11 @@ impl BuildWorker {
                     owner,
                     mode,
                     unpack_archives,
-                    exclude,
+                    selection: Selection {
+                        ignore,
+                        include_patterns,
+                        exclude_patterns,
+                    },
                 },
                 FileAction::Mkfile { path, data, mode } => Action::Mkfile {
                     path,

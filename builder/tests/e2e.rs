@@ -313,6 +313,136 @@ fn dockerignore_leaves_files_out_of_copies_and_cache_keys() {
 }
 
 #[test]
+fn copy_exclude_and_parents() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let dockerfile = "FROM rbuild-demo/busybox AS base\n\
+RUN mkdir -p /st/keep /st/drop && echo k > /st/keep/k && echo d > /st/drop/d\n\
+FROM rbuild-demo/busybox\n\
+COPY --exclude=*/*.png . /1/\n\
+COPY --exclude=*.mp3 dir3/ /2/\n\
+COPY --exclude=*.png --exclude=*.pdf dir* /3/\n\
+COPY --parents ./x/./y/*.txt /4/\n\
+COPY --parents src/**/*.txt /5/\n\
+COPY --parents dir1/f2.txt dir3/b.mpeg /6/\n\
+COPY --from=base --exclude=drop /st /7/\n\
+RUN find /1 /2 /3 /4 /5 /6 /7 | sort > /listing\n";
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("Dockerfile", dockerfile),
+            ("dir1/f1.png", "1"),
+            ("dir1/f2.txt", "2"),
+            ("dir2/f3.pdf", "3"),
+            ("dir2/f4.png", "4"),
+            ("dir3/a.mp3", "5"),
+            ("dir3/b.mpeg", "6"),
+            ("x/y/a.txt", "7"),
+            ("x/y/b.txt", "8"),
+            ("src/a.txt", "9"),
+            ("src/x/b.txt", "10"),
+            ("src/x/y/c.txt", "11"),
+            ("src/x/y/c.md", "12"),
+        ],
+    );
+    env.rbuild(&["build", "-t", "sel:1", ctx.to_str().unwrap()])
+        .ok();
+    let listing = env
+        .rbuild(&["run", "--rm", "sel:1", "cat", "/listing"])
+        .ok()
+        .stdout;
+    let expected = [
+        // --exclude patterns match below the source path: */*.png reaches into dir1 and dir2.
+        "/1",
+        "/1/Dockerfile",
+        "/1/dir1",
+        "/1/dir1/f2.txt",
+        "/1/dir2",
+        "/1/dir2/f3.pdf",
+        "/1/dir3",
+        "/1/dir3/a.mp3",
+        "/1/dir3/b.mpeg",
+        "/1/src",
+        "/1/src/a.txt",
+        "/1/src/x",
+        "/1/src/x/b.txt",
+        "/1/src/x/y",
+        "/1/src/x/y/c.md",
+        "/1/src/x/y/c.txt",
+        "/1/x",
+        "/1/x/y",
+        "/1/x/y/a.txt",
+        "/1/x/y/b.txt",
+        "/2",
+        "/2/b.mpeg",
+        // Each directory dir* matches copies its contents, filtered.
+        "/3",
+        "/3/a.mp3",
+        "/3/b.mpeg",
+        "/3/f2.txt",
+        // Parents below the /./ pivot are kept.
+        "/4",
+        "/4/y",
+        "/4/y/a.txt",
+        "/4/y/b.txt",
+        // ** reaches any depth; directories with nothing selected are not created.
+        "/5",
+        "/5/src",
+        "/5/src/a.txt",
+        "/5/src/x",
+        "/5/src/x/b.txt",
+        "/5/src/x/y",
+        "/5/src/x/y/c.txt",
+        "/6",
+        "/6/dir1",
+        "/6/dir1/f2.txt",
+        "/6/dir3",
+        "/6/dir3/b.mpeg",
+        "/7",
+        "/7/keep",
+        "/7/keep/k",
+    ];
+    assert_eq!(listing.lines().collect::<Vec<_>>(), expected);
+    // A file that every copy reading it excludes is not part of any cache key.
+    std::fs::write(ctx.join("dir1/f1.png"), "changed").unwrap();
+    let again = env
+        .rbuild(&["build", "-t", "sel:1", ctx.to_str().unwrap()])
+        .ok();
+    assert!(
+        Progress::parse(&again.stderr).ran().is_empty(),
+        "{}",
+        again.stderr
+    );
+    // A file a copy selects is.
+    std::fs::write(ctx.join("src/x/y/c.txt"), "changed").unwrap();
+    let again = env
+        .rbuild(&["build", "-t", "sel:1", ctx.to_str().unwrap()])
+        .ok();
+    let ran = Progress::parse(&again.stderr).ran();
+    assert!(
+        ran.iter()
+            .any(|s| s.contains("COPY --parents src/**/*.txt /5/")),
+        "{}",
+        again.stderr
+    );
+    // --parents without wildcards requires the path to exist.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM rbuild-demo/busybox\nCOPY --parents x/./y/missing.txt /d/\n",
+    )
+    .unwrap();
+    let r = env.rbuild(&["build", ctx.to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains("ctx/Dockerfile:2:1: error: \"/x/y/missing.txt\": not found"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
 fn heredocs_in_run_and_copy() {
     require_root!();
     let env = Env::new();

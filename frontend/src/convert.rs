@@ -895,6 +895,8 @@ impl Lowerer<'_> {
                 chown,
                 chmod,
                 link: _,
+                parents,
+                exclude,
             } => {
                 let keyword = if *add { "ADD" } else { "COPY" };
                 let mut sources = Vec::new();
@@ -952,23 +954,44 @@ impl Lowerer<'_> {
                 };
                 let mut inputs = vec![state.vertex];
                 let mut actions = Vec::new();
+                // What each copy action takes: (source paths, include patterns). With
+                // `--parents`, one action per source, copying from its pivot (the part before
+                // `/./`, else the root) what its pattern matches below it, as BuildKit does.
+                let selections: Vec<(Vec<String>, Vec<String>)> = if *parents {
+                    sources
+                        .iter()
+                        .map(|src| {
+                            let (pivot, pattern) = src.split_once("/./").unwrap_or(("/", src));
+                            (vec![pivot.to_string()], vec![clean_relative(pattern)])
+                        })
+                        .collect()
+                } else if sources.is_empty() {
+                    vec![]
+                } else {
+                    vec![(sources.clone(), vec![])]
+                };
                 let source_vertex = match from {
                     _ if sources.is_empty() => None,
                     None => {
-                        let include: Vec<String> =
-                            sources.iter().map(|s| clean_relative(s)).collect();
-                        let local = self.graph.add(
-                            Op::Local(LocalSource {
-                                name: "context".into(),
-                                include,
-                                exclude: self.options.dockerignore.clone(),
-                            }),
-                            vec![],
-                            None,
-                        );
-                        // A missing source is reported at the COPY that names it.
-                        self.locations.entry(local).or_insert(ins.span);
-                        Some(local)
+                        // A local source per action, selecting exactly what it copies, so the
+                        // cache key covers those files and no others.
+                        for (paths, include_patterns) in &selections {
+                            let local = self.graph.add(
+                                Op::Local(LocalSource {
+                                    name: "context".into(),
+                                    include: paths.iter().map(|s| clean_relative(s)).collect(),
+                                    exclude: self.options.dockerignore.clone(),
+                                    include_patterns: include_patterns.clone(),
+                                    exclude_patterns: exclude.clone(),
+                                }),
+                                vec![],
+                                None,
+                            );
+                            // A missing source is reported at the COPY that names it.
+                            self.locations.entry(local).or_insert(ins.span);
+                            inputs.push(local);
+                        }
+                        None
                     }
                     Some(flag) => {
                         let name = self.expand(&flag.value, &*state, flag.span)?;
@@ -1017,19 +1040,24 @@ impl Lowerer<'_> {
                 let unpack = *add && from.is_none();
                 if let Some(source_vertex) = source_vertex {
                     inputs.push(source_vertex);
+                }
+                for (i, (paths, include_patterns)) in selections.into_iter().enumerate() {
                     actions.push(FileAction::Copy {
-                        source: inputs.len() - 1,
-                        paths: sources.clone(),
+                        // The context's local sources come one per action, a stage's once.
+                        source: if from.is_none() { 1 + i } else { 1 },
+                        paths,
                         dest: dest_path.clone(),
                         owner: owner.clone(),
                         mode,
                         unpack_archives: unpack,
                         // The context's ignore file applies to copies from the context.
-                        exclude: if from.is_none() {
+                        ignore: if from.is_none() {
                             self.options.dockerignore.clone()
                         } else {
                             vec![]
                         },
+                        include_patterns,
+                        exclude_patterns: exclude.clone(),
                     });
                 }
                 // Each heredoc becomes a file of its own (as BuildKit's Mkfile on scratch),
@@ -1067,7 +1095,9 @@ impl Lowerer<'_> {
                         owner: owner.clone(),
                         mode,
                         unpack_archives: false,
-                        exclude: vec![],
+                        ignore: vec![],
+                        include_patterns: vec![],
+                        exclude_patterns: vec![],
                     });
                     source_names.push(format!("<<{}", heredoc.name));
                 }
@@ -1080,7 +1110,7 @@ impl Lowerer<'_> {
                 state.history(
                     concat(&[
                         keyword,
-                        " ",
+                        if *parents { " --parents " } else { " " },
                         &source_names.join(" "),
                         " ",
                         &dest_raw,
@@ -1617,6 +1647,81 @@ mod tests {
             panic!()
         };
         assert_eq!(local.include, ["c"]);
+    }
+
+    #[test]
+    fn copy_parents_and_exclude() {
+        let b = lower_str(
+            "FROM scratch AS s\nFROM scratch\n\
+             COPY --parents --exclude=*.md --exclude=tmp x/./y/*.txt z.txt /d/\n\
+             COPY --from=s --exclude=$NOT_EXPANDED /a /b\n",
+            &BuildOptions::default(),
+        )
+        .unwrap();
+        let copy_of = |v: &rbuild_solver::graph::Vertex| {
+            let Op::File(f) = &v.op else { panic!() };
+            f.actions.clone()
+        };
+        let last = b.graph.vertex(b.target);
+        let actions = copy_of(last);
+        let FileAction::Copy {
+            exclude_patterns, ..
+        } = &actions[0]
+        else {
+            panic!()
+        };
+        assert_eq!(
+            exclude_patterns,
+            &["$NOT_EXPANDED"],
+            "patterns are not expanded"
+        );
+        let parents = b.graph.vertex(last.inputs[0]);
+        let actions = copy_of(parents);
+        assert_eq!(actions.len(), 2, "one copy per source with --parents");
+        let mut selected = Vec::new();
+        for action in actions {
+            let FileAction::Copy {
+                source,
+                paths,
+                include_patterns,
+                exclude_patterns,
+                ..
+            } = action
+            else {
+                panic!()
+            };
+            assert_eq!(exclude_patterns, ["*.md", "tmp"]);
+            let Op::Local(local) = &b.graph.vertex(parents.inputs[source]).op else {
+                panic!()
+            };
+            assert_eq!(local.include_patterns, include_patterns);
+            assert_eq!(local.exclude_patterns, exclude_patterns);
+            selected.push((
+                paths[0].clone(),
+                include_patterns[0].clone(),
+                local.include[0].clone(),
+            ));
+        }
+        assert_eq!(
+            selected,
+            [
+                ("x".into(), "y/*.txt".into(), "x".into()),
+                ("/".into(), "z.txt".into(), String::new())
+            ]
+        );
+        let history: Vec<_> = b
+            .image
+            .history
+            .iter()
+            .map(|h| h.created_by.as_deref())
+            .collect();
+        assert_eq!(
+            history,
+            [
+                Some("COPY --parents x/./y/*.txt z.txt /d/ # buildkit"),
+                Some("COPY /a /b # buildkit")
+            ]
+        );
     }
 
     #[test]

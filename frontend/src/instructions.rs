@@ -72,6 +72,12 @@ pub enum Command {
         chmod: Option<FlagValue>,
         /// `--link` (accepted; the resulting filesystem is the same).
         link: bool,
+        /// `--parents`: keep the sources' parent directories (below a `/./` pivot) in the
+        /// destination. Never set for `ADD`.
+        parents: bool,
+        /// `--exclude` patterns (not expanded), matched below each source as `.dockerignore`
+        /// patterns are.
+        exclude: Vec<String>,
     },
     /// `ENV` pairs (unexpanded, quotes still in place).
     Env(Vec<(String, String)>),
@@ -456,13 +462,23 @@ pub fn parse_command(file: &Arc<SourceFile>, ins: &Instruction) -> Result<Comman
             let chown = flags.string("chown")?;
             let chmod = flags.string("chmod")?;
             let link = flags.boolean("link")?;
+            let parents = !add && flags.boolean("parents")?;
+            // BuildKit takes the patterns as written: no variable expansion.
+            let exclude = flags
+                .strings("exclude")?
+                .into_iter()
+                .map(|f| f.value)
+                .collect();
             if add {
                 flags.finish(
-                    &["chown", "chmod", "link"],
-                    &["checksum", "keep-git-dir", "exclude"],
+                    &["chown", "chmod", "link", "exclude"],
+                    &["checksum", "keep-git-dir", "unpack"],
                 )?;
             } else {
-                flags.finish(&["from", "chown", "chmod", "link"], &["parents", "exclude"])?;
+                flags.finish(
+                    &["from", "chown", "chmod", "link", "parents", "exclude"],
+                    &[],
+                )?;
             }
             let mut items = list(&ins.args);
             if items.len() < 2 {
@@ -511,6 +527,8 @@ pub fn parse_command(file: &Arc<SourceFile>, ins: &Instruction) -> Result<Comman
                 chown,
                 chmod,
                 link,
+                parents,
+                exclude,
             }
         }
         "env" | "label" => {
@@ -733,6 +751,28 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("did you mean --from?"), "{e}");
+    }
+
+    #[test]
+    fn copy_exclude_and_parents_flags() {
+        let c = commands(
+            "FROM x\nCOPY --parents --exclude=a --exclude=b/** s /d/\nADD --parents s /d/\n\
+             COPY --exclude s /d/\nCOPY --parents=false s /d/\n",
+        );
+        match &c[1] {
+            Ok(Command::Copy {
+                parents, exclude, ..
+            }) => {
+                assert!(parents);
+                assert_eq!(exclude, &["a", "b/**"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = c[2].clone().unwrap_err();
+        assert!(e.contains("unknown flag: --parents"), "{e}");
+        let e = c[3].clone().unwrap_err();
+        assert!(e.contains("missing a value on flag: --exclude"), "{e}");
+        assert!(matches!(&c[4], Ok(Command::Copy { parents: false, .. })));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use nix::sys::signal::Signal;
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags, mknod, utimensat};
 use nix::sys::time::TimeSpec;
 use nix::sys::wait::{WaitStatus, waitpid};
+use std::cell::RefCell;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -27,23 +28,35 @@ use std::path::{Path, PathBuf};
 /// builder passes the solver's, so copies select exactly the files the cache key hashed).
 pub trait PathOps: Sync {
     /// Expands a source pattern inside `root` into `(path as named, host path)` pairs, with the
-    /// host path's symlinks resolved inside `root`, leaving out what `exclude` excludes.
+    /// host path's symlinks resolved inside `root`, leaving out what `selection.ignore`
+    /// excludes, and failing if a path the selection requires below a source is missing.
     fn expand(
         &self,
         root: &Path,
         pattern: &str,
-        exclude: &[String],
+        selection: &Selection,
     ) -> Result<Vec<(String, PathBuf)>, String>;
     /// Resolves `path` inside `root`, following symlinks as if `root` were `/`.
     fn resolve(&self, root: &Path, path: &str, follow_last: bool) -> io::Result<PathBuf>;
-    /// What to do with an entry met while copying a directory, given its path relative to the
-    /// source root and whether it is a directory.
-    fn filter<'a>(&'a self, exclude: &'a [String]) -> Filter<'a>;
+    /// What to do with an entry met while copying a directory.
+    fn filter<'a>(&'a self, selection: &'a Selection) -> Filter<'a>;
 }
 
-/// Decides, for a path relative to the source root and whether it is a directory, what a copy
-/// does with it.
-pub type Filter<'a> = Box<dyn Fn(&str, bool) -> Visit + 'a>;
+/// Decides what a copy does with an entry below a source path, given its path relative to the
+/// source root, its path relative to the source path, and whether it is a directory.
+pub type Filter<'a> = Box<dyn Fn(&str, &str, bool) -> Visit + 'a>;
+
+/// Which files below its source paths a copy takes; the fields mean what
+/// `rbuild_solver::FileAction::Copy`'s of the same names mean.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// `.dockerignore` patterns, relative to the source root.
+    pub ignore: Vec<String>,
+    /// Include patterns (`COPY --parents`), relative to each source path.
+    pub include_patterns: Vec<String>,
+    /// Exclude patterns (`--exclude`), relative to each source path.
+    pub exclude_patterns: Vec<String>,
+}
 
 /// What a copy does with an entry of a source directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +65,8 @@ pub enum Visit {
     Include,
     /// Leave it (and everything below) out.
     Skip,
-    /// An excluded directory that may hold re-included files: create it and look inside.
+    /// Not selected itself, but something below it may be: look inside, and create it only
+    /// when something below it is copied (then with the source directory's metadata).
     WalkOnly,
 }
 
@@ -84,8 +98,8 @@ pub enum Action {
         mode: Option<u32>,
         /// Extract tar archives (plain, gzip or zstd) instead of copying them.
         unpack_archives: bool,
-        /// `.dockerignore` patterns of source files to leave out.
-        exclude: Vec<String>,
+        /// Which files below the source paths are copied.
+        selection: Selection,
     },
     /// Creates a file with this content (its directory must exist).
     Mkfile {
@@ -260,7 +274,7 @@ fn in_namespace(
                 owner,
                 mode,
                 unpack_archives,
-                exclude,
+                selection,
             } => {
                 let (src_root, _) = sources
                     .get(*source)
@@ -270,7 +284,7 @@ fn in_namespace(
                     mode: *mode,
                     unpack_archives: *unpack_archives,
                     keep_owner: keep_owner.get(*source).copied().unwrap_or(false),
-                    exclude,
+                    selection,
                 };
                 copy(src_root, dest, paths, to, &options, ops)?;
             }
@@ -344,14 +358,48 @@ struct CopyOptions<'a> {
     unpack_archives: bool,
     /// Keep the sources' owners (a stage or image) rather than root's (the context).
     keep_owner: bool,
-    exclude: &'a [String],
+    selection: &'a Selection,
 }
 
 /// The part of a copy that is the same for every entry below a selected directory.
 struct Walk<'a> {
     owner: Owner,
     mode: Option<u32>,
-    filter: &'a dyn Fn(&str, bool) -> Visit,
+    filter: &'a dyn Fn(&str, &str, bool) -> Visit,
+    /// The [`Visit::WalkOnly`] directories being walked, outermost first: they are created
+    /// when the first entry below them is copied.
+    pending: RefCell<Vec<PendingDir>>,
+}
+
+/// A destination directory that exists only if something is copied into it.
+struct PendingDir {
+    dst: PathBuf,
+    /// Whether it exists now (created by this copy, or already there).
+    exists: bool,
+    /// Whether this copy created it (and so gives it the source directory's metadata).
+    created: bool,
+}
+
+impl Walk<'_> {
+    /// Creates the pending directories that do not exist yet, outermost first.
+    fn materialize(&self) -> Result<(), String> {
+        for dir in self.pending.borrow_mut().iter_mut().filter(|d| !d.exists) {
+            match std::fs::symlink_metadata(&dir.dst) {
+                Ok(meta) if meta.is_dir() => {}
+                found => {
+                    if found.is_ok() {
+                        std::fs::remove_file(&dir.dst)
+                            .map_err(|e| format!("removing {}: {e}", dir.dst.display()))?;
+                    }
+                    std::fs::create_dir(&dir.dst)
+                        .map_err(|e| format!("mkdir {}: {e}", dir.dst.display()))?;
+                    dir.created = true;
+                }
+            }
+            dir.exists = true;
+        }
+        Ok(())
+    }
 }
 
 fn copy(
@@ -364,14 +412,15 @@ fn copy(
 ) -> Result<(), String> {
     let mut selected = Vec::new();
     for pattern in patterns {
-        selected.extend(ops.expand(src_root, pattern, options.exclude)?);
+        selected.extend(ops.expand(src_root, pattern, options.selection)?);
     }
     let owner = owner_of(dest_root, options.owner, options.keep_owner)?;
-    let filter = ops.filter(options.exclude);
+    let filter = ops.filter(options.selection);
     let walk = Walk {
         owner,
         mode: options.mode,
         filter: &*filter,
+        pending: RefCell::new(Vec::new()),
     };
     let dest_host = ops
         .resolve(dest_root, dest, true)
@@ -383,7 +432,7 @@ fn copy(
         let meta = std::fs::symlink_metadata(&host).map_err(|e| format!("{rel}: {e}"))?;
         if meta.is_dir() {
             create_dirs(&dest_host, dest_root, owner)?;
-            copy_dir_contents(&host, &dest_host, &rel, &walk)?;
+            copy_dir_contents(&host, &dest_host, &rel, "", &walk)?;
             continue;
         }
         if options.unpack_archives
@@ -406,14 +455,20 @@ fn copy(
         if let Some(parent) = target.parent() {
             create_dirs(parent, dest_root, owner)?;
         }
-        copy_entry(&host, &target, &rel, &walk)?;
+        copy_entry(&host, &target, &rel, "", &walk)?;
     }
     Ok(())
 }
 
-/// Copies the entries of `src` (whose path relative to the source root is `rel`) into `dst`,
-/// leaving out excluded ones.
-fn copy_dir_contents(src: &Path, dst: &Path, rel: &str, walk: &Walk) -> Result<(), String> {
+/// Copies the entries of `src` (whose path relative to the source root is `rel`, and relative to
+/// the source path being copied `below`) into `dst`, leaving out what the filter excludes.
+fn copy_dir_contents(
+    src: &Path,
+    dst: &Path,
+    rel: &str,
+    below: &str,
+    walk: &Walk,
+) -> Result<(), String> {
     let mut names: Vec<_> = std::fs::read_dir(src)
         .map_err(|e| format!("reading {}: {e}", src.display()))?
         .map(|e| e.map(|e| e.file_name()))
@@ -423,23 +478,46 @@ fn copy_dir_contents(src: &Path, dst: &Path, rel: &str, walk: &Walk) -> Result<(
     for name in names {
         let child = src.join(&name);
         let name = name.to_string_lossy();
-        let child_rel = if rel.is_empty() {
-            name.to_string()
-        } else {
-            format!("{rel}/{name}")
-        };
+        let child_rel = join_rel(rel, &name);
+        let child_below = join_rel(below, &name);
         let is_dir = std::fs::symlink_metadata(&child).is_ok_and(|m| m.is_dir());
-        if (walk.filter)(&child_rel, is_dir) != Visit::Skip {
-            copy_entry(&child, &dst.join(&*name), &child_rel, walk)?;
+        let target = dst.join(&*name);
+        match (walk.filter)(&child_rel, &child_below, is_dir) {
+            Visit::Skip => {}
+            Visit::Include => copy_entry(&child, &target, &child_rel, &child_below, walk)?,
+            Visit::WalkOnly => {
+                walk.pending.borrow_mut().push(PendingDir {
+                    dst: target.clone(),
+                    exists: false,
+                    created: false,
+                });
+                let walked = copy_dir_contents(&child, &target, &child_rel, &child_below, walk);
+                let dir = walk.pending.borrow_mut().pop().expect("pushed above");
+                walked?;
+                if dir.created {
+                    let meta = std::fs::symlink_metadata(&child)
+                        .map_err(|e| format!("{}: {e}", child.display()))?;
+                    copy_metadata(&child, &meta, &target, walk)?;
+                }
+            }
         }
     }
     Ok(())
 }
 
+/// `parent/name`, or `name` when `parent` is `""`.
+fn join_rel(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
 /// Copies one entry (recursively for directories), replacing what is at `dst` unless both are
 /// directories, which merge.
-fn copy_entry(src: &Path, dst: &Path, rel: &str, walk: &Walk) -> Result<(), String> {
-    let (owner, mode) = (walk.owner, walk.mode);
+fn copy_entry(src: &Path, dst: &Path, rel: &str, below: &str, walk: &Walk) -> Result<(), String> {
+    walk.materialize()?;
     let err = |what: &str, e: io::Error| format!("{what} {}: {e}", dst.display());
     let meta = std::fs::symlink_metadata(src).map_err(|e| format!("{}: {e}", src.display()))?;
     let ft = meta.file_type();
@@ -455,7 +533,7 @@ fn copy_entry(src: &Path, dst: &Path, rel: &str, walk: &Walk) -> Result<(), Stri
         if std::fs::symlink_metadata(dst).is_err() {
             std::fs::create_dir(dst).map_err(|e| err("mkdir", e))?;
         }
-        copy_dir_contents(src, dst, rel, walk)?;
+        copy_dir_contents(src, dst, rel, below, walk)?;
     } else if ft.is_symlink() {
         let target = std::fs::read_link(src).map_err(|e| err("readlink", e))?;
         std::os::unix::fs::symlink(target, dst).map_err(|e| err("symlink", e))?;
@@ -479,6 +557,20 @@ fn copy_entry(src: &Path, dst: &Path, rel: &str, walk: &Walk) -> Result<(), Stri
         )
         .map_err(|e| err("mknod", e.into()))?;
     }
+    copy_metadata(src, &meta, dst, walk)
+}
+
+/// Gives `dst` the owner (or the copy's), permission bits (or the copy's mode), xattrs and
+/// times of `src`, whose metadata is `meta`.
+fn copy_metadata(
+    src: &Path,
+    meta: &std::fs::Metadata,
+    dst: &Path,
+    walk: &Walk,
+) -> Result<(), String> {
+    let (owner, mode) = (walk.owner, walk.mode);
+    let err = |what: &str, e: io::Error| format!("{what} {}: {e}", dst.display());
+    let ft = meta.file_type();
     let (uid, gid) = match owner {
         Owner::Keep => (meta.uid(), meta.gid()),
         Owner::Set(u, g) => (u, g),

@@ -1,9 +1,9 @@
 //! COPY/ADD/mkdir semantics against real overlay mounts. Needs root (CI runs as root); skips
 //! elsewhere with a message.
 
-use rbuild_runner::fileop::{self, Action, FileOpSpec, Filter, PathOps, Source, Visit};
+use rbuild_runner::fileop::{self, Action, FileOpSpec, Filter, PathOps, Selection, Source, Visit};
 use rbuild_runner::snapshot::Snapshotter;
-use rbuild_solver::pattern::IgnoreMatcher;
+use rbuild_solver::pattern::CopyFilter;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -11,24 +11,34 @@ use std::path::{Path, PathBuf};
 /// key hashed.
 struct SolverPaths;
 
+fn copy_filter(selection: &Selection) -> CopyFilter {
+    CopyFilter::new(
+        &selection.ignore,
+        &selection.include_patterns,
+        &selection.exclude_patterns,
+    )
+}
+
 impl PathOps for SolverPaths {
     fn expand(
         &self,
         root: &Path,
         pattern: &str,
-        exclude: &[String],
+        selection: &Selection,
     ) -> Result<Vec<(String, PathBuf)>, String> {
-        rbuild_solver::contenthash::expand(root, pattern, &IgnoreMatcher::new(exclude))
+        rbuild_solver::contenthash::select(root, pattern, &copy_filter(selection))
             .map(|v| v.into_iter().map(|s| (s.rel, s.host)).collect())
             .map_err(|e| e.to_string())
     }
-    fn filter<'a>(&'a self, exclude: &'a [String]) -> Filter<'a> {
-        let ignore = IgnoreMatcher::new(exclude);
-        Box::new(move |rel, is_dir| match ignore.visit(rel, is_dir) {
-            rbuild_solver::pattern::Visit::Include => Visit::Include,
-            rbuild_solver::pattern::Visit::Skip => Visit::Skip,
-            rbuild_solver::pattern::Visit::WalkOnly => Visit::WalkOnly,
-        })
+    fn filter<'a>(&'a self, selection: &'a Selection) -> Filter<'a> {
+        let filter = copy_filter(selection);
+        Box::new(
+            move |rel, below, is_dir| match filter.visit(rel, below, is_dir) {
+                rbuild_solver::pattern::Visit::Include => Visit::Include,
+                rbuild_solver::pattern::Visit::Skip => Visit::Skip,
+                rbuild_solver::pattern::Visit::WalkOnly => Visit::WalkOnly,
+            },
+        )
     }
     fn resolve(&self, root: &Path, path: &str, follow_last: bool) -> std::io::Result<PathBuf> {
         rbuild_solver::contenthash::resolve_in_root(root, path, follow_last)
@@ -125,8 +135,18 @@ fn copy_semantics() {
         owner: owner.map(String::from),
         mode,
         unpack_archives: unpack,
-        exclude: vec![],
+        selection: Selection::default(),
     };
+    let filtered = |paths: &[&str], dest: &str, selection: Selection| Action::Copy {
+        source: 1,
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+        dest: dest.into(),
+        owner: None,
+        mode: None,
+        unpack_archives: false,
+        selection,
+    };
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let actions = vec![
         copy(1, &["a.txt"], "/file", None, None, false),
         copy(1, &["*.txt"], "/many/", None, None, false),
@@ -149,17 +169,43 @@ fn copy_semantics() {
             owner: Some("app".into()),
         },
         // .dockerignore patterns: a whole directory, and a re-included file in an excluded one.
-        Action::Copy {
-            source: 1,
-            paths: vec![".".into()],
-            dest: "/filtered/".into(),
-            owner: None,
-            mode: None,
-            unpack_archives: false,
-            exclude: ["*.txt", "!b.txt", "sub", "!sub/deeper/d", "archive.tgz"]
-                .map(String::from)
-                .to_vec(),
-        },
+        filtered(
+            &["."],
+            "/filtered/",
+            Selection {
+                ignore: strings(&["*.txt", "!b.txt", "sub", "!sub/deeper/d", "archive.tgz"]),
+                ..Selection::default()
+            },
+        ),
+        // --exclude: matched below each source path; a source path itself is never excluded
+        // (BuildKit's behaviour, moby/buildkit#5489), so the wildcard's a.txt stays.
+        filtered(
+            &["sub", "a.txt"],
+            "/excluded/",
+            Selection {
+                exclude_patterns: strings(&["deeper/d", "a.txt"]),
+                ..Selection::default()
+            },
+        ),
+        // --parents: the include pattern selects below the pivot, parents are recreated, and
+        // directories with nothing selected inside are not created.
+        filtered(
+            &["/"],
+            "/parents/",
+            Selection {
+                include_patterns: strings(&["sub/**/d"]),
+                ..Selection::default()
+            },
+        ),
+        filtered(
+            &["sub"],
+            "/pivot/",
+            Selection {
+                include_patterns: strings(&["deeper"]),
+                exclude_patterns: strings(&["deeper/nothing"]),
+                ..Selection::default()
+            },
+        ),
     ];
     let sources = vec![
         Source::Layers(vec![]),
@@ -231,6 +277,19 @@ fn copy_semantics() {
     }
     filtered.sort();
     assert_eq!(filtered, ["b.txt", "sub", "sub/deeper", "sub/deeper/d"]);
+    let listing = |dir: &str| {
+        let mut v = walk(&u.join(dir));
+        v.sort();
+        v
+    };
+    assert_eq!(listing("excluded"), ["a.txt", "deeper", "s"]);
+    assert_eq!(listing("parents"), ["sub", "sub/deeper", "sub/deeper/d"]);
+    assert_eq!(
+        meta("parents/sub").mode() & 0o7777,
+        std::fs::metadata(ctx.join("sub")).unwrap().mode() & 0o7777,
+        "a recreated parent has the source directory's mode"
+    );
+    assert_eq!(listing("pivot"), ["deeper", "deeper/d"]);
     // Nothing else reached the upper directory.
     let mut top: Vec<String> = std::fs::read_dir(u)
         .unwrap()
@@ -242,11 +301,14 @@ fn copy_semantics() {
         [
             "app",
             "data",
+            "excluded",
             "file",
             "filtered",
             "fromstage",
             "kept.tgz",
             "many",
+            "parents",
+            "pivot",
             "unpacked",
             "w"
         ]
@@ -277,7 +339,7 @@ fn missing_source_is_reported() {
             owner: None,
             mode: None,
             unpack_archives: false,
-            exclude: vec![],
+            selection: Selection::default(),
         }],
         &SolverPaths,
         &dir.path().join("run"),

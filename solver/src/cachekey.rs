@@ -58,7 +58,7 @@ mod tests {
         let op = Op::Local(LocalSource {
             name: "context".into(),
             include: vec!["a".into()],
-            exclude: vec![],
+            ..LocalSource::default()
         });
         let c1 = Digest::of(b"1");
         let c2 = Digest::of(b"2");

@@ -10,7 +10,8 @@
 //! the directory it belongs to.
 
 use crate::digest::Digest;
-use crate::pattern::{self, IgnoreMatcher, Visit};
+use crate::ops::LocalSource;
+use crate::pattern::{self, CopyFilter, IgnoreMatcher, Visit};
 use crate::{Error, Result};
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
@@ -180,21 +181,58 @@ pub fn expand(root: &Path, pattern: &str, ignore: &IgnoreMatcher) -> Result<Vec<
     Ok(selected)
 }
 
-/// Hashes the files of `root` selected by `include` (all of `root` when empty), leaving out
-/// those `.dockerignore`-style `exclude` patterns exclude.
-pub fn hash_local(root: &Path, include: &[String], exclude: &[String]) -> Result<Digest> {
-    let ignore = IgnoreMatcher::new(exclude);
-    let patterns: Vec<String> = if include.is_empty() {
+/// [`expand`] for a copy: the source paths `pattern` names (the `.dockerignore` part of `filter`
+/// applies to them), checking that the paths `filter` requires exist below each of them when
+/// `pattern` has no wildcards.
+pub fn select(root: &Path, pattern: &str, filter: &CopyFilter) -> Result<Vec<Selected>> {
+    let selected = expand(root, pattern, filter.ignore())?;
+    if !pattern::has_wildcard(pattern) {
+        for source in &selected {
+            for required in filter.required() {
+                let rel = join_rel(&source.rel, required);
+                let exists = resolve_in_root(root, &rel, false)
+                    .is_ok_and(|host| std::fs::symlink_metadata(host).is_ok());
+                if !exists || filter.ignore().is_excluded(&rel) {
+                    return Err(Error::SourceNotFound(format!("\"/{rel}\": not found")));
+                }
+            }
+        }
+    }
+    Ok(selected)
+}
+
+/// `parent/name`, or `name` when `parent` is the root (`""`).
+pub fn join_rel(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        let mut s = String::with_capacity(parent.len() + 1 + name.len());
+        s.push_str(parent);
+        s.push('/');
+        s.push_str(name);
+        s
+    }
+}
+
+/// Hashes the files of `root` that `source` selects: everything when it names no paths, and
+/// otherwise what its paths name, filtered as a copy of them would be.
+pub fn hash_local(root: &Path, source: &LocalSource) -> Result<Digest> {
+    let filter = CopyFilter::new(
+        &source.exclude,
+        &source.include_patterns,
+        &source.exclude_patterns,
+    );
+    let patterns: Vec<String> = if source.include.is_empty() {
         vec![String::new()]
     } else {
-        include.to_vec()
+        source.include.to_vec()
     };
     // (record prefix, file to hash) in a fixed order; contents are hashed in parallel below.
     let mut entries: Vec<(String, Option<PathBuf>)> = Vec::new();
     for pattern in &patterns {
         entries.push((format!("pattern {pattern:?}\n"), None));
-        for selected in expand(root, pattern, &ignore)? {
-            walk(&selected.host, &selected.rel, &ignore, &mut entries)?;
+        for selected in select(root, pattern, &filter)? {
+            walk(&selected.host, &selected.rel, "", &filter, &mut entries)?;
         }
     }
     let contents: Vec<Result<Option<Digest>>> = entries
@@ -214,11 +252,13 @@ pub fn hash_local(root: &Path, include: &[String], exclude: &[String]) -> Result
 }
 
 /// Appends one record per file under `host` (itself included), sorted by path, leaving out
-/// what `ignore` excludes.
+/// what `filter` leaves out; `rel` is `host`'s path relative to the root, `below` relative to
+/// the source path the walk started at.
 fn walk(
     host: &Path,
     rel: &str,
-    ignore: &IgnoreMatcher,
+    below: &str,
+    filter: &CopyFilter,
     out: &mut Vec<(String, Option<PathBuf>)>,
 ) -> Result<()> {
     let io_err = |path: &Path, source| Error::Io {
@@ -260,15 +300,12 @@ fn walk(
         children.sort();
         for name in children {
             let name = name.to_string_lossy();
-            let child_rel = if rel.is_empty() {
-                name.to_string()
-            } else {
-                format!("{rel}/{name}")
-            };
+            let child_rel = join_rel(rel, &name);
+            let child_below = join_rel(below, &name);
             let child = host.join(&*name);
             let is_dir = std::fs::symlink_metadata(&child).is_ok_and(|m| m.is_dir());
-            if ignore.visit(&child_rel, is_dir) != Visit::Skip {
-                walk(&child, &child_rel, ignore, out)?;
+            if filter.visit(&child_rel, &child_below, is_dir) != Visit::Skip {
+                walk(&child, &child_rel, &child_below, filter, out)?;
             }
         }
     }
@@ -297,6 +334,19 @@ fn hash_file(path: &Path) -> Result<Digest> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    fn local(include: &[&str], exclude: &[&str]) -> LocalSource {
+        LocalSource {
+            name: "context".into(),
+            include: include.iter().map(|s| s.to_string()).collect(),
+            exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            ..LocalSource::default()
+        }
+    }
+
+    fn hash(root: &Path, include: &[&str], exclude: &[&str]) -> Digest {
+        hash_local(root, &local(include, exclude)).unwrap()
+    }
 
     fn tree() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
@@ -374,14 +424,14 @@ mod tests {
     fn hash_covers_content_and_mode_but_not_mtime() {
         let dir = tree();
         let r = dir.path();
-        let all = hash_local(r, &[], &[]).unwrap();
-        let only_src = hash_local(r, &["src".into()], &[]).unwrap();
+        let all = hash(r, &[], &[]);
+        let only_src = hash(r, &["src"], &[]);
         assert_ne!(all, only_src);
 
         // Changing a file outside the selection does not change the selection's digest.
         std::fs::write(r.join("other"), "changed").unwrap();
-        assert_eq!(hash_local(r, &["src".into()], &[]).unwrap(), only_src);
-        assert_ne!(hash_local(r, &[], &[]).unwrap(), all);
+        assert_eq!(hash(r, &["src"], &[]), only_src);
+        assert_ne!(hash(r, &[], &[]), all);
 
         // Touching a file does not change the digest; changing content or mode does.
         let f = r.join("src/a.txt");
@@ -392,12 +442,12 @@ mod tests {
             .unwrap()
             .set_modified(t)
             .unwrap();
-        assert_eq!(hash_local(r, &["src".into()], &[]).unwrap(), only_src);
+        assert_eq!(hash(r, &["src"], &[]), only_src);
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let after_chmod = hash_local(r, &["src".into()], &[]).unwrap();
+        let after_chmod = hash(r, &["src"], &[]);
         assert_ne!(after_chmod, only_src);
         std::fs::write(&f, "A").unwrap();
-        assert_ne!(hash_local(r, &["src".into()], &[]).unwrap(), after_chmod);
+        assert_ne!(hash(r, &["src"], &[]), after_chmod);
     }
 
     #[test]
@@ -417,21 +467,47 @@ mod tests {
                 .to_string()
                 .contains("not found")
         );
-        let exclude = vec!["src/a.txt".to_string()];
-        let before = hash_local(r, &["src".into()], &exclude).unwrap();
+        let exclude = ["src/a.txt"];
+        let before = hash(r, &["src"], &exclude);
         std::fs::write(r.join("src/a.txt"), "ignored change").unwrap();
-        assert_eq!(hash_local(r, &["src".into()], &exclude).unwrap(), before);
+        assert_eq!(hash(r, &["src"], &exclude), before);
         std::fs::write(r.join("src/b.txt"), "seen change").unwrap();
-        assert_ne!(hash_local(r, &["src".into()], &exclude).unwrap(), before);
+        assert_ne!(hash(r, &["src"], &exclude), before);
     }
 
     #[test]
     fn hash_is_independent_of_location() {
         let a = tree();
         let b = tree();
-        assert_eq!(
-            hash_local(a.path(), &["src".into()], &[]).unwrap(),
-            hash_local(b.path(), &["src".into()], &[]).unwrap()
-        );
+        assert_eq!(hash(a.path(), &["src"], &[]), hash(b.path(), &["src"], &[]));
+    }
+
+    #[test]
+    fn copy_patterns_select_what_the_hash_covers() {
+        let dir = tree();
+        let r = dir.path();
+        let with = |include_patterns: &[&str], exclude_patterns: &[&str]| LocalSource {
+            include_patterns: include_patterns.iter().map(|s| s.to_string()).collect(),
+            exclude_patterns: exclude_patterns.iter().map(|s| s.to_string()).collect(),
+            ..local(&["src"], &[])
+        };
+        let excluding = with(&[], &["*.txt"]);
+        let before = hash_local(r, &excluding).unwrap();
+        std::fs::write(r.join("src/a.txt"), "excluded change").unwrap();
+        assert_eq!(hash_local(r, &excluding).unwrap(), before);
+        std::fs::write(r.join("src/sub/c.rs"), "selected change").unwrap();
+        assert_ne!(hash_local(r, &excluding).unwrap(), before);
+
+        let including = with(&["sub/*.rs"], &[]);
+        let before = hash_local(r, &including).unwrap();
+        std::fs::write(r.join("src/b.txt"), "not included").unwrap();
+        assert_eq!(hash_local(r, &including).unwrap(), before);
+        std::fs::write(r.join("src/sub/c.rs"), "included change").unwrap();
+        assert_ne!(hash_local(r, &including).unwrap(), before);
+
+        // An include pattern without wildcards names a path that must exist.
+        let err = hash_local(r, &with(&["sub/missing.rs"], &[])).unwrap_err();
+        assert_eq!(err.to_string(), "\"/src/sub/missing.rs\": not found");
+        assert!(hash_local(r, &with(&["sub/c.rs"], &[])).is_ok());
     }
 }

@@ -220,8 +220,81 @@ pub enum Visit {
     Include,
     /// Excluded.
     Skip,
-    /// An excluded directory that may contain re-included files: create it and look inside.
+    /// Not selected itself, but something below it may be: look inside, and create it (as a
+    /// copy would) only if something below it is copied.
     WalkOnly,
+}
+
+/// Which entries below a copy's source paths are taken, by the rules BuildKit applies: the
+/// context's `.dockerignore` (matched against paths relative to the root), and the copy's
+/// include patterns (`COPY --parents`) and exclude patterns (`--exclude`), both matched against
+/// paths relative to the source path being copied. Hashing and copying decide with the same
+/// filter, so a copy's cache key covers exactly the files it copies.
+#[derive(Clone, Debug, Default)]
+pub struct CopyFilter {
+    ignore: IgnoreMatcher,
+    include: Option<IgnoreMatcher>,
+    exclude: IgnoreMatcher,
+    /// Include patterns without wildcards: paths that must exist below a source path.
+    required: Vec<String>,
+}
+
+impl CopyFilter {
+    /// Compiles the three pattern lists; an empty `include` selects everything.
+    pub fn new(ignore: &[String], include: &[String], exclude: &[String]) -> CopyFilter {
+        CopyFilter {
+            ignore: IgnoreMatcher::new(ignore),
+            include: (!include.is_empty()).then(|| IgnoreMatcher::new(include)),
+            exclude: IgnoreMatcher::new(exclude),
+            required: include
+                .iter()
+                .filter(|p| !has_wildcard(p))
+                .map(|p| crate::contenthash::clean_relative(p))
+                .collect(),
+        }
+    }
+
+    /// The `.dockerignore` part alone, which also decides which source paths exist at all.
+    pub fn ignore(&self) -> &IgnoreMatcher {
+        &self.ignore
+    }
+
+    /// What a copy does with an entry below a source path: `rel` is its path relative to the
+    /// root, `below` its path relative to the source path.
+    pub fn visit(&self, rel: &str, below: &str, is_dir: bool) -> Visit {
+        let mut visit = self.ignore.visit(rel, is_dir);
+        match self.exclude.visit(below, is_dir) {
+            Visit::Skip => return Visit::Skip,
+            Visit::WalkOnly => visit = visit.max_walk(),
+            Visit::Include => {}
+        }
+        if visit == Visit::Skip {
+            return Visit::Skip;
+        }
+        if let Some(include) = &self.include
+            && !include.is_excluded(below)
+        {
+            // Not matched (yet): a directory may hold matches, a file is left out.
+            return if is_dir { Visit::WalkOnly } else { Visit::Skip };
+        }
+        visit
+    }
+
+    /// Paths (relative to a source path) that must exist below a source path that was named
+    /// without wildcards: BuildKit's "required paths" of `COPY --parents` without wildcards.
+    pub fn required(&self) -> &[String] {
+        &self.required
+    }
+}
+
+impl Visit {
+    /// `WalkOnly` unless already `Skip`.
+    fn max_walk(self) -> Visit {
+        match self {
+            Visit::Skip => Visit::Skip,
+            _ => Visit::WalkOnly,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -492,7 +565,7 @@ fn match_tokens(tokens: &[Token], s: &[char]) -> bool {
 
 #[cfg(test)]
 mod ignore_tests {
-    use super::IgnoreMatcher;
+    use super::{CopyFilter, IgnoreMatcher, Visit};
 
     fn m(patterns: &[&str]) -> IgnoreMatcher {
         IgnoreMatcher::new(&patterns.iter().map(|s| s.to_string()).collect::<Vec<_>>())
@@ -575,5 +648,39 @@ mod ignore_tests {
         assert!(!matcher.is_excluded("docs/keep.md"));
         assert!(matcher.may_include_below("docs"));
         assert!(!m(&["docs"]).may_include_below("docs"));
+    }
+
+    #[test]
+    fn copy_filter_combines_ignore_include_and_exclude() {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Copying `app` (so `below` is relative to it) from a context ignoring `app/tmp`.
+        let f = CopyFilter::new(
+            &strings(&["app/tmp"]),
+            &strings(&["src/**/*.rs", "README"]),
+            &strings(&["src/gen", "*.bak"]),
+        );
+        let cases: &[(&str, &str, bool, Visit)] = &[
+            ("app/src", "src", true, Visit::WalkOnly),
+            ("app/src/x/y.rs", "src/x/y.rs", false, Visit::Include),
+            ("app/src/x/y.txt", "src/x/y.txt", false, Visit::Skip),
+            ("app/src/gen", "src/gen", true, Visit::Skip),
+            ("app/README", "README", false, Visit::Include),
+            ("app/README.bak", "README.bak", false, Visit::Skip),
+            ("app/tmp", "tmp", true, Visit::Skip),
+        ];
+        for (rel, below, is_dir, want) in cases {
+            assert_eq!(f.visit(rel, below, *is_dir), *want, "{rel}");
+        }
+        assert_eq!(f.required(), ["README"]);
+        // Without include patterns everything not excluded is taken, and exclusions with
+        // exceptions still walk the directory.
+        let f = CopyFilter::new(&[], &[], &strings(&["docs", "!docs/keep.md"]));
+        assert_eq!(f.visit("x/docs", "docs", true), Visit::WalkOnly);
+        assert_eq!(
+            f.visit("x/docs/keep.md", "docs/keep.md", false),
+            Visit::Include
+        );
+        assert_eq!(f.visit("x/docs/other", "docs/other", false), Visit::Skip);
+        assert_eq!(f.visit("x/main.c", "main.c", false), Visit::Include);
     }
 }

@@ -309,7 +309,7 @@ impl<W: Worker> Step<W> {
                 let local = local.clone();
                 let hashed = tokio::task::spawn_blocking(move || {
                     let root = worker.local_root(&local.name)?;
-                    let digest = contenthash::hash_local(&root, &local.include, &local.exclude)?;
+                    let digest = contenthash::hash_local(&root, &local)?;
                     Ok::<_, BoxError>((root, digest))
                 })
                 .await
@@ -518,7 +518,7 @@ mod tests {
             Op::Local(LocalSource {
                 name: "context".into(),
                 include: vec!["a".into()],
-                exclude: vec![],
+                ..LocalSource::default()
             }),
             vec![],
             None,

@@ -30,9 +30,18 @@ pub enum FileAction {
         mode: Option<u32>,
         /// Extract recognized local tar archives instead of copying them (`ADD`).
         unpack_archives: bool,
-        /// `.dockerignore` patterns of source files to leave out (relative to the source root).
+        /// `.dockerignore` patterns of files to leave out, relative to the input's root; they
+        /// also apply to the source paths themselves.
+        #[serde(default, rename = "exclude", skip_serializing_if = "Vec::is_empty")]
+        ignore: Vec<String>,
+        /// BuildKit's include patterns (`COPY --parents`): when set, only what they match below
+        /// each source path is copied, with the parent directories of what matches.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        exclude: Vec<String>,
+        include_patterns: Vec<String>,
+        /// BuildKit's exclude patterns (`--exclude`): what they match below each source path is
+        /// left out. A source path itself is never excluded by them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        exclude_patterns: Vec<String>,
     },
     /// Creates a file with the given content (a heredoc of COPY or ADD).
     Mkfile {

@@ -15,7 +15,7 @@ pub struct ImageSource {
 
 /// Files of a named local directory. Its cache key covers the content of the files it selects,
 /// not their location on the host and not their modification times.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LocalSource {
     /// Which local directory: `context` is the build context.
     pub name: String,
@@ -25,4 +25,12 @@ pub struct LocalSource {
     /// `.dockerignore` patterns (see [`crate::pattern::IgnoreMatcher`]) of files to leave out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    /// Include patterns applied below each path of `include`, as in
+    /// [`crate::FileAction::Copy`]'s `include_patterns`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_patterns: Vec<String>,
+    /// Exclude patterns applied below each path of `include`, as in
+    /// [`crate::FileAction::Copy`]'s `exclude_patterns`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_patterns: Vec<String>,
 }
