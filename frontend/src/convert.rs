@@ -62,6 +62,22 @@ fn concat(pieces: &[&str]) -> String {
     s
 }
 
+/// Appends `n` in decimal, without the allocation of `to_string`.
+fn push_number(s: &mut String, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.push_str(std::str::from_utf8(&digits[i..]).expect("ASCII digits"));
+}
+
 /// `items` joined by `sep`, each made of `parts` pieces, without intermediate strings.
 fn join_pairs<'a>(items: impl Iterator<Item = [&'a str; 3]>, sep: &str) -> String {
     let mut s = String::new();
@@ -368,8 +384,15 @@ struct StageState {
 impl StageState {
     fn next_name(&mut self, text: &str) -> String {
         self.index += 1;
-        let (index, total) = (self.index.to_string(), self.total.to_string());
-        concat(&["[", &self.prefix, &index, "/", &total, "] ", text])
+        let mut name = String::with_capacity(self.prefix.len() + text.len() + 16);
+        name.push('[');
+        name.push_str(&self.prefix);
+        push_number(&mut name, self.index);
+        name.push('/');
+        push_number(&mut name, self.total);
+        name.push_str("] ");
+        name.push_str(text);
+        name
     }
 
     fn history(&mut self, created_by: String, layer_of: Option<VertexId>) {
@@ -719,7 +742,10 @@ impl Lowerer<'_> {
                 return Err(fail(d.message.clone()));
             }
             for mut ins in parsed.dockerfile.instructions {
-                if matches!(ins.name().as_str(), "onbuild" | "from" | "maintainer") {
+                if ["onbuild", "from", "maintainer"]
+                    .iter()
+                    .any(|k| ins.keyword.eq_ignore_ascii_case(k))
+                {
                     return Err(fail(format!(
                         "{} isn't allowed as an ONBUILD trigger",
                         ins.keyword.to_ascii_uppercase()
@@ -837,9 +863,10 @@ impl Lowerer<'_> {
                     }
                 }
                 let name = state.next_name(&self.display_name(ins, &*state));
+                let command_text = args.join(" ");
                 let vertex = self.graph.add(
                     Op::Exec(ExecOp {
-                        args: args.clone(),
+                        args,
                         env: run_env,
                         cwd: state
                             .image
@@ -874,7 +901,7 @@ impl Lowerer<'_> {
                         }
                     }
                     created_by.push('|');
-                    created_by.push_str(&pairs.len().to_string());
+                    push_number(&mut created_by, pairs.len());
                     created_by.push(' ');
                     for (k, v) in pairs {
                         for piece in [k.as_str(), "=", v.as_str(), " "] {
@@ -882,7 +909,7 @@ impl Lowerer<'_> {
                         }
                     }
                 }
-                created_by.push_str(&args.join(" "));
+                created_by.push_str(&command_text);
                 created_by.push_str(" # buildkit");
                 state.history(created_by, Some(vertex));
             }
@@ -1466,7 +1493,7 @@ fn normalize_dest(workdir: &str, dest: &str) -> String {
     } else {
         Some(workdir).into_iter().chain(dest.split('/'))
     };
-    let mut stack: Vec<&str> = Vec::new();
+    let mut stack: Vec<&str> = Vec::with_capacity(16);
     for part in parts.flat_map(|p| p.split('/')) {
         match part {
             "" | "." => {}

@@ -122,27 +122,37 @@ pub struct Healthcheck {
     pub retries: Option<i64>,
 }
 
-/// Every instruction keyword, for "did you mean" suggestions.
-pub const KEYWORDS: &[&str] = &[
-    "ADD",
-    "ARG",
-    "CMD",
-    "COPY",
-    "ENTRYPOINT",
-    "ENV",
-    "EXPOSE",
-    "FROM",
-    "HEALTHCHECK",
-    "LABEL",
-    "MAINTAINER",
-    "ONBUILD",
-    "RUN",
-    "SHELL",
-    "STOPSIGNAL",
-    "USER",
-    "VOLUME",
-    "WORKDIR",
+/// Every instruction keyword, lower and upper case (for matching without allocating, and for
+/// "did you mean" suggestions).
+pub const KEYWORDS: &[(&str, &str)] = &[
+    ("add", "ADD"),
+    ("arg", "ARG"),
+    ("cmd", "CMD"),
+    ("copy", "COPY"),
+    ("entrypoint", "ENTRYPOINT"),
+    ("env", "ENV"),
+    ("expose", "EXPOSE"),
+    ("from", "FROM"),
+    ("healthcheck", "HEALTHCHECK"),
+    ("label", "LABEL"),
+    ("maintainer", "MAINTAINER"),
+    ("onbuild", "ONBUILD"),
+    ("run", "RUN"),
+    ("shell", "SHELL"),
+    ("stopsignal", "STOPSIGNAL"),
+    ("user", "USER"),
+    ("volume", "VOLUME"),
+    ("workdir", "WORKDIR"),
 ];
+
+/// The lower and upper case forms of an instruction keyword written in any case, or `None` if
+/// it is no keyword.
+pub fn keyword_forms(keyword: &str) -> Option<(&'static str, &'static str)> {
+    KEYWORDS
+        .iter()
+        .find(|(lower, _)| lower.eq_ignore_ascii_case(keyword))
+        .copied()
+}
 
 /// The closest candidate within a small edit distance, compared case-insensitively.
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
@@ -373,17 +383,17 @@ pub fn parse_duration(s: &str) -> Option<i64> {
 
 /// Checks one instruction and gives its meaning.
 pub fn parse_command(file: &Arc<SourceFile>, ins: &Instruction) -> Result<Command, Diagnostic> {
-    let name = ins.name();
-    let upper = name.to_ascii_uppercase();
+    // An unknown keyword falls through to the error at the end of the match.
+    let (name, upper) = keyword_forms(&ins.keyword).unwrap_or(("", ""));
     let err = |span: Span, message: String| Diagnostic::error(file, Some(span), message);
-    let mut flags = Flags::new(file, &upper, &ins.flags);
+    let mut flags = Flags::new(file, upper, &ins.flags);
     let no_args = || {
         err(
             ins.keyword_span,
             format!("{upper} requires at least one argument"),
         )
     };
-    let command = match name.as_str() {
+    let command = match name {
         "from" => {
             let platform = flags.string("platform")?;
             flags.finish(&["platform"], &[])?;
@@ -570,7 +580,7 @@ pub fn parse_command(file: &Arc<SourceFile>, ins: &Instruction) -> Result<Comman
                     format!("{upper} requires exactly one argument"),
                 ));
             };
-            match name.as_str() {
+            match name {
                 "workdir" => Command::Workdir(text.clone()),
                 "user" => Command::User(text.clone()),
                 "stopsignal" => Command::StopSignal(text.clone()),
@@ -679,7 +689,7 @@ pub fn parse_command(file: &Arc<SourceFile>, ins: &Instruction) -> Result<Comman
             let Args::OnBuild(inner) = &ins.args else {
                 return Err(no_args());
             };
-            match inner.name().as_str() {
+            match keyword_forms(&inner.keyword).map_or("", |k| k.0) {
                 "onbuild" => {
                     return Err(err(
                         inner.keyword_span,
@@ -707,7 +717,7 @@ pub fn parse_command(file: &Arc<SourceFile>, ins: &Instruction) -> Result<Comman
                 ins.keyword_span,
                 format!("unknown instruction: {}", ins.keyword),
             );
-            if let Some(s) = suggest(&ins.keyword, KEYWORDS.iter().copied()) {
+            if let Some(s) = suggest(&ins.keyword, KEYWORDS.iter().map(|k| k.1)) {
                 d.message = format!("unknown instruction: {} (did you mean {s}?)", ins.keyword);
             }
             return Err(d);

@@ -369,26 +369,23 @@ impl<'a> State<'a> {
 
     fn process_single_quote(&mut self) -> Result<String, String> {
         self.next();
-        let mut result = String::new();
+        // Everything up to the closing quote is literal.
+        let rest = &self.src[self.pos..];
+        let Some(len) = rest.find('\'') else {
+            self.pos = self.src.len();
+            return Err(
+                "unexpected end of statement while looking for matching single-quote".into(),
+            );
+        };
+        self.pos += len + 1;
         if self.raw_quotes {
+            let mut result = String::with_capacity(len + 2);
             result.push('\'');
-        }
-        loop {
-            match self.next() {
-                None => {
-                    return Err(
-                        "unexpected end of statement while looking for matching single-quote"
-                            .into(),
-                    );
-                }
-                Some('\'') => {
-                    if self.raw_quotes {
-                        result.push('\'');
-                    }
-                    return Ok(result);
-                }
-                Some(c) => result.push(c),
-            }
+            result.push_str(&rest[..len]);
+            result.push('\'');
+            Ok(result)
+        } else {
+            Ok(rest[..len].to_string())
         }
     }
 
@@ -416,6 +413,13 @@ impl<'a> State<'a> {
                 Some('$') => {
                     let value = self.process_dollar()?;
                     result.push_str(&value);
+                }
+                Some(c) if c != self.escape => {
+                    // A run of ordinary characters is copied at once.
+                    let rest = &self.src[self.pos..];
+                    let len = rest.find(['"', '$', self.escape]).unwrap_or(rest.len());
+                    result.push_str(&rest[..len]);
+                    self.pos += len;
                 }
                 Some(_) => {
                     let mut ch = self.next().expect("peeked");

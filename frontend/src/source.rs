@@ -9,7 +9,9 @@ pub struct SourceFile {
     pub name: String,
     /// The text. Invalid UTF-8 was replaced (U+FFFD) when the file was read.
     pub text: String,
-    line_starts: Vec<usize>,
+    /// Byte offsets of line starts, computed when a position is first asked for (most parses
+    /// never need one).
+    line_starts: std::sync::OnceLock<Vec<usize>>,
 }
 
 /// A byte range in a [`SourceFile`].
@@ -40,21 +42,31 @@ pub struct Position {
 impl SourceFile {
     /// A source file from raw bytes.
     pub fn new(name: impl Into<String>, bytes: &[u8]) -> Arc<SourceFile> {
-        let text = String::from_utf8_lossy(bytes).into_owned();
-        let mut line_starts = vec![0];
-        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        // Checking is much faster than the lossy conversion, and almost every file is valid.
+        let text = match std::str::from_utf8(bytes) {
+            Ok(text) => text.to_string(),
+            Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        };
         Arc::new(SourceFile {
             name: name.into(),
             text,
-            line_starts,
+            line_starts: std::sync::OnceLock::new(),
+        })
+    }
+
+    fn line_starts(&self) -> &[usize] {
+        self.line_starts.get_or_init(|| {
+            let mut starts = vec![0];
+            starts.extend(self.text.match_indices('\n').map(|(i, _)| i + 1));
+            starts
         })
     }
 
     /// The line and column of a byte offset.
     pub fn position(&self, offset: usize) -> Position {
         let offset = offset.min(self.text.len());
-        let line = self.line_starts.partition_point(|&s| s <= offset) - 1;
-        let start = self.line_starts[line];
+        let line = self.line_starts().partition_point(|&s| s <= offset) - 1;
+        let start = self.line_starts()[line];
         let column = self.text[start..floor_char_boundary(&self.text, offset)]
             .chars()
             .count()
@@ -67,11 +79,11 @@ impl SourceFile {
 
     /// The text of a 1-based line, without its line break.
     pub fn line_text(&self, line: usize) -> &str {
-        let Some(&start) = self.line_starts.get(line.wrapping_sub(1)) else {
+        let Some(&start) = self.line_starts().get(line.wrapping_sub(1)) else {
             return "";
         };
         let end = self
-            .line_starts
+            .line_starts()
             .get(line)
             .copied()
             .unwrap_or(self.text.len());
@@ -81,9 +93,9 @@ impl SourceFile {
     /// Number of lines (a final line break does not start a new line).
     pub fn line_count(&self) -> usize {
         if self.text.ends_with('\n') {
-            self.line_starts.len() - 1
+            self.line_starts().len() - 1
         } else {
-            self.line_starts.len()
+            self.line_starts().len()
         }
     }
 }

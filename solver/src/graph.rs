@@ -30,8 +30,10 @@ pub struct Vertex {
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
     dag: DiGraph<Vertex, usize>,
-    /// Vertices by the hash of their op and inputs (collisions resolved by comparing).
-    by_hash: rustc_hash::FxHashMap<u64, Vec<VertexId>>,
+    /// Vertices by the hash of their op and inputs: the first vertex with a hash here, any
+    /// other (different vertices with the same hash, found by comparing) in `more_by_hash`.
+    by_hash: rustc_hash::FxHashMap<u64, VertexId>,
+    more_by_hash: rustc_hash::FxHashMap<u64, Vec<VertexId>>,
 }
 
 impl Graph {
@@ -49,11 +51,12 @@ impl Graph {
             inputs.hash(&mut hasher);
             hasher.finish()
         };
-        let existing = self.by_hash.get(&hash).and_then(|candidates| {
-            candidates
-                .iter()
-                .copied()
-                .find(|&id| self.dag[id].op == op && self.dag[id].inputs == inputs)
+        let same = |id: &VertexId| self.dag[*id].op == op && self.dag[*id].inputs == inputs;
+        let first = self.by_hash.get(&hash).copied();
+        let existing = first.filter(same).or_else(|| {
+            self.more_by_hash
+                .get(&hash)
+                .and_then(|more| more.iter().copied().find(same))
         });
         if let Some(id) = existing {
             if self.dag[id].name.is_none() {
@@ -61,15 +64,17 @@ impl Graph {
             }
             return id;
         }
-        let id = self.dag.add_node(Vertex {
-            op,
-            inputs: inputs.clone(),
-            name,
-        });
-        for (index, input) in inputs.into_iter().enumerate() {
+        let count = inputs.len();
+        let id = self.dag.add_node(Vertex { op, inputs, name });
+        for index in 0..count {
+            let input = self.dag[id].inputs[index];
             self.dag.add_edge(input, id, index);
         }
-        self.by_hash.entry(hash).or_default().push(id);
+        if first.is_none() {
+            self.by_hash.insert(hash, id);
+        } else {
+            self.more_by_hash.entry(hash).or_default().push(id);
+        }
         id
     }
 

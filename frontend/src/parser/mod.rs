@@ -306,6 +306,7 @@ impl Parser {
                 self.empty_continuations.push(Span::new(at, at));
             }
             if let Some(mut instruction) = self.instruction(&logical, 0) {
+                instruction.original = logical.text;
                 if can_contain_heredoc(&instruction) {
                     self.read_heredocs(&mut instruction, &lines, &mut i);
                 }
@@ -393,20 +394,24 @@ impl Parser {
         let args_start = args_untrimmed_start + (args_text.len() - args_trimmed.len());
         let args_str = args_trimmed.trim_end_matches(is_space);
         let args_span = logical.span(args_start, args_start + args_str.len());
-        let name = kw.to_ascii_lowercase();
+        // Unknown keywords parse as text; the error comes when the instruction is checked.
+        let name = crate::instructions::keyword_forms(kw).map_or("", |k| k.0);
         let escape = self.directives.escape;
-        let parsed = match name.as_str() {
+        let parsed = match name {
             "onbuild" => {
                 if args_str.is_empty() {
                     Ok(Args::Empty)
                 } else {
                     match self.instruction(logical, args_start) {
-                        Some(inner) => Ok(Args::OnBuild(Box::new(inner))),
+                        Some(mut inner) => {
+                            inner.original = logical.text.clone();
+                            Ok(Args::OnBuild(Box::new(inner)))
+                        }
                         None => return None,
                     }
                 }
             }
-            _ => args::parse_args(&name, args_str, escape),
+            _ => args::parse_args(name, args_str, escape),
         };
         match parsed {
             Ok(args) => Some(Instruction {
@@ -415,7 +420,8 @@ impl Parser {
                 flags,
                 args,
                 args_span,
-                original: logical.text.clone(),
+                // Set by the caller, which owns the logical line.
+                original: String::new(),
                 span: Span::new(kw_span.start, logical.end),
                 start_line: 0,
                 end_line: 0,
@@ -436,7 +442,9 @@ impl Parser {
 
 /// Whether an instruction may open heredocs: RUN, COPY and ADD in shell form.
 fn can_contain_heredoc(instruction: &Instruction) -> bool {
-    matches!(instruction.name().as_str(), "run" | "copy" | "add")
+    ["run", "copy", "add"]
+        .iter()
+        .any(|k| instruction.keyword.eq_ignore_ascii_case(k))
         && !matches!(instruction.args, Args::Json(_))
         && instruction.original.contains("<<")
 }
