@@ -924,6 +924,8 @@ impl Lowerer<'_> {
                 link: _,
                 parents,
                 exclude,
+                checksum,
+                unpack,
             } => {
                 let keyword = if *add { "ADD" } else { "COPY" };
                 let mut sources = Vec::new();
@@ -942,6 +944,16 @@ impl Lowerer<'_> {
                             ));
                     }
                     sources.push(expanded);
+                }
+                if let Some(flag) = checksum {
+                    // As BuildKit: the checksum verifies a download, so a local source with
+                    // one is a mistake (URL sources were refused above).
+                    let message = if sources.len() != 1 {
+                        "checksum can't be specified for multiple sources"
+                    } else {
+                        "checksum requires HTTP(S) or Git sources"
+                    };
+                    return Err(self.error(flag.span, message));
                 }
                 if from.is_none() {
                     for source in &sources {
@@ -1064,7 +1076,7 @@ impl Lowerer<'_> {
                         })
                     }
                 };
-                let unpack = *add && from.is_none();
+                let unpack = *add && from.is_none() && unpack.unwrap_or(true);
                 if let Some(source_vertex) = source_vertex {
                     inputs.push(source_vertex);
                 }
@@ -1748,6 +1760,44 @@ mod tests {
                 Some("COPY --parents x/./y/*.txt z.txt /d/ # buildkit"),
                 Some("COPY /a /b # buildkit")
             ]
+        );
+    }
+
+    #[test]
+    fn add_checksum_unpack_and_keep_git_dir() {
+        let unpacks = |text: &str| {
+            let b = lower_str(text, &BuildOptions::default()).unwrap();
+            let Op::File(f) = &b.graph.vertex(b.target).op else {
+                panic!()
+            };
+            let FileAction::Copy {
+                unpack_archives, ..
+            } = &f.actions[0]
+            else {
+                panic!()
+            };
+            *unpack_archives
+        };
+        assert!(unpacks("FROM scratch\nADD a.tar /x/\n"));
+        assert!(unpacks("FROM scratch\nADD --keep-git-dir=true a.tar /x/\n"));
+        assert!(!unpacks("FROM scratch\nADD --unpack=false a.tar /x/\n"));
+        let e = lower_str(
+            "FROM scratch\nADD --checksum=sha256:0123 a.tar /x/\n",
+            &BuildOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("Dockerfile:2:5: error: checksum requires HTTP(S) or Git sources"),
+            "{e}"
+        );
+        let e = lower_str(
+            "FROM scratch\nADD --keep-git-dir=maybe a.tar /x/\n",
+            &BuildOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("expecting boolean value for flag keep-git-dir"),
+            "{e}"
         );
     }
 

@@ -78,6 +78,10 @@ pub enum Command {
         /// `--exclude` patterns (not expanded), matched below each source as `.dockerignore`
         /// patterns are.
         exclude: Vec<String>,
+        /// `ADD --checksum` (only meaningful for URL and git sources).
+        checksum: Option<FlagValue>,
+        /// `ADD --unpack`: whether local archives are extracted (default: yes for `ADD`).
+        unpack: Option<bool>,
     },
     /// `ENV` pairs (unexpanded, quotes still in place).
     Env(Vec<(String, String)>),
@@ -272,6 +276,16 @@ impl<'a> Flags<'a> {
                 format!("missing a value on flag: --{name}"),
             )),
         }
+    }
+
+    /// Whether the flag is given at all.
+    fn has(&self, name: &str) -> bool {
+        self.flags.iter().any(|flag| {
+            let body = flag.text.trim_start_matches('-');
+            body.split_once('=')
+                .map_or(body, |(n, _)| n)
+                .eq_ignore_ascii_case(name)
+        })
     }
 
     fn boolean(&mut self, name: &str) -> Result<bool, Diagnostic> {
@@ -479,10 +493,25 @@ pub fn parse_command(file: &Arc<SourceFile>, ins: &Instruction) -> Result<Comman
                 .into_iter()
                 .map(|f| f.value)
                 .collect();
+            let (mut checksum, mut unpack) = (None, None);
             if add {
+                checksum = flags.string("checksum")?;
+                if flags.has("unpack") {
+                    unpack = Some(flags.boolean("unpack")?);
+                }
+                // Only git sources have a .git directory to keep; rbuild has none yet.
+                flags.boolean("keep-git-dir")?;
                 flags.finish(
-                    &["chown", "chmod", "link", "exclude"],
-                    &["checksum", "keep-git-dir", "unpack"],
+                    &[
+                        "chown",
+                        "chmod",
+                        "link",
+                        "exclude",
+                        "checksum",
+                        "keep-git-dir",
+                        "unpack",
+                    ],
+                    &[],
                 )?;
             } else {
                 flags.finish(
@@ -539,6 +568,8 @@ pub fn parse_command(file: &Arc<SourceFile>, ins: &Instruction) -> Result<Comman
                 link,
                 parents,
                 exclude,
+                checksum,
+                unpack,
             }
         }
         "env" | "label" => {
