@@ -4,11 +4,12 @@
 #   docker-registry a real registry the tests start on loopback
 #   skopeo, umoci   third-party tools the tests check images with
 #   curl, procps    used by the tests
-# rbuild itself needs only a Rust toolchain (rustup) and gcc (for the bundled SQLite).
+#   gcc, make       build the bundled SQLite and jemalloc
+# rbuild itself needs only these and a Rust toolchain (rustup).
 set -eu
 need=""
 for pair in busybox-static:/bin/busybox docker-registry:/usr/bin/docker-registry skopeo:/usr/bin/skopeo \
-            umoci:/usr/bin/umoci curl:/usr/bin/curl procps:/usr/bin/ps; do
+            umoci:/usr/bin/umoci curl:/usr/bin/curl procps:/usr/bin/ps gcc:/usr/bin/gcc make:/usr/bin/make; do
   pkg=${pair%%:*}; file=${pair#*:}
   [ -e "$file" ] || need="$need $pkg"
 done

@@ -1,6 +1,10 @@
 //! Parsing and lowering a 2,000-instruction Dockerfile (issue 3 asks for under 5 ms).
 //! `cargo bench -p rbuild-frontend`; the result is recorded in BENCHMARKS.md.
 
+/// The allocator the `rbuild` binary uses, so the benchmark measures what rbuild runs.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use rbuild_frontend::image::Image;
 use rbuild_frontend::source::SourceFile;

@@ -4,8 +4,10 @@
 //! POSIX only promises async-signal-safe functions in the child of `fork()` in a multi-threaded
 //! program, because locks held by other threads at the moment of the fork stay locked forever in
 //! the child. rbuild's children rely on two facts instead:
-//! - glibc's `fork()` runs its own at-fork handlers, which take and reset the malloc arena
-//!   locks, so allocating in the child is safe with glibc (the only libc rbuild supports);
+//! - glibc's `fork()` runs the at-fork handlers, which take and reset the allocator's locks
+//!   (glibc's malloc arenas, and jemalloc's, which the `rbuild` binary uses and which registers
+//!   such handlers), so allocating in the child is safe; this is why children are made with
+//!   libc's `fork()` and never with a raw `clone` syscall;
 //! - the child code never touches locks that other threads of rbuild take: it does not log
 //!   (`tracing`), print (`std::io::stdout` has a lock), read the environment (`std::env` has a
 //!   lock) or use tokio. It only does syscalls, file I/O on its own descriptors, and allocation.
