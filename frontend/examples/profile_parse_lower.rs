@@ -1,4 +1,9 @@
 //! Runs the parse_lower benchmark's workload a few times, for profilers (callgrind, perf).
+
+/// The allocator the `rbuild` binary and the benchmark use.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use rbuild_frontend::image::Image;
 use rbuild_frontend::source::SourceFile;
 use rbuild_frontend::{BuildOptions, ImageResolver, ResolvedImage, lower, parser};

@@ -212,7 +212,8 @@ pub fn lower(
         display: Lexer::for_display(escape),
         options,
         resolver,
-        graph: Graph::new(),
+        // About one vertex per instruction, plus sources.
+        graph: Graph::with_capacity(dockerfile.instructions.len() + 16),
         locations: HashMap::new(),
         warnings: Vec::new(),
         global_args: Vec::new(),
@@ -847,7 +848,10 @@ impl Lowerer<'_> {
                 };
                 // The process sees the config's ENV, plus ARGs that have a value and no ENV of
                 // the same name, plus proxy settings given as build args.
-                let mut run_env: Vec<String> = state.image.config.env.clone().unwrap_or_default();
+                let image_env = state.image.config.env.as_deref().unwrap_or_default();
+                let mut run_env: Vec<String> =
+                    Vec::with_capacity(image_env.len() + state.args.len());
+                run_env.extend(image_env.iter().cloned());
                 for (k, v) in &state.args {
                     if let Some(v) = v
                         && state.image.config.env_value(k).is_none()
@@ -884,7 +888,8 @@ impl Lowerer<'_> {
                 );
                 self.locations.entry(vertex).or_insert(ins.span);
                 state.vertex = vertex;
-                let mut created_by = String::from("RUN ");
+                let mut created_by = String::with_capacity(64 + command_text.len());
+                created_by.push_str("RUN ");
                 if !state.args.is_empty() {
                     let mut pairs: Vec<(String, String)> = Vec::new();
                     for (k, v) in &state.args {

@@ -152,12 +152,12 @@ impl ImageConfig {
     /// The value of an environment variable.
     pub fn env_value(&self, key: &str) -> Option<&str> {
         self.env.as_ref()?.iter().rev().find_map(|kv| {
-            // `KEY=value`: compare the prefix, then check the `=` right after it.
-            let rest = kv.strip_prefix(key)?;
-            match rest.as_bytes().first() {
-                Some(b'=') => Some(&rest[1..]),
-                None => Some(""),
-                Some(_) => None,
+            // `KEY=value`: the byte after the key must be `=` (or the end); checking it first
+            // rules out most entries without comparing strings.
+            match kv.as_bytes().get(key.len()) {
+                Some(b'=') if kv.starts_with(key) => Some(&kv[key.len() + 1..]),
+                None if kv == key => Some(""),
+                _ => None,
             }
         })
     }
@@ -199,5 +199,27 @@ mod tests {
         c.set_env("B", "2");
         c.set_env("A", "3");
         assert_eq!(c.env.unwrap(), ["A=3", "B=2"]);
+    }
+
+    #[test]
+    fn env_value_matches_whole_names() {
+        let c = ImageConfig {
+            env: Some(
+                ["A=1", "AB=2", "B", "A=3=4", "ÄX=5"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+            ..ImageConfig::default()
+        };
+        assert_eq!(c.env_value("A"), Some("3=4"), "the last entry wins");
+        assert_eq!(c.env_value("AB"), Some("2"));
+        assert_eq!(
+            c.env_value("B"),
+            Some(""),
+            "an entry without = has an empty value"
+        );
+        assert_eq!(c.env_value("ÄX"), Some("5"));
+        assert_eq!(c.env_value("Ä"), None);
+        assert_eq!(c.env_value("C"), None);
     }
 }

@@ -300,7 +300,8 @@ impl<'a> State<'a> {
         &mut self,
         stop: Option<char>,
     ) -> Result<(String, Vec<String>), String> {
-        let mut result = String::with_capacity(self.src.len() - self.pos);
+        // Room for the rest of the word and some growth from expanded variables.
+        let mut result = String::with_capacity(self.src.len() - self.pos + 32);
         let mut words = Words {
             enabled: self.collect_words && stop.is_none(),
             ..Words::default()

@@ -42,6 +42,14 @@ impl Graph {
         Graph::default()
     }
 
+    /// An empty graph with room for `vertices` vertices.
+    pub fn with_capacity(vertices: usize) -> Graph {
+        Graph {
+            dag: DiGraph::with_capacity(vertices, vertices),
+            ..Graph::default()
+        }
+    }
+
     /// Adds a vertex, or returns the existing vertex with the same op and inputs. The first name
     /// given to a vertex is kept.
     pub fn add(&mut self, op: Op, inputs: Vec<VertexId>, name: Option<String>) -> VertexId {

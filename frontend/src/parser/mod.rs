@@ -257,7 +257,8 @@ impl Parser {
 
     fn run(&mut self) -> Vec<Instruction> {
         let file = self.file.clone();
-        let mut lines = Vec::new();
+        let line_count = file.text.bytes().filter(|&b| b == b'\n').count() + 1;
+        let mut lines = Vec::with_capacity(line_count);
         let mut offset = 0;
         for piece in file.text.split_inclusive('\n') {
             lines.push(PhysicalLine {
@@ -273,7 +274,7 @@ impl Parser {
             first.offset += '\u{feff}'.len_utf8();
         }
 
-        let mut instructions = Vec::new();
+        let mut instructions = Vec::with_capacity(line_count / 2);
         let mut i = 0;
         while i < lines.len() {
             let (text, offset) = self.process_line(&lines[i], true);
