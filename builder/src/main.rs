@@ -9,6 +9,7 @@ mod commands;
 mod diagnostics;
 mod export;
 mod layer;
+mod mounts;
 mod progress;
 mod reference;
 mod registry;

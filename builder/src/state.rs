@@ -92,7 +92,12 @@ impl State {
         self.lock.lock().expect("state lock").take();
     }
 
-    /// A fresh directory under `run/` for one step.
+    /// Where the directories of RUN cache mounts live (see `crate::mounts`).
+    pub fn cache_mounts_dir(&self) -> PathBuf {
+        self.root.join("cache-mounts")
+    }
+
+    /// A fresh directory under `run/` for one step's mount points and generated files.
     pub fn run_dir(&self) -> Result<PathBuf> {
         let dir = self
             .root

@@ -8,13 +8,15 @@ use crate::timefmt;
 use anyhow::{Context, anyhow};
 use rbuild_frontend::image::Image;
 use rbuild_runner::fileop::{self, Action, FileOpSpec, Filter, PathOps, Selection, Source, Visit};
-use rbuild_runner::sandbox::{self, Exit, Network, Process, Rootfs, Stdio, Stream};
+use rbuild_runner::sandbox::{
+    self, Exit, Mount, MountSource, Network, Process, Rootfs, Stdio, Stream,
+};
 use rbuild_solver::pattern::{CopyFilter, Visit as SolverVisit};
 use rbuild_solver::progress::Stream as LogStream;
 use rbuild_solver::scheduler::BoxError;
 use rbuild_solver::{
-    ExecOp, FileAction, FileOp, ImageSource, NetworkMode, Op, Output, OutputLayer, StepContext,
-    Worker,
+    ExecOp, FileAction, FileOp, ImageSource, MountKind, NetworkMode, Op, Output, OutputLayer,
+    StepContext, Worker,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,6 +71,8 @@ pub struct BuildWorker {
     pub registry: Arc<Registry>,
     /// The runtime to block on for network I/O (the worker runs on blocking threads).
     pub runtime: tokio::runtime::Handle,
+    /// Secrets and SSH agents for RUN mounts.
+    pub provided: Arc<crate::mounts::Provided>,
 }
 
 /// The output of a step: `base`'s layers plus, if the step changed anything, the layer made
@@ -103,7 +107,7 @@ impl Worker for BuildWorker {
     ) -> Result<Output, BoxError> {
         match op {
             Op::Image(image) => self.pull(image).map_err(|e| format!("{e:#}").into()),
-            Op::Exec(exec) => self.exec(exec, &inputs[0], ctx),
+            Op::Exec(exec) => self.exec(exec, inputs, ctx),
             Op::File(file) => self.file(file, inputs).map_err(|e| format!("{e:#}").into()),
             Op::Scratch | Op::Local(_) => Ok(Output::default()),
         }
@@ -183,15 +187,38 @@ impl BuildWorker {
         })
     }
 
-    fn exec(&self, exec: &ExecOp, base: &Output, ctx: &StepContext) -> Result<Output, BoxError> {
+    fn exec(
+        &self,
+        exec: &ExecOp,
+        inputs: &[Arc<Output>],
+        ctx: &StepContext,
+    ) -> Result<Output, BoxError> {
         let state = &self.state;
+        let base = &inputs[0];
         ensure_snapshots(state, &base.layers).map_err(|e| format!("{e:#}"))?;
+        let mut env = exec.env.clone();
+        // Held until the step ends: the locks of its cache mounts, copies it mounts.
+        let mut leases = Vec::new();
+        let mut scratch = Vec::new();
+        let mounts = self.mounts(exec, inputs, &mut env, &mut leases, &mut scratch);
+        let discard = |scratch: Vec<rbuild_runner::Upper>| {
+            for upper in scratch {
+                let _ = state.snapshots.discard(upper);
+            }
+        };
+        let mounts = match mounts {
+            Ok(m) => m,
+            Err(e) => {
+                discard(scratch);
+                return Err(format!("{e:#}").into());
+            }
+        };
         let upper = state.snapshots.new_upper()?;
         let run_dir = state.run_dir().map_err(|e| format!("{e:#}"))?;
         let layers = diff_ids(&base.layers);
         let process = Process {
             args: exec.args.clone(),
-            env: exec.env.clone(),
+            env,
             cwd: exec.cwd.clone(),
             user: exec.user.clone(),
             hostname: sandbox::BUILD_HOSTNAME.into(),
@@ -208,6 +235,7 @@ impl BuildWorker {
                     (rel, f.data.clone().into_bytes(), f.mode)
                 })
                 .collect(),
+            mounts,
         };
         let cancel = ctx.cancel_flag();
         let result = sandbox::run(
@@ -228,6 +256,8 @@ impl BuildWorker {
             &cancel,
         );
         let _ = std::fs::remove_dir_all(&run_dir);
+        drop(leases);
+        discard(scratch);
         let command = exec.args.join(" ");
         match result {
             Ok(Exit::Code(0)) => {}
@@ -247,6 +277,228 @@ impl BuildWorker {
             }
         }
         on_top(state, base, upper).map_err(|e| format!("{e:#}").into())
+    }
+
+    /// The sandbox mounts of an exec op's `--mount`s. Secret values given as environment
+    /// variables are added to `env`; cache mounts are locked into `leases`; copies made for
+    /// the step go to `scratch`.
+    fn mounts(
+        &self,
+        exec: &ExecOp,
+        inputs: &[Arc<Output>],
+        env: &mut Vec<String>,
+        leases: &mut Vec<crate::mounts::CacheLease>,
+        scratch: &mut Vec<rbuild_runner::Upper>,
+    ) -> anyhow::Result<Vec<Mount>> {
+        let state = &self.state;
+        let mut out = Vec::with_capacity(exec.mounts.len());
+        let input = |i: usize| {
+            inputs
+                .get(i)
+                .ok_or_else(|| anyhow!("internal error: mount input {i} is missing"))
+        };
+        for m in &exec.mounts {
+            let source = match &m.kind {
+                MountKind::Bind {
+                    input: i,
+                    source,
+                    exclude,
+                } => {
+                    let output = input(*i)?;
+                    self.mount_source(output, source, exclude, m.readonly, scratch)?
+                }
+                MountKind::Cache {
+                    id,
+                    sharing,
+                    input: seed_input,
+                    source,
+                    mode,
+                    uid,
+                    gid,
+                } => {
+                    let seed_output = seed_input.map(&input).transpose()?;
+                    let seed_id = seed_output.map(|o| {
+                        let ids: Vec<String> =
+                            o.layers.iter().map(|l| l.diff_id.to_string()).collect();
+                        format!("{}:{source}", ids.join(","))
+                    });
+                    let seed = |dir: &Path| -> anyhow::Result<()> {
+                        match seed_output {
+                            Some(o) => self.copy_out(o, source, dir),
+                            None => Ok(()),
+                        }
+                    };
+                    let init = crate::mounts::CacheInit {
+                        mode: *mode,
+                        uid: *uid,
+                        gid: *gid,
+                        seed: Some(&seed),
+                    };
+                    let lease = crate::mounts::acquire(
+                        &state.cache_mounts_dir(),
+                        &crate::mounts::cache_key(id, seed_id.as_deref()),
+                        *sharing,
+                        &init,
+                    )?;
+                    let dir = lease.dir.clone();
+                    leases.push(lease);
+                    MountSource::Host(dir)
+                }
+                MountKind::Tmpfs { size } => MountSource::Tmpfs { size: *size },
+                MountKind::Secret {
+                    id,
+                    env: var,
+                    required,
+                    mode,
+                    uid,
+                    gid,
+                } => {
+                    let Some(value) = self.provided.secrets.get(id) else {
+                        if *required {
+                            return Err(anyhow!(
+                                "secret {id} is required but was not given (rbuild build --secret id={id},src=FILE)"
+                            ));
+                        }
+                        continue;
+                    };
+                    if let Some(var) = var {
+                        env.retain(|kv| kv.split('=').next() != Some(var.as_str()));
+                        env.push(format!("{var}={}", String::from_utf8_lossy(value)));
+                    }
+                    if m.target.is_empty() {
+                        continue;
+                    }
+                    MountSource::File {
+                        data: value.clone(),
+                        mode: *mode,
+                        uid: *uid,
+                        gid: *gid,
+                    }
+                }
+                MountKind::Ssh { id, required, .. } => {
+                    let Some(socket) = self.provided.ssh.get(id) else {
+                        if *required {
+                            return Err(anyhow!(
+                                "SSH agent {id} is required but was not given (rbuild build --ssh {id})"
+                            ));
+                        }
+                        continue;
+                    };
+                    MountSource::Host(socket.clone())
+                }
+            };
+            out.push(Mount {
+                target: m.target.clone(),
+                source,
+                readonly: m.readonly,
+            });
+        }
+        Ok(out)
+    }
+
+    /// What a bind mount of `path` in `output` mounts: the layers of a stage or image, or a
+    /// path of the context (resolved inside it, so symlinks cannot lead out). The context is
+    /// mounted directly only when the mount is read-only and no `.dockerignore` hides files;
+    /// otherwise the process gets a copy of what it may see (in `scratch`, removed after the
+    /// step), so it can neither see ignored files nor change the user's files.
+    fn mount_source(
+        &self,
+        output: &Output,
+        path: &str,
+        exclude: &[String],
+        readonly: bool,
+        scratch: &mut Vec<rbuild_runner::Upper>,
+    ) -> anyhow::Result<MountSource> {
+        let Some(root) = &output.local else {
+            ensure_snapshots(&self.state, &output.layers)?;
+            return Ok(MountSource::Layers {
+                layers: diff_ids(&output.layers),
+                path: path.to_string(),
+            });
+        };
+        let host = rbuild_solver::contenthash::resolve_in_root(root, path, true)?;
+        let meta = std::fs::symlink_metadata(&host)
+            .map_err(|_| anyhow!("failed to mount {path} from the build context: not found"))?;
+        if readonly && exclude.is_empty() {
+            return Ok(MountSource::Host(host));
+        }
+        let selection = Selection {
+            ignore: exclude.to_vec(),
+            ..Selection::default()
+        };
+        let upper = self.copy_into_upper(output, path, selection)?;
+        let copy = if meta.is_dir() {
+            upper.fs.clone()
+        } else {
+            upper.fs.join(host.file_name().unwrap_or_default())
+        };
+        scratch.push(upper);
+        if std::fs::symlink_metadata(&copy).is_err() {
+            return Err(anyhow!(
+                "failed to mount {path} from the build context: excluded by .dockerignore"
+            ));
+        }
+        Ok(MountSource::Host(copy))
+    }
+
+    /// Copies what is below `path` in `output` (selected by `selection`) into a new upper
+    /// directory, as `COPY path /` would.
+    fn copy_into_upper(
+        &self,
+        output: &Output,
+        path: &str,
+        selection: Selection,
+    ) -> anyhow::Result<rbuild_runner::Upper> {
+        let state = &self.state;
+        ensure_snapshots(state, &output.layers)?;
+        let source = match &output.local {
+            Some(p) => Source::Host(p.clone()),
+            None => Source::Layers(diff_ids(&output.layers)),
+        };
+        let upper = state.snapshots.new_upper()?;
+        let run_dir = state.run_dir()?;
+        let result = fileop::run(
+            &FileOpSpec {
+                snapshots: &state.snapshots,
+                base: &[],
+                upper: &upper,
+                sources: &[Source::Layers(vec![]), source],
+            },
+            &[Action::Copy {
+                source: 1,
+                paths: vec![path.to_string()],
+                dest: "/".into(),
+                owner: None,
+                mode: None,
+                unpack_archives: false,
+                selection,
+            }],
+            &SolverPaths,
+            &run_dir,
+        );
+        let _ = std::fs::remove_dir_all(&run_dir);
+        match result {
+            Ok(()) => Ok(upper),
+            Err(e) => {
+                state.snapshots.discard(upper)?;
+                Err(anyhow!(e))
+            }
+        }
+    }
+
+    /// Copies what is below `path` in `output` into the empty directory `dir` (the seed of a
+    /// cache mount made `from` a stage).
+    fn copy_out(&self, output: &Output, path: &str, dir: &Path) -> anyhow::Result<()> {
+        let upper = self.copy_into_upper(output, path, Selection::default())?;
+        let moved = (|| -> anyhow::Result<()> {
+            for entry in std::fs::read_dir(&upper.fs)? {
+                let entry = entry?;
+                std::fs::rename(entry.path(), dir.join(entry.file_name()))?;
+            }
+            Ok(())
+        })();
+        self.state.snapshots.discard(upper)?;
+        moved
     }
 
     fn file(&self, file: &FileOp, inputs: &[Arc<Output>]) -> anyhow::Result<Output> {

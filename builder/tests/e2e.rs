@@ -936,3 +936,151 @@ fn independent_stages_run_in_parallel() {
         "a\nb\n"
     );
 }
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(ft) = entry.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(path);
+            } else if ft.is_file()
+                && let Ok(bytes) = std::fs::read(&path)
+                && bytes.windows(needle.len()).any(|w| w == needle)
+            {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn run_mounts_bind_cache_tmpfs_and_secrets() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let dockerfile = "FROM rbuild-demo/busybox AS build\n\
+RUN mkdir -p /out && echo built > /out/artifact\n\
+FROM rbuild-demo/busybox\n\
+WORKDIR /src\n\
+RUN --mount=type=cache,target=/cache,id=counter \\\n\
+    --mount=from=build,source=/out,target=/in \\\n\
+    --mount=source=data,target=ctx \\\n\
+    --mount=type=tmpfs,target=/scratch \\\n\
+    --mount=type=secret,id=tok,required \\\n\
+    --mount=type=secret,id=tok,env=TOKEN \\\n\
+    cat /in/artifact /src/ctx/d.txt /run/secrets/tok > /src/result && \\\n\
+    echo \"$TOKEN\" >> /src/result && echo x >> /cache/count && \\\n\
+    wc -l < /cache/count > /src/count && echo hi > /scratch/f && \\\n\
+    stat -c %a /run/secrets/tok >> /src/result && \\\n\
+    if touch /in/new 2>/dev/null; then echo bind-writable >> /src/result; fi\n\
+RUN --mount=target=/c,rw echo changed > /c/data/d.txt && ls -a /c > /src/ctx-listing\n";
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("Dockerfile", dockerfile),
+            ("data/d.txt", "data"),
+            ("other.txt", "not mounted"),
+            ("private.key", "ignored"),
+            (".dockerignore", "private.key\n"),
+        ],
+    );
+    let secret = env.path("tok.txt");
+    std::fs::write(&secret, "S3CRET-VALUE").unwrap();
+    let secret_arg = format!("id=tok,src={}", secret.display());
+    let archive = env.path("m.tar");
+    let dest = format!("type=oci,dest={}", archive.display());
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "--progress=plain", "-t", "mounts:1"];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().unwrap());
+        env.rbuild(&args)
+    };
+    build(&["--secret", &secret_arg, "-o", &dest]).ok();
+    let rootfs = unpack(&env, &archive, "m");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("src/result")).unwrap(),
+        "built\ndataS3CRET-VALUES3CRET-VALUE\n400\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("src/count"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    // A writable bind of the context changes a copy, never the user's files, and shows only
+    // what .dockerignore lets through.
+    assert_eq!(
+        std::fs::read_to_string(ctx.join("data/d.txt")).unwrap(),
+        "data"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("src/ctx-listing")).unwrap(),
+        ".\n..\n.dockerignore\nDockerfile\ndata\nother.txt\n"
+    );
+    // Mount points and mounted files never reach the image.
+    for gone in ["cache", "in", "src/ctx", "scratch", "run/secrets"] {
+        assert!(!rootfs.join(gone).exists(), "/{gone} is in the image");
+    }
+    // The secret is nowhere but in the file the RUN itself wrote: not in the config or
+    // history, not in the cache index, snapshots or blobs.
+    let config = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            &format!("oci-archive:{}", archive.display()),
+        ],
+    );
+    assert!(!config.contains("S3CRET"), "{config}");
+    let leaks: Vec<String> = files_containing(&env.root(), b"S3CRET")
+        .into_iter()
+        .filter(|p| !p.ends_with("/src/result"))
+        .collect();
+    assert!(leaks.is_empty(), "the secret leaked into {leaks:?}");
+
+    // The cache mount persists across builds; the step's key does not depend on the secret's
+    // value, so a new value alone keeps the step cached (as in BuildKit).
+    std::fs::write(&secret, "OTHER-VALUE").unwrap();
+    // Whether the first RUN (which mounts data/, not the whole context) was cached.
+    let first_run_cached = |stderr: &str| {
+        Progress::parse(stderr)
+            .cached_steps()
+            .iter()
+            .any(|s| s.contains("RUN --mount=type=cache"))
+    };
+    let again = build(&["--secret", &secret_arg]).ok();
+    assert!(first_run_cached(&again.stderr), "{}", again.stderr);
+    // Files of the context that the mount does not read do not invalidate it either.
+    std::fs::write(ctx.join("other.txt"), "changed").unwrap();
+    let again = build(&["--secret", &secret_arg]).ok();
+    assert!(first_run_cached(&again.stderr), "{}", again.stderr);
+    // ...but what it mounts does.
+    std::fs::write(ctx.join("data/d.txt"), "data2").unwrap();
+    let rebuilt = build(&["--secret", &secret_arg]).ok();
+    assert!(!first_run_cached(&rebuilt.stderr), "{}", rebuilt.stderr);
+    let count = env
+        .rbuild(&["run", "--rm", "mounts:1", "cat", "/src/count"])
+        .ok()
+        .stdout;
+    assert_eq!(count.trim(), "2", "the cache mount kept its contents");
+
+    // A required secret that is not given fails the step with a clear message.
+    let failed = build(&["--no-cache"]);
+    assert_ne!(failed.code, 0);
+    assert!(
+        failed
+            .stderr
+            .contains("secret tok is required but was not given"),
+        "{}",
+        failed.stderr
+    );
+    assert!(env.leaked_mounts().is_empty(), "{:?}", env.leaked_mounts());
+}

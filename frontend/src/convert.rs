@@ -18,8 +18,8 @@ use crate::shell::{Env, Lexer};
 use crate::source::{SourceFile, Span};
 use rbuild_solver::contenthash::clean_relative;
 use rbuild_solver::{
-    Digest, ExecOp, FileAction, FileOp, Graph, ImageSource, InlineFile, LocalSource, NetworkMode,
-    Op, VertexId,
+    CacheSharing, Digest, ExecMount, ExecOp, FileAction, FileOp, Graph, ImageSource, InlineFile,
+    LocalSource, MountKind, NetworkMode, Op, VertexId,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -540,6 +540,48 @@ impl Lowerer<'_> {
 
     /// Lowers a stage (once); returns the vertex of its filesystem. Its image config is in
     /// `self.lowered[index]` afterwards.
+    /// The vertex of a stage named `name`, or else of the image `name` (as BuildKit reads
+    /// `COPY --from` and `RUN --mount=from=`). `flag` names the option in the help.
+    fn stage_or_image(
+        &mut self,
+        name: &str,
+        span: Span,
+        flag: &str,
+    ) -> Result<VertexId, Diagnostic> {
+        if let Some(i) = self.find_stage(name) {
+            return self.lower_stage(i);
+        }
+        // Not a stage, so an image. If it is no image either, a near-miss of a stage name is
+        // the likely mistake.
+        match self.resolve_image(name, span) {
+            Ok(resolved) => Ok(self.graph.add(
+                Op::Image(ImageSource {
+                    reference: resolved.reference.clone(),
+                    digest: resolved.digest.clone(),
+                }),
+                vec![],
+                Some(format!("FROM {}@{}", resolved.reference, resolved.digest)),
+            )),
+            Err(mut d) => {
+                let names: Vec<&str> = self
+                    .stages
+                    .iter()
+                    .filter_map(|s| s.name.as_deref())
+                    .collect();
+                d.message = format!(
+                    "no stage named \"{name}\", and no such image: {}",
+                    d.message
+                );
+                if let Some(s) = crate::instructions::suggest(name, names.iter().copied()) {
+                    d = d.with_help(format!("did you mean {flag}={s}?"));
+                } else if !names.is_empty() {
+                    d = d.with_help(format!("stages in this Dockerfile: {}", names.join(", ")));
+                }
+                Err(d)
+            }
+        }
+    }
+
     fn lower_stage(&mut self, index: usize) -> Result<VertexId, Diagnostic> {
         if let Some(done) = &self.lowered[index] {
             return Ok(done.vertex);
@@ -781,6 +823,194 @@ impl Lowerer<'_> {
         }
     }
 
+    /// Lowers a RUN's `--mount`s as BuildKit's dockerfile2llb does: values are expanded (except
+    /// `from`), relative targets are below the working directory, bind and cache `from` name a
+    /// stage or an image (a bind without `from` reads the context), and defaults are BuildKit's.
+    /// Vertices the mounts read are appended to `inputs`; an SSH mount sets `SSH_AUTH_SOCK`.
+    fn lower_mounts(
+        &mut self,
+        state: &StageState,
+        mounts: &[(crate::mounts::MountSpec, Span)],
+        inputs: &mut Vec<VertexId>,
+        env: &mut Vec<String>,
+    ) -> Result<Vec<ExecMount>, Diagnostic> {
+        use crate::mounts::{MountType, parse_ram_size};
+        let workdir = state
+            .image
+            .config
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into());
+        let mut out = Vec::with_capacity(mounts.len());
+        let mut ssh_count = 0;
+        for (spec, span) in mounts {
+            let span = *span;
+            let expand = |this: &Self, v: &Option<String>| -> Result<Option<String>, Diagnostic> {
+                v.as_ref().map(|v| this.expand(v, state, span)).transpose()
+            };
+            let number = |this: &Self, v: &Option<String>, key: &str, radix: u32| {
+                expand(this, v)?
+                    .map(|v| {
+                        u32::from_str_radix(&v, radix)
+                            .map_err(|_| this.error(span, format!("invalid value {v} for {key}")))
+                    })
+                    .transpose()
+            };
+            let kind = spec.mount_type();
+            let target = expand(self, &spec.target)?;
+            let source = expand(self, &spec.source)?;
+            let id = expand(self, &spec.id)?;
+            let mode = number(self, &spec.mode, "mode", 8)?;
+            let uid = number(self, &spec.uid, "uid", 10)?.unwrap_or(0);
+            let gid = number(self, &spec.gid, "gid", 10)?.unwrap_or(0);
+            let abs = |p: &str| format!("/{}", clean_relative(p));
+            let target = target.map(|t| {
+                normalize_dest(&workdir, &t)
+                    .trim_end_matches('/')
+                    .to_string()
+            });
+            let target = target.map(|t| if t.is_empty() { "/".to_string() } else { t });
+            if target.as_deref() == Some("/") {
+                return Err(self.error(span, "invalid mount target \"/\""));
+            }
+            let from_input = |this: &mut Self,
+                              inputs: &mut Vec<VertexId>|
+             -> Result<Option<usize>, Diagnostic> {
+                let Some(from) = &spec.from else {
+                    return Ok(None);
+                };
+                if from.contains('$') && from.len() > from.find('$').unwrap_or(0) + 1 {
+                    return Err(this.error(
+                        span,
+                        "'from' doesn't support variable expansion, define alias stage instead",
+                    ));
+                }
+                let vertex = this.stage_or_image(from, span, "from")?;
+                Ok(Some(push_input(inputs, vertex)))
+            };
+            let readonly = spec.is_readonly();
+            let (target, kind) = match kind {
+                MountType::Bind => {
+                    let source = abs(source.as_deref().unwrap_or("/"));
+                    let mut exclude = vec![];
+                    let input = match from_input(self, inputs)? {
+                        Some(i) => i,
+                        None => {
+                            exclude = self.options.dockerignore.clone();
+                            // The context, selecting only what the mount reads, so that the
+                            // cache key covers exactly those files.
+                            let rel = clean_relative(&source);
+                            let local = self.graph.add(
+                                Op::Local(LocalSource {
+                                    name: "context".into(),
+                                    include: if rel.is_empty() { vec![] } else { vec![rel] },
+                                    exclude: self.options.dockerignore.clone(),
+                                    ..LocalSource::default()
+                                }),
+                                vec![],
+                                None,
+                            );
+                            self.locations.entry(local).or_insert(span);
+                            push_input(inputs, local)
+                        }
+                    };
+                    (
+                        target.unwrap_or_default(),
+                        MountKind::Bind {
+                            input,
+                            source,
+                            exclude,
+                        },
+                    )
+                }
+                MountType::Cache => {
+                    let target = target.unwrap_or_default();
+                    let input = from_input(self, inputs)?;
+                    (
+                        target.clone(),
+                        MountKind::Cache {
+                            id: id.unwrap_or(target),
+                            sharing: match spec.sharing.as_deref() {
+                                Some("private") => CacheSharing::Private,
+                                Some("locked") => CacheSharing::Locked,
+                                _ => CacheSharing::Shared,
+                            },
+                            input,
+                            source: abs(source.as_deref().unwrap_or("/")),
+                            mode: mode.unwrap_or(0o755),
+                            uid,
+                            gid,
+                        },
+                    )
+                }
+                MountType::Tmpfs => {
+                    let size = expand(self, &spec.size)?
+                        .map(|v| parse_ram_size(&v).map_err(|e| self.error(span, e)))
+                        .transpose()?;
+                    (target.unwrap_or_default(), MountKind::Tmpfs { size })
+                }
+                MountType::Secret => {
+                    let env_name = expand(self, &spec.env)?;
+                    let id = match id.or(source) {
+                        Some(id) => id,
+                        None => target
+                            .as_deref()
+                            .and_then(|t| t.rsplit('/').next())
+                            .unwrap_or_default()
+                            .to_string(),
+                    };
+                    if id.is_empty() {
+                        return Err(self
+                            .error(span, "invalid secret mount. one of source, target required"));
+                    }
+                    let target = match (target, &env_name) {
+                        (Some(t), _) => t,
+                        (None, Some(_)) => String::new(),
+                        (None, None) => {
+                            format!("/run/secrets/{}", id.rsplit('/').next().unwrap_or(&id))
+                        }
+                    };
+                    (
+                        target,
+                        MountKind::Secret {
+                            id,
+                            env: env_name,
+                            required: spec.required.unwrap_or(false),
+                            mode: mode.unwrap_or(0o400),
+                            uid,
+                            gid,
+                        },
+                    )
+                }
+                MountType::Ssh => {
+                    let target =
+                        target.unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{ssh_count}"));
+                    if ssh_count == 0 && !env.iter().any(|kv| kv.starts_with("SSH_AUTH_SOCK=")) {
+                        env.push(format!("SSH_AUTH_SOCK={target}"));
+                    }
+                    ssh_count += 1;
+                    (
+                        target,
+                        MountKind::Ssh {
+                            id: id.unwrap_or_else(|| "default".into()),
+                            required: spec.required.unwrap_or(false),
+                            mode: mode.unwrap_or(0o600),
+                            uid,
+                            gid,
+                        },
+                    )
+                }
+            };
+            out.push(ExecMount {
+                target,
+                readonly,
+                kind,
+            });
+        }
+        Ok(out)
+    }
+
     fn lower_command(
         &mut self,
         state: &mut StageState,
@@ -810,17 +1040,6 @@ impl Lowerer<'_> {
                 security,
                 heredocs,
             } => {
-                if let Some((spec, span)) = mounts.first() {
-                    let kind = format!("{:?}", spec.mount_type()).to_ascii_lowercase();
-                    return Err(self
-                        .error(
-                            *span,
-                            format!("RUN --mount=type={kind} is not supported by rbuild yet"),
-                        )
-                        .with_help(
-                            "the mount is valid; rbuild's sandbox does not provide RUN mounts yet",
-                        ));
-                }
                 if let Some(sec) = security
                     && sec.value == "insecure"
                 {
@@ -866,6 +1085,8 @@ impl Lowerer<'_> {
                         run_env.push(format!("{proxy}={v}"));
                     }
                 }
+                let mut inputs = vec![state.vertex];
+                let mounts = self.lower_mounts(state, mounts, &mut inputs, &mut run_env)?;
                 let name = state.next_name(&self.display_name(ins, &*state));
                 let command_text = args.join(" ");
                 let vertex = self.graph.add(
@@ -882,8 +1103,9 @@ impl Lowerer<'_> {
                         user: state.image.config.user.clone().unwrap_or_default(),
                         network,
                         inline_files,
+                        mounts,
                     }),
-                    vec![state.vertex],
+                    inputs,
                     Some(name),
                 );
                 self.locations.entry(vertex).or_insert(ins.span);
@@ -1039,46 +1261,7 @@ impl Lowerer<'_> {
                     }
                     Some(flag) => {
                         let name = self.expand(&flag.value, &*state, flag.span)?;
-                        Some(match self.find_stage(&name) {
-                            Some(i) => self.lower_stage(i)?,
-                            // Not a stage, so an image, as in BuildKit. If it is no image
-                            // either, a near-miss of a stage name is the likely mistake.
-                            None => match self.resolve_image(&name, flag.span) {
-                                Ok(resolved) => self.graph.add(
-                                    Op::Image(ImageSource {
-                                        reference: resolved.reference.clone(),
-                                        digest: resolved.digest.clone(),
-                                    }),
-                                    vec![],
-                                    Some(format!(
-                                        "FROM {}@{}",
-                                        resolved.reference, resolved.digest
-                                    )),
-                                ),
-                                Err(mut d) => {
-                                    let names: Vec<&str> = self
-                                        .stages
-                                        .iter()
-                                        .filter_map(|s| s.name.as_deref())
-                                        .collect();
-                                    d.message = format!(
-                                        "no stage named \"{name}\", and no such image: {}",
-                                        d.message
-                                    );
-                                    if let Some(s) =
-                                        crate::instructions::suggest(&name, names.iter().copied())
-                                    {
-                                        d = d.with_help(format!("did you mean --from={s}?"));
-                                    } else if !names.is_empty() {
-                                        d = d.with_help(format!(
-                                            "stages in this Dockerfile: {}",
-                                            names.join(", ")
-                                        ));
-                                    }
-                                    return Err(d);
-                                }
-                            },
-                        })
+                        Some(self.stage_or_image(&name, flag.span, "--from")?)
                     }
                 };
                 let unpack = *add && from.is_none() && unpack.unwrap_or(true);
@@ -1466,6 +1649,17 @@ const HEREDOC_DIR: &str = "/dev/pipes";
 /// heredoc runs its body (from a file under `/dev/pipes` if it starts with `#!`, else as a shell
 /// script); any other command goes to the shell with the bodies appended, and the shell reads
 /// them as heredocs.
+/// The index of `vertex` in `inputs`, appending it if it is not there yet.
+fn push_input(inputs: &mut Vec<VertexId>, vertex: VertexId) -> usize {
+    match inputs.iter().position(|v| *v == vertex) {
+        Some(i) => i,
+        None => {
+            inputs.push(vertex);
+            inputs.len() - 1
+        }
+    }
+}
+
 fn run_heredocs(cmd: &CommandLine, heredocs: &[Heredoc]) -> (CommandLine, Vec<InlineFile>) {
     let CommandLine::Shell(text) = cmd else {
         return (cmd.clone(), vec![]);
@@ -1600,6 +1794,102 @@ mod tests {
             Op::Exec(e) => e.clone(),
             other => panic!("not an exec: {other:?}"),
         }
+    }
+
+    #[test]
+    fn run_mounts_lower_with_buildkit_defaults() {
+        let b = lower_str(
+            "FROM base AS build\nRUN make\nFROM base\nARG D=deps\nWORKDIR /src\n\
+             RUN --mount=type=cache,target=.cache,uid=$BASE \\\n\
+                 --mount=from=build,source=/out,target=/in,rw \\\n\
+                 --mount=source=$D,target=/ctx \\\n\
+                 --mount=type=tmpfs,target=/t,size=1m \\\n\
+                 --mount=type=secret,id=npmrc \\\n\
+                 --mount=type=secret,id=tok,env=TOKEN \\\n\
+                 --mount=type=ssh \\\n\
+                 true\n",
+            &BuildOptions::default(),
+        )
+        .unwrap();
+        let run = exec_of(&b, b.target);
+        let inputs = &b.graph.vertex(b.target).inputs;
+        assert_eq!(inputs.len(), 3, "rootfs, the build stage, the context");
+        let m = &run.mounts;
+        assert_eq!(m.len(), 7);
+        assert_eq!(m[0].target, "/src/.cache");
+        assert!(!m[0].readonly);
+        assert_eq!(
+            m[0].kind,
+            MountKind::Cache {
+                id: "/src/.cache".into(),
+                sharing: CacheSharing::Shared,
+                input: None,
+                source: "/".into(),
+                mode: 0o755,
+                uid: 1,
+                gid: 0
+            }
+        );
+        assert_eq!((m[1].target.as_str(), m[1].readonly), ("/in", false));
+        assert_eq!(
+            m[1].kind,
+            MountKind::Bind {
+                input: 1,
+                source: "/out".into(),
+                exclude: vec![],
+            }
+        );
+        assert!(matches!(b.graph.vertex(inputs[1]).op, Op::Exec(_)));
+        assert!(m[2].readonly, "binds are read-only by default");
+        assert_eq!(
+            m[2].kind,
+            MountKind::Bind {
+                input: 2,
+                source: "/deps".into(),
+                exclude: vec![],
+            }
+        );
+        match &b.graph.vertex(inputs[2]).op {
+            Op::Local(l) => assert_eq!(l.include, ["deps"]),
+            other => panic!("not the context: {other:?}"),
+        }
+        assert_eq!(
+            m[3].kind,
+            MountKind::Tmpfs {
+                size: Some(1 << 20)
+            }
+        );
+        assert_eq!(m[4].target, "/run/secrets/npmrc");
+        assert!(
+            matches!(&m[4].kind, MountKind::Secret { id, mode: 0o400, required: false, .. } if id == "npmrc")
+        );
+        assert_eq!(
+            m[5].target, "",
+            "an env secret has no file unless a target is given"
+        );
+        assert!(matches!(&m[5].kind, MountKind::Secret { env: Some(e), .. } if e == "TOKEN"));
+        assert_eq!(m[6].target, "/run/buildkit/ssh_agent.0");
+        assert!(
+            run.env
+                .contains(&"SSH_AUTH_SOCK=/run/buildkit/ssh_agent.0".to_string())
+        );
+        // The mount flags are not in the history, as in BuildKit.
+        let last = b.image.history.last().unwrap();
+        assert!(!last.created_by.as_deref().unwrap().contains("--mount"));
+
+        let err = |df: &str| lower_str(df, &BuildOptions::default()).unwrap_err();
+        assert!(
+            err("FROM base\nRUN --mount=type=cache,target=/ true\n")
+                .contains("invalid mount target")
+        );
+        assert!(
+            err("FROM base\nRUN --mount=from=$X,target=/a true\n")
+                .contains("doesn't support variable expansion")
+        );
+        assert!(
+            err("FROM base\nRUN --mount=type=tmpfs,target=/a,size=big true\n")
+                .contains("invalid size")
+        );
     }
 
     #[test]

@@ -52,6 +52,60 @@ impl MountSpec {
     pub fn mount_type(&self) -> MountType {
         self.kind.unwrap_or(MountType::Bind)
     }
+
+    /// Whether the process may not write to the mount: as given, else BuildKit's default
+    /// (writable for cache and tmpfs mounts, read-only for the others).
+    pub fn is_readonly(&self) -> bool {
+        self.readonly.unwrap_or(!matches!(
+            self.mount_type(),
+            MountType::Cache | MountType::Tmpfs
+        ))
+    }
+}
+
+impl MountType {
+    /// The name used in `type=`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MountType::Bind => "bind",
+            MountType::Cache => "cache",
+            MountType::Tmpfs => "tmpfs",
+            MountType::Secret => "secret",
+            MountType::Ssh => "ssh",
+        }
+    }
+}
+
+/// Parses a size as Docker's `units.RAMInBytes` does: a decimal number with an optional
+/// binary unit (`b`, `k`, `m`, `g`, `t`, `p`, optionally followed by `b` or `ib`,
+/// case-insensitive), e.g. `64m` or `1.5GiB`.
+pub fn parse_ram_size(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid size: '{s}'");
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b').filter(|u| !u.is_empty()))
+        .unwrap_or(&unit);
+    let shift = match unit {
+        "" | "b" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        "p" => 50,
+        _ => return Err(bad()),
+    };
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
 }
 
 /// Splits a CSV record as Go's encoding/csv does for one line: commas separate fields, a field
@@ -120,7 +174,7 @@ pub fn parse(value: &str) -> Result<MountSpec, String> {
         };
         match key.as_str() {
             "type" => {
-                let v = need(val)?;
+                let v = need(val)?.to_ascii_lowercase();
                 spec.kind = Some(match v.as_str() {
                     "bind" => MountType::Bind,
                     "cache" => MountType::Cache,
@@ -137,7 +191,7 @@ pub fn parse(value: &str) -> Result<MountSpec, String> {
             "readwrite" | "rw" => spec.readonly = Some(!parse_bool(&key, val.as_deref())?),
             "id" => spec.id = Some(need(val)?),
             "sharing" => {
-                let v = need(val)?;
+                let v = need(val)?.to_ascii_lowercase();
                 if !matches!(v.as_str(), "shared" | "private" | "locked") {
                     return Err(format!("unsupported sharing value \"{v}\""));
                 }
@@ -152,44 +206,55 @@ pub fn parse(value: &str) -> Result<MountSpec, String> {
             _ => return Err(format!("unexpected key '{key}' in '{field}'")),
         }
     }
+    // The checks BuildKit makes (`validateMount`); other keys that do not apply to a type are
+    // accepted and ignored, as BuildKit ignores them.
     let kind = spec.mount_type();
-    let allowed: &[&str] = match kind {
-        MountType::Bind => &["target", "source", "from", "readonly"],
-        MountType::Cache => &[
-            "target", "source", "from", "readonly", "id", "sharing", "mode", "uid", "gid",
-        ],
-        MountType::Tmpfs => &["target", "size"],
-        MountType::Secret => &["target", "id", "mode", "uid", "gid", "required", "env"],
-        MountType::Ssh => &["target", "id", "mode", "uid", "gid", "required"],
-    };
-    let given = [
-        ("target", spec.target.is_some()),
-        ("source", spec.source.is_some()),
-        ("from", spec.from.is_some()),
-        ("readonly", spec.readonly.is_some()),
-        ("id", spec.id.is_some()),
-        ("sharing", spec.sharing.is_some()),
-        ("mode", spec.mode.is_some()),
-        ("uid", spec.uid.is_some()),
-        ("gid", spec.gid.is_some()),
-        ("size", spec.size.is_some()),
-        ("required", spec.required.is_some()),
-        ("env", spec.env.is_some()),
-    ];
-    let type_name = format!("{kind:?}").to_ascii_lowercase();
-    if let Some((key, _)) = given.iter().find(|(k, set)| *set && !allowed.contains(k)) {
-        return Err(format!("{key} is not allowed for type={type_name} mounts"));
+    let type_name = kind.name();
+    if !matches!(kind, MountType::Secret | MountType::Ssh | MountType::Cache) {
+        for (key, set) in [
+            ("mode", spec.mode.is_some()),
+            ("uid", spec.uid.is_some()),
+            ("gid", spec.gid.is_some()),
+        ] {
+            if set {
+                return Err(format!("{key} not allowed for \"{type_name}\" type mounts"));
+            }
+        }
+    }
+    if spec.sharing.is_some() && kind != MountType::Cache {
+        return Err(format!("invalid cache sharing set for {type_name} mount"));
+    }
+    if spec.required.is_some() && !matches!(kind, MountType::Secret | MountType::Ssh) {
+        return Err(format!(
+            "unexpected key 'required' for mount type '{type_name}'"
+        ));
+    }
+    if spec.size.is_some() && kind != MountType::Tmpfs {
+        return Err(format!(
+            "unexpected key 'size' for mount type '{type_name}'"
+        ));
+    }
+    if spec.env.is_some() && kind != MountType::Secret {
+        return Err(format!("unexpected key 'env' for mount type '{type_name}'"));
     }
     let needs_target = matches!(kind, MountType::Bind | MountType::Cache | MountType::Tmpfs);
     if needs_target && spec.target.is_none() {
         return Err(format!("mount type={type_name} requires a target"));
     }
-    if matches!(kind, MountType::Secret)
-        && spec.id.is_none()
-        && spec.target.is_none()
-        && spec.env.is_none()
-    {
-        return Err("mount type=secret requires an id or a target".into());
+    if kind == MountType::Secret {
+        if spec.from.is_some() {
+            return Err("secret mount should not have a from".into());
+        }
+        if spec.source.is_none() && spec.target.is_none() && spec.id.is_none() && spec.env.is_none()
+        {
+            return Err("invalid secret mount. one of source, target required".into());
+        }
+        if spec.source.is_some() && spec.id.is_some() {
+            return Err("both source and id can't be set".into());
+        }
+    }
+    if kind == MountType::Ssh && spec.source.is_some() {
+        return Err("ssh does not support source".into());
     }
     if let Some(mode) = &spec.mode
         && !mode.contains('$')
@@ -230,16 +295,54 @@ mod tests {
                 .unwrap_err()
                 .contains("unexpected key 'colour'")
         );
+        // BuildKit ignores keys that do not apply, except these.
+        assert!(parse("type=tmpfs,target=/t,from=x").is_ok());
         assert!(
-            parse("type=tmpfs,target=/t,from=x")
+            parse("type=bind,target=/t,mode=0700")
                 .unwrap_err()
-                .contains("from is not allowed")
+                .contains("mode not allowed for \"bind\" type mounts")
         );
+        assert!(
+            parse("type=bind,target=/t,sharing=locked")
+                .unwrap_err()
+                .contains("invalid cache sharing set for bind mount")
+        );
+        assert!(
+            parse("type=cache,target=/t,size=1m")
+                .unwrap_err()
+                .contains("unexpected key 'size' for mount type 'cache'")
+        );
+        assert!(
+            parse("type=secret,source=a,id=b")
+                .unwrap_err()
+                .contains("both source and id")
+        );
+        assert!(
+            parse("type=secret,from=x,id=b")
+                .unwrap_err()
+                .contains("should not have a from")
+        );
+        assert!(parse("type=ssh,source=x").is_err());
+        assert!(parse("type=secret,env=TOKEN").is_ok());
+        assert!(parse("target=/x").unwrap().is_readonly());
+        assert!(!parse("type=cache,target=/x").unwrap().is_readonly());
+        assert!(parse("type=cache,target=/x,ro").unwrap().is_readonly());
         assert!(
             parse("type=cache,target=/c,mode=999")
                 .unwrap_err()
                 .contains("octal")
         );
         assert!(parse("type=secret").is_err());
+    }
+
+    #[test]
+    fn sizes_like_docker_units() {
+        assert_eq!(parse_ram_size("1024"), Ok(1024));
+        assert_eq!(parse_ram_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_ram_size("64MB"), Ok(64 << 20));
+        assert_eq!(parse_ram_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_ram_size("1.5k"), Ok(1536));
+        assert!(parse_ram_size("lots").is_err());
+        assert!(parse_ram_size("10x").is_err());
     }
 }

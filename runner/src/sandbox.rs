@@ -88,6 +88,55 @@ pub struct Process {
     /// Files created in the sandbox's `/dev` (a tmpfs, so never in a layer): path relative to
     /// `/dev`, content, permission bits.
     pub dev_files: Vec<(String, Vec<u8>, u32)>,
+    /// Mounts (RUN `--mount`), made in order, so a later one may be inside an earlier one.
+    pub mounts: Vec<Mount>,
+}
+
+/// A mount in the sandbox. Its mount point is provided by a per-run stub layer under the root
+/// filesystem when it does not exist, so it never becomes part of the step's layer (current
+/// BuildKit removes the mount points it had to create after the step, to the same effect).
+#[derive(Clone, Debug)]
+pub struct Mount {
+    /// Absolute path in the sandbox.
+    pub target: String,
+    /// What is mounted.
+    pub source: MountSource,
+    /// Whether the process may not write to it.
+    pub readonly: bool,
+}
+
+/// What a [`Mount`] mounts.
+#[derive(Clone, Debug)]
+pub enum MountSource {
+    /// A host file, directory or socket, bind-mounted (a cache directory, the build context,
+    /// an SSH agent socket).
+    Host(PathBuf),
+    /// The merged files of snapshot layers (diff ids, bottom first) below `path`, which is
+    /// resolved inside them (symlinks cannot lead out). Writes, when allowed, go to a
+    /// throwaway upper directory.
+    Layers {
+        /// Diff ids, bottom first; their snapshots must exist.
+        layers: Vec<String>,
+        /// Absolute path inside the layers.
+        path: String,
+    },
+    /// An empty tmpfs.
+    Tmpfs {
+        /// Size limit in bytes.
+        size: Option<u64>,
+    },
+    /// A file with this content, on a tmpfs private to the sandbox, so it is never written to
+    /// disk (secrets).
+    File {
+        /// Content.
+        data: Vec<u8>,
+        /// Permission bits.
+        mode: u32,
+        /// Owner.
+        uid: u32,
+        /// Group.
+        gid: u32,
+    },
 }
 
 /// The root filesystem: layers of the snapshot store plus a writable upper.
@@ -140,9 +189,109 @@ struct Prepared {
     overlay_options: String,
     hosts: PathBuf,
     resolv: PathBuf,
+    /// Per mount: the overlay options of a `Layers` source and its mount point.
+    layer_mounts: Vec<Option<(String, PathBuf)>>,
+    /// Where `File` sources are written (a tmpfs in the sandbox's mount namespace).
+    files_dir: PathBuf,
+    /// Throwaway uppers of writable `Layers` mounts, removed after the run.
+    scratch: Vec<Upper>,
 }
 
-fn prepare(rootfs: &Rootfs, run_dir: &Path) -> Result<Prepared, SandboxError> {
+/// What kind of mount point a mount needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PointKind {
+    Dir,
+    File,
+}
+
+/// The kind of `path` in the merged view of `layers` (bottom first), following symlinks inside
+/// the layers as the sandbox will; `None` when absent or unclear (a symlink loop), in which case
+/// the sandbox creates the mount point itself. Opaque directories are not considered: a path
+/// they hide could be guessed with the wrong kind, and the mount then fails with a clear error.
+fn kind_in_layers(snapshots: &Snapshotter, layers: &[String], path: &str) -> Option<PointKind> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut pending: Vec<String> = path
+        .split('/')
+        .rev()
+        .filter(|p| !p.is_empty() && *p != ".")
+        .map(str::to_string)
+        .collect();
+    let mut resolved: Vec<String> = Vec::new();
+    let mut links = 0;
+    let mut kind = PointKind::Dir;
+    while let Some(part) = pending.pop() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
+        resolved.push(part);
+        let rel = resolved.join("/");
+        // The topmost layer that has the path decides.
+        let meta = layers.iter().rev().find_map(|l| {
+            std::fs::symlink_metadata(snapshots.layer_dir(l).join(&rel))
+                .ok()
+                .map(|m| (l, m))
+        })?;
+        let (layer, meta) = meta;
+        let ft = meta.file_type();
+        if ft.is_char_device() && meta.rdev() == 0 {
+            return None;
+        }
+        if ft.is_symlink() {
+            links += 1;
+            if links > 40 {
+                return None;
+            }
+            let target = std::fs::read_link(snapshots.layer_dir(layer).join(&rel)).ok()?;
+            let target = target.to_str()?.to_string();
+            resolved.pop();
+            if target.starts_with('/') {
+                resolved.clear();
+            }
+            pending.extend(
+                target
+                    .split('/')
+                    .rev()
+                    .filter(|p| !p.is_empty() && *p != ".")
+                    .map(str::to_string),
+            );
+            continue;
+        }
+        kind = if ft.is_dir() {
+            PointKind::Dir
+        } else {
+            PointKind::File
+        };
+        if !ft.is_dir() && !pending.is_empty() {
+            return None;
+        }
+    }
+    Some(kind)
+}
+
+/// Creates `target` (absolute in the sandbox) and its parents in the stub directory `stubs`.
+fn make_stub(stubs: &Path, target: &str, kind: PointKind) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let rel = target.trim_start_matches('/');
+    if rel.is_empty() || rel.split('/').any(|p| p == "..") {
+        return Ok(());
+    }
+    let path = stubs.join(rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    if std::fs::symlink_metadata(&path).is_ok() {
+        return Ok(());
+    }
+    match kind {
+        PointKind::Dir => std::fs::create_dir(&path)?,
+        PointKind::File => std::fs::write(&path, b"")?,
+    }
+    let mode = if kind == PointKind::Dir { 0o755 } else { 0o644 };
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+}
+
+fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepared, SandboxError> {
     let err = |what: &str, e: std::io::Error| SandboxError::Prepare(format!("{what}: {e}"));
     let root_dir = run_dir.join("rootfs");
     std::fs::create_dir_all(&root_dir).map_err(|e| err("creating the root mount point", e))?;
@@ -164,6 +313,58 @@ fn prepare(rootfs: &Rootfs, run_dir: &Path) -> Result<Prepared, SandboxError> {
         .map(|l| rootfs.snapshots.layer_rel(l))
         .collect();
     lower.push("stubs/fs".into());
+    let snapshots = rootfs.snapshots;
+    let mut layer_mounts = Vec::with_capacity(process.mounts.len());
+    let mut scratch = Vec::new();
+    let files_dir = run_dir.join("files");
+    if !process.mounts.is_empty() {
+        let stubs = run_dir.join("stubs");
+        std::fs::create_dir_all(&stubs).map_err(|e| err("creating mount stubs", e))?;
+        std::fs::create_dir_all(&files_dir).map_err(|e| err("creating mount stubs", e))?;
+        for (i, m) in process.mounts.iter().enumerate() {
+            let kind = match &m.source {
+                MountSource::Host(p) => Some(if p.is_dir() {
+                    PointKind::Dir
+                } else {
+                    PointKind::File
+                }),
+                MountSource::Layers { layers, path } => kind_in_layers(snapshots, layers, path),
+                MountSource::Tmpfs { .. } => Some(PointKind::Dir),
+                MountSource::File { .. } => Some(PointKind::File),
+            };
+            if let Some(kind) = kind {
+                make_stub(&stubs, &m.target, kind).map_err(|e| err("creating mount stubs", e))?;
+            }
+            layer_mounts.push(match &m.source {
+                MountSource::Layers { layers, .. } => {
+                    let point = run_dir.join(format!("m{i}"));
+                    std::fs::create_dir(&point).map_err(|e| err("creating a mount point", e))?;
+                    let mut lowers: Vec<String> = layers
+                        .iter()
+                        .rev()
+                        .map(|l| snapshots.layer_dir(l).to_string_lossy().into_owned())
+                        .collect();
+                    // Overlayfs needs two lower directories when there is no upper.
+                    lowers.push(snapshots.empty().to_string_lossy().into_owned());
+                    let mut options = format!("lowerdir={}", lowers.join(":"));
+                    if !m.readonly {
+                        let upper = snapshots
+                            .new_upper()
+                            .map_err(|e| err("creating a scratch upper directory", e))?;
+                        options.push_str(&format!(
+                            ",upperdir={},workdir={}",
+                            upper.fs.display(),
+                            upper.work.display()
+                        ));
+                        scratch.push(upper);
+                    }
+                    Some((options, point))
+                }
+                _ => None,
+            });
+        }
+        lower.push(stubs.to_string_lossy().into_owned());
+    }
     for path in [&rootfs.upper.fs, &rootfs.upper.work] {
         let s = path.to_string_lossy();
         if s.contains([',', ':']) {
@@ -190,6 +391,9 @@ fn prepare(rootfs: &Rootfs, run_dir: &Path) -> Result<Prepared, SandboxError> {
         overlay_options,
         hosts,
         resolv,
+        layer_mounts,
+        files_dir,
+        scratch,
     })
 }
 
@@ -203,7 +407,21 @@ pub fn run(
     on_output: &mut dyn FnMut(Stream, &[u8]),
     cancel: &AtomicBool,
 ) -> Result<Exit, SandboxError> {
-    let prepared = prepare(rootfs, run_dir)?;
+    let mut prepared = prepare(rootfs, process, run_dir)?;
+    let result = run_prepared(rootfs, process, &prepared, on_output, cancel);
+    for upper in prepared.scratch.drain(..) {
+        let _ = rootfs.snapshots.discard(upper);
+    }
+    result
+}
+
+fn run_prepared(
+    rootfs: &Rootfs,
+    process: &Process,
+    prepared: &Prepared,
+    on_output: &mut dyn FnMut(Stream, &[u8]),
+    cancel: &AtomicBool,
+) -> Result<Exit, SandboxError> {
     let pipe = || {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| SandboxError::Prepare(format!("creating a pipe: {e}")))
@@ -219,7 +437,7 @@ pub fn run(
         .as_ref()
         .map(|((_, out_w), (_, err_out_w))| (out_w.as_raw_fd(), err_out_w.as_raw_fd()));
     let err_fd = err_w.as_raw_fd();
-    let pid = fork_child(|| intermediate(&prepared, process, parent, child_io, err_fd))
+    let pid = fork_child(|| intermediate(prepared, process, parent, child_io, err_fd))
         .map_err(|e| SandboxError::Prepare(format!("fork: {e}")))?;
     // The children hold the write ends now; close ours so that EOF means "they are done".
     drop(err_w);
@@ -556,6 +774,7 @@ fn setup_and_exec(prepared: &Prepared, process: &Process, err_fd: i32) -> Result
         )
         .map_err(|e| mount_err("a read-only bind", &target, e))?;
     }
+    let trees = detach_mount_sources(prepared, process)?;
     nix::unistd::sethostname(&process.hostname).map_err(|e| format!("sethostname: {e}"))?;
     if process.network == Network::None {
         crate::sys::net::loopback_up().map_err(|e| format!("bringing up lo: {e}"))?;
@@ -567,6 +786,7 @@ fn setup_and_exec(prepared: &Prepared, process: &Process, err_fd: i32) -> Result
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    attach_mounts(process, trees)?;
 
     let user = user::resolve(Path::new("/"), &process.user)?;
     let cwd = if process.cwd.is_empty() {
@@ -624,6 +844,128 @@ fn setup_and_exec(prepared: &Prepared, process: &Process, err_fd: i32) -> Result
     close_fds_from(3, &[err_fd]);
     let e = nix::unistd::execve(&path, &argv, &envp).unwrap_err();
     Err(format!("exec {resolved}: {e}"))
+}
+
+/// A mount's source, detached from the host's tree, and whether it is a directory.
+type Detached = Option<(OwnedFd, bool)>;
+
+/// Resolves each mount's source while the host's filesystem is visible and clones it into a
+/// detached mount (`None` for a tmpfs, made at attach time). Runs in PID 1, before pivot_root.
+fn detach_mount_sources(prepared: &Prepared, process: &Process) -> Result<Vec<Detached>, String> {
+    use crate::sys::mount::{clone_tree, clone_tree_fd, open_in_root};
+    use std::os::unix::fs::PermissionsExt;
+    let mut files_mounted = false;
+    let mut out = Vec::with_capacity(process.mounts.len());
+    for (i, m) in process.mounts.iter().enumerate() {
+        let tree = match &m.source {
+            MountSource::Tmpfs { .. } => {
+                out.push(None);
+                continue;
+            }
+            MountSource::Host(path) => {
+                clone_tree(path).map_err(|e| format!("mount source {}: {e}", path.display()))?
+            }
+            MountSource::Layers { path, .. } => {
+                let (options, point) = prepared.layer_mounts[i]
+                    .as_ref()
+                    .ok_or_else(|| "internal error: layer mount not prepared".to_string())?;
+                mount(
+                    Some("overlay"),
+                    point,
+                    Some("overlay"),
+                    MsFlags::empty(),
+                    Some(options.as_str()),
+                )
+                .map_err(|e| mount_err("the layers of a mount", point, e))?;
+                let root = std::fs::File::open(point)
+                    .map_err(|e| format!("opening {}: {e}", point.display()))?;
+                let fd = open_in_root(root.as_fd(), path)
+                    .map_err(|e| format!("mount source {path} (for {}): {e}", m.target))?;
+                clone_tree_fd(fd.as_fd()).map_err(|e| format!("mount source {path}: {e}"))?
+            }
+            MountSource::File {
+                data,
+                mode,
+                uid,
+                gid,
+            } => {
+                let dir = &prepared.files_dir;
+                if !files_mounted {
+                    mount(
+                        Some("tmpfs"),
+                        dir,
+                        Some("tmpfs"),
+                        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                        Some("mode=700"),
+                    )
+                    .map_err(|e| mount_err("tmpfs", dir, e))?;
+                    files_mounted = true;
+                }
+                let file = dir.join(i.to_string());
+                std::fs::write(&file, data).map_err(|e| format!("writing a mount file: {e}"))?;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode))
+                    .map_err(|e| format!("chmod of a mount file: {e}"))?;
+                nix::unistd::chown(&file, Some(Uid::from_raw(*uid)), Some(Gid::from_raw(*gid)))
+                    .map_err(|e| format!("chown of a mount file: {e}"))?;
+                clone_tree(&file).map_err(|e| format!("mounting a file: {e}"))?
+            }
+        };
+        let is_dir = nix::sys::stat::fstat(&tree)
+            .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+            .map_err(|e| format!("stat of a mount source: {e}"))?;
+        out.push(Some((tree, is_dir)));
+    }
+    Ok(out)
+}
+
+/// Attaches the mounts at their targets, in order, inside the new root (symlinks in targets
+/// resolve inside it). Runs in PID 1, after pivot_root.
+fn attach_mounts(process: &Process, trees: Vec<Detached>) -> Result<(), String> {
+    let none: Option<&str> = None;
+    for (m, tree) in process.mounts.iter().zip(trees) {
+        let target = Path::new(&m.target);
+        let is_dir = tree.as_ref().is_none_or(|(_, d)| *d);
+        if std::fs::symlink_metadata(target).is_err() {
+            let made = if is_dir {
+                std::fs::create_dir_all(target)
+            } else {
+                target
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::write(target, b""))
+            };
+            made.map_err(|e| format!("creating the mount point {}: {e}", m.target))?;
+        }
+        match (&m.source, tree) {
+            (MountSource::Tmpfs { size }, _) => {
+                let options = size.map(|s| format!("size={s}"));
+                mount(
+                    Some("tmpfs"),
+                    target,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    options.as_deref(),
+                )
+                .map_err(|e| mount_err("tmpfs", target, e))?;
+            }
+            (_, Some((fd, _))) => {
+                crate::sys::mount::attach(fd.as_fd(), target)
+                    .map_err(|e| format!("mounting on {}: {e}", m.target))?;
+            }
+            (_, None) => return Err(format!("internal error: no source for {}", m.target)),
+        }
+        if m.readonly {
+            mount(
+                none,
+                target,
+                none,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                none,
+            )
+            .map_err(|e| mount_err("a read-only remount", target, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Finds `program` like `execvp` would, in the sandbox's `PATH`.

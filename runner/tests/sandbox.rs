@@ -3,7 +3,9 @@
 //! why they skip and pass.
 
 use rbuild_runner::diff::write_layer;
-use rbuild_runner::sandbox::{self, Exit, Network, Process, Rootfs, Stdio, Stream};
+use rbuild_runner::sandbox::{
+    self, Exit, Mount, MountSource, Network, Process, Rootfs, Stdio, Stream,
+};
 use rbuild_runner::snapshot::Snapshotter;
 use std::path::Path;
 use std::sync::Arc;
@@ -69,6 +71,17 @@ fn run(
     network: Network,
     cancel: Arc<AtomicBool>,
 ) -> Result<Run, sandbox::SandboxError> {
+    run_with_mounts(dir, script, user, network, cancel, vec![])
+}
+
+fn run_with_mounts(
+    dir: &Path,
+    script: &str,
+    user: &str,
+    network: Network,
+    cancel: Arc<AtomicBool>,
+    mounts: Vec<Mount>,
+) -> Result<Run, sandbox::SandboxError> {
     let s = Snapshotter::open(&dir.join("snapshots")).unwrap();
     let layers = vec![busybox_layer(&s)];
     let upper = s.new_upper().unwrap();
@@ -87,6 +100,7 @@ fn run(
             b"#!/bin/sh\necho from-pipe\n".to_vec(),
             0o755,
         )],
+        mounts,
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let exit = sandbox::run(
@@ -246,6 +260,7 @@ fn missing_program_is_a_setup_error() {
             b"#!/bin/sh\necho from-pipe\n".to_vec(),
             0o755,
         )],
+        mounts: vec![],
     };
     let err = sandbox::run(
         &Rootfs {
@@ -310,4 +325,127 @@ fn cancel_and_exit_kill_every_process() {
     assert!(matches!(err, sandbox::SandboxError::Cancelled));
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert!(host_mounts_under(dir.path()).is_empty());
+}
+
+/// A second layer for mount tests: `/data/x`, `/data/link -> /etc` (absolute, so it must
+/// resolve inside the layer, never on the host) and `/etc/inlayer`.
+fn data_layer(s: &Snapshotter) -> String {
+    let id = format!("sha256:{}", "d".repeat(64));
+    if s.has(&id) {
+        return id;
+    }
+    let u = s.new_upper().unwrap();
+    std::fs::create_dir_all(u.fs.join("data")).unwrap();
+    std::fs::create_dir_all(u.fs.join("etc")).unwrap();
+    std::fs::write(u.fs.join("data/x"), "fromlayer").unwrap();
+    std::fs::write(u.fs.join("etc/inlayer"), "").unwrap();
+    std::os::unix::fs::symlink("/etc", u.fs.join("data/link")).unwrap();
+    s.commit(u, &id).unwrap();
+    id
+}
+
+#[test]
+fn mounts_reach_the_process_and_never_the_layer() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Snapshotter::open(&dir.path().join("snapshots")).unwrap();
+    let data = data_layer(&s);
+    let host = dir.path().join("hostdir");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("a.txt"), "host").unwrap();
+    let mounts = vec![
+        Mount {
+            target: "/mnt/host".into(),
+            source: MountSource::Host(host.clone()),
+            readonly: true,
+        },
+        Mount {
+            target: "/in".into(),
+            source: MountSource::Layers {
+                layers: vec![data.clone()],
+                path: "/data".into(),
+            },
+            readonly: false,
+        },
+        Mount {
+            target: "/t".into(),
+            source: MountSource::Tmpfs {
+                size: Some(1 << 20),
+            },
+            readonly: false,
+        },
+        Mount {
+            target: "/run/secrets/tok".into(),
+            source: MountSource::File {
+                data: b"s3cret".to_vec(),
+                mode: 0o440,
+                uid: 1000,
+                gid: 1000,
+            },
+            readonly: true,
+        },
+        Mount {
+            target: "/lnk".into(),
+            source: MountSource::Layers {
+                layers: vec![data.clone()],
+                path: "/data/link".into(),
+            },
+            readonly: true,
+        },
+    ];
+    let script = "set -e; cat /mnt/host/a.txt; echo; \
+        if touch /mnt/host/b 2>/dev/null; then echo host-writable; fi; \
+        cat /in/x; echo; echo new > /in/y; cat /in/y; \
+        echo z > /t/z; grep ' /t ' /proc/mounts | cut -d' ' -f3; \
+        cat /run/secrets/tok; echo; stat -c %a:%u:%g /run/secrets/tok; \
+        ls /lnk";
+    let r = run_with_mounts(dir.path(), script, "", Network::Host, no_cancel(), mounts).unwrap();
+    assert_eq!(r.exit, Exit::Code(0), "stderr: {}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "host\nfromlayer\nnew\ntmpfs\ns3cret\n440:1000:1000\ninlayer\n"
+    );
+    // Nothing of the mounts, nor their mount points, is in the step's changes.
+    for name in ["mnt", "in", "t", "run", "lnk"] {
+        assert!(
+            !r.upper_entries.iter().any(|e| e == name),
+            "{name} in the upper: {:?}",
+            r.upper_entries
+        );
+    }
+    // The read-only host directory is untouched; the writable layer mount wrote to a
+    // throwaway upper, not to the snapshot.
+    assert!(!host.join("b").exists());
+    assert!(!s.layer_dir(&data).join("data/y").exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("snapshots/tmp"))
+            .unwrap()
+            .count(),
+        1,
+        "only the step's own upper is left"
+    );
+    assert!(host_mounts_under(dir.path()).is_empty());
+
+    // A source that does not exist in the layers is a clear error.
+    let err = run_with_mounts(
+        dir.path(),
+        "true",
+        "",
+        Network::Host,
+        no_cancel(),
+        vec![Mount {
+            target: "/x".into(),
+            source: MountSource::Layers {
+                layers: vec![data],
+                path: "/nope".into(),
+            },
+            readonly: true,
+        }],
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("mount source /nope"), "{err}");
 }

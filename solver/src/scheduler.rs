@@ -453,6 +453,7 @@ mod tests {
             user: String::new(),
             network: NetworkMode::Host,
             inline_files: vec![],
+            mounts: vec![],
         })
     }
 

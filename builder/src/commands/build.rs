@@ -51,6 +51,12 @@ pub struct BuildArgs {
     /// Fail the build when a build check (see `rbuild lint`) finds something
     #[arg(long)]
     pub check: bool,
+    /// A secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`
+    #[arg(long = "secret", value_name = "SPEC")]
+    pub secrets: Vec<String>,
+    /// An SSH agent for `RUN --mount=type=ssh`: `default` ($SSH_AUTH_SOCK) or `ID=SOCKET`
+    #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
+    pub ssh: Vec<String>,
     /// The build context directory
     #[arg(value_name = "CONTEXT")]
     pub context: PathBuf,
@@ -114,6 +120,16 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         .with_context(|| format!("build context {}", context_arg.display()))?;
     if !context.is_dir() {
         bail!("build context {} is not a directory", context_arg.display());
+    }
+    let getenv = |k: &str| std::env::var(k).ok();
+    let mut provided = crate::mounts::Provided::default();
+    for spec in &args.secrets {
+        let (id, value) = crate::mounts::parse_secret(spec, &getenv)?;
+        provided.secrets.insert(id, value);
+    }
+    for spec in &args.ssh {
+        let (id, socket) = crate::mounts::parse_ssh(spec, &getenv)?;
+        provided.ssh.insert(id, socket);
     }
     let outputs = args
         .outputs
@@ -217,6 +233,7 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         context: context.clone(),
         registry: registry.clone(),
         runtime: runtime.handle().clone(),
+        provided: Arc::new(provided),
     });
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut solver = Solver::new(worker, state.cache.clone(), Some(tx));

@@ -45,6 +45,7 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
         context: std::env::current_dir()?,
         registry,
         runtime: runtime.handle().clone(),
+        provided: Default::default(),
     };
     let output = worker.pull(&ImageSource {
         reference: resolved.reference.clone(),
@@ -93,6 +94,7 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
         network: Network::Host,
         stdio: Stdio::Inherit,
         dev_files: vec![],
+        mounts: vec![],
     };
     let result = sandbox::run(
         &Rootfs {

@@ -2,6 +2,7 @@
 //!
 //! Everything else in the runner is safe Rust over `nix` and `std`.
 
+pub mod mount;
 pub mod net;
 pub mod process;
 pub mod xattr;

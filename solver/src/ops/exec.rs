@@ -19,6 +19,106 @@ pub struct ExecOp {
     /// there); never part of the step's layer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inline_files: Vec<InlineFile>,
+    /// `RUN --mount`s, in the order given. Inputs they read are inputs of the vertex (input 0
+    /// is always the root filesystem). Their definitions are part of the cache key; secret
+    /// values and cache-mount contents are not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<ExecMount>,
+}
+
+/// One mount of an exec op.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ExecMount {
+    /// Absolute path in the sandbox; empty for a secret given only as an environment variable.
+    pub target: String,
+    /// Whether the process may not write to it.
+    pub readonly: bool,
+    /// What is mounted.
+    #[serde(flatten)]
+    pub kind: MountKind,
+}
+
+/// What an [`ExecMount`] mounts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MountKind {
+    /// The files of input `input` (a stage, an image or the context) below `source`. Writes,
+    /// when allowed, are thrown away after the step.
+    Bind {
+        /// Index into the vertex's inputs (at least 1).
+        input: usize,
+        /// Absolute path inside the input.
+        source: String,
+        /// `.dockerignore` patterns hiding files of a context input.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        exclude: Vec<String>,
+    },
+    /// A directory kept across builds under the state directory, never part of a layer.
+    Cache {
+        /// Which cache (the same id shares contents).
+        id: String,
+        /// How concurrent steps share it.
+        sharing: CacheSharing,
+        /// The input whose files (below `source`) seed a new cache, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<usize>,
+        /// Absolute path inside the seed input.
+        source: String,
+        /// Permission bits of a new cache directory.
+        mode: u32,
+        /// Owner of a new cache directory.
+        uid: u32,
+        /// Group of a new cache directory.
+        gid: u32,
+    },
+    /// An empty tmpfs.
+    Tmpfs {
+        /// Size limit in bytes (the kernel's default, half of RAM, when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+    },
+    /// A secret supplied to the build, as a file at `target` and/or an environment variable.
+    Secret {
+        /// The secret's id.
+        id: String,
+        /// The environment variable that receives the value, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        env: Option<String>,
+        /// Whether a build without this secret fails (otherwise the mount is left out).
+        required: bool,
+        /// Permission bits of the file.
+        mode: u32,
+        /// Owner of the file.
+        uid: u32,
+        /// Group of the file.
+        gid: u32,
+    },
+    /// An SSH agent socket forwarded from the host.
+    Ssh {
+        /// The agent's id (`default` unless named).
+        id: String,
+        /// Whether a build without this agent fails.
+        required: bool,
+        /// Permission bits of the socket.
+        mode: u32,
+        /// Owner of the socket.
+        uid: u32,
+        /// Group of the socket.
+        gid: u32,
+    },
+}
+
+/// How concurrent steps share a cache mount (BuildKit's `sharing=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheSharing {
+    /// Everyone uses the same directory at once.
+    #[default]
+    Shared,
+    /// A step that finds the cache in use gets another instance of it.
+    Private,
+    /// A step waits until no other step uses the cache.
+    Locked,
 }
 
 /// A small file handed to a process without being in its filesystem's layers.

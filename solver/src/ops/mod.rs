@@ -9,7 +9,7 @@ mod exec;
 mod file;
 mod source;
 
-pub use exec::{ExecOp, InlineFile, NetworkMode};
+pub use exec::{CacheSharing, ExecMount, ExecOp, InlineFile, MountKind, NetworkMode};
 pub use file::{FileAction, FileOp};
 pub use source::{ImageSource, LocalSource};
 
