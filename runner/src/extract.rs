@@ -59,7 +59,9 @@ fn prepare_parents(root: &Path, rel: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn remove_existing(path: &Path, keep_dir: bool) -> io::Result<()> {
+/// Removes what is at `path` (never following a symlink), unless it is a directory and
+/// `keep_dir`.
+pub(crate) fn remove_existing(path: &Path, keep_dir: bool) -> io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() && keep_dir => Ok(()),
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
@@ -86,13 +88,116 @@ pub(crate) fn keep_zero_mtime(path: &Path, header: &tar::Header) -> io::Result<(
     Ok(())
 }
 
+/// The extended attributes an entry carries (PAX `SCHILY.xattr.*` records), without
+/// overlayfs's own `trusted.overlay.*`: a layer or archive must not be able to set opaque
+/// markers, redirects or metacopy flags that overlayfs would act on.
+pub(crate) fn entry_xattrs<R: Read>(
+    entry: &mut tar::Entry<R>,
+) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    if let Some(pax) = entry.pax_extensions()? {
+        for ext in pax {
+            let ext = ext?;
+            let Ok(key) = ext.key() else { continue };
+            if let Some(name) = key.strip_prefix("SCHILY.xattr.")
+                && !name.starts_with("trusted.overlay.")
+            {
+                out.push((name.to_string(), ext.value_bytes().to_vec()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Sets `xattrs` on `path` (never on or through a symlink). Attributes the filesystem does
+/// not support are left out.
+pub(crate) fn set_xattrs(path: &Path, xattrs: &[(String, Vec<u8>)]) -> io::Result<()> {
+    if xattrs.is_empty() || std::fs::symlink_metadata(path)?.file_type().is_symlink() {
+        return Ok(());
+    }
+    for (name, value) in xattrs {
+        match xattr::set(path, name, value) {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// Creates the device node or FIFO of `header` at `target` (tar's own unpacking would make an
+/// empty regular file of it). Returns `false` when the kernel refuses a device node because
+/// the process lacks the privilege: such nodes are skipped, as rootless Docker skips them.
+pub(crate) fn make_special(target: &Path, header: &tar::Header) -> io::Result<bool> {
+    let kind = header.entry_type();
+    let (flag, dev) = if kind.is_fifo() {
+        (SFlag::S_IFIFO, 0)
+    } else {
+        let major = header.device_major()?.unwrap_or(0);
+        let minor = header.device_minor()?.unwrap_or(0);
+        let flag = if kind.is_character_special() {
+            SFlag::S_IFCHR
+        } else {
+            SFlag::S_IFBLK
+        };
+        (flag, libc::makedev(major, minor))
+    };
+    let mode = Mode::from_bits_truncate(header.mode()? & 0o7777);
+    match mknod(target, flag, mode, dev) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EPERM) if !kind.is_fifo() => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    // mknod applies the umask; owner and times as for any entry.
+    std::fs::set_permissions(
+        target,
+        std::os::unix::fs::PermissionsExt::from_mode(mode.bits()),
+    )?;
+    let (uid, gid) = (header.uid()?, header.gid()?);
+    match nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        target,
+        Some(nix::unistd::Uid::from_raw(uid as u32)),
+        Some(nix::unistd::Gid::from_raw(gid as u32)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    ) {
+        Ok(()) | Err(nix::errno::Errno::EPERM) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let t = TimeSpec::new(header.mtime().unwrap_or(0) as i64, 0);
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        target,
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )?;
+    Ok(true)
+}
+
+/// Whether a tar entry is a device node or FIFO, which [`make_special`] creates.
+pub(crate) fn is_special(kind: tar::EntryType) -> bool {
+    kind.is_character_special() || kind.is_block_special() || kind.is_fifo()
+}
+
+/// Where an ADD archive's entry goes below `dest`, checked as layer entries are: `None` when
+/// the entry is the root itself or would leave `dest` (`..`), an error when a parent is not a
+/// directory inside `dest` (a symlink).
+pub(crate) fn archive_target(dest: &Path, name: &Path) -> io::Result<Option<PathBuf>> {
+    let Ok(Some(rel)) = clean(name) else {
+        return Ok(None);
+    };
+    prepare_parents(dest, &rel)?;
+    Ok(Some(dest.join(rel)))
+}
+
 /// Unpacks the uncompressed layer tar `reader` into `dest`.
 pub fn extract_layer(reader: impl Read, dest: &Path) -> io::Result<()> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_preserve_mtime(true);
-    archive.set_unpack_xattrs(true);
+    // Extended attributes are applied by `set_xattrs`, which leaves out overlayfs's own.
+    archive.set_unpack_xattrs(false);
     archive.set_overwrite(true);
     let mut dirs: Vec<(PathBuf, u64)> = Vec::new();
     for entry in archive.entries()? {
@@ -138,8 +243,16 @@ pub fn extract_layer(reader: impl Read, dest: &Path) -> io::Result<()> {
         if kind.is_dir() {
             dirs.push((target.clone(), entry.header().mtime().unwrap_or(0)));
         }
+        let xattrs = entry_xattrs(&mut entry)?;
+        if is_special(kind) {
+            if make_special(&target, entry.header())? {
+                set_xattrs(&target, &xattrs)?;
+            }
+            continue;
+        }
         entry.unpack(&target)?;
         keep_zero_mtime(&target, entry.header())?;
+        set_xattrs(&target, &xattrs)?;
     }
     // Children changed their directories' mtimes; put them back, deepest first.
     dirs.sort_by(|a, b| b.0.cmp(&a.0));
