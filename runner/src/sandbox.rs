@@ -195,6 +195,8 @@ struct Prepared {
     files_dir: PathBuf,
     /// Throwaway uppers of writable `Layers` mounts, removed after the run.
     scratch: Vec<Upper>,
+    /// The seccomp filter (see [`crate::sys::seccomp`]).
+    seccomp: Vec<libc::sock_filter>,
 }
 
 /// What kind of mount point a mount needs.
@@ -394,6 +396,7 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
         layer_mounts,
         files_dir,
         scratch,
+        seccomp: crate::sys::seccomp::default_filter(),
     })
 }
 
@@ -798,6 +801,10 @@ fn setup_and_exec(prepared: &Prepared, process: &Process, err_fd: i32) -> Result
         std::fs::create_dir_all(cwd)
             .map_err(|e| format!("creating the working directory {cwd}: {e}"))?;
     }
+    // Docker's capabilities and a seccomp filter (see `sys::seccomp`), while still root.
+    crate::sys::seccomp::limit_capabilities().map_err(|e| format!("limiting capabilities: {e}"))?;
+    crate::sys::seccomp::install(&prepared.seccomp)
+        .map_err(|e| format!("installing the seccomp filter: {e}"))?;
     let groups: Vec<Gid> = user.groups.iter().map(|&g| Gid::from_raw(g)).collect();
     nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
     nix::unistd::setresgid(

@@ -449,3 +449,35 @@ fn mounts_reach_the_process_and_never_the_layer() {
     .unwrap();
     assert!(err.to_string().contains("mount source /nope"), "{err}");
 }
+
+#[test]
+fn docker_capabilities_and_seccomp_filter() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\\t'; \
+        unshare -U true 2>/dev/null && echo unshare-allowed || echo unshare-denied; \
+        mkdir -p /mnt && (mount -t tmpfs none /mnt 2>/dev/null && echo mount-allowed || echo mount-denied); \
+        chown 1000 /etc/motd && echo chown-allowed; \
+        mknod /tmp/null c 1 3 && echo mknod-allowed";
+    let r = run(dir.path(), script, "", Network::Host, no_cancel()).unwrap();
+    assert_eq!(r.exit, Exit::Code(0), "{}", r.stderr);
+    // What a BuildKit RUN shows: Docker's default capabilities, a filter, no no_new_privs.
+    assert_eq!(
+        r.stdout,
+        "CapEff:00000000a80425fb\nCapBnd:00000000a80425fb\nNoNewPrivs:0\nSeccomp:2\n\
+         unshare-denied\nmount-denied\nchown-allowed\nmknod-allowed\n"
+    );
+    // Another user has no capabilities at all.
+    let r = run(
+        dir.path(),
+        "grep -E '^CapEff:' /proc/self/status | tr -d '\\t'",
+        "app",
+        Network::Host,
+        no_cancel(),
+    )
+    .unwrap();
+    assert_eq!(r.stdout, "CapEff:0000000000000000\n");
+}

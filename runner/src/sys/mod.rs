@@ -5,4 +5,5 @@
 pub mod mount;
 pub mod net;
 pub mod process;
+pub mod seccomp;
 pub mod xattr;
