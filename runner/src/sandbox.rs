@@ -462,13 +462,22 @@ fn run_prepared(
     if let Some((out_r, err_out_r)) = readers {
         pump(out_r, err_out_r, on_output, cancel, pid, &mut killed);
     }
+    // Wait on a pidfd, which wakes us the moment the child exits, with a timeout to look at
+    // the cancel flag; without pidfds (old kernels), poll the child every few milliseconds.
+    let pidfd = crate::sys::process::pidfd_open(pid).ok();
     loop {
         if !killed && cancel.load(Ordering::Relaxed) {
             let _ = kill(pid, Signal::SIGKILL);
             killed = true;
         }
         match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(20)),
+            Ok(WaitStatus::StillAlive) => match &pidfd {
+                Some(fd) => {
+                    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                    let _ = poll(&mut fds, PollTimeout::from(100u16));
+                }
+                None => std::thread::sleep(Duration::from_millis(2)),
+            },
             // A signal that killed PID 1 arrives as 128 + signal, the shell's (and runc's)
             // convention, so "exit code: 137" reads as it does with BuildKit.
             Ok(WaitStatus::Exited(_, code)) if !killed => {

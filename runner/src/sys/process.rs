@@ -87,3 +87,16 @@ pub fn write_all_fd(fd: i32, mut bytes: &[u8]) {
         bytes = &bytes[n as usize..];
     }
 }
+
+/// A descriptor that becomes readable when the child `pid` exits (`pidfd_open`, Linux 5.3),
+/// so the parent can wait for it and still look at a cancel flag without sleeping.
+pub fn pidfd_open(pid: nix::unistd::Pid) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags; it returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is new and owned by nothing else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
