@@ -16,8 +16,8 @@
 //! The root filesystem is an overlay: the step's layers (top first), then the stub layer of
 //! [`crate::snapshot`] at the bottom, with the step's upper directory on top. `/proc`, `/dev`
 //! (a tmpfs with the host's null, zero, full, random, urandom and tty bind-mounted, devpts, shm,
-//! mqueue), `/sys` (read-only) and read-only `/etc/hosts` and `/etc/resolv.conf` are mounted over
-//! the stub mount points, so none of them is written into the upper directory.
+//! mqueue), `/sys` (read-only) and read-only `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`
+//! are mounted over the stub mount points, so none of them is written into the upper directory.
 
 use crate::snapshot::{Snapshotter, Upper};
 use crate::sys::process::{close, close_fds_from, dup_onto, fork_child, write_all_fd};
@@ -189,6 +189,7 @@ struct Prepared {
     overlay_options: String,
     hosts: PathBuf,
     resolv: PathBuf,
+    hostname: PathBuf,
     /// Per mount: the overlay options of a `Layers` source and its mount point.
     layer_mounts: Vec<Option<(String, PathBuf)>>,
     /// Where `File` sources are written (a tmpfs in the sandbox's mount namespace).
@@ -305,6 +306,9 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
         ),
     )
     .map_err(|e| err("writing /etc/hosts", e))?;
+    let hostname = run_dir.join("hostname");
+    std::fs::write(&hostname, format!("{}\n", process.hostname))
+        .map_err(|e| err("writing /etc/hostname", e))?;
     let resolv = run_dir.join("resolv.conf");
     let host_resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
     std::fs::write(&resolv, host_resolv).map_err(|e| err("writing /etc/resolv.conf", e))?;
@@ -393,6 +397,7 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
         overlay_options,
         hosts,
         resolv,
+        hostname,
         layer_mounts,
         files_dir,
         scratch,
@@ -767,6 +772,7 @@ fn setup_and_exec(prepared: &Prepared, process: &Process, err_fd: i32) -> Result
     for (source, name) in [
         (&prepared.hosts, "etc/hosts"),
         (&prepared.resolv, "etc/resolv.conf"),
+        (&prepared.hostname, "etc/hostname"),
     ] {
         let target = root.join(name);
         mount(

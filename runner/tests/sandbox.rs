@@ -172,13 +172,13 @@ fn runs_in_namespaces_with_a_clean_upper() {
     let dir = tempfile::tempdir().unwrap();
     let script = "echo pid=$$; hostname; pwd; cat /etc/motd; test -c /dev/null && echo devnull; \
                   test -e /proc/self/stat && echo proc; test -f /etc/resolv.conf && echo resolv; \
-                  grep -q buildkitsandbox /etc/hosts && echo hosts; ls /dev/pts >/dev/null && echo pts; /dev/pipes/script; \
+                  grep -q buildkitsandbox /etc/hosts && echo hosts; cat /etc/hostname; ls /dev/pts >/dev/null && echo pts; /dev/pipes/script; \
                   echo to-stderr >&2; echo new > /created; rm /etc/motd; rm -rf /opt/old; mkdir /opt/old; exit 3";
     let r = run(dir.path(), script, "", Network::Host, no_cancel()).unwrap();
     assert_eq!(r.exit, Exit::Code(3));
     assert_eq!(
         r.stdout,
-        "pid=1\nbuildkitsandbox\n/work\nhello\ndevnull\nproc\nresolv\nhosts\npts\nfrom-pipe\n"
+        "pid=1\nbuildkitsandbox\n/work\nhello\ndevnull\nproc\nresolv\nhosts\nbuildkitsandbox\npts\nfrom-pipe\n"
     );
     assert_eq!(r.stderr, "to-stderr\n");
     // Only the script's changes are in the upper: nothing mounted (hosts, resolv.conf, the
