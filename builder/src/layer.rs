@@ -48,6 +48,10 @@ pub fn commit_upper(state: &State, upper: Upper, created: &str) -> Result<Option
         state.snapshots.discard(upper)?;
         return Ok(None);
     }
+    if let Some(epoch) = crate::timefmt::source_date_epoch() {
+        rbuild_runner::diff::clamp_mtimes(&upper.fs, epoch as i64)
+            .context("clamping file times to SOURCE_DATE_EPOCH")?;
+    }
     let ingest = state.store.ingest()?;
     let gz = flate2::write::GzEncoder::new(
         BufWriter::with_capacity(1 << 20, ingest),

@@ -22,11 +22,17 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-/// The build time to record: `SOURCE_DATE_EPOCH` if set (reproducible builds), else now.
-pub fn build_time() -> SystemTime {
+/// `SOURCE_DATE_EPOCH` (seconds), when set to a number: the time recorded for a reproducible
+/// build. Layers made while it is set have no file newer than it.
+pub fn source_date_epoch() -> Option<u64> {
     std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// The build time to record: `SOURCE_DATE_EPOCH` if set (reproducible builds), else now.
+pub fn build_time() -> SystemTime {
+    source_date_epoch()
         .map(|s| UNIX_EPOCH + Duration::from_secs(s))
         .unwrap_or_else(SystemTime::now)
 }

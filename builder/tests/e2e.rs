@@ -1084,3 +1084,61 @@ RUN --mount=target=/c,rw echo changed > /c/data/d.txt && ls -a /c > /src/ctx-lis
     );
     assert!(env.leaked_mounts().is_empty(), "{:?}", env.leaked_mounts());
 }
+
+#[test]
+fn source_date_epoch_makes_builds_reproducible() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM rbuild-demo/busybox\nCOPY a.txt /app/\nRUN mkdir -p /data/sub && echo x > /data/sub/f && touch /data/now\n",
+            ),
+            ("a.txt", "a"),
+        ],
+    );
+    let build = |name: &str| {
+        let archive = env.path(&format!("{name}.tar"));
+        let mut c = assert_cmd::Command::from_std(env.command());
+        let out = c
+            .args([
+                "build",
+                "--no-cache",
+                "--progress=plain",
+                "-o",
+                &format!("type=oci,dest={}", archive.display()),
+                ctx.to_str().unwrap(),
+            ])
+            .env("SOURCE_DATE_EPOCH", "1000000000")
+            .output()
+            .unwrap();
+        let run = common::run_of(out).ok();
+        (archive, manifest_digest(&run.stderr))
+    };
+    let (archive, first) = build("one");
+    // Two builds a second apart, every step re-run (so every file is written again, with a new
+    // time): the same image, byte for byte.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, second) = build("two");
+    assert_eq!(first, second);
+    let rootfs = unpack(&env, &archive, "sde");
+    use std::os::unix::fs::MetadataExt;
+    for path in ["app/a.txt", "data", "data/sub", "data/sub/f", "data/now"] {
+        let mtime = std::fs::symlink_metadata(rootfs.join(path))
+            .unwrap()
+            .mtime();
+        assert!(mtime <= 1_000_000_000, "{path} has mtime {mtime}");
+    }
+    let config = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            &format!("oci-archive:{}", archive.display()),
+        ],
+    ));
+    assert_eq!(config["created"], "2001-09-09T01:46:40Z");
+}

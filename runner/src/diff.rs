@@ -26,6 +26,39 @@ pub fn is_empty(dir: &Path) -> io::Result<bool> {
     Ok(std::fs::read_dir(dir)?.next().is_none())
 }
 
+/// Sets the modification time of every entry under `dir` that is newer than `epoch` to
+/// `epoch` (never following symlinks), so the layer made from `dir` is reproducible
+/// (`SOURCE_DATE_EPOCH`). Entries are visited before their directory, whose time they would
+/// otherwise change again.
+pub fn clamp_mtimes(dir: &Path, epoch: i64) -> io::Result<()> {
+    use nix::sys::stat::{UtimensatFlags, utimensat};
+    use nix::sys::time::TimeSpec;
+    fn visit(path: &Path, epoch: i64) -> io::Result<()> {
+        let meta = std::fs::symlink_metadata(path)?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                visit(&entry?.path(), epoch)?;
+            }
+        }
+        if meta.mtime() > epoch {
+            let t = TimeSpec::new(epoch, 0);
+            utimensat(
+                nix::fcntl::AT_FDCWD,
+                path,
+                &t,
+                &t,
+                UtimensatFlags::NoFollowSymlink,
+            )
+            .map_err(io::Error::from)?;
+        }
+        Ok(())
+    }
+    for entry in std::fs::read_dir(dir)? {
+        visit(&entry?.path(), epoch)?;
+    }
+    Ok(())
+}
+
 /// Writes the layer tar of `dir` to `out`.
 pub fn write_layer(dir: &Path, out: impl Write) -> io::Result<()> {
     let mut builder = tar::Builder::new(out);
