@@ -4,12 +4,13 @@
 #   docker-registry a real registry the tests start on loopback
 #   skopeo, umoci   third-party tools the tests check images with
 #   curl, procps    used by the tests
+#   python3         serves files over HTTP for the ADD-from-URL tests
 #   gcc, make       build the bundled SQLite and jemalloc
 # rbuild itself needs only these and a Rust toolchain (rustup).
 set -eu
 need=""
 for pair in busybox-static:/bin/busybox docker-registry:/usr/bin/docker-registry skopeo:/usr/bin/skopeo \
-            umoci:/usr/bin/umoci curl:/usr/bin/curl procps:/usr/bin/ps gcc:/usr/bin/gcc make:/usr/bin/make; do
+            umoci:/usr/bin/umoci curl:/usr/bin/curl procps:/usr/bin/ps python3:/usr/bin/python3 gcc:/usr/bin/gcc make:/usr/bin/make; do
   pkg=${pair%%:*}; file=${pair#*:}
   [ -e "$file" ] || need="$need $pkg"
 done

@@ -8,6 +8,7 @@
 mod commands;
 mod diagnostics;
 mod export;
+mod http;
 mod layer;
 mod mounts;
 mod progress;

@@ -77,13 +77,15 @@ impl State {
         }
         std::fs::create_dir_all(&run)?;
         let cache = Arc::new(CacheIndex::open(&root.join("cache.db"))?);
-        Ok(State {
+        let state = State {
             root,
             store,
             snapshots,
             cache,
             lock: std::sync::Mutex::new(Some(lock)),
-        })
+        };
+        crate::http::clean_tmp(&state).context("removing unfinished downloads")?;
+        Ok(state)
     }
 
     /// Lets other rbuild processes use the state directory while this one goes on (with

@@ -15,8 +15,8 @@ use rbuild_solver::pattern::{CopyFilter, Visit as SolverVisit};
 use rbuild_solver::progress::Stream as LogStream;
 use rbuild_solver::scheduler::BoxError;
 use rbuild_solver::{
-    ExecOp, FileAction, FileOp, ImageSource, MountKind, NetworkMode, Op, Output, OutputLayer,
-    StepContext, Worker,
+    ExecOp, FileAction, FileOp, HttpSource, ImageSource, MountKind, NetworkMode, Op, Output,
+    OutputLayer, StepContext, Worker,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -99,6 +99,13 @@ impl Worker for BuildWorker {
         }
     }
 
+    fn fetch_http(
+        &self,
+        source: &HttpSource,
+    ) -> Result<(PathBuf, rbuild_solver::Digest), BoxError> {
+        crate::http::fetch(&self.state, &self.runtime, source).map_err(|e| format!("{e:#}").into())
+    }
+
     fn execute(
         &self,
         op: &Op,
@@ -109,7 +116,7 @@ impl Worker for BuildWorker {
             Op::Image(image) => self.pull(image).map_err(|e| format!("{e:#}").into()),
             Op::Exec(exec) => self.exec(exec, inputs, ctx),
             Op::File(file) => self.file(file, inputs).map_err(|e| format!("{e:#}").into()),
-            Op::Scratch | Op::Local(_) => Ok(Output::default()),
+            Op::Scratch | Op::Local(_) | Op::Http(_) => Ok(Output::default()),
         }
     }
 

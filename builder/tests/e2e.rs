@@ -1142,3 +1142,176 @@ fn source_date_epoch_makes_builds_reproducible() {
     ));
     assert_eq!(config["created"], "2001-09-09T01:46:40Z");
 }
+
+/// `python3 -m http.server` on loopback, serving `dir`; killed on drop.
+struct HttpServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HttpServer {
+    fn start(dir: &Path) -> HttpServer {
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 (Debian package python3) serves files for this test");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
+        let port = line
+            .split("port ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        HttpServer { child, port }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn add_downloads_urls_with_checksum_and_last_modified() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let served = env.path("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let set_file = |name: &str, content: &[u8], mtime: u64| {
+        let path = served.join(name);
+        std::fs::write(&path, content).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(mtime))
+            .unwrap();
+    };
+    set_file("data.txt", b"v1", 1_600_000_000);
+    // A real gzip'd tar: ADD never extracts downloads.
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, "inside", &b"x"[..]).unwrap();
+    let tgz = tar.into_inner().unwrap().finish().unwrap();
+    set_file("a.tar.gz", &tgz, 1_500_000_000);
+    let server = HttpServer::start(&served);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let sum = {
+        use sha2::Digest as _;
+        let hex: String = sha2::Sha256::digest(b"v1")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("sha256:{hex}")
+    };
+    let dockerfile = format!(
+        "FROM rbuild-demo/busybox\n\
+ADD {base}/data.txt /d/\n\
+ADD --checksum={sum} {base}/data.txt /named.txt\n\
+ADD --chmod=644 {base}/a.tar.gz /arch/\n\
+RUN stat -c '%n %a %Y %s' /d/data.txt /named.txt /arch/a.tar.gz > /stats && ls /arch > /arch-list\n"
+    );
+    let ctx = env.context("ctx", &[("Dockerfile", &dockerfile)]);
+    let build = || {
+        env.rbuild(&[
+            "build",
+            "--progress=plain",
+            "-t",
+            "dl:1",
+            ctx.to_str().unwrap(),
+        ])
+    };
+    build().ok();
+    let cat = |path: &str| {
+        env.rbuild(&["run", "--rm", "dl:1", "cat", path])
+            .ok()
+            .stdout
+    };
+    // As BuildKit: mode 0600 unless --chmod, the Last-Modified time, and archives stay files.
+    assert_eq!(
+        cat("/stats"),
+        format!(
+            "/d/data.txt 600 1600000000 2\n/named.txt 600 1600000000 2\n/arch/a.tar.gz 644 1500000000 {}\n",
+            tgz.len()
+        )
+    );
+    assert_eq!(cat("/arch-list"), "a.tar.gz\n");
+
+    // Nothing changed on the server: every step is cached.
+    let again = build().ok();
+    let progress = Progress::parse(&again.stderr);
+    assert!(
+        progress
+            .ran()
+            .iter()
+            .all(|s| !s.contains("ADD") && !s.contains("RUN")),
+        "{}",
+        again.stderr
+    );
+
+    // New content on the server: the plain ADD downloads it and runs again; the one pinned by
+    // its checksum keeps the content it has (no request needed), as with BuildKit.
+    set_file("data.txt", b"v2", 1_700_000_000);
+    build().ok();
+    assert_eq!(cat("/d/data.txt"), "v2");
+    assert_eq!(cat("/named.txt"), "v1");
+    assert!(cat("/stats").starts_with("/d/data.txt 600 1700000000 2\n"));
+
+    // A checksum that the content does not have fails the download, naming both digests.
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let ctx_sum = env.context(
+        "ctx-sum",
+        &[(
+            "Dockerfile",
+            &format!("FROM rbuild-demo/busybox\nADD --checksum={wrong} {base}/data.txt /\n"),
+        )],
+    );
+    let failed = env.rbuild(&["build", ctx_sum.to_str().unwrap()]);
+    assert_ne!(failed.code, 0);
+    assert!(
+        failed.stderr.contains("checksum mismatch") && failed.stderr.contains(&wrong),
+        "{}",
+        failed.stderr
+    );
+
+    // A missing file is a clear error naming the URL and the status.
+    let ctx404 = env.context(
+        "ctx404",
+        &[(
+            "Dockerfile",
+            &format!("FROM rbuild-demo/busybox\nADD {base}/nope.txt /\n"),
+        )],
+    );
+    let missing = env.rbuild(&["build", ctx404.to_str().unwrap()]);
+    assert_ne!(missing.code, 0);
+    assert!(
+        missing.stderr.contains(&format!("{base}/nope.txt")) && missing.stderr.contains("404"),
+        "{}",
+        missing.stderr
+    );
+    assert!(env.leaked_mounts().is_empty());
+}

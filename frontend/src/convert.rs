@@ -18,8 +18,8 @@ use crate::shell::{Env, Lexer};
 use crate::source::{SourceFile, Span};
 use rbuild_solver::contenthash::clean_relative;
 use rbuild_solver::{
-    CacheSharing, Digest, ExecMount, ExecOp, FileAction, FileOp, Graph, ImageSource, InlineFile,
-    LocalSource, MountKind, NetworkMode, Op, VertexId,
+    CacheSharing, Digest, ExecMount, ExecOp, FileAction, FileOp, Graph, HttpSource, ImageSource,
+    InlineFile, LocalSource, MountKind, NetworkMode, Op, VertexId,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -1156,31 +1156,58 @@ impl Lowerer<'_> {
             } => {
                 let keyword = if *add { "ADD" } else { "COPY" };
                 let mut sources = Vec::new();
+                // ADD's URL sources, downloaded by an HTTP source op each.
+                let mut urls = Vec::new();
+                // Every source as written, in order, for the history.
+                let mut source_names = Vec::new();
                 for src in srcs {
                     let expanded = self.expand(src, &*state, span)?;
+                    let is_url =
+                        expanded.starts_with("http://") || expanded.starts_with("https://");
+                    if !*add && is_url {
+                        return Err(self.error(span, "source can't be a URL for COPY"));
+                    }
+                    source_names.push(expanded.clone());
+                    if *add && is_url && from.is_none() {
+                        urls.push(expanded);
+                        continue;
+                    }
                     if *add && (expanded.contains("://") || expanded.starts_with("git@")) {
                         return Err(self
                             .error(
                                 span,
                                 format!(
-                                    "ADD from a URL ({expanded}) is not supported by rbuild yet"
+                                    "ADD from a git repository ({expanded}) is not supported by rbuild yet"
                                 ),
                             )
                             .with_help(
-                                "download the file in a RUN step, or add it to the build context",
+                                "clone the repository in a RUN step, or add it to the build context",
                             ));
                     }
                     sources.push(expanded);
                 }
+                let mut url_checksum = None;
                 if let Some(flag) = checksum {
                     // As BuildKit: the checksum verifies a download, so a local source with
-                    // one is a mistake (URL sources were refused above).
-                    let message = if sources.len() != 1 {
-                        "checksum can't be specified for multiple sources"
-                    } else {
-                        "checksum requires HTTP(S) or Git sources"
-                    };
-                    return Err(self.error(flag.span, message));
+                    // one is a mistake.
+                    if sources.len() + urls.len() != 1 {
+                        return Err(self.error(
+                            flag.span,
+                            "checksum can't be specified for multiple sources",
+                        ));
+                    }
+                    if urls.is_empty() {
+                        return Err(
+                            self.error(flag.span, "checksum requires HTTP(S) or Git sources")
+                        );
+                    }
+                    let value = self.expand(&flag.value, &*state, flag.span)?;
+                    url_checksum = Some(Digest::parse(&value).ok_or_else(|| {
+                        self.error(
+                            flag.span,
+                            format!("invalid checksum {value:?}: expected sha256:<64 hex digits>"),
+                        )
+                    })?);
                 }
                 if from.is_none() {
                     for source in &sources {
@@ -1195,7 +1222,7 @@ impl Lowerer<'_> {
                     }
                 }
                 let dest_raw = self.expand(dest, &*state, span)?;
-                if sources.len() + contents.len() > 1 && !dest_raw.ends_with('/') {
+                if sources.len() + urls.len() + contents.len() > 1 && !dest_raw.ends_with('/') {
                     return Err(self.error(
                         span,
                         format!("when using {keyword} with more than one source file, the destination must be a directory and end with a /"),
@@ -1287,9 +1314,35 @@ impl Lowerer<'_> {
                         exclude_patterns: exclude.clone(),
                     });
                 }
+                // A download each, copied like a local file but never extracted, as BuildKit
+                // does (the file keeps the download's mode, 0600, unless --chmod).
+                for url in urls {
+                    let filename = url_filename(&url);
+                    let download = self.graph.add(
+                        Op::Http(HttpSource {
+                            url: url.clone(),
+                            filename: filename.clone(),
+                            checksum: url_checksum.clone(),
+                        }),
+                        vec![],
+                        Some(url),
+                    );
+                    self.locations.entry(download).or_insert(ins.span);
+                    inputs.push(download);
+                    actions.push(FileAction::Copy {
+                        source: inputs.len() - 1,
+                        paths: vec![filename],
+                        dest: dest_path.clone(),
+                        owner: owner.clone(),
+                        mode,
+                        unpack_archives: false,
+                        ignore: vec![],
+                        include_patterns: vec![],
+                        exclude_patterns: vec![],
+                    });
+                }
                 // Each heredoc becomes a file of its own (as BuildKit's Mkfile on scratch),
                 // copied like any source; unquoted bodies are expanded first.
-                let mut source_names = sources.clone();
                 for heredoc in contents {
                     let mut data = if heredoc.chomp {
                         chomp_heredoc(&heredoc.content)
@@ -1649,6 +1702,41 @@ const HEREDOC_DIR: &str = "/dev/pipes";
 /// heredoc runs its body (from a file under `/dev/pipes` if it starts with `#!`, else as a shell
 /// script); any other command goes to the shell with the bodies appended, and the shell reads
 /// them as heredocs.
+/// The name a downloaded file gets (BuildKit's rule): the last element of the URL's path,
+/// percent-decoded, or `__unnamed__` when the path has none.
+fn url_filename(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest
+        .find('/')
+        .map_or("", |i| &rest[i..])
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default();
+    let base = path.rsplit('/').find(|p| !p.is_empty()).unwrap_or("");
+    let mut bytes = Vec::with_capacity(base.len());
+    let raw = base.as_bytes();
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if raw[i] == b'%'
+            && i + 2 < raw.len()
+            && let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2]))
+        {
+            bytes.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        bytes.push(raw[i]);
+        i += 1;
+    }
+    let name = String::from_utf8_lossy(&bytes).into_owned();
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        "__unnamed__".into()
+    } else {
+        name
+    }
+}
+
 /// The index of `vertex` in `inputs`, appending it if it is not there yet.
 fn push_input(inputs: &mut Vec<VertexId>, vertex: VertexId) -> usize {
     match inputs.iter().position(|v| *v == vertex) {
@@ -2094,6 +2182,84 @@ mod tests {
             e.contains("expecting boolean value for flag keep-git-dir"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn add_from_urls() {
+        assert_eq!(
+            url_filename("https://example.com/dl/app-1.2.tar.gz"),
+            "app-1.2.tar.gz"
+        );
+        assert_eq!(
+            url_filename("https://example.com/dl/a%20b.txt?x=1#top"),
+            "a b.txt"
+        );
+        assert_eq!(url_filename("https://example.com/dir/"), "dir");
+        assert_eq!(url_filename("https://example.com"), "__unnamed__");
+        assert_eq!(url_filename("http://example.com/"), "__unnamed__");
+
+        let sum = format!("sha256:{}", "ab".repeat(32));
+        let b = lower_str(
+            &format!(
+                "FROM scratch\nADD --checksum={sum} https://example.com/x/tool.tgz local.txt /opt/\n"
+            ),
+            &BuildOptions::default(),
+        );
+        let e = b.unwrap_err();
+        assert!(
+            e.contains("checksum can't be specified for multiple sources"),
+            "{e}"
+        );
+        let b = lower_str(
+            &format!("FROM scratch\nADD --checksum={sum} --chmod=755 https://example.com/x/tool.tgz /opt/\n"),
+            &BuildOptions::default(),
+        )
+        .unwrap();
+        let file = b.graph.vertex(b.target);
+        let Op::Http(http) = &b.graph.vertex(file.inputs[1]).op else {
+            panic!("not a download")
+        };
+        assert_eq!(http.url, "https://example.com/x/tool.tgz");
+        assert_eq!(http.filename, "tool.tgz");
+        assert_eq!(
+            http.checksum.as_ref().map(|d| d.as_str()),
+            Some(sum.as_str())
+        );
+        let Op::File(f) = &file.op else { panic!() };
+        let FileAction::Copy {
+            paths,
+            unpack_archives,
+            mode,
+            ..
+        } = &f.actions[0]
+        else {
+            panic!()
+        };
+        assert_eq!(paths, &["tool.tgz"]);
+        assert!(!unpack_archives, "downloads are never extracted");
+        assert_eq!(*mode, Some(0o755));
+        assert_eq!(
+            b.image.history.last().unwrap().created_by.as_deref(),
+            Some("ADD https://example.com/x/tool.tgz /opt/ # buildkit")
+        );
+        let e = lower_str(
+            "FROM scratch\nCOPY https://example.com/a /a\n",
+            &BuildOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("source can't be a URL for COPY"), "{e}");
+        let e = lower_str(
+            "FROM scratch\nADD --checksum=md5:12 https://example.com/a /a\n",
+            &BuildOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("invalid checksum"), "{e}");
+        let e = lower_str(
+            "FROM scratch\nADD https://example.com/a https://example.com/b /a\n",
+            &BuildOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("must be a directory and end with a /"), "{e}");
     }
 
     #[test]

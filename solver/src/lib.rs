@@ -21,8 +21,8 @@ pub use cache::CacheIndex;
 pub use digest::Digest;
 pub use graph::{Graph, Vertex, VertexId};
 pub use ops::{
-    CacheSharing, ExecMount, ExecOp, FileAction, FileOp, ImageSource, InlineFile, LocalSource,
-    MountKind, NetworkMode, Op, Output, OutputLayer,
+    CacheSharing, ExecMount, ExecOp, FileAction, FileOp, HttpSource, ImageSource, InlineFile,
+    LocalSource, MountKind, NetworkMode, Op, Output, OutputLayer,
 };
 pub use scheduler::{Solver, StepContext, Worker};
 

@@ -11,7 +11,7 @@ use crate::cachekey;
 use crate::contenthash;
 use crate::digest::Digest;
 use crate::graph::{Graph, VertexId};
-use crate::ops::{Op, Output};
+use crate::ops::{HttpSource, Op, Output};
 use crate::progress::{Event, Sender, Stream};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -30,6 +30,11 @@ pub const LOG_TAIL_LINES: usize = 12;
 pub trait Worker: Send + Sync + 'static {
     /// The host directory of the named local source (`context` is the build context).
     fn local_root(&self, name: &str) -> Result<PathBuf, BoxError>;
+
+    /// Downloads (or finds already downloaded and unchanged) an HTTP source; returns the
+    /// directory holding its file and a digest of that file's content and metadata, which
+    /// becomes part of the source's cache key.
+    fn fetch_http(&self, source: &HttpSource) -> Result<(PathBuf, Digest), BoxError>;
 
     /// Executes `op` over the outputs of its inputs. Called on a blocking thread; long-running
     /// work should check [`StepContext::is_cancelled`].
@@ -293,8 +298,9 @@ impl<W: Worker> Step<W> {
             })
         };
 
-        // Sources whose output is not worth caching: scratch, and local directories (whose
-        // "execution" is hashing their content, which is also how their key is computed).
+        // Sources whose output is not worth caching: scratch, and local directories and
+        // downloads (whose "execution" is hashing their content, which is also how their key
+        // is computed).
         match &vertex.op {
             Op::Scratch => {
                 let key = cachekey::compute(&vertex.op, &input_keys, None);
@@ -304,13 +310,17 @@ impl<W: Worker> Step<W> {
                 });
                 return Ok((key, Arc::new(Output::default())));
             }
-            Op::Local(local) => {
+            Op::Local(_) | Op::Http(_) => {
                 let worker = self.worker.clone();
-                let local = local.clone();
-                let hashed = tokio::task::spawn_blocking(move || {
-                    let root = worker.local_root(&local.name)?;
-                    let digest = contenthash::hash_local(&root, &local)?;
-                    Ok::<_, BoxError>((root, digest))
+                let op = vertex.op.clone();
+                let hashed = tokio::task::spawn_blocking(move || match &op {
+                    Op::Local(local) => {
+                        let root = worker.local_root(&local.name)?;
+                        let digest = contenthash::hash_local(&root, local)?;
+                        Ok::<_, BoxError>((root, digest))
+                    }
+                    Op::Http(http) => worker.fetch_http(http),
+                    _ => unreachable!("only sources are hashed here"),
                 })
                 .await
                 .expect("hashing does not panic");
@@ -407,6 +417,9 @@ mod tests {
     impl Worker for FakeWorker {
         fn local_root(&self, _name: &str) -> Result<PathBuf, BoxError> {
             Ok(self.context.clone())
+        }
+        fn fetch_http(&self, _source: &HttpSource) -> Result<(PathBuf, Digest), BoxError> {
+            Err("no network in this test".into())
         }
         fn execute(
             &self,

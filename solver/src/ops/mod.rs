@@ -11,7 +11,7 @@ mod source;
 
 pub use exec::{CacheSharing, ExecMount, ExecOp, InlineFile, MountKind, NetworkMode};
 pub use file::{FileAction, FileOp};
-pub use source::{ImageSource, LocalSource};
+pub use source::{HttpSource, ImageSource, LocalSource};
 
 use crate::digest::Digest;
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,8 @@ pub enum Op {
     Image(ImageSource),
     /// Files from a directory on the host (the build context). No inputs.
     Local(LocalSource),
+    /// A file downloaded over HTTP(S). No inputs.
+    Http(HttpSource),
     /// A process run in a sandbox over input 0; its filesystem changes become a new layer.
     Exec(ExecOp),
     /// File actions applied on top of input 0, reading from the other inputs.
@@ -40,6 +42,7 @@ impl Op {
             Op::Scratch => "scratch",
             Op::Image(_) => "image",
             Op::Local(_) => "local",
+            Op::Http(_) => "http",
             Op::Exec(_) => "exec",
             Op::File(_) => "file",
         }
@@ -67,7 +70,7 @@ pub struct OutputLayer {
 pub struct Output {
     /// The filesystem as a chain of layers, bottom first.
     pub layers: Vec<OutputLayer>,
-    /// For a local source: the directory on the host its files are read from.
+    /// For a local or HTTP source: the directory on the host its files are read from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<PathBuf>,
 }

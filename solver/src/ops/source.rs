@@ -34,3 +34,18 @@ pub struct LocalSource {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude_patterns: Vec<String>,
 }
+
+/// A file downloaded over HTTP(S) (`ADD https://…`). Its output is a directory holding the file
+/// as `filename` (mode 0600, modified at the response's `Last-Modified`), and its cache key
+/// covers the downloaded content: the URL alone does not pin it, so it is fetched (or checked
+/// as unchanged) on every build, unless `checksum` names content already downloaded.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HttpSource {
+    /// The URL.
+    pub url: String,
+    /// The name of the file in the output directory.
+    pub filename: String,
+    /// The expected digest of the content (`ADD --checksum`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<Digest>,
+}
