@@ -1314,6 +1314,19 @@ impl Lowerer<'_> {
                         exclude_patterns: exclude.clone(),
                     });
                 }
+                // A copy of one file of a source made for this instruction (a download, a
+                // heredoc), never extracted.
+                let plain_copy = |source: usize, path: String| FileAction::Copy {
+                    source,
+                    paths: vec![path],
+                    dest: dest_path.clone(),
+                    owner: owner.clone(),
+                    mode,
+                    unpack_archives: false,
+                    ignore: vec![],
+                    include_patterns: vec![],
+                    exclude_patterns: vec![],
+                };
                 // A download each, copied like a local file but never extracted, as BuildKit
                 // does (the file keeps the download's mode, 0600, unless --chmod).
                 for url in urls {
@@ -1329,17 +1342,7 @@ impl Lowerer<'_> {
                     );
                     self.locations.entry(download).or_insert(ins.span);
                     inputs.push(download);
-                    actions.push(FileAction::Copy {
-                        source: inputs.len() - 1,
-                        paths: vec![filename],
-                        dest: dest_path.clone(),
-                        owner: owner.clone(),
-                        mode,
-                        unpack_archives: false,
-                        ignore: vec![],
-                        include_patterns: vec![],
-                        exclude_patterns: vec![],
-                    });
+                    actions.push(plain_copy(inputs.len() - 1, filename));
                 }
                 // Each heredoc becomes a file of its own (as BuildKit's Mkfile on scratch),
                 // copied like any source; unquoted bodies are expanded first.
@@ -1368,17 +1371,7 @@ impl Lowerer<'_> {
                         None,
                     );
                     inputs.push(file);
-                    actions.push(FileAction::Copy {
-                        source: inputs.len() - 1,
-                        paths: vec![path],
-                        dest: dest_path.clone(),
-                        owner: owner.clone(),
-                        mode,
-                        unpack_archives: false,
-                        ignore: vec![],
-                        include_patterns: vec![],
-                        exclude_patterns: vec![],
-                    });
+                    actions.push(plain_copy(inputs.len() - 1, path));
                     source_names.push(format!("<<{}", heredoc.name));
                 }
                 let name = state.next_name(&self.display_name(ins, &*state));
