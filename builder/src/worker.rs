@@ -116,6 +116,10 @@ impl Worker for BuildWorker {
             Op::Image(image) => self.pull(image).map_err(|e| format!("{e:#}").into()),
             Op::Exec(exec) => self.exec(exec, inputs, ctx),
             Op::File(file) => self.file(file, inputs).map_err(|e| format!("{e:#}").into()),
+            Op::Merge => Ok(Output {
+                layers: inputs.iter().flat_map(|i| i.layers.clone()).collect(),
+                local: None,
+            }),
             Op::Scratch | Op::Local(_) | Op::Http(_) => Ok(Output::default()),
         }
     }

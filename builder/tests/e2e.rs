@@ -1315,3 +1315,62 @@ RUN stat -c '%n %a %Y %s' /d/data.txt /named.txt /arch/a.tar.gz > /stats && ls /
     );
     assert!(env.leaked_mounts().is_empty());
 }
+
+#[test]
+fn copy_link_layers_do_not_depend_on_the_stage() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let dockerfile = |marker: &str| {
+        format!(
+            "FROM rbuild-demo/busybox\n\
+RUN mkdir /real && ln -s /real /app && echo {marker} > /marker\n\
+COPY --link a.txt /app/\n\
+RUN ls -la / | grep ' app' | cut -c1 > /app-kind && cat /app/a.txt > /seen\n"
+        )
+    };
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", &dockerfile("one")), ("a.txt", "linked")],
+    );
+    let first = env
+        .rbuild(&[
+            "build",
+            "--progress=plain",
+            "-t",
+            "link:1",
+            ctx.to_str().unwrap(),
+        ])
+        .ok();
+    let cat = |path: &str| {
+        env.rbuild(&["run", "--rm", "link:1", "cat", path])
+            .ok()
+            .stdout
+    };
+    // The copy was made on an empty filesystem: /app is a directory in its layer, which
+    // replaces the stage's symlink (BuildKit's --link semantics), rather than a write through
+    // the symlink into /real.
+    assert_eq!(cat("/app-kind"), "d\n");
+    assert_eq!(cat("/seen"), "linked");
+    let copy_step = |stderr: &str| {
+        Progress::parse(stderr)
+            .cached_steps()
+            .iter()
+            .any(|s| s.contains("COPY --link"))
+    };
+    assert!(!copy_step(&first.stderr));
+    // A change below it re-runs the RUN before it, but the linked copy is reused.
+    std::fs::write(ctx.join("Dockerfile"), dockerfile("two")).unwrap();
+    let second = env
+        .rbuild(&[
+            "build",
+            "--progress=plain",
+            "-t",
+            "link:1",
+            ctx.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(copy_step(&second.stderr), "{}", second.stderr);
+    assert_eq!(cat("/marker"), "two\n");
+    assert_eq!(cat("/seen"), "linked");
+}

@@ -1148,7 +1148,7 @@ impl Lowerer<'_> {
                 from,
                 chown,
                 chmod,
-                link: _,
+                link,
                 parents,
                 exclude,
                 checksum,
@@ -1245,7 +1245,15 @@ impl Lowerer<'_> {
                     }
                     None => None,
                 };
-                let mut inputs = vec![state.vertex];
+                // With --link the copy is made on an empty filesystem and stacked on the
+                // stage afterwards (a merge), as BuildKit does: neither its layer nor its key
+                // depends on the stage, and no symlink of the stage affects where files land.
+                let copy_base = if *link {
+                    self.graph.add(Op::Scratch, vec![], None)
+                } else {
+                    state.vertex
+                };
+                let mut inputs = vec![copy_base];
                 let mut actions = Vec::new();
                 // What each copy action takes: (source paths, include patterns). With
                 // `--parents`, one action per source, copying from its pivot (the part before
@@ -1375,10 +1383,13 @@ impl Lowerer<'_> {
                     source_names.push(format!("<<{}", heredoc.name));
                 }
                 let name = state.next_name(&self.display_name(ins, &*state));
-                let vertex = self
+                let mut vertex = self
                     .graph
                     .add(Op::File(FileOp { actions }), inputs, Some(name));
                 self.locations.entry(vertex).or_insert(ins.span);
+                if *link {
+                    vertex = self.graph.add(Op::Merge, vec![state.vertex, vertex], None);
+                }
                 state.vertex = vertex;
                 state.history(
                     concat(&[
@@ -2253,6 +2264,39 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("must be a directory and end with a /"), "{e}");
+    }
+
+    #[test]
+    fn copy_link_is_made_on_scratch_and_merged() {
+        let b = lower_str(
+            "FROM base AS one\nRUN one\nCOPY --link a.txt /app/\n\
+             FROM base AS two\nRUN two\nCOPY --link a.txt /app/\n\
+             FROM scratch\nCOPY --from=one /app /1\nCOPY --from=two /app /2\n",
+            &BuildOptions::default(),
+        )
+        .unwrap();
+        let merges: Vec<VertexId> = b
+            .graph
+            .needed_for(&[b.target])
+            .into_iter()
+            .filter(|id| matches!(b.graph.vertex(*id).op, Op::Merge))
+            .collect();
+        assert_eq!(merges.len(), 2);
+        let copies: Vec<VertexId> = merges
+            .iter()
+            .map(|m| b.graph.vertex(*m).inputs[1])
+            .collect();
+        // The same copy in both stages: one vertex, whatever it is stacked on.
+        assert_eq!(copies[0], copies[1]);
+        let copy = b.graph.vertex(copies[0]);
+        assert!(matches!(copy.op, Op::File(_)));
+        assert!(matches!(b.graph.vertex(copy.inputs[0]).op, Op::Scratch));
+        for m in &merges {
+            assert!(matches!(
+                b.graph.vertex(b.graph.vertex(*m).inputs[0]).op,
+                Op::Exec(_)
+            ));
+        }
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub enum Op {
     Exec(ExecOp),
     /// File actions applied on top of input 0, reading from the other inputs.
     File(FileOp),
+    /// The layers of every input, stacked in order (`COPY --link`: the copy is made on an
+    /// empty filesystem, so its layer and key do not depend on what it is stacked on).
+    Merge,
 }
 
 impl Op {
@@ -45,6 +48,7 @@ impl Op {
             Op::Http(_) => "http",
             Op::Exec(_) => "exec",
             Op::File(_) => "file",
+            Op::Merge => "merge",
         }
     }
 }
