@@ -47,6 +47,17 @@ struct Cli {
     #[arg(long, global = true)]
     debug: bool,
 
+    /// How steps get their root filesystems: overlayfs mounts, or copies (native) where
+    /// overlayfs cannot be mounted; auto tries overlayfs first
+    #[arg(
+        long,
+        global = true,
+        env = "RBUILD_SNAPSHOTTER",
+        value_enum,
+        default_value = "auto"
+    )]
+    snapshotter: state::SnapshotterChoice,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -72,6 +83,8 @@ enum Command {
 pub struct Global {
     /// The state directory.
     pub root: PathBuf,
+    /// The snapshotter to use.
+    pub snapshotter: state::SnapshotterChoice,
 }
 
 /// Inserts `build` where the subcommand would be, when the command line has none: after the
@@ -117,6 +130,7 @@ fn main() {
 
     let global = Global {
         root: cli.root.clone().unwrap_or_else(state::default_root),
+        snapshotter: cli.snapshotter,
     };
     let result = match cli.command {
         Command::Build(args) => commands::build::run(&global, args),

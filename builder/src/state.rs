@@ -18,6 +18,17 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Which snapshotter steps use (`--snapshotter`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SnapshotterChoice {
+    /// overlayfs when it can be mounted, else native.
+    Auto,
+    /// overlayfs mounts (fast: nothing is copied).
+    Overlayfs,
+    /// Copies of the layers, and a comparison afterwards (works on any filesystem).
+    Native,
+}
+
 /// An opened state directory. Dropping it releases the lock.
 pub struct State {
     /// The directory.
@@ -50,7 +61,8 @@ impl State {
     /// The lock is exclusive for now: concurrent rbuild processes on one root wait for each
     /// other, which keeps the cleanup of interrupted builds below trivially safe. While holding
     /// it, leftovers of killed builds (unfinished snapshots, run directories) are removed.
-    pub fn open(root: &Path) -> Result<State> {
+    pub fn open(global: &crate::Global) -> Result<State> {
+        let root = global.root.as_path();
         std::fs::create_dir_all(root)
             .with_context(|| format!("creating the state directory {}", root.display()))?;
         let root = root
@@ -67,6 +79,12 @@ impl State {
         let store = Store::open(&root.join("content"))?;
         let snapshots = Snapshotter::open(&root.join("snapshots"))
             .with_context(|| format!("opening {}/snapshots", root.display()))?;
+        let native = match global.snapshotter {
+            SnapshotterChoice::Native => true,
+            SnapshotterChoice::Overlayfs => false,
+            SnapshotterChoice::Auto => !snapshots.overlay_works(),
+        };
+        let snapshots = snapshots.with_native(native);
         snapshots
             .clean_tmp()
             .context("removing unfinished snapshots of an interrupted build")?;

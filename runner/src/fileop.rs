@@ -144,6 +144,22 @@ pub fn run(
 ) -> Result<(), String> {
     let dest = run_dir.join("dest");
     std::fs::create_dir_all(&dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
+    let native = spec.snapshots.is_native();
+    // With the native snapshotter, the destination and the layer sources are copies, and the
+    // changes are found by comparing the destination with its baseline afterwards.
+    let materialize = |layers: &[String], dir: &Path| {
+        crate::native::materialize(spec.snapshots, layers, dir)
+            .map_err(|e| format!("copying layers into {}: {e}", dir.display()))
+    };
+    let baseline = if native {
+        materialize(spec.base, &dest)?;
+        Some(
+            crate::native::baseline(&dest)
+                .map_err(|e| format!("recording {}: {e}", dest.display()))?,
+        )
+    } else {
+        None
+    };
     let mut dest_lower: Vec<String> = spec
         .base
         .iter()
@@ -164,6 +180,13 @@ pub fn run(
             // Nothing to mount for an empty filesystem (FROM scratch).
             Source::Layers(layers) if layers.is_empty() => {
                 source_mounts.push((spec.snapshots.empty(), None))
+            }
+            Source::Layers(layers) if native => {
+                let target = run_dir.join(format!("src{i}"));
+                std::fs::create_dir_all(&target)
+                    .map_err(|e| format!("creating {}: {e}", target.display()))?;
+                materialize(layers, &target)?;
+                source_mounts.push((target, None));
             }
             Source::Layers(layers) => {
                 let target = run_dir.join(format!("src{i}"));
@@ -194,7 +217,7 @@ pub fn run(
         let result = in_namespace(
             &root,
             &dest,
-            &dest_options,
+            (!native).then_some(dest_options.as_str()),
             &source_mounts,
             &keep_owner,
             actions,
@@ -214,7 +237,13 @@ pub fn run(
     let _ = std::fs::File::from(err_r).read_to_string(&mut message);
     loop {
         match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, 0)) if message.is_empty() => return Ok(()),
+            Ok(WaitStatus::Exited(_, 0)) if message.is_empty() => {
+                if let Some(before) = &baseline {
+                    crate::native::diff(&dest, before, &spec.upper.fs, &Default::default())
+                        .map_err(|e| format!("finding the changes: {e}"))?;
+                }
+                return Ok(());
+            }
             Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => {
                 return Err(if message.is_empty() {
                     "the file operation's process died".into()
@@ -231,7 +260,7 @@ pub fn run(
 fn in_namespace(
     snapshots_root: &Path,
     dest: &Path,
-    dest_options: &str,
+    dest_options: Option<&str>,
     sources: &[(PathBuf, Option<String>)],
     keep_owner: &[bool],
     actions: &[Action],
@@ -244,14 +273,16 @@ fn in_namespace(
         .map_err(|e| format!("making the mount namespace private: {e}"))?;
     nix::unistd::chdir(snapshots_root)
         .map_err(|e| format!("chdir {}: {e}", snapshots_root.display()))?;
-    mount(
-        Some("overlay"),
-        dest,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(dest_options),
-    )
-    .map_err(|e| format!("mounting the destination overlay: {e}"))?;
+    if let Some(options) = dest_options {
+        mount(
+            Some("overlay"),
+            dest,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(options),
+        )
+        .map_err(|e| format!("mounting the destination overlay: {e}"))?;
+    }
     for (target, options) in sources {
         if let Some(options) = options {
             mount(
@@ -589,17 +620,7 @@ fn copy_metadata(
             }
         }
     }
-    let atime = TimeSpec::new(meta.atime(), meta.atime_nsec());
-    let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
-    utimensat(
-        nix::fcntl::AT_FDCWD,
-        dst,
-        &atime,
-        &mtime,
-        UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(|e| err("setting times of", e.into()))?;
-    Ok(())
+    crate::native::set_times(meta, dst).map_err(|e| err("setting times of", e))
 }
 
 /// Compression of a local archive that `ADD` extracts.

@@ -8,6 +8,7 @@
 pub mod diff;
 pub mod extract;
 pub mod fileop;
+pub mod native;
 pub mod sandbox;
 pub mod snapshot;
 pub mod sys;

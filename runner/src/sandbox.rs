@@ -14,7 +14,9 @@
 //! kernel kills every other process of the namespace.
 //!
 //! The root filesystem is an overlay: the step's layers (top first), then the stub layer of
-//! [`crate::snapshot`] at the bottom, with the step's upper directory on top. `/proc`, `/dev`
+//! [`crate::snapshot`] at the bottom, with the step's upper directory on top. With the native
+//! snapshotter it is instead a copy of the layers (bind-mounted onto itself for pivot_root),
+//! whose changes [`crate::native::diff`] writes to the upper directory after the step. `/proc`, `/dev`
 //! (a tmpfs with the host's null, zero, full, random, urandom and tty bind-mounted, devpts, shm,
 //! mqueue), `/sys` (read-only) and read-only `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`
 //! are mounted over the stub mount points, so none of them is written into the upper directory.
@@ -186,12 +188,17 @@ impl Exit {
 struct Prepared {
     snapshots_root: PathBuf,
     rootfs: PathBuf,
-    overlay_options: String,
+    /// The root overlay's options; `None` with the native snapshotter, whose root is a
+    /// materialized directory (bind-mounted onto itself).
+    overlay_options: Option<String>,
+    /// With the native snapshotter: the root before the step, and the mount points made in it.
+    native: Option<(crate::native::Baseline, std::collections::HashSet<PathBuf>)>,
     hosts: PathBuf,
     resolv: PathBuf,
     hostname: PathBuf,
-    /// Per mount: the overlay options of a `Layers` source and its mount point.
-    layer_mounts: Vec<Option<(String, PathBuf)>>,
+    /// Per mount of a `Layers` source: the overlay options to mount at its directory (`None`
+    /// when the native snapshotter materialized the layers there).
+    layer_mounts: Vec<Option<(Option<String>, PathBuf)>>,
     /// Where `File` sources are written (a tmpfs in the sandbox's mount namespace).
     files_dir: PathBuf,
     /// Throwaway uppers of writable `Layers` mounts, removed after the run.
@@ -323,6 +330,7 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
     let mut layer_mounts = Vec::with_capacity(process.mounts.len());
     let mut scratch = Vec::new();
     let files_dir = run_dir.join("files");
+    let mut stub_kinds: Vec<(String, PointKind)> = Vec::new();
     if !process.mounts.is_empty() {
         let stubs = run_dir.join("stubs");
         std::fs::create_dir_all(&stubs).map_err(|e| err("creating mount stubs", e))?;
@@ -339,9 +347,18 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
                 MountSource::File { .. } => Some(PointKind::File),
             };
             if let Some(kind) = kind {
+                stub_kinds.push((m.target.clone(), kind));
                 make_stub(&stubs, &m.target, kind).map_err(|e| err("creating mount stubs", e))?;
             }
             layer_mounts.push(match &m.source {
+                MountSource::Layers { layers, .. } if snapshots.is_native() => {
+                    // A copy, so writes are thrown away with the run directory.
+                    let dir = run_dir.join(format!("m{i}"));
+                    std::fs::create_dir(&dir).map_err(|e| err("creating a mount source", e))?;
+                    crate::native::materialize(snapshots, layers, &dir)
+                        .map_err(|e| err("copying the layers of a mount", e))?;
+                    Some((None, dir))
+                }
                 MountSource::Layers { layers, .. } => {
                     let point = run_dir.join(format!("m{i}"));
                     std::fs::create_dir(&point).map_err(|e| err("creating a mount point", e))?;
@@ -364,13 +381,62 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
                         ));
                         scratch.push(upper);
                     }
-                    Some((options, point))
+                    Some((Some(options), point))
                 }
                 _ => None,
             });
         }
         lower.push(stubs.to_string_lossy().into_owned());
     }
+    let (overlay_options, native) = if snapshots.is_native() {
+        // The root is a copy of the layers; the mount points the overlay's stub layers would
+        // provide are made in it, before the baseline, and left out of the diff.
+        crate::native::materialize(snapshots, rootfs.layers, &root_dir)
+            .map_err(|e| err("copying the layers of the root filesystem", e))?;
+        let mut made = std::collections::HashSet::new();
+        let points = [
+            ("/proc", PointKind::Dir),
+            ("/dev", PointKind::Dir),
+            ("/sys", PointKind::Dir),
+            ("/etc/hosts", PointKind::File),
+            ("/etc/resolv.conf", PointKind::File),
+            ("/etc/hostname", PointKind::File),
+        ];
+        let points = points
+            .iter()
+            .map(|(t, k)| (t.to_string(), *k))
+            .chain(stub_kinds);
+        for (target, kind) in points {
+            let created =
+                crate::native::make_mount_point(&root_dir, &target, kind == PointKind::Dir)
+                    .map_err(|e| err("creating mount points", e))?;
+            made.extend(created.unwrap_or_default());
+        }
+        let baseline = crate::native::baseline(&root_dir)
+            .map_err(|e| err("recording the root filesystem", e))?;
+        (None, Some((baseline, made)))
+    } else {
+        (Some(overlay_options(rootfs, &lower)?), None)
+    };
+
+    Ok(Prepared {
+        snapshots_root: rootfs.snapshots.root().to_path_buf(),
+        rootfs: root_dir,
+        overlay_options,
+        native,
+        hosts,
+        resolv,
+        hostname,
+        layer_mounts,
+        files_dir,
+        scratch,
+        seccomp: crate::sys::seccomp::default_filter(),
+    })
+}
+
+/// The options of the root overlay: `lower` (relative to the snapshot store, top first) under
+/// the step's upper directory.
+fn overlay_options(rootfs: &Rootfs, lower: &[String]) -> Result<String, SandboxError> {
     for path in [&rootfs.upper.fs, &rootfs.upper.work] {
         let s = path.to_string_lossy();
         if s.contains([',', ':']) {
@@ -391,18 +457,7 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
             rootfs.layers.len()
         )));
     }
-    Ok(Prepared {
-        snapshots_root: rootfs.snapshots.root().to_path_buf(),
-        rootfs: root_dir,
-        overlay_options,
-        hosts,
-        resolv,
-        hostname,
-        layer_mounts,
-        files_dir,
-        scratch,
-        seccomp: crate::sys::seccomp::default_filter(),
-    })
+    Ok(overlay_options)
 }
 
 /// Runs `process` over `rootfs`, using `run_dir` (a fresh directory) for its mount point and
@@ -486,6 +541,12 @@ fn run_prepared(
             // A signal that killed PID 1 arrives as 128 + signal, the shell's (and runc's)
             // convention, so "exit code: 137" reads as it does with BuildKit.
             Ok(WaitStatus::Exited(_, code)) if !killed => {
+                if let Some((baseline, made)) = &prepared.native {
+                    crate::native::diff(&prepared.rootfs, baseline, &rootfs.upper.fs, made)
+                        .map_err(|e| {
+                            SandboxError::Prepare(format!("finding the step's changes: {e}"))
+                        })?;
+                }
                 add_runtime_mount_points(rootfs).map_err(|e| {
                     SandboxError::Prepare(format!("adding mount point directories: {e}"))
                 })?;
@@ -675,14 +736,25 @@ fn setup_and_exec(prepared: &Prepared, process: &Process, err_fd: i32) -> Result
     nix::unistd::chdir(&prepared.snapshots_root)
         .map_err(|e| format!("chdir {}: {e}", prepared.snapshots_root.display()))?;
     let root = &prepared.rootfs;
-    mount(
-        Some("overlay"),
-        root,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(prepared.overlay_options.as_str()),
-    )
-    .map_err(|e| mount_err("the overlay root filesystem", root, e))?;
+    match &prepared.overlay_options {
+        Some(options) => mount(
+            Some("overlay"),
+            root,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .map_err(|e| mount_err("the overlay root filesystem", root, e))?,
+        // pivot_root needs a mount point.
+        None => mount(
+            Some(root),
+            root,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            none,
+        )
+        .map_err(|e| mount_err("the root filesystem", root, e))?,
+    }
 
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_dir = root.join("proc");
@@ -891,14 +963,16 @@ fn detach_mount_sources(prepared: &Prepared, process: &Process) -> Result<Vec<De
                 let (options, point) = prepared.layer_mounts[i]
                     .as_ref()
                     .ok_or_else(|| "internal error: layer mount not prepared".to_string())?;
-                mount(
-                    Some("overlay"),
-                    point,
-                    Some("overlay"),
-                    MsFlags::empty(),
-                    Some(options.as_str()),
-                )
-                .map_err(|e| mount_err("the layers of a mount", point, e))?;
+                if let Some(options) = options {
+                    mount(
+                        Some("overlay"),
+                        point,
+                        Some("overlay"),
+                        MsFlags::empty(),
+                        Some(options.as_str()),
+                    )
+                    .map_err(|e| mount_err("the layers of a mount", point, e))?;
+                }
                 let root = std::fs::File::open(point)
                     .map_err(|e| format!("opening {}: {e}", point.display()))?;
                 let fd = open_in_root(root.as_fd(), path)

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Clone, Debug)]
 pub struct Snapshotter {
     root: PathBuf,
+    native: bool,
 }
 
 /// A writable directory for a step: `fs` receives the changes, `work` is overlayfs's workdir.
@@ -67,6 +68,7 @@ impl Snapshotter {
         std::fs::create_dir_all(root.join("empty"))?;
         let s = Snapshotter {
             root: root.to_path_buf(),
+            native: false,
         };
         if !s.stubs().exists() {
             s.make_stubs()?;
@@ -96,6 +98,54 @@ impl Snapshotter {
     /// The store's root directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Makes steps use the native snapshotter ([`crate::native`]: copies instead of overlay
+    /// mounts) or overlayfs. The snapshots themselves are the same either way.
+    pub fn with_native(mut self, native: bool) -> Snapshotter {
+        self.native = native;
+        self
+    }
+
+    /// Whether steps use the native snapshotter.
+    pub fn is_native(&self) -> bool {
+        self.native
+    }
+
+    /// Whether an overlay filesystem can be mounted here (in a child process with a mount
+    /// namespace of its own, as steps do).
+    pub fn overlay_works(&self) -> bool {
+        let Ok(probe) = self.new_upper() else {
+            return false;
+        };
+        let point = probe.dir.join("mnt");
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            self.stubs().display(),
+            probe.fs.display(),
+            probe.work.display()
+        );
+        let ok = std::fs::create_dir(&point).is_ok()
+            && crate::sys::process::fork_child(|| {
+                use nix::mount::{MsFlags, mount};
+                let none: Option<&str> = None;
+                let mounted = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).is_ok()
+                    && mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).is_ok()
+                    && mount(
+                        Some("overlay"),
+                        &point,
+                        Some("overlay"),
+                        MsFlags::empty(),
+                        Some(options.as_str()),
+                    )
+                    .is_ok();
+                i32::from(!mounted)
+            })
+            .ok()
+            .and_then(|pid| nix::sys::wait::waitpid(pid, None).ok())
+            .is_some_and(|st| matches!(st, nix::sys::wait::WaitStatus::Exited(_, 0)));
+        let _ = self.discard(probe);
+        ok
     }
 
     /// The stub layer's files.

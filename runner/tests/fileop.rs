@@ -11,6 +11,13 @@ use std::path::{Path, PathBuf};
 /// key hashed.
 struct SolverPaths;
 
+/// The snapshot store under `dir`, with the snapshotter `RBUILD_SNAPSHOTTER` names (CI runs
+/// these tests once with overlayfs and once with `native`).
+fn open_snapshots(dir: &Path) -> Snapshotter {
+    let native = std::env::var("RBUILD_SNAPSHOTTER").as_deref() == Ok("native");
+    Snapshotter::open(dir).unwrap().with_native(native)
+}
+
 fn copy_filter(selection: &Selection) -> CopyFilter {
     CopyFilter::new(
         &selection.ignore,
@@ -119,7 +126,7 @@ fn copy_semantics() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let s = Snapshotter::open(&dir.path().join("snapshots")).unwrap();
+    let s = open_snapshots(&dir.path().join("snapshots"));
     let base = vec![base_layer(&s)];
     let ctx = context(dir.path());
     let upper = s.new_upper().unwrap();
@@ -322,7 +329,7 @@ fn missing_source_is_reported() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let s = Snapshotter::open(&dir.path().join("snapshots")).unwrap();
+    let s = open_snapshots(&dir.path().join("snapshots"));
     let ctx = context(dir.path());
     let upper = s.new_upper().unwrap();
     let err = fileop::run(

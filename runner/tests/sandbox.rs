@@ -11,6 +11,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// The snapshot store under `dir`, with the snapshotter `RBUILD_SNAPSHOTTER` names (CI runs
+/// these tests once with overlayfs and once with `native`).
+fn open_snapshots(dir: &Path) -> Snapshotter {
+    let native = std::env::var("RBUILD_SNAPSHOTTER").as_deref() == Ok("native");
+    Snapshotter::open(dir).unwrap().with_native(native)
+}
+
 fn skip_reason() -> Option<&'static str> {
     if !nix::unistd::geteuid().is_root() {
         return Some("needs root for namespaces and overlayfs");
@@ -82,7 +89,7 @@ fn run_with_mounts(
     cancel: Arc<AtomicBool>,
     mounts: Vec<Mount>,
 ) -> Result<Run, sandbox::SandboxError> {
-    let s = Snapshotter::open(&dir.join("snapshots")).unwrap();
+    let s = open_snapshots(&dir.join("snapshots"));
     let layers = vec![busybox_layer(&s)];
     let upper = s.new_upper().unwrap();
     let run_dir = dir.join("run").join(rbuild_runner::snapshot::unique_name());
@@ -243,7 +250,7 @@ fn missing_program_is_a_setup_error() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let s = Snapshotter::open(&dir.path().join("snapshots")).unwrap();
+    let s = open_snapshots(&dir.path().join("snapshots"));
     let layers = vec![busybox_layer(&s)];
     let upper = s.new_upper().unwrap();
     let run_dir = dir.path().join("run1");
@@ -351,7 +358,7 @@ fn mounts_reach_the_process_and_never_the_layer() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let s = Snapshotter::open(&dir.path().join("snapshots")).unwrap();
+    let s = open_snapshots(&dir.path().join("snapshots"));
     let data = data_layer(&s);
     let host = dir.path().join("hostdir");
     std::fs::create_dir_all(&host).unwrap();

@@ -192,7 +192,7 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         return Ok(1);
     }
 
-    let state = Arc::new(State::open(&global.root)?);
+    let state = Arc::new(State::open(global)?);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let registry = Arc::new(Registry::default());
     let options = BuildOptions {

@@ -28,7 +28,7 @@ pub fn human_size(bytes: u64) -> String {
 
 /// Prints REPOSITORY, TAG, IMAGE ID, CREATED and SIZE (compressed layers) of every tag.
 pub fn run(global: &Global) -> Result<i32> {
-    let state = State::open(&global.root)?;
+    let state = State::open(global)?;
     let store = &state.store;
     println!(
         "{:<40} {:<16} {:<14} {:<22} SIZE",

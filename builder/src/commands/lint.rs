@@ -84,7 +84,7 @@ pub fn run(global: &Global, args: LintArgs) -> Result<i32> {
         .context("reading the .dockerignore file")?
         .map(|(_, patterns)| patterns)
         .unwrap_or_default();
-    let state = State::open(&global.root)?;
+    let state = State::open(global)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let registry = Registry::default();
     let resolver = Lenient {

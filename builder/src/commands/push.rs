@@ -17,7 +17,7 @@ pub struct PushArgs {
 
 /// Pushes the image's blobs (skipping those the registry has) and then its manifest.
 pub fn run(global: &Global, args: PushArgs) -> Result<i32> {
-    let state = State::open(&global.root)?;
+    let state = State::open(global)?;
     let source = reference::parse(&args.image).map_err(|e| anyhow!(e))?;
     let dest =
         reference::parse(args.dest.as_deref().unwrap_or(&args.image)).map_err(|e| anyhow!(e))?;

@@ -30,7 +30,7 @@ pub struct RunArgs {
 
 /// Runs the container; returns its exit code.
 pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
-    let state = Arc::new(State::open(&global.root)?);
+    let state = Arc::new(State::open(global)?);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let registry = Arc::new(Registry::default());
     let resolved = StoreThenRegistry {
