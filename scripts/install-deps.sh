@@ -5,12 +5,13 @@
 #   skopeo, umoci   third-party tools the tests check images with
 #   curl, procps    used by the tests
 #   python3         serves files over HTTP for the ADD-from-URL tests
+#   uidmap          newuidmap/newgidmap, for rootless builds with subordinate ids
 #   gcc, make       build the bundled SQLite and jemalloc
 # rbuild itself needs only these and a Rust toolchain (rustup).
 set -eu
 need=""
 for pair in busybox-static:/bin/busybox docker-registry:/usr/bin/docker-registry skopeo:/usr/bin/skopeo \
-            umoci:/usr/bin/umoci curl:/usr/bin/curl procps:/usr/bin/ps python3:/usr/bin/python3 gcc:/usr/bin/gcc make:/usr/bin/make; do
+            umoci:/usr/bin/umoci curl:/usr/bin/curl procps:/usr/bin/ps python3:/usr/bin/python3 uidmap:/usr/bin/newuidmap gcc:/usr/bin/gcc make:/usr/bin/make; do
   pkg=${pair%%:*}; file=${pair#*:}
   [ -e "$file" ] || need="$need $pkg"
 done

@@ -10,3 +10,24 @@ cargo test --workspace --locked
 # same layers as overlayfs.
 RBUILD_SNAPSHOTTER=native cargo test --locked -p rbuild-runner
 RBUILD_SNAPSHOTTER=native cargo test --locked -p rbuild-builder --test e2e --test conformance
+# Rootless: the end-to-end and conformance tests once more as an unprivileged user with
+# subordinate ids (rbuild enters a user namespace itself). Only as root, which can make the user.
+if [ "$(id -u)" = 0 ]; then
+  user=rbuild-test
+  id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$user"
+  grep -q "^$user:" /etc/subuid || usermod --add-subuids 200000-265535 "$user"
+  grep -q "^$user:" /etc/subgid || usermod --add-subgids 200000-265535 "$user"
+  # The test binaries and testdata are used from this checkout: let the user reach it.
+  dir=$PWD
+  while [ "$dir" != / ]; do
+    su "$user" -s /bin/sh -c "test -x '$dir'" || { echo "test.sh: chmod o+x $dir (for $user)"; chmod o+x "$dir"; }
+    dir=$(dirname "$dir")
+  done
+  bins=$(cargo test --locked -p rbuild-builder --test e2e --test conformance --no-run 2>&1 \
+    | sed -n 's/.*Executable tests\/[a-z0-9_]*\.rs (\(.*\))$/\1/p')
+  [ -n "$bins" ] || { echo "test.sh: no test binaries found for the rootless run" >&2; exit 1; }
+  runtime=$(mktemp -d) && chown "$user" "$runtime"
+  for bin in $bins; do
+    su "$user" -s /bin/sh -c "cd /tmp && XDG_RUNTIME_DIR=$runtime $PWD/$bin"
+  done
+fi

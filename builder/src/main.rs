@@ -15,6 +15,7 @@ mod progress;
 mod reference;
 mod registry;
 mod resolver;
+mod rootless;
 mod state;
 mod store;
 mod timefmt;
@@ -94,9 +95,9 @@ fn with_default_subcommand(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStr
     while i < args.len() {
         let arg = args[i].to_string_lossy();
         match arg.as_ref() {
-            "--root" => i += 2,
+            "--root" | "--snapshotter" => i += 2,
             "--debug" => i += 1,
-            a if a.starts_with("--root=") => i += 1,
+            a if a.starts_with("--root=") || a.starts_with("--snapshotter=") => i += 1,
             _ => break,
         }
     }
@@ -128,10 +129,17 @@ fn main() {
     // TLS for registries: rustls with the ring provider (pure Rust, no system OpenSSL).
     let _ = rustls::crypto::ring::default_provider().install_default();
 
+    // The default state directory depends on who runs rbuild: decide it before becoming root
+    // of a user namespace.
     let global = Global {
         root: cli.root.clone().unwrap_or_else(state::default_root),
         snapshotter: cli.snapshotter,
     };
+    // Still single-threaded here, as entering a user namespace requires.
+    if let Err(e) = rootless::enter() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
     let result = match cli.command {
         Command::Build(args) => commands::build::run(&global, args),
         Command::Images => commands::images::run(&global),
@@ -165,6 +173,10 @@ mod tests {
         assert_eq!(
             words("rbuild -t a:1 ."),
             ["rbuild", "build", "-t", "a:1", "."]
+        );
+        assert_eq!(
+            words("rbuild --snapshotter native -t a ."),
+            ["rbuild", "--snapshotter", "native", "build", "-t", "a", "."]
         );
         assert_eq!(
             words("rbuild --root /x -t a ."),

@@ -4,7 +4,7 @@
 //! and no user or group names, so the same directory always gives the same bytes. Overlay
 //! markers become OCI whiteouts: a 0/0 character device `x` becomes an empty file `.wh.x`, and a
 //! directory with `trusted.overlay.opaque=y` is followed by `dir/.wh..wh..opq`. Overlay's own
-//! `trusted.overlay.*` attributes are never exported.
+//! attributes (`trusted.overlay.*`, `user.overlay.*`) are never exported.
 
 use crate::sys::xattr;
 use std::collections::HashMap;
@@ -18,8 +18,15 @@ use tar::{EntryType, Header};
 pub const WHITEOUT_PREFIX: &str = ".wh.";
 /// The name of the opaque-directory marker in OCI layers.
 pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
-/// The xattr overlayfs sets on opaque directories.
-pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// The xattr overlayfs sets on opaque directories (`trusted.overlay.opaque`, or
+/// `user.overlay.opaque` in a user namespace; see [`crate::sys::userns`]).
+pub fn overlay_opaque_xattr() -> &'static str {
+    if crate::sys::userns::in_user_namespace() {
+        "user.overlay.opaque"
+    } else {
+        "trusted.overlay.opaque"
+    }
+}
 
 /// Whether a snapshot directory has no entries (its layer would be empty).
 pub fn is_empty(dir: &Path) -> io::Result<bool> {
@@ -101,7 +108,7 @@ fn walk<W: Write>(
             h.set_size(0);
             append_xattrs(builder, &path)?;
             builder.append_data(&mut h, format!("{rel}/"), io::empty())?;
-            if xattr::get(&path, OVERLAY_OPAQUE_XATTR)?.as_deref() == Some(b"y") {
+            if xattr::get(&path, overlay_opaque_xattr())?.as_deref() == Some(b"y") {
                 let mut m = base_header(&meta, EntryType::Regular);
                 m.set_mode(0);
                 m.set_size(0);
@@ -169,7 +176,7 @@ fn append_xattrs<W: Write>(builder: &mut tar::Builder<W>, path: &Path) -> io::Re
     let mut names = xattr::list(path)?;
     names.sort();
     for name in names {
-        if name.starts_with("trusted.overlay.") {
+        if crate::sys::userns::is_overlay_xattr(&name) {
             continue;
         }
         if let Some(value) = xattr::get(path, &name)? {

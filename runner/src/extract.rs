@@ -6,7 +6,7 @@
 //! `.wh..wh..opq` the `trusted.overlay.opaque=y` xattr on its directory. Directory modification
 //! times are restored after their contents are written.
 
-use crate::diff::{OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
+use crate::diff::{OPAQUE_MARKER, WHITEOUT_PREFIX, overlay_opaque_xattr};
 use crate::sys::xattr;
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags, mknod, utimensat};
 use nix::sys::time::TimeSpec;
@@ -100,7 +100,7 @@ pub(crate) fn entry_xattrs<R: Read>(
             let ext = ext?;
             let Ok(key) = ext.key() else { continue };
             if let Some(name) = key.strip_prefix("SCHILY.xattr.")
-                && !name.starts_with("trusted.overlay.")
+                && !crate::sys::userns::is_overlay_xattr(name)
             {
                 out.push((name.to_string(), ext.value_bytes().to_vec()));
             }
@@ -153,6 +153,9 @@ pub(crate) fn make_special(target: &Path, header: &tar::Header) -> io::Result<bo
         std::os::unix::fs::PermissionsExt::from_mode(mode.bits()),
     )?;
     let (uid, gid) = (header.uid()?, header.gid()?);
+    if !crate::sys::userns::owners_preserved() {
+        return Ok(true);
+    }
     match nix::unistd::fchownat(
         nix::fcntl::AT_FDCWD,
         target,
@@ -194,7 +197,7 @@ pub(crate) fn archive_target(dest: &Path, name: &Path) -> io::Result<Option<Path
 pub fn extract_layer(reader: impl Read, dest: &Path) -> io::Result<()> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
-    archive.set_preserve_ownerships(true);
+    archive.set_preserve_ownerships(crate::sys::userns::owners_preserved());
     archive.set_preserve_mtime(true);
     // Extended attributes are applied by `set_xattrs`, which leaves out overlayfs's own.
     archive.set_unpack_xattrs(false);
@@ -211,7 +214,7 @@ pub fn extract_layer(reader: impl Read, dest: &Path) -> io::Result<()> {
             .unwrap_or_default();
         let parent = dest.join(rel.parent().unwrap_or(Path::new("")));
         if name == OPAQUE_MARKER {
-            xattr::set(&parent, OVERLAY_OPAQUE_XATTR, b"y")?;
+            xattr::set(&parent, overlay_opaque_xattr(), b"y")?;
             continue;
         }
         if name.starts_with(&format!("{WHITEOUT_PREFIX}{WHITEOUT_PREFIX}")) {
@@ -360,7 +363,7 @@ mod tests {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
         assert_eq!(
-            xattr::get(&dir.path().join("opt"), OVERLAY_OPAQUE_XATTR)
+            xattr::get(&dir.path().join("opt"), overlay_opaque_xattr())
                 .unwrap()
                 .as_deref(),
             Some(&b"y"[..])

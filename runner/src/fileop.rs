@@ -168,10 +168,11 @@ pub fn run(
         .collect();
     dest_lower.push("empty".into());
     let dest_options = format!(
-        "lowerdir={},upperdir={},workdir={}",
+        "lowerdir={},upperdir={},workdir={}{}",
         dest_lower.join(":"),
         spec.upper.fs.display(),
-        spec.upper.work.display()
+        spec.upper.work.display(),
+        crate::sys::userns::overlay_mount_options()
     );
     let mut source_mounts: Vec<(PathBuf, Option<String>)> = Vec::new();
     for (i, source) in spec.sources.iter().enumerate() {
@@ -199,7 +200,14 @@ pub fn run(
                     .collect();
                 // A read-only overlay needs two lower directories.
                 lower.push("empty".into());
-                source_mounts.push((target, Some(format!("lowerdir={}", lower.join(":")))));
+                source_mounts.push((
+                    target,
+                    Some(format!(
+                        "lowerdir={}{}",
+                        lower.join(":"),
+                        crate::sys::userns::overlay_mount_options()
+                    )),
+                ));
             }
         }
     }
@@ -267,8 +275,7 @@ fn in_namespace(
     ops: &dyn PathOps,
 ) -> Result<(), String> {
     let none: Option<&str> = None;
-    unshare(CloneFlags::CLONE_NEWNS)
-        .map_err(|e| format!("creating a mount namespace: {e} (rbuild needs root for now)"))?;
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("creating a mount namespace: {e}"))?;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(|e| format!("making the mount namespace private: {e}"))?;
     nix::unistd::chdir(snapshots_root)
@@ -376,10 +383,24 @@ fn create_dirs(path: &Path, stop_at: &Path, owner: Owner) -> Result<(), String> 
             Owner::Set(u, g) => (u, g),
             Owner::Keep => (0, 0),
         };
-        std::os::unix::fs::lchown(&dir, Some(uid), Some(gid))
-            .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+        chown(&dir, uid, gid)?;
     }
     Ok(())
+}
+
+/// `lchown`, explaining the failure of a rootless rbuild that maps only the user's own id.
+fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EINVAL) && crate::sys::userns::in_user_namespace() {
+            format!(
+                "chown {} to {uid}:{gid}: rootless rbuild maps only your own user; give it \
+                 subordinate ids in /etc/subuid and /etc/subgid (and install uidmap) to use other owners",
+                path.display()
+            )
+        } else {
+            format!("chown {}: {e}", path.display())
+        }
+    })
 }
 
 /// How one `COPY`/`ADD` copies.
@@ -606,13 +627,13 @@ fn copy_metadata(
         Owner::Keep => (meta.uid(), meta.gid()),
         Owner::Set(u, g) => (u, g),
     };
-    std::os::unix::fs::lchown(dst, Some(uid), Some(gid)).map_err(|e| err("chown", e))?;
+    chown(dst, uid, gid)?;
     if !ft.is_symlink() {
         let bits = mode.unwrap_or(meta.mode() & 0o7777);
         std::fs::set_permissions(dst, std::fs::Permissions::from_mode(bits))
             .map_err(|e| err("chmod", e))?;
         for name in xattr::list(src).unwrap_or_default() {
-            if name.starts_with("trusted.overlay.") {
+            if crate::sys::userns::is_overlay_xattr(&name) {
                 continue;
             }
             if let Ok(Some(value)) = xattr::get(src, &name) {
@@ -700,7 +721,7 @@ fn unpack(archive: &Path, kind: ArchiveKind, dest: &Path) -> Result<(), String> 
     };
     let mut tar = tar::Archive::new(reader);
     tar.set_preserve_permissions(true);
-    tar.set_preserve_ownerships(true);
+    tar.set_preserve_ownerships(crate::sys::userns::owners_preserved());
     tar.set_preserve_mtime(true);
     // Extended attributes are applied by `set_entry_xattrs`, which leaves out overlayfs's.
     tar.set_unpack_xattrs(false);

@@ -13,7 +13,7 @@
 //! change to its content or metadata and it cannot be set from user space, while a replaced
 //! entry has a new inode number.
 
-use crate::diff::OVERLAY_OPAQUE_XATTR;
+use crate::diff::overlay_opaque_xattr;
 use crate::snapshot::Snapshotter;
 use crate::sys::xattr;
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags, mknod, utimensat};
@@ -40,16 +40,18 @@ fn remove(path: &Path) -> io::Result<()> {
 /// Gives `dst` the owner, permission bits, times and xattrs of `meta`/`src` (not following
 /// symlinks; overlay's own xattrs are not copied).
 fn copy_metadata(src: &Path, meta: &std::fs::Metadata, dst: &Path) -> io::Result<()> {
-    nix::unistd::fchownat(
-        nix::fcntl::AT_FDCWD,
-        dst,
-        Some(nix::unistd::Uid::from_raw(meta.uid())),
-        Some(nix::unistd::Gid::from_raw(meta.gid())),
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )?;
+    if crate::sys::userns::owners_preserved() {
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            dst,
+            Some(nix::unistd::Uid::from_raw(meta.uid())),
+            Some(nix::unistd::Gid::from_raw(meta.gid())),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?;
+    }
     if !meta.file_type().is_symlink() {
         for name in xattr::list(src)? {
-            if name.starts_with("trusted.overlay.") {
+            if crate::sys::userns::is_overlay_xattr(&name) {
                 continue;
             }
             if let Some(value) = xattr::get(src, &name)? {
@@ -150,7 +152,7 @@ fn apply(
             continue;
         }
         if meta.is_dir() {
-            let opaque = xattr::get(&src, OVERLAY_OPAQUE_XATTR)?.as_deref() == Some(b"y");
+            let opaque = xattr::get(&src, overlay_opaque_xattr())?.as_deref() == Some(b"y");
             match std::fs::symlink_metadata(&dst) {
                 Ok(m) if m.is_dir() && !opaque => {}
                 Ok(_) => {
@@ -309,7 +311,7 @@ impl UpperWriter<'_> {
     fn dir(&mut self, rel: &Path, opaque: bool) -> io::Result<()> {
         if self.made.contains(rel) {
             if opaque {
-                xattr::set(&self.upper.join(rel), OVERLAY_OPAQUE_XATTR, b"y")?;
+                xattr::set(&self.upper.join(rel), overlay_opaque_xattr(), b"y")?;
             }
             return Ok(());
         }
@@ -320,7 +322,7 @@ impl UpperWriter<'_> {
         std::fs::create_dir(&dst)?;
         copy_metadata(&src, &meta, &dst)?;
         if opaque {
-            xattr::set(&dst, OVERLAY_OPAQUE_XATTR, b"y")?;
+            xattr::set(&dst, overlay_opaque_xattr(), b"y")?;
         }
         self.made.insert(rel.to_path_buf());
         Ok(())
@@ -417,7 +419,7 @@ mod tests {
         std::fs::create_dir_all(l2.fs.join("etc")).unwrap();
         mknod(&l2.fs.join("etc/group"), SFlag::S_IFCHR, Mode::empty(), 0).unwrap();
         std::fs::create_dir_all(l2.fs.join("keep")).unwrap();
-        xattr::set(&l2.fs.join("keep"), OVERLAY_OPAQUE_XATTR, b"y").unwrap();
+        xattr::set(&l2.fs.join("keep"), overlay_opaque_xattr(), b"y").unwrap();
         std::fs::write(l2.fs.join("keep/new"), "n").unwrap();
         s.commit(l2, "sha256:2222").unwrap();
 
@@ -453,7 +455,7 @@ mod tests {
                 let tag = if is_whiteout(&meta) {
                     " (whiteout)"
                 } else if meta.is_dir()
-                    && xattr::get(&p, OVERLAY_OPAQUE_XATTR).unwrap().as_deref() == Some(b"y")
+                    && xattr::get(&p, overlay_opaque_xattr()).unwrap().as_deref() == Some(b"y")
                 {
                     " (opaque)"
                 } else {

@@ -369,7 +369,11 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
                         .collect();
                     // Overlayfs needs two lower directories when there is no upper.
                     lowers.push(snapshots.empty().to_string_lossy().into_owned());
-                    let mut options = format!("lowerdir={}", lowers.join(":"));
+                    let mut options = format!(
+                        "lowerdir={}{}",
+                        lowers.join(":"),
+                        crate::sys::userns::overlay_mount_options()
+                    );
                     if !m.readonly {
                         let upper = snapshots
                             .new_upper()
@@ -446,10 +450,11 @@ fn overlay_options(rootfs: &Rootfs, lower: &[String]) -> Result<String, SandboxE
         }
     }
     let overlay_options = format!(
-        "lowerdir={},upperdir={},workdir={}",
+        "lowerdir={},upperdir={},workdir={}{}",
         lower.join(":"),
         rootfs.upper.fs.display(),
-        rootfs.upper.work.display()
+        rootfs.upper.work.display(),
+        crate::sys::userns::overlay_mount_options()
     );
     if overlay_options.len() >= 4000 {
         return Err(SandboxError::Prepare(format!(
@@ -685,10 +690,7 @@ fn intermediate(
         flags |= CloneFlags::CLONE_NEWNET;
     }
     if let Err(e) = unshare(flags) {
-        return report(
-            err_fd,
-            &format!("creating namespaces: {e} (rbuild needs root for now)"),
-        );
+        return report(err_fd, &format!("creating namespaces: {e}"));
     }
     let pid1 = match fork_child(|| pid1(prepared, process, err_fd)) {
         Ok(p) => p,
@@ -785,14 +787,20 @@ fn setup_and_exec(prepared: &Prepared, process: &Process, err_fd: i32) -> Result
     for dir in ["pts", "shm", "mqueue"] {
         std::fs::create_dir(dev.join(dir)).map_err(|e| format!("creating /dev/{dir}: {e}"))?;
     }
-    mount(
-        Some("devpts"),
-        &dev.join("pts"),
-        Some("devpts"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
-    )
-    .map_err(|e| mount_err("devpts", &dev.join("pts"), e))?;
+    let devpts = |options: &str| {
+        mount(
+            Some("devpts"),
+            &dev.join("pts"),
+            Some("devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some(options),
+        )
+    };
+    // Group 5 (tty) as runc gives it; a rootless sandbox that maps only the user's own ids has
+    // no group 5, and gets the mount without it.
+    devpts("newinstance,ptmxmode=0666,mode=0620,gid=5")
+        .or_else(|_| devpts("newinstance,ptmxmode=0666,mode=0620"))
+        .map_err(|e| mount_err("devpts", &dev.join("pts"), e))?;
     mount(
         Some("shm"),
         &dev.join("shm"),
@@ -893,19 +901,24 @@ fn setup_and_exec(prepared: &Prepared, process: &Process, err_fd: i32) -> Result
     crate::sys::seccomp::install(&prepared.seccomp)
         .map_err(|e| format!("installing the seccomp filter: {e}"))?;
     let groups: Vec<Gid> = user.groups.iter().map(|&g| Gid::from_raw(g)).collect();
-    nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    // A user namespace that maps only the user's own ids denies setgroups (the process keeps
+    // no supplementary groups then, as with rootless Podman without subordinate ids).
+    match nix::unistd::setgroups(&groups) {
+        Err(nix::errno::Errno::EPERM) if !crate::sys::userns::owners_preserved() => {}
+        other => other.map_err(|e| format!("setgroups: {e}"))?,
+    }
     nix::unistd::setresgid(
         Gid::from_raw(user.gid),
         Gid::from_raw(user.gid),
         Gid::from_raw(user.gid),
     )
-    .map_err(|e| format!("setgid {}: {e}", user.gid))?;
+    .map_err(|e| format!("setgid {}: {e}{}", user.gid, unmapped_hint(e)))?;
     nix::unistd::setresuid(
         Uid::from_raw(user.uid),
         Uid::from_raw(user.uid),
         Uid::from_raw(user.uid),
     )
-    .map_err(|e| format!("setuid {}: {e}", user.uid))?;
+    .map_err(|e| format!("setuid {}: {e}{}", user.uid, unmapped_hint(e)))?;
     nix::unistd::chdir(cwd).map_err(|e| format!("chdir to the working directory {cwd}: {e}"))?;
 
     let mut env = process.env.clone();
@@ -1062,6 +1075,16 @@ fn attach_mounts(process: &Process, trees: Vec<Detached>) -> Result<(), String> 
         }
     }
     Ok(())
+}
+
+/// Why an id cannot be taken in a rootless sandbox that maps only the user's own ids.
+fn unmapped_hint(e: nix::errno::Errno) -> &'static str {
+    if e == nix::errno::Errno::EINVAL && !crate::sys::userns::owners_preserved() {
+        " (rootless rbuild maps only your own user; give it subordinate ids in /etc/subuid and \
+         /etc/subgid, and install uidmap, to run steps as other users)"
+    } else {
+        ""
+    }
 }
 
 /// Finds `program` like `execvp` would, in the sandbox's `PATH`.

@@ -120,10 +120,11 @@ impl Snapshotter {
         };
         let point = probe.dir.join("mnt");
         let options = format!(
-            "lowerdir={},upperdir={},workdir={}",
+            "lowerdir={},upperdir={},workdir={}{}",
             self.stubs().display(),
             probe.fs.display(),
-            probe.work.display()
+            probe.work.display(),
+            crate::sys::userns::overlay_mount_options()
         );
         let ok = std::fs::create_dir(&point).is_ok()
             && crate::sys::process::fork_child(|| {

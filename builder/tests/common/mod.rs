@@ -8,16 +8,29 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Why end-to-end tests cannot run here, if they cannot. They need root (namespaces, overlayfs)
-/// and Debian's busybox-static; CI has both.
+/// Why end-to-end tests cannot run here, if they cannot. They need root, or user namespaces
+/// for a rootless rbuild (CI runs them both ways), and Debian's busybox-static.
 pub fn skip_reason() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root for namespaces and overlayfs (CI runs as root)".into());
+    if !nix::unistd::geteuid().is_root() && !user_namespaces_work() {
+        return Some(
+            "needs root, or unprivileged user namespaces for rootless builds (CI runs both)".into(),
+        );
     }
     if !Path::new("/bin/busybox").exists() {
         return Some("needs /bin/busybox (apt-get install busybox-static)".into());
     }
     None
+}
+
+/// Whether an unprivileged process can create a user namespace here (what rootless rbuild
+/// does first).
+pub fn user_namespaces_work() -> bool {
+    Command::new("unshare")
+        .args(["--user", "--map-root-user", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Returns early from a test that cannot run here, saying why.
@@ -151,14 +164,44 @@ pub fn run_of(out: Output) -> Run {
     }
 }
 
-/// Runs a third-party tool, asserting success; returns stdout.
+/// Makes a tool's argument usable by an unprivileged tool when the tests run rootless:
+/// skopeo's `oci-archive:` transport untars with the archive's owners (root), which only root
+/// can set, so the same archive is read through a layout extracted here instead (entries
+/// unchanged, owners not applied).
+fn unprivileged_arg(arg: &str) -> String {
+    static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let Some(path) = arg.strip_prefix("oci-archive:") else {
+        return arg.to_string();
+    };
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = PathBuf::from(format!("{path}.layout{n}"));
+    let mut archive = tar::Archive::new(std::fs::File::open(path).expect("the OCI archive"));
+    archive.set_preserve_ownerships(false);
+    archive.unpack(&dir).expect("unpacking the OCI archive");
+    format!("oci:{}", dir.display())
+}
+
+/// Runs a third-party tool, asserting success; returns stdout. When the tests run unprivileged
+/// (rootless), skopeo reads OCI archives through extracted layouts and umoci unpacks with
+/// `--rootless`.
 pub fn tool(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("{program} is needed by this test (apt-get install {program}): {e}")
-        });
+    let mut command = Command::new(program);
+    if nix::unistd::geteuid().is_root() {
+        command.args(args);
+    } else {
+        if program == "umoci" && args.first() == Some(&"unpack") {
+            command.arg("unpack").arg("--rootless").args(&args[1..]);
+        } else {
+            command.args(args.iter().map(|a| unprivileged_arg(a)));
+        }
+        if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+            // skopeo keeps its auth file there (default /run/containers/UID, root's).
+            command.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+        }
+    }
+    let out = command.output().unwrap_or_else(|e| {
+        panic!("{program} is needed by this test (apt-get install {program}): {e}")
+    });
     assert!(
         out.status.success(),
         "{program} {args:?} failed:\n{}",

@@ -6,4 +6,5 @@ pub mod mount;
 pub mod net;
 pub mod process;
 pub mod seccomp;
+pub mod userns;
 pub mod xattr;
