@@ -59,6 +59,11 @@ impl PathOps for SolverPaths {
     fn resolve(&self, root: &Path, path: &str, follow_last: bool) -> std::io::Result<PathBuf> {
         rbuild_solver::contenthash::resolve_in_root(root, path, follow_last)
     }
+
+    fn chmod(&self, spec: &str, mode: u32, is_dir: bool) -> u32 {
+        // Validated by the frontend; an invalid spec (not from a Dockerfile) changes nothing.
+        rbuild_solver::chmod::SymbolicMode::parse(spec).map_or(mode, |m| m.apply(mode, is_dir))
+    }
 }
 
 /// Runs ops for one build.
@@ -481,6 +486,7 @@ impl BuildWorker {
                 dest: "/".into(),
                 owner: None,
                 mode: None,
+                chmod: None,
                 unpack_archives: false,
                 selection,
             }],
@@ -533,6 +539,7 @@ impl BuildWorker {
                     dest,
                     owner,
                     mode,
+                    chmod,
                     unpack_archives,
                     ignore,
                     include_patterns,
@@ -543,6 +550,7 @@ impl BuildWorker {
                     dest,
                     owner,
                     mode,
+                    chmod,
                     unpack_archives,
                     selection: Selection {
                         ignore,

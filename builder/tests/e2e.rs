@@ -1374,3 +1374,51 @@ RUN ls -ld /app | cut -c1 > /app-kind && cat /app/a.txt > /seen\n"
     assert_eq!(cat("/marker"), "two\n");
     assert_eq!(cat("/seen"), "linked");
 }
+
+#[test]
+fn copy_chmod_octal_and_symbolic() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM rbuild-demo/busybox\n\
+COPY --chmod=u+x,g-r run.sh /bin/\n\
+COPY --chmod=a=rX dir /d/\n\
+COPY --chmod=600 run.sh /octal\n\
+RUN stat -c '%n %a' /bin/run.sh /d /d/f /d/sub /octal > /modes\n",
+            ),
+            ("run.sh", "#!/bin/sh\n"),
+            ("dir/f", "f"),
+            ("dir/sub/g", "g"),
+        ],
+    );
+    env.rbuild(&["build", "-t", "chmod:1", ctx.to_str().unwrap()])
+        .ok();
+    let modes = env
+        .rbuild(&["run", "--rm", "chmod:1", "cat", "/modes"])
+        .ok()
+        .stdout;
+    // Symbolic modes apply to each file's own mode (0644 files, 0755 directories here); X
+    // gives execute to directories only.
+    assert_eq!(
+        modes,
+        "/bin/run.sh 704\n/d 755\n/d/f 444\n/d/sub 555\n/octal 600\n"
+    );
+    let bad = env.context(
+        "bad",
+        &[
+            (
+                "Dockerfile",
+                "FROM rbuild-demo/busybox\nCOPY --chmod=u+q run.sh /\n",
+            ),
+            ("run.sh", ""),
+        ],
+    );
+    let failed = env.rbuild(&["build", bad.to_str().unwrap()]);
+    assert_ne!(failed.code, 0);
+    assert!(failed.stderr.contains("Dockerfile:2:"), "{}", failed.stderr);
+}

@@ -1236,14 +1236,29 @@ impl Lowerer<'_> {
                     Some(flag) => Some(self.expand(&flag.value, &*state, flag.span)?),
                     None => None,
                 };
-                let mode = match chmod {
+                // An octal mode, or (Dockerfile 1.14) a symbolic one applied to each file's own.
+                let (mode, symbolic) = match chmod {
                     Some(flag) => {
                         let value = self.expand(&flag.value, &*state, flag.span)?;
-                        Some(u32::from_str_radix(&value, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| {
-                            self.error(flag.span, format!("invalid --chmod value {value:?}: expected an octal mode such as 755"))
-                        })?)
+                        match u32::from_str_radix(&value, 8) {
+                            Ok(m) if m <= 0o7777 => (Some(m), None),
+                            Ok(_) => {
+                                return Err(self.error(
+                                    flag.span,
+                                    format!("invalid --chmod value {value:?}: an octal mode is at most 7777"),
+                                ));
+                            }
+                            Err(_) => {
+                                rbuild_solver::chmod::SymbolicMode::parse(&value).map_err(|e| {
+                                    self.error(flag.span, format!("--chmod: {e}")).with_help(
+                                        "use an octal mode such as 755, or a symbolic one such as u+x or a=rX,u+w",
+                                    )
+                                })?;
+                                (None, Some(value))
+                            }
+                        }
                     }
-                    None => None,
+                    None => (None, None),
                 };
                 // With --link the copy is made on an empty filesystem and stacked on the
                 // stage afterwards (a merge), as BuildKit does: neither its layer nor its key
@@ -1311,6 +1326,7 @@ impl Lowerer<'_> {
                         dest: dest_path.clone(),
                         owner: owner.clone(),
                         mode,
+                        chmod: symbolic.clone(),
                         unpack_archives: unpack,
                         // The context's ignore file applies to copies from the context.
                         ignore: if from.is_none() {
@@ -1330,6 +1346,7 @@ impl Lowerer<'_> {
                     dest: dest_path.clone(),
                     owner: owner.clone(),
                     mode,
+                    chmod: symbolic.clone(),
                     unpack_archives: false,
                     ignore: vec![],
                     include_patterns: vec![],
@@ -2297,6 +2314,35 @@ mod tests {
                 Op::Exec(_)
             ));
         }
+    }
+
+    #[test]
+    fn chmod_octal_or_symbolic() {
+        let copy_of = |text: &str| {
+            let b = lower_str(text, &BuildOptions::default())?;
+            let Op::File(f) = &b.graph.vertex(b.target).op else {
+                panic!()
+            };
+            let FileAction::Copy { mode, chmod, .. } = &f.actions[0] else {
+                panic!()
+            };
+            Ok::<_, String>((*mode, chmod.clone()))
+        };
+        assert_eq!(
+            copy_of("FROM scratch\nCOPY --chmod=0755 a /a\n"),
+            Ok((Some(0o755), None))
+        );
+        assert_eq!(
+            copy_of("FROM scratch\nCOPY --chmod=u+x,go-w a /a\n"),
+            Ok((None, Some("u+x,go-w".into())))
+        );
+        let e = copy_of("FROM scratch\nCOPY --chmod=u+q a /a\n").unwrap_err();
+        assert!(
+            e.contains("Dockerfile:2:6") && e.contains("invalid mode"),
+            "{e}"
+        );
+        let e = copy_of("FROM scratch\nCOPY --chmod=17777 a /a\n").unwrap_err();
+        assert!(e.contains("at most 7777"), "{e}");
     }
 
     #[test]

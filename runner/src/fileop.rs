@@ -40,6 +40,9 @@ pub trait PathOps: Sync {
     fn resolve(&self, root: &Path, path: &str, follow_last: bool) -> io::Result<PathBuf>;
     /// What to do with an entry met while copying a directory.
     fn filter<'a>(&'a self, selection: &'a Selection) -> Filter<'a>;
+    /// The permission bits `mode` becomes under the symbolic mode `spec` (`COPY --chmod=u+x`),
+    /// for a directory or not; `spec` was validated when the graph was made.
+    fn chmod(&self, spec: &str, mode: u32, is_dir: bool) -> u32;
 }
 
 /// Decides what a copy does with an entry below a source path, given its path relative to the
@@ -96,6 +99,8 @@ pub enum Action {
         owner: Option<String>,
         /// Permission bits for the copied files.
         mode: Option<u32>,
+        /// A symbolic mode applied to each copied file's own mode ([`PathOps::chmod`]).
+        chmod: Option<String>,
         /// Extract tar archives (plain, gzip or zstd) instead of copying them.
         unpack_archives: bool,
         /// Which files below the source paths are copied.
@@ -311,6 +316,7 @@ fn in_namespace(
                 dest: to,
                 owner,
                 mode,
+                chmod,
                 unpack_archives,
                 selection,
             } => {
@@ -320,6 +326,7 @@ fn in_namespace(
                 let options = CopyOptions {
                     owner: owner.as_deref(),
                     mode: *mode,
+                    chmod: chmod.as_deref(),
                     unpack_archives: *unpack_archives,
                     keep_owner: keep_owner.get(*source).copied().unwrap_or(false),
                     selection,
@@ -407,6 +414,7 @@ fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
 struct CopyOptions<'a> {
     owner: Option<&'a str>,
     mode: Option<u32>,
+    chmod: Option<&'a str>,
     unpack_archives: bool,
     /// Keep the sources' owners (a stage or image) rather than root's (the context).
     keep_owner: bool,
@@ -417,6 +425,8 @@ struct CopyOptions<'a> {
 struct Walk<'a> {
     owner: Owner,
     mode: Option<u32>,
+    /// A symbolic mode, and the operations that apply it.
+    chmod: Option<(&'a str, &'a dyn PathOps)>,
     filter: &'a dyn Fn(&str, &str, bool) -> Visit,
     /// The [`Visit::WalkOnly`] directories being walked, outermost first: they are created
     /// when the first entry below them is copied.
@@ -471,6 +481,7 @@ fn copy(
     let walk = Walk {
         owner,
         mode: options.mode,
+        chmod: options.chmod.map(|spec| (spec, ops)),
         filter: &*filter,
         pending: RefCell::new(Vec::new()),
     };
@@ -629,7 +640,12 @@ fn copy_metadata(
     };
     chown(dst, uid, gid)?;
     if !ft.is_symlink() {
-        let bits = mode.unwrap_or(meta.mode() & 0o7777);
+        let own = meta.mode() & 0o7777;
+        let bits = match (mode, walk.chmod) {
+            (Some(bits), _) => bits,
+            (None, Some((spec, ops))) => ops.chmod(spec, own, ft.is_dir()),
+            (None, None) => own,
+        };
         std::fs::set_permissions(dst, std::fs::Permissions::from_mode(bits))
             .map_err(|e| err("chmod", e))?;
         for name in xattr::list(src).unwrap_or_default() {

@@ -50,6 +50,10 @@ impl PathOps for SolverPaths {
     fn resolve(&self, root: &Path, path: &str, follow_last: bool) -> std::io::Result<PathBuf> {
         rbuild_solver::contenthash::resolve_in_root(root, path, follow_last)
     }
+
+    fn chmod(&self, spec: &str, mode: u32, is_dir: bool) -> u32 {
+        rbuild_solver::chmod::SymbolicMode::parse(spec).map_or(mode, |m| m.apply(mode, is_dir))
+    }
 }
 
 fn is_root() -> bool {
@@ -141,6 +145,7 @@ fn copy_semantics() {
         dest: dest.into(),
         owner: owner.map(String::from),
         mode,
+        chmod: None,
         unpack_archives: unpack,
         selection: Selection::default(),
     };
@@ -150,6 +155,7 @@ fn copy_semantics() {
         dest: dest.into(),
         owner: None,
         mode: None,
+        chmod: None,
         unpack_archives: false,
         selection,
     };
@@ -345,6 +351,7 @@ fn missing_source_is_reported() {
             dest: "/x".into(),
             owner: None,
             mode: None,
+            chmod: None,
             unpack_archives: false,
             selection: Selection::default(),
         }],

@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod cachekey;
+pub mod chmod;
 pub mod contenthash;
 pub mod digest;
 pub mod graph;

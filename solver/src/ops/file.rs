@@ -28,6 +28,10 @@ pub enum FileAction {
         owner: Option<String>,
         /// Permission bits for the copied files and directories.
         mode: Option<u32>,
+        /// A symbolic mode (`u+x`, see [`crate::chmod`]) applied to each copied file's own
+        /// mode, when `mode` is not given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chmod: Option<String>,
         /// Extract recognized local tar archives instead of copying them (`ADD`).
         unpack_archives: bool,
         /// `.dockerignore` patterns of files to leave out, relative to the input's root; they
