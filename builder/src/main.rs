@@ -63,12 +63,14 @@ struct Cli {
     command: Command,
 }
 
-const SUBCOMMANDS: &[&str] = &["build", "images", "lint", "push", "run", "help"];
+const SUBCOMMANDS: &[&str] = &["build", "graph", "images", "lint", "push", "run", "help"];
 
 #[derive(Subcommand)]
 enum Command {
     /// Build an image from a Dockerfile and a context directory
     Build(commands::build::BuildArgs),
+    /// Print a Dockerfile's build graph (Graphviz DOT or JSON), marking cached steps
+    Graph(commands::graph::GraphArgs),
     /// List the images in the local store
     Images,
     /// Run the build checks on a Dockerfile without building it (exit 1 if any finds something)
@@ -142,6 +144,7 @@ fn main() {
     }
     let result = match cli.command {
         Command::Build(args) => commands::build::run(&global, args),
+        Command::Graph(args) => commands::graph::run(&global, args),
         Command::Images => commands::images::run(&global),
         Command::Lint(args) => commands::lint::run(&global, args),
         Command::Push(args) => commands::push::run(&global, args),

@@ -1422,3 +1422,57 @@ RUN stat -c '%n %a' /bin/run.sh /d /d/f /d/sub /octal > /modes\n",
     assert_ne!(failed.code, 0);
     assert!(failed.stderr.contains("Dockerfile:2:"), "{}", failed.stderr);
 }
+
+#[test]
+fn graph_shows_stages_and_cached_steps() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.path("hello");
+    copy_dir(&testdata().join("hello"), &ctx);
+    let graph = |format: &str| {
+        env.rbuild(&["graph", "--format", format, ctx.to_str().unwrap()])
+            .ok()
+            .stdout
+    };
+    let dot = graph("dot");
+    assert!(dot.starts_with("digraph rbuild {"), "{dot}");
+    assert!(
+        dot.contains("label=\"builder\"") && dot.contains("label=\"stage-1\""),
+        "{dot}"
+    );
+    assert!(!dot.contains("(cached)"), "nothing is built yet:\n{dot}");
+    let cached = |text: &str| -> Vec<(String, serde_json::Value)> {
+        json(text)["vertices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| (v["name"].as_str().unwrap().to_string(), v["cached"].clone()))
+            .collect()
+    };
+    let before = cached(&graph("json"));
+    let run = before
+        .iter()
+        .find(|(n, _)| n.starts_with("RUN "))
+        .expect("the RUN step");
+    assert_eq!(run.1, serde_json::json!(false));
+    env.rbuild(&["build", "-q", ctx.to_str().unwrap()]).ok();
+    // After a build, every step of the graph has a cache record.
+    for (name, is_cached) in cached(&graph("json")) {
+        if name.starts_with("RUN ") || name.starts_with("COPY ") || name.starts_with("WORKDIR ") {
+            assert_eq!(is_cached, serde_json::json!(true), "{name}");
+        }
+    }
+    // Editing a file the builder copies un-caches that COPY and what follows it.
+    std::fs::write(ctx.join("message.txt"), "changed\n").unwrap();
+    let after = cached(&graph("json"));
+    let state = |prefix: &str| {
+        after
+            .iter()
+            .find(|(n, _)| n.starts_with(prefix))
+            .map(|(_, c)| c.clone())
+            .unwrap()
+    };
+    assert_eq!(state("RUN "), serde_json::json!(false));
+    assert_eq!(state("WORKDIR /src"), serde_json::json!(true));
+}

@@ -65,12 +65,28 @@ impl ImageResolver for Lenient<'_> {
     }
 }
 
-/// Checks every stage; returns 1 if anything was found (or the Dockerfile has errors).
-pub fn run(global: &Global, args: LintArgs) -> Result<i32> {
-    let path = args
-        .file
-        .clone()
-        .unwrap_or_else(|| args.context.join("Dockerfile"));
+/// A Dockerfile lowered without building it, as `lint` and `graph` need it.
+pub struct Inspected {
+    /// The lowered build.
+    pub build: rbuild_frontend::Build,
+    /// Base images that could not be resolved (their config is unknown).
+    pub unresolved: Vec<String>,
+    /// The state directory (for cache lookups).
+    pub state: State,
+}
+
+/// Reads, parses and lowers a Dockerfile with base images resolved leniently. Prints the
+/// diagnostics and returns `Ok(None)` when the Dockerfile has errors.
+pub fn inspect(
+    global: &Global,
+    file: Option<&std::path::Path>,
+    context: &std::path::Path,
+    build_args: &[String],
+    target: Option<String>,
+) -> Result<Option<Inspected>> {
+    let path = file
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| context.join("Dockerfile"));
     let bytes = std::fs::read(&path)
         .map_err(|e| anyhow!("failed to read the Dockerfile {}: {e}", path.display()))?;
     let name = path.to_string_lossy();
@@ -78,9 +94,9 @@ pub fn run(global: &Global, args: LintArgs) -> Result<i32> {
     let parsed = parser::parse(&file);
     if parsed.has_errors() {
         diagnostics::print(&parsed.diagnostics, Target::Stderr, true);
-        return Ok(1);
+        return Ok(None);
     }
-    let ignore = dockerignore::load(&args.context, &path)
+    let ignore = dockerignore::load(context, &path)
         .context("reading the .dockerignore file")?
         .map(|(_, patterns)| patterns)
         .unwrap_or_default();
@@ -96,25 +112,45 @@ pub fn run(global: &Global, args: LintArgs) -> Result<i32> {
         unresolved: RefCell::new(Vec::new()),
     };
     let options = BuildOptions {
-        build_args: args
-            .build_args
+        build_args: build_args
             .iter()
             .filter_map(|a| {
                 a.split_once('=')
                     .map(|(k, v)| (k.to_string(), v.to_string()))
             })
             .collect(),
-        target: None,
+        all_stages: target.is_none(),
+        target,
         dockerignore: ignore,
-        all_stages: true,
     };
     let build = match lower(&parsed.dockerfile, &options, &resolver) {
         Ok(build) => build,
         Err(d) => {
             diagnostics::print(&[d], Target::Stderr, true);
-            return Ok(1);
+            return Ok(None);
         }
     };
+    let unresolved = resolver.unresolved.into_inner();
+    Ok(Some(Inspected {
+        build,
+        unresolved,
+        state,
+    }))
+}
+
+/// Checks every stage; returns 1 if anything was found (or the Dockerfile has errors).
+pub fn run(global: &Global, args: LintArgs) -> Result<i32> {
+    let Some(inspected) = inspect(
+        global,
+        args.file.as_deref(),
+        &args.context,
+        &args.build_args,
+        None,
+    )?
+    else {
+        return Ok(1);
+    };
+    let build = inspected.build;
     let findings: Vec<Diagnostic> = build
         .warnings
         .iter()
@@ -124,7 +160,7 @@ pub fn run(global: &Global, args: LintArgs) -> Result<i32> {
     match args.format {
         Format::Text => {
             diagnostics::print(&findings, Target::Stdout, true);
-            for note in resolver.unresolved.borrow().iter() {
+            for note in &inspected.unresolved {
                 eprintln!("note: could not resolve {note}; the checks do not know its environment");
             }
             let n = findings.len();
