@@ -10,7 +10,19 @@
 //! ```
 //!
 //! Lines of parallel steps interleave; the `#N` prefix tells them apart. `quiet` prints
-//! nothing (the build command prints only the image id).
+//! nothing (the build command prints only the image id). `json` prints one JSON object per
+//! event instead, for CI tools:
+//!
+//! ```text
+//! {"time":"2026-11-28T01:02:03.456Z","event":"started","id":3,"name":"[builder 2/3] RUN ./make.sh"}
+//! {"time":"…","event":"log","id":3,"stream":"stdout","data":"building…\n"}
+//! {"time":"…","event":"done","id":3,"elapsed":0.4}
+//! {"time":"…","event":"summary","status":"ok","elapsed":1.2,"steps":5,"cached":3,"ran":2,"failed":0}
+//! ```
+//!
+//! Other events are `cached`, `error` (with `error`), `step` (an internal step with its
+//! `lines`) and `diagnostic` (`severity`, `message`, the rendered `text`). Every mode but
+//! quiet ends with the summary.
 
 use rbuild_solver::VertexId;
 use rbuild_solver::progress::Event;
@@ -30,11 +42,25 @@ pub enum Mode {
     Quiet,
     /// A terminal UI (currently the plain format).
     Tty,
+    /// One JSON object per event (on stderr).
+    Json,
+}
+
+/// What the build did, for the summary.
+#[derive(Default)]
+struct Counts {
+    steps: usize,
+    cached: usize,
+    ran: usize,
+    failed: usize,
 }
 
 /// Prints progress to stderr. Shared by the build command and the event task.
 pub struct Printer {
     quiet: bool,
+    json: bool,
+    started: std::time::Instant,
+    counts: Counts,
     next: usize,
     numbers: HashMap<VertexId, usize>,
     partial: HashMap<VertexId, (String, Duration)>,
@@ -45,6 +71,9 @@ impl Printer {
     pub fn new(mode: Mode) -> Arc<Mutex<Printer>> {
         Arc::new(Mutex::new(Printer {
             quiet: mode == Mode::Quiet,
+            json: mode == Mode::Json,
+            started: std::time::Instant::now(),
+            counts: Counts::default(),
             next: 1,
             numbers: HashMap::new(),
             partial: HashMap::new(),
@@ -65,8 +94,90 @@ impl Printer {
         n
     }
 
+    /// Prints one JSON event object (json mode), stamped with the time.
+    fn json_event(&self, mut fields: serde_json::Map<String, serde_json::Value>) {
+        let mut object = serde_json::Map::new();
+        object.insert(
+            "time".into(),
+            crate::timefmt::rfc3339(std::time::SystemTime::now()).into(),
+        );
+        object.append(&mut fields);
+        self.print(&format!("{}\n", serde_json::Value::Object(object)));
+    }
+
+    /// Reports diagnostics: as JSON events in json mode; otherwise `render_text` prints them.
+    pub fn diagnostics(
+        &self,
+        diagnostics: &[rbuild_frontend::Diagnostic],
+        render_text: impl FnOnce(&[rbuild_frontend::Diagnostic]),
+    ) {
+        if !self.json {
+            render_text(diagnostics);
+            return;
+        }
+        for d in diagnostics {
+            let severity = match d.severity {
+                rbuild_frontend::Severity::Error => "error",
+                _ => "warning",
+            };
+            let pos = d.span.map(|s| d.file.position(s.start));
+            self.json_event(fields(serde_json::json!({
+                "event": "diagnostic",
+                "severity": severity,
+                "message": d.message,
+                "rule": d.rule.map(|r| r.name),
+                "file": d.file.name,
+                "line": pos.map(|p| p.line),
+                "column": pos.map(|p| p.column),
+                "text": d.render(),
+            })));
+        }
+    }
+
+    /// The last thing printed: what the build did and how long it took.
+    pub fn summary(&self, ok: bool) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let c = &self.counts;
+        if self.json {
+            self.json_event(fields(serde_json::json!({
+                "event": "summary",
+                "status": if ok { "ok" } else { "failed" },
+                "elapsed": round(elapsed),
+                "steps": c.steps,
+                "cached": c.cached,
+                "ran": c.ran,
+                "failed": c.failed,
+            })));
+        } else {
+            self.print(&format!(
+                "{} in {elapsed:.1}s: {} step{}, {} cached, {} run{}\n",
+                if ok { "built" } else { "failed" },
+                c.steps,
+                if c.steps == 1 { "" } else { "s" },
+                c.cached,
+                c.ran,
+                if c.failed > 0 {
+                    format!(", {} failed", c.failed)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+    }
+
     /// A step that is not a vertex (loading the Dockerfile, exporting), printed whole.
     pub fn step(&mut self, name: &str, lines: &[String], elapsed: Duration) {
+        if self.json {
+            let n = self.number();
+            self.json_event(fields(serde_json::json!({
+                "event": "step",
+                "id": n,
+                "name": name,
+                "lines": lines,
+                "elapsed": round(elapsed.as_secs_f64()),
+            })));
+            return;
+        }
         let n = self.number();
         let mut text = format!("#{n} {name}\n");
         for line in lines {
@@ -78,6 +189,17 @@ impl Printer {
 
     /// Prints one solver event.
     pub fn event(&mut self, event: Event) {
+        match &event {
+            Event::Started { .. } => self.counts.steps += 1,
+            Event::Cached { .. } => self.counts.cached += 1,
+            Event::Done { .. } => self.counts.ran += 1,
+            Event::Failed { .. } => self.counts.failed += 1,
+            Event::Log { .. } => {}
+        }
+        if self.json {
+            self.json_solver_event(event);
+            return;
+        }
         match event {
             Event::Started { vertex, name } => {
                 let n = self.number();
@@ -128,10 +250,68 @@ impl Printer {
         }
     }
 
+    fn json_solver_event(&mut self, event: Event) {
+        let object = match event {
+            Event::Started { vertex, name } => {
+                let n = self.number();
+                self.numbers.insert(vertex, n);
+                serde_json::json!({"event": "started", "id": n, "name": name})
+            }
+            Event::Log {
+                vertex,
+                stream,
+                data,
+                at,
+            } => serde_json::json!({
+                "event": "log",
+                "id": self.numbers.get(&vertex).copied().unwrap_or(0),
+                "stream": match stream {
+                    rbuild_solver::progress::Stream::Stdout => "stdout",
+                    rbuild_solver::progress::Stream::Stderr => "stderr",
+                },
+                "data": String::from_utf8_lossy(&data),
+                "at": round(at.as_secs_f64()),
+            }),
+            Event::Cached { vertex } => serde_json::json!({
+                "event": "cached",
+                "id": self.numbers.get(&vertex).copied().unwrap_or(0),
+            }),
+            Event::Done { vertex, elapsed } => serde_json::json!({
+                "event": "done",
+                "id": self.numbers.get(&vertex).copied().unwrap_or(0),
+                "elapsed": round(elapsed.as_secs_f64()),
+            }),
+            Event::Failed {
+                vertex,
+                elapsed,
+                error,
+            } => serde_json::json!({
+                "event": "error",
+                "id": self.numbers.get(&vertex).copied().unwrap_or(0),
+                "elapsed": round(elapsed.as_secs_f64()),
+                "error": error,
+            }),
+        };
+        self.json_event(fields(object));
+    }
+
     fn flush_partial(&mut self, vertex: VertexId, n: usize) -> String {
         match self.partial.remove(&vertex) {
             Some((buf, at)) if !buf.is_empty() => format!("#{n} {:.3} {buf}\n", at.as_secs_f64()),
             _ => String::new(),
         }
     }
+}
+
+/// The fields of a JSON object literal.
+fn fields(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match value {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// Seconds with millisecond precision.
+fn round(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
 }

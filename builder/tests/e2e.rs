@@ -1476,3 +1476,60 @@ fn graph_shows_stages_and_cached_steps() {
     assert_eq!(state("RUN "), serde_json::json!(false));
     assert_eq!(state("WORKDIR /src"), serde_json::json!(true));
 }
+
+#[test]
+fn json_progress_is_one_object_per_event_with_a_summary() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.path("hello");
+    copy_dir(&testdata().join("hello"), &ctx);
+    let run = env
+        .rbuild(&["build", "--progress=json", ctx.to_str().unwrap()])
+        .ok();
+    let events: Vec<serde_json::Value> = run.stderr.lines().map(json).collect();
+    let count = |kind: &str| events.iter().filter(|e| e["event"] == kind).count();
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["status"], "ok");
+    // Every step that started ended as cached or done.
+    assert_eq!(summary["steps"], count("started"));
+    assert_eq!(count("started"), count("cached") + count("done"));
+    assert_eq!(summary["ran"], count("done"));
+    assert!(count("done") >= 3, "{}", run.stderr);
+    assert!(
+        events
+            .iter()
+            .all(|e| e["time"].as_str().is_some_and(|t| t.ends_with('Z')))
+    );
+    // A failing step: its output as log events, the error, the diagnostic, a failed summary.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM rbuild-demo/busybox\nRUN echo oops >&2; exit 4\n",
+    )
+    .unwrap();
+    let failed = env.rbuild(&["build", "--progress=json", ctx.to_str().unwrap()]);
+    assert_eq!(failed.code, 1);
+    let events: Vec<serde_json::Value> = failed.stderr.lines().map(json).collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "log" && e["data"] == "oops\n" && e["stream"] == "stderr")
+    );
+    let diagnostic = events.iter().find(|e| e["event"] == "diagnostic").unwrap();
+    assert_eq!(
+        (diagnostic["line"].clone(), diagnostic["severity"].clone()),
+        (2.into(), "error".into())
+    );
+    assert_eq!(events.last().unwrap()["status"], "failed");
+    // Plain progress ends with the same summary, in words.
+    std::fs::copy(testdata().join("hello/Dockerfile"), ctx.join("Dockerfile")).unwrap();
+    let plain = env
+        .rbuild(&["build", "--progress=plain", ctx.to_str().unwrap()])
+        .ok();
+    let last = plain.stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("built in ") && last.contains(" cached, 0 run"),
+        "{last}"
+    );
+}

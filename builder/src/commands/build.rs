@@ -147,10 +147,16 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         .collect::<Result<Vec<_>>>()?;
     let build_args = parse_build_args(&args.build_args);
 
-    // Colourful reports on a terminal, unless the plain format was asked for.
+    // Colourful reports on a terminal, unless the plain format was asked for; JSON events in
+    // json mode.
     let fancy = mode != Mode::Plain;
-    let print_diagnostics = |d: &[Diagnostic]| diagnostics::print(d, Target::Stderr, fancy);
     let printer = Printer::new(mode);
+    let print_diagnostics = |d: &[Diagnostic]| {
+        printer
+            .lock()
+            .expect("printer")
+            .diagnostics(d, |d| diagnostics::print(d, Target::Stderr, fancy))
+    };
     let started = Instant::now();
     let dockerfile_path = args
         .file
@@ -284,6 +290,7 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
                 ));
             }
             print_diagnostics(&[d]);
+            printer.lock().expect("printer").summary(false);
             return Ok(1);
         }
         Err(e) => return Err(e.into()),
@@ -317,6 +324,7 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         .lock()
         .expect("printer")
         .step("exporting to image", &lines, export_started.elapsed());
+    printer.lock().expect("printer").summary(true);
     if mode == Mode::Quiet {
         println!("{}", config.digest);
     }
