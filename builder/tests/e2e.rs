@@ -1533,3 +1533,54 @@ fn json_progress_is_one_object_per_event_with_a_summary() {
         "{last}"
     );
 }
+
+#[test]
+fn no_cache_filter_and_pull() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.path("hello");
+    copy_dir(&testdata().join("hello"), &ctx);
+    env.rbuild(&["build", "-q", ctx.to_str().unwrap()]).ok();
+    let again = env
+        .rbuild(&[
+            "build",
+            "--progress=plain",
+            "--no-cache-filter",
+            "builder",
+            ctx.to_str().unwrap(),
+        ])
+        .ok();
+    let progress = Progress::parse(&again.stderr);
+    // The builder stage's steps run again; the other stage's come from the cache.
+    assert!(
+        progress
+            .ran()
+            .iter()
+            .any(|s| s.starts_with("[builder 4/4] RUN")),
+        "{}",
+        again.stderr
+    );
+    assert!(
+        progress
+            .cached_steps()
+            .iter()
+            .any(|s| s.starts_with("[stage-1 2/3] WORKDIR")),
+        "{}",
+        again.stderr
+    );
+    assert!(
+        !progress.ran().iter().any(|s| s.starts_with("[stage-1")),
+        "{}",
+        again.stderr
+    );
+    // --pull asks the registry even for a tag the store has: this base exists only locally,
+    // so the build fails at the FROM, naming the image.
+    let pulled = env.rbuild(&["build", "--pull", ctx.to_str().unwrap()]);
+    assert_ne!(pulled.code, 0);
+    assert!(
+        pulled.stderr.contains("rbuild-demo/busybox"),
+        "{}",
+        pulled.stderr
+    );
+}

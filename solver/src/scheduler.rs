@@ -139,6 +139,7 @@ pub struct Solver<W: Worker> {
     events: Option<Sender>,
     cancel: Arc<AtomicBool>,
     no_cache: bool,
+    no_cache_for: std::collections::HashSet<VertexId>,
 }
 
 /// What a vertex's task publishes: its cache key and output, or `None` if it failed.
@@ -153,6 +154,7 @@ impl<W: Worker> Solver<W> {
             events,
             cancel: Arc::new(AtomicBool::new(false)),
             no_cache: false,
+            no_cache_for: Default::default(),
         }
     }
 
@@ -165,6 +167,16 @@ impl<W: Worker> Solver<W> {
     /// recorded.
     pub fn without_cache_lookups(mut self) -> Self {
         self.no_cache = true;
+        self
+    }
+
+    /// Runs these vertices even if the cache has their results (`--no-cache-filter`); their
+    /// new results replace the old ones.
+    pub fn without_cache_lookups_for(
+        mut self,
+        vertices: impl IntoIterator<Item = VertexId>,
+    ) -> Self {
+        self.no_cache_for.extend(vertices);
         self
     }
 
@@ -194,7 +206,7 @@ impl<W: Worker> Solver<W> {
                 cancel: self.cancel.clone(),
                 graph: graph.clone(),
                 vertex: v,
-                no_cache: self.no_cache,
+                no_cache: self.no_cache || self.no_cache_for.contains(&v),
             };
             tasks.spawn(async move {
                 let result = step.run(inputs).await;

@@ -48,6 +48,16 @@ pub struct BuildArgs {
     /// Do not use the cache for any step
     #[arg(long)]
     pub no_cache: bool,
+    /// Do not use the cache for the steps of these stages (comma-separated names)
+    #[arg(
+        long = "no-cache-filter",
+        value_name = "STAGE[,STAGE]",
+        value_delimiter = ','
+    )]
+    pub no_cache_filter: Vec<String>,
+    /// Ask registries for base image tags even when the local store has them
+    #[arg(long)]
+    pub pull: bool,
     /// Fail the build when a build check (see `rbuild lint`) finds something
     #[arg(long)]
     pub check: bool,
@@ -207,11 +217,8 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         dockerignore,
         all_stages: false,
     };
-    let resolver = StoreThenRegistry {
-        state: &state,
-        registry: &registry,
-        runtime: &runtime,
-    };
+    let mut resolver = StoreThenRegistry::new(&state, &registry, &runtime);
+    resolver.pull = args.pull;
     let build = match lower(&parsed.dockerfile, &options, &resolver) {
         Ok(build) => build,
         Err(d) => {
@@ -245,6 +252,24 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
     let mut solver = Solver::new(worker, state.cache.clone(), Some(tx));
     if args.no_cache {
         solver = solver.without_cache_lookups();
+    }
+    if !args.no_cache_filter.is_empty() {
+        // The stage of a step is in its progress name, `[stage i/n] …`.
+        let vertices = build
+            .graph
+            .needed_for(&[build.target])
+            .into_iter()
+            .filter(|v| {
+                build.graph.vertex(*v).name.as_deref().is_some_and(|name| {
+                    let (stage, _) = super::graph::split_name(name);
+                    stage.is_some_and(|stage| {
+                        args.no_cache_filter
+                            .iter()
+                            .any(|f| f.trim().eq_ignore_ascii_case(&stage))
+                    })
+                })
+            });
+        solver = solver.without_cache_lookups_for(vertices);
     }
     let cancel = solver.cancel_flag();
     let graph = Arc::new(build.graph.clone());

@@ -51,7 +51,7 @@ struct Shown {
 }
 
 /// The stage and step label of a progress name such as `[builder 2/4] RUN make`.
-fn split_name(name: &str) -> (Option<String>, String) {
+pub fn split_name(name: &str) -> (Option<String>, String) {
     if let Some(rest) = name.strip_prefix('[')
         && let Some((inside, label)) = rest.split_once("] ")
         && let Some((stage, _position)) = inside.rsplit_once(' ')

@@ -104,11 +104,7 @@ pub fn inspect(
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let registry = Registry::default();
     let resolver = Lenient {
-        inner: StoreThenRegistry {
-            state: &state,
-            registry: &registry,
-            runtime: &runtime,
-        },
+        inner: StoreThenRegistry::new(&state, &registry, &runtime),
         unresolved: RefCell::new(Vec::new()),
     };
     let options = BuildOptions {

@@ -33,13 +33,9 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
     let state = Arc::new(State::open(global)?);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let registry = Arc::new(Registry::default());
-    let resolved = StoreThenRegistry {
-        state: &state,
-        registry: &registry,
-        runtime: &runtime,
-    }
-    .resolve(&args.image)
-    .map_err(|e| anyhow!(e))?;
+    let resolved = StoreThenRegistry::new(&state, &registry, &runtime)
+        .resolve(&args.image)
+        .map_err(|e| anyhow!(e))?;
     let worker = BuildWorker {
         state: state.clone(),
         context: std::env::current_dir()?,
