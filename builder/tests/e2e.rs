@@ -904,7 +904,7 @@ fn independent_stages_run_in_parallel() {
         )],
     );
     let r = env
-        .rbuild(&["build", "-t", "par:1", ctx.to_str().unwrap()])
+        .rbuild(&["build", "--jobs", "2", "-t", "par:1", ctx.to_str().unwrap()])
         .ok();
     // Both sleeps start before either finishes.
     let lines: Vec<&str> = r.stderr.lines().collect();

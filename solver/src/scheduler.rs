@@ -114,6 +114,11 @@ impl StepContext {
     }
 }
 
+/// The default bound on concurrent exec steps: the number of CPUs.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Why a solve failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SolveError {
@@ -140,6 +145,8 @@ pub struct Solver<W: Worker> {
     cancel: Arc<AtomicBool>,
     no_cache: bool,
     no_cache_for: std::collections::HashSet<VertexId>,
+    /// Bounds how many exec steps (processes) run at once (`--jobs`).
+    exec_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// What a vertex's task publishes: its cache key and output, or `None` if it failed.
@@ -155,7 +162,14 @@ impl<W: Worker> Solver<W> {
             cancel: Arc::new(AtomicBool::new(false)),
             no_cache: false,
             no_cache_for: Default::default(),
+            exec_slots: Arc::new(tokio::sync::Semaphore::new(default_jobs())),
         }
+    }
+
+    /// Runs at most `jobs` exec steps at a time (at least one); other ops are not limited.
+    pub fn with_jobs(mut self, jobs: usize) -> Self {
+        self.exec_slots = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+        self
     }
 
     /// The flag that cancels a running solve when set (for Ctrl-C).
@@ -207,6 +221,7 @@ impl<W: Worker> Solver<W> {
                 graph: graph.clone(),
                 vertex: v,
                 no_cache: self.no_cache || self.no_cache_for.contains(&v),
+                exec_slots: self.exec_slots.clone(),
             };
             tasks.spawn(async move {
                 let result = step.run(inputs).await;
@@ -257,6 +272,7 @@ struct Step<W: Worker> {
     graph: Arc<Graph>,
     vertex: VertexId,
     no_cache: bool,
+    exec_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl<W: Worker> Step<W> {
@@ -385,6 +401,20 @@ impl<W: Worker> Step<W> {
             cancel: self.cancel.clone(),
             tail: Mutex::new(LogTail::default()),
         });
+        // Exec steps wait for a slot (the permit is held until the step ends).
+        let _slot = match vertex.op {
+            Op::Exec(_) => Some(
+                self.exec_slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed"),
+            ),
+            _ => None,
+        };
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(None);
+        }
         let worker = self.worker.clone();
         let op = vertex.op.clone();
         let step_ctx = ctx.clone();
@@ -497,6 +527,21 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_bound_concurrent_exec_steps() {
+        let (_dir, worker, cache) = setup();
+        let mut g = Graph::new();
+        let base = g.add(Op::Scratch, vec![], None);
+        let steps: Vec<VertexId> = ["a", "b", "c"]
+            .iter()
+            .map(|c| g.add(exec(c), vec![base], Some(c.to_string())))
+            .collect();
+        let solver = Solver::new(worker.clone(), cache, None).with_jobs(1);
+        solver.solve(Arc::new(g), &steps).await.unwrap();
+        assert_eq!(worker.executed.lock().unwrap().len(), 3);
+        assert_eq!(worker.max_running.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn independent_steps_run_in_parallel_and_rebuilds_hit_the_cache() {
         let (_dir, worker, cache) = setup();
         let mut g = Graph::new();
@@ -505,7 +550,7 @@ mod tests {
         let b = g.add(exec("b"), vec![base], Some("b".into()));
         let g = Arc::new(g);
 
-        let solver = Solver::new(worker.clone(), cache.clone(), None);
+        let solver = Solver::new(worker.clone(), cache.clone(), None).with_jobs(2);
         let out = solver.solve(g.clone(), &[a, b]).await.unwrap();
         assert_eq!(out[&a].layers.len(), 1);
         assert_eq!(out.len(), 3, "scratch, a and b");

@@ -58,6 +58,9 @@ pub struct BuildArgs {
     /// Ask registries for base image tags even when the local store has them
     #[arg(long)]
     pub pull: bool,
+    /// How many RUN steps may run at once [default: the number of CPUs]
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<usize>,
     /// Fail the build when a build check (see `rbuild lint`) finds something
     #[arg(long)]
     pub check: bool,
@@ -252,6 +255,9 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
     let mut solver = Solver::new(worker, state.cache.clone(), Some(tx));
     if args.no_cache {
         solver = solver.without_cache_lookups();
+    }
+    if let Some(jobs) = args.jobs {
+        solver = solver.with_jobs(jobs);
     }
     if !args.no_cache_filter.is_empty() {
         // The stage of a step is in its progress name, `[stage i/n] …`.
