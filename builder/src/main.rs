@@ -8,6 +8,7 @@
 mod commands;
 mod diagnostics;
 mod export;
+mod gc;
 mod http;
 mod layer;
 mod mounts;
@@ -63,7 +64,9 @@ struct Cli {
     command: Command,
 }
 
-const SUBCOMMANDS: &[&str] = &["build", "graph", "images", "lint", "push", "run", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "build", "du", "graph", "images", "lint", "prune", "push", "run", "help",
+];
 
 #[derive(Subcommand)]
 enum Command {
@@ -71,10 +74,14 @@ enum Command {
     Build(commands::build::BuildArgs),
     /// Print a Dockerfile's build graph (Graphviz DOT or JSON), marking cached steps
     Graph(commands::graph::GraphArgs),
+    /// Show the space the state directory uses, by kind, and how much is reclaimable
+    Du(commands::du::DuArgs),
     /// List the images in the local store
     Images,
     /// Run the build checks on a Dockerfile without building it (exit 1 if any finds something)
     Lint(commands::lint::LintArgs),
+    /// Remove build cache (never what tagged images need)
+    Prune(commands::prune::PruneArgs),
     /// Push an image from the local store to a registry
     Push(commands::push::PushArgs),
     /// Run a command in a new container from an image (a convenience to try images)
@@ -145,7 +152,9 @@ fn main() {
     let result = match cli.command {
         Command::Build(args) => commands::build::run(&global, args),
         Command::Graph(args) => commands::graph::run(&global, args),
+        Command::Du(args) => commands::du::run(&global, args),
         Command::Images => commands::images::run(&global),
+        Command::Prune(args) => commands::prune::run(&global, args),
         Command::Lint(args) => commands::lint::run(&global, args),
         Command::Push(args) => commands::push::run(&global, args),
         Command::Run(args) => commands::run::run(&global, args),

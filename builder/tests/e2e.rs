@@ -1584,3 +1584,72 @@ fn no_cache_filter_and_pull() {
         pulled.stderr
     );
 }
+
+#[test]
+fn du_and_prune_never_touch_tagged_images() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let hello = env.path("hello");
+    copy_dir(&testdata().join("hello"), &hello);
+    env.rbuild(&["build", "-q", "-t", "hello:1", hello.to_str().unwrap()])
+        .ok();
+    let big = env.context(
+        "big",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox\nRUN head -c 600000 /dev/urandom > /big\n",
+        )],
+    );
+    let build_big = || {
+        env.rbuild(&["build", "--progress=plain", big.to_str().unwrap()])
+            .ok()
+    };
+    build_big();
+    let du = || json(&env.rbuild(&["du", "--format", "json"]).ok().stdout);
+    let usage = du();
+    // The untagged build's layer is reclaimable, as blob and as snapshot.
+    assert!(
+        usage["blobs"]["reclaimable"].as_u64().unwrap() >= 600_000,
+        "{usage}"
+    );
+    assert!(
+        usage["snapshots"]["reclaimable"].as_u64().unwrap() >= 600_000,
+        "{usage}"
+    );
+    // Everything was used just now: a filter keeping the last hour removes nothing.
+    let kept = env.rbuild(&["prune", "--filter", "until=1h"]).ok().stdout;
+    assert!(kept.starts_with("Removed 0 cache records"), "{kept}");
+    let pruned = env.rbuild(&["prune"]).ok().stdout;
+    assert!(!pruned.starts_with("Removed 0 "), "{pruned}");
+    let usage = du();
+    assert_eq!(usage["blobs"]["reclaimable"], 0, "{usage}");
+    assert_eq!(usage["snapshots"]["reclaimable"], 0, "{usage}");
+    // The tagged image is whole; the pruned build runs again.
+    let greeting = env.rbuild(&["run", "--rm", "hello:1"]).ok().stdout;
+    assert!(greeting.starts_with("Hello from rbuild!"), "{greeting}");
+    let again = build_big();
+    assert!(
+        Progress::parse(&again.stderr)
+            .ran()
+            .iter()
+            .any(|s| s.contains("RUN head")),
+        "{}",
+        again.stderr
+    );
+    // --keep-storage removes least recently used cache only while it is over the size.
+    let under = env
+        .rbuild(&["prune", "--keep-storage", "100GB"])
+        .ok()
+        .stdout;
+    assert!(under.starts_with("Removed 0 cache records"), "{under}");
+    let over = env.rbuild(&["prune", "--keep-storage", "1kB"]).ok().stdout;
+    assert!(!over.starts_with("Removed 0 "), "{over}");
+    assert_eq!(du()["blobs"]["reclaimable"], 0);
+    // --all removes every record, still not the image.
+    env.rbuild(&["prune", "--all"]).ok();
+    assert_eq!(du()["records"], 0);
+    let greeting = env.rbuild(&["run", "--rm", "hello:1"]).ok().stdout;
+    assert!(greeting.starts_with("Hello from rbuild!"), "{greeting}");
+    assert!(env.rbuild(&["prune", "--filter", "colour=red"]).code != 0);
+}

@@ -95,6 +95,36 @@ impl CacheIndex {
         Ok(())
     }
 
+    /// Every record: key, output, and when it was last used (or made), `YYYY-MM-DDTHH:MM:SSZ`.
+    pub fn records(&self) -> Result<Vec<(Digest, Output, String)>> {
+        let conn = self.conn.lock().expect("cache index lock");
+        let mut stmt = conn
+            .prepare("SELECT key, output, COALESCE(last_used, created) FROM cache")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, json, used) = row.map_err(|e| self.err(e))?;
+            let Some(digest) = Digest::parse(&key) else {
+                continue;
+            };
+            let output = serde_json::from_str(&json).map_err(|source| Error::CorruptRecord {
+                key: key.clone(),
+                source,
+            })?;
+            out.push((digest, output, used));
+        }
+        Ok(out)
+    }
+
     /// Forgets the record for `key`.
     pub fn remove(&self, key: &Digest) -> Result<()> {
         let conn = self.conn.lock().expect("cache index lock");

@@ -1,0 +1,386 @@
+//! Disk usage and garbage collection of the state directory (`rbuild du`, `rbuild prune`).
+//!
+//! What tagged images need is never removed: their manifests (and the indexes that list them),
+//! configs, layer blobs and the snapshots of their layers. Everything else is build cache: the
+//! cache index's records and the blobs and snapshots only they reference, downloads, and cache
+//! mount directories. Pruning removes records (all, those unused for a while, or the least
+//! recently used until the cache fits a size), then every blob and snapshot nothing refers to
+//! any more. It runs holding the state directory's exclusive lock, so no build is running.
+
+use crate::state::State;
+use anyhow::{Context, Result};
+use rbuild_solver::{Digest, Output};
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// Disk usage of a directory tree (allocated blocks; hard links counted once).
+pub fn tree_size(path: &Path) -> u64 {
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if seen.insert((meta.dev(), meta.ino())) {
+            total += meta.blocks() * 512;
+        }
+        if meta.is_dir()
+            && let Ok(entries) = std::fs::read_dir(&p)
+        {
+            stack.extend(entries.flatten().map(|e| e.path()));
+        }
+    }
+    total
+}
+
+/// What tagged images need: blob digests and layer diff ids.
+#[derive(Default)]
+struct Needed {
+    blobs: HashSet<Digest>,
+    diff_ids: HashSet<String>,
+}
+
+fn needed_by_images(state: &State) -> Result<Needed> {
+    let store = &state.store;
+    let mut needed = Needed::default();
+    let mut pending: Vec<Digest> = store
+        .index()?
+        .manifests
+        .into_iter()
+        .map(|d| d.digest)
+        .collect();
+    while let Some(digest) = pending.pop() {
+        if !needed.blobs.insert(digest.clone()) || !store.has_blob(&digest) {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_slice(&store.read_blob(&digest)?)
+            .with_context(|| format!("parsing {digest}"))?;
+        // An index lists manifests; a manifest names a config and layers.
+        let digests = |key: &str| -> Vec<Digest> {
+            value[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|d| d["digest"].as_str().and_then(Digest::parse))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        pending.extend(digests("manifests"));
+        needed.blobs.extend(digests("layers"));
+        if let Some(config) = value["config"]["digest"].as_str().and_then(Digest::parse) {
+            needed.blobs.insert(config.clone());
+            if let Ok(bytes) = store.read_blob(&config)
+                && let Ok(config) = serde_json::from_slice::<serde_json::Value>(&bytes)
+                && let Some(ids) = config["rootfs"]["diff_ids"].as_array()
+            {
+                needed
+                    .diff_ids
+                    .extend(ids.iter().filter_map(|i| i.as_str().map(str::to_string)));
+            }
+        }
+    }
+    Ok(needed)
+}
+
+/// Space used by one kind of data, and how much of it pruning could free.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes on disk.
+    pub size: u64,
+    /// Bytes not needed by any tagged image.
+    pub reclaimable: u64,
+}
+
+/// `rbuild du`'s numbers.
+#[derive(Debug, Default)]
+pub struct DiskUsage {
+    /// Layer, config and manifest blobs.
+    pub blobs: Usage,
+    /// Unpacked layers.
+    pub snapshots: Usage,
+    /// RUN --mount=type=cache directories.
+    pub cache_mounts: Usage,
+    /// ADD downloads.
+    pub downloads: Usage,
+    /// Records in the cache index.
+    pub records: usize,
+}
+
+fn blob_files(state: &State) -> Vec<(Digest, u64)> {
+    let dir = state.root.join("content/blobs/sha256");
+    std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let digest = Digest::parse(&format!("sha256:{name}"))?;
+                    let size = e.metadata().ok()?.blocks() * 512;
+                    Some((digest, size))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Snapshot directories (hex of the diff id) and their sizes.
+fn snapshot_dirs(state: &State) -> Vec<(String, u64)> {
+    let root = state.snapshots.root();
+    std::fs::read_dir(root)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    (name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+                        .then(|| (name, tree_size(&e.path())))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Measures the state directory.
+pub fn disk_usage(state: &State) -> Result<DiskUsage> {
+    let needed = needed_by_images(state)?;
+    let mut usage = DiskUsage {
+        records: state.cache.records()?.len(),
+        ..DiskUsage::default()
+    };
+    for (digest, size) in blob_files(state) {
+        usage.blobs.size += size;
+        if !needed.blobs.contains(&digest) {
+            usage.blobs.reclaimable += size;
+        }
+    }
+    for (hex, size) in snapshot_dirs(state) {
+        usage.snapshots.size += size;
+        if !needed.diff_ids.contains(&format!("sha256:{hex}")) {
+            usage.snapshots.reclaimable += size;
+        }
+    }
+    for (usage, dir) in [
+        (&mut usage.cache_mounts, "cache-mounts"),
+        (&mut usage.downloads, "downloads"),
+    ] {
+        let size = tree_size(&state.root.join(dir));
+        *usage = Usage {
+            size,
+            reclaimable: size,
+        };
+    }
+    Ok(usage)
+}
+
+/// What to prune.
+#[derive(Debug, Default)]
+pub struct PruneOptions {
+    /// Also cache mounts, and records whose data tagged images need.
+    pub all: bool,
+    /// Keep records used more recently than this many seconds ago.
+    pub keep_recent: Option<u64>,
+    /// Remove least recently used records only until the build cache takes at most this many
+    /// bytes.
+    pub keep_storage: Option<u64>,
+}
+
+/// What pruning did.
+#[derive(Debug, Default)]
+pub struct Pruned {
+    /// Cache records removed.
+    pub records: usize,
+    /// Bytes freed.
+    pub freed: u64,
+}
+
+/// Seconds since the epoch of a `YYYY-MM-DDTHH:MM:SSZ` time (0 if unreadable).
+fn epoch_of(time: &str) -> u64 {
+    let parse = |range: std::ops::Range<usize>| time.get(range).and_then(|s| s.parse::<i64>().ok());
+    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) = (
+        parse(0..4),
+        parse(5..7),
+        parse(8..10),
+        parse(11..13),
+        parse(14..16),
+        parse(17..19),
+    ) else {
+        return 0;
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    (days * 86_400 + h * 3_600 + mi * 60 + s).max(0) as u64
+}
+
+/// Removes build cache as `options` says, then every blob and snapshot nothing refers to.
+pub fn prune(state: &State, options: &PruneOptions) -> Result<Pruned> {
+    let needed = needed_by_images(state)?;
+    let before = disk_usage(state)?;
+    let mut records = state.cache.records()?;
+    // Least recently used first.
+    records.sort_by(|a, b| a.2.cmp(&b.2));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let needs_only_images = |output: &Output| {
+        output
+            .layers
+            .iter()
+            .all(|l| needed.blobs.contains(&l.digest))
+    };
+    let blob_sizes: HashMap<Digest, u64> = blob_files(state).into_iter().collect();
+    let snapshot_sizes: HashMap<String, u64> = snapshot_dirs(state).into_iter().collect();
+    // How many remaining records use each layer, for --keep-storage's accounting.
+    let mut users: HashMap<Digest, usize> = HashMap::new();
+    for (_, output, _) in &records {
+        for layer in &output.layers {
+            *users.entry(layer.digest.clone()).or_default() += 1;
+        }
+    }
+    let mut cache_bytes: u64 = before.blobs.reclaimable + before.snapshots.reclaimable;
+    let mut pruned = Pruned::default();
+    for (key, output, used) in &records {
+        if let Some(limit) = options.keep_storage
+            && cache_bytes <= limit
+        {
+            break;
+        }
+        if let Some(recent) = options.keep_recent
+            && now.saturating_sub(epoch_of(used)) < recent
+        {
+            continue;
+        }
+        if !options.all && needs_only_images(output) {
+            continue;
+        }
+        state.cache.remove(key)?;
+        pruned.records += 1;
+        for layer in &output.layers {
+            let count = users.entry(layer.digest.clone()).or_default();
+            *count = count.saturating_sub(1);
+            if *count == 0 && !needed.blobs.contains(&layer.digest) {
+                cache_bytes = cache_bytes
+                    .saturating_sub(blob_sizes.get(&layer.digest).copied().unwrap_or(0))
+                    .saturating_sub(
+                        snapshot_sizes
+                            .get(layer.diff_id.hex())
+                            .copied()
+                            .unwrap_or(0),
+                    );
+            }
+        }
+    }
+    // Everything still referenced: by images, or by the records that remain.
+    let mut keep_blobs = needed.blobs.clone();
+    let mut keep_diff_ids = needed.diff_ids.clone();
+    for (_, output, _) in state.cache.records()? {
+        for layer in output.layers {
+            keep_blobs.insert(layer.digest);
+            keep_diff_ids.insert(layer.diff_id.to_string());
+        }
+    }
+    for (digest, _) in blob_files(state) {
+        if !keep_blobs.contains(&digest) {
+            std::fs::remove_file(state.store.blob_path(&digest))
+                .with_context(|| format!("removing blob {digest}"))?;
+        }
+    }
+    for (hex, _) in snapshot_dirs(state) {
+        if !keep_diff_ids.contains(&format!("sha256:{hex}")) {
+            let dir = state.snapshots.root().join(&hex);
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("removing snapshot {}", dir.display()))?;
+        }
+    }
+    // Downloads are build cache; cache mounts only go with --all.
+    let unconditional = options.keep_recent.is_none() && options.keep_storage.is_none();
+    if unconditional {
+        let downloads = state.root.join("downloads");
+        if downloads.exists() {
+            std::fs::remove_dir_all(&downloads).context("removing downloads")?;
+        }
+        if options.all {
+            let mounts = state.cache_mounts_dir();
+            if mounts.exists() {
+                std::fs::remove_dir_all(&mounts).context("removing cache mounts")?;
+            }
+        }
+    }
+    let after = disk_usage(state)?;
+    let total =
+        |u: &DiskUsage| u.blobs.size + u.snapshots.size + u.cache_mounts.size + u.downloads.size;
+    pruned.freed = total(&before).saturating_sub(total(&after));
+    Ok(pruned)
+}
+
+/// A size the way Docker prints it: `1.5MB` (decimal units).
+pub fn human(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < units.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        return format!("{bytes}B");
+    }
+    let number = format!("{value:.3}");
+    let number = number.trim_end_matches('0').trim_end_matches('.');
+    format!("{number}{}", units[unit])
+}
+
+/// Parses a Go duration such as `24h`, `1h30m`, `90s` into seconds.
+pub fn parse_duration(text: &str) -> Option<u64> {
+    let mut total = 0f64;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..split].parse().ok()?;
+        rest = &rest[split..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let factor = match &rest[..unit_end] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            _ => return None,
+        };
+        total += number * factor;
+        rest = &rest[unit_end..];
+    }
+    Some(total as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_and_times() {
+        assert_eq!(human(999), "999B");
+        assert_eq!(human(1_500_000), "1.5MB");
+        assert_eq!(human(2_000_000_000), "2GB");
+        assert_eq!(parse_duration("24h"), Some(86_400));
+        assert_eq!(parse_duration("1h30m"), Some(5_400));
+        assert_eq!(parse_duration("90s"), Some(90));
+        assert_eq!(parse_duration("3d"), None);
+        assert_eq!(epoch_of("1970-01-02T00:00:01Z"), 86_401);
+        assert_eq!(epoch_of("2026-11-28T00:00:00Z"), 1_795_824_000);
+    }
+}
