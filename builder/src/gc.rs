@@ -367,6 +367,59 @@ pub fn parse_duration(text: &str) -> Option<u64> {
     Some(total as u64)
 }
 
+/// Checks the state directory's integrity: every blob's content matches its digest, every
+/// tagged image's blobs exist, and every cache record's layers have their blob and snapshot.
+/// Returns the problems found (none means consistent). Run it holding the lock, as
+/// [`State::open`] does.
+pub fn check(state: &State) -> Result<Vec<String>> {
+    use sha2::{Digest as _, Sha256};
+    let mut problems = Vec::new();
+    for (digest, _) in blob_files(state) {
+        let path = state.store.blob_path(&digest);
+        let mut file =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let actual = Digest::from_hasher(hasher);
+        if actual != digest {
+            problems.push(format!("blob {digest} has content {actual}"));
+        }
+    }
+    let needed = needed_by_images(state)?;
+    for digest in &needed.blobs {
+        if !state.store.has_blob(digest) {
+            problems.push(format!(
+                "a tagged image needs blob {digest}, which is missing"
+            ));
+        }
+    }
+    for diff_id in &needed.diff_ids {
+        if !state.snapshots.has(diff_id) {
+            // Not fatal (snapshots are unpacked again from blobs when needed), but reported.
+            problems.push(format!("no snapshot for layer {diff_id} of a tagged image"));
+        }
+    }
+    for (key, output, _) in state.cache.records()? {
+        for layer in &output.layers {
+            if !state.store.has_blob(&layer.digest) {
+                problems.push(format!(
+                    "cache record {key} names blob {}, which is missing",
+                    layer.digest
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,7 +65,7 @@ struct Cli {
 }
 
 const SUBCOMMANDS: &[&str] = &[
-    "build", "du", "graph", "images", "lint", "prune", "push", "run", "help",
+    "build", "check", "du", "graph", "images", "lint", "prune", "push", "run", "help",
 ];
 
 #[derive(Subcommand)]
@@ -74,6 +74,8 @@ enum Command {
     Build(commands::build::BuildArgs),
     /// Print a Dockerfile's build graph (Graphviz DOT or JSON), marking cached steps
     Graph(commands::graph::GraphArgs),
+    /// Verify the state directory: blobs match their digests, records and tags point at data
+    Check,
     /// Show the space the state directory uses, by kind, and how much is reclaimable
     Du(commands::du::DuArgs),
     /// List the images in the local store
@@ -152,6 +154,7 @@ fn main() {
     let result = match cli.command {
         Command::Build(args) => commands::build::run(&global, args),
         Command::Graph(args) => commands::graph::run(&global, args),
+        Command::Check => commands::check::run(&global),
         Command::Du(args) => commands::du::run(&global, args),
         Command::Images => commands::images::run(&global),
         Command::Prune(args) => commands::prune::run(&global, args),

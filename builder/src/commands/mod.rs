@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod build;
+pub mod check;
 pub mod du;
 pub mod graph;
 pub mod images;
