@@ -1725,3 +1725,51 @@ RUN sleep 0.3 && cat /three > /four\n"
         "{interrupted} interrupted, {partial} with finished steps"
     );
 }
+
+#[test]
+fn concurrent_builds_on_one_root_share_results() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let contexts: Vec<std::path::PathBuf> = (0..4)
+        .map(|i| {
+            env.context(
+                &format!("ctx{i}"),
+                &[(
+                    "Dockerfile",
+                    &format!(
+                        "FROM rbuild-demo/busybox\n\
+RUN sleep 0.3 && echo shared > /shared\n\
+RUN echo {i} > /own\n"
+                    ),
+                )],
+            )
+        })
+        .collect();
+    let children: Vec<std::process::Child> = contexts
+        .iter()
+        .map(|ctx| {
+            env.command()
+                .args(["build", "--progress=plain", ctx.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut ran_shared = 0;
+    let mut cached_shared = 0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        let progress = Progress::parse(&stderr);
+        let shared =
+            |steps: Vec<String>| steps.iter().filter(|s| s.contains("echo shared")).count();
+        ran_shared += shared(progress.ran());
+        cached_shared += shared(progress.cached_steps());
+    }
+    // The step all four have in common ran once; the others took its result.
+    assert_eq!((ran_shared, cached_shared), (1, 3));
+    assert_eq!(env.rbuild(&["check"]).code, 0);
+}
