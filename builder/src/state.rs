@@ -18,6 +18,28 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Whether overlayfs can be mounted for steps, probed once per kernel and remembered in the
+/// state directory (`snapshotter`: the kernel release and the answer), since probing costs a
+/// fork and a mount on every invocation.
+fn overlay_works_here(root: &Path, snapshots: &Snapshotter) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let record = root.join("snapshotter");
+    if let Ok(text) = std::fs::read_to_string(&record)
+        && let Some((kernel, answer)) = text.trim().rsplit_once(' ')
+        && kernel == release.trim()
+    {
+        return answer == "overlayfs";
+    }
+    let works = snapshots.overlay_works();
+    let answer = if works { "overlayfs" } else { "native" };
+    // Best effort: without the record the next run probes again.
+    let tmp = root.join(format!("snapshotter.tmp-{}", std::process::id()));
+    if std::fs::write(&tmp, format!("{} {answer}\n", release.trim())).is_ok() {
+        let _ = std::fs::rename(&tmp, &record);
+    }
+    works
+}
+
 /// Which snapshotter steps use (`--snapshotter`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SnapshotterChoice {
@@ -82,7 +104,7 @@ impl State {
         let native = match global.snapshotter {
             SnapshotterChoice::Native => true,
             SnapshotterChoice::Overlayfs => false,
-            SnapshotterChoice::Auto => !snapshots.overlay_works(),
+            SnapshotterChoice::Auto => !overlay_works_here(&root, &snapshots),
         };
         let snapshots = snapshots.with_native(native);
         snapshots

@@ -42,6 +42,15 @@ impl CacheIndex {
                 output TEXT NOT NULL,
                 created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now')),
                 last_used TEXT
+            );
+            CREATE TABLE IF NOT EXISTS stat (
+                path TEXT PRIMARY KEY,
+                dev INTEGER NOT NULL,
+                ino INTEGER NOT NULL,
+                size INTEGER NOT NULL,
+                mtime INTEGER NOT NULL,
+                ctime INTEGER NOT NULL,
+                digest TEXT NOT NULL
             );",
         )
         .map_err(err)?;
@@ -125,6 +134,75 @@ impl CacheIndex {
         Ok(out)
     }
 
+    /// The stat cache of the files under `root` (see [`crate::statcache`]).
+    pub fn load_stats(&self, root: &Path) -> Result<crate::statcache::StatCache> {
+        use crate::statcache::{StatCache, StatKey};
+        let conn = self.conn.lock().expect("cache index lock");
+        // Paths under root/: from "root/" up to (not including) "root0" ('0' follows '/').
+        let prefix = format!("{}/", root.display());
+        let end = format!("{}0", root.display());
+        let mut stmt = conn
+            .prepare(
+                "SELECT path, dev, ino, size, mtime, ctime, digest FROM stat \
+                 WHERE path >= ?1 AND path < ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![prefix, end], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    StatKey {
+                        dev: row.get::<_, i64>(1)? as u64,
+                        ino: row.get::<_, i64>(2)? as u64,
+                        size: row.get::<_, i64>(3)? as u64,
+                        mtime: row.get(4)?,
+                        ctime: row.get(5)?,
+                    },
+                    row.get::<_, String>(6)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut known = std::collections::HashMap::new();
+        for row in rows {
+            let (path, key, digest) = row.map_err(|e| self.err(e))?;
+            if let Some(digest) = Digest::parse(&digest) {
+                known.insert(PathBuf::from(path), (key, digest));
+            }
+        }
+        Ok(StatCache::new(root, known))
+    }
+
+    /// Writes what `stats` learned, in one transaction.
+    pub fn save_stats(&self, stats: &crate::statcache::StatCache) -> Result<()> {
+        let new = stats.take_new();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.lock().expect("cache index lock");
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut stmt = tx
+                .prepare(
+                    "INSERT OR REPLACE INTO stat (path, dev, ino, size, mtime, ctime, digest) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(|e| self.err(e))?;
+            for (path, key, digest) in new {
+                stmt.execute(params![
+                    path.to_string_lossy(),
+                    key.dev as i64,
+                    key.ino as i64,
+                    key.size as i64,
+                    key.mtime,
+                    key.ctime,
+                    digest.as_str()
+                ])
+                .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
     /// Forgets the record for `key`.
     pub fn remove(&self, key: &Digest) -> Result<()> {
         let conn = self.conn.lock().expect("cache index lock");
@@ -174,5 +252,30 @@ mod tests {
         let key = Digest::of(b"k");
         a.put(&key, &Output::default()).unwrap();
         assert_eq!(b.get(&key).unwrap(), Some(Output::default()));
+    }
+
+    #[test]
+    fn stat_entries_persist_per_directory() {
+        use crate::statcache::{StatCache, StatKey};
+        let dir = tempfile::tempdir().unwrap();
+        let index = CacheIndex::open(&dir.path().join("cache.db")).unwrap();
+        let key = StatKey {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime: 4,
+            ctime: 5,
+        };
+        let ctx = Path::new("/ctx");
+        let learned = StatCache::new(ctx, Default::default());
+        learned.put(&ctx.join("a"), key, Digest::of(b"a"));
+        index.save_stats(&learned).unwrap();
+        // Another directory that shares a prefix does not see it.
+        let other = StatCache::new(Path::new("/ctx2"), Default::default());
+        other.put(Path::new("/ctx2/b"), key, Digest::of(b"b"));
+        index.save_stats(&other).unwrap();
+        let loaded = index.load_stats(ctx).unwrap();
+        assert_eq!(loaded.get(&ctx.join("a"), &key), Some(Digest::of(b"a")));
+        assert_eq!(loaded.get(Path::new("/ctx2/b"), &key), None);
     }
 }

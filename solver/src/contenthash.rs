@@ -12,6 +12,7 @@
 use crate::digest::Digest;
 use crate::ops::LocalSource;
 use crate::pattern::{self, CopyFilter, IgnoreMatcher, Visit};
+use crate::statcache::StatKey;
 use crate::{Error, Result};
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
@@ -221,6 +222,15 @@ pub fn join_rel(parent: &str, name: &str) -> String {
 /// Hashes the files of `root` that `source` selects: everything when it names no paths, and
 /// otherwise what its paths name, filtered as a copy of them would be.
 pub fn hash_local(root: &Path, source: &LocalSource) -> Result<Digest> {
+    hash_local_with(root, source, None)
+}
+
+/// [`hash_local`], taking the digests of unchanged files from `stats` and recording new ones.
+pub fn hash_local_with(
+    root: &Path,
+    source: &LocalSource,
+    stats: Option<&crate::statcache::StatCache>,
+) -> Result<Digest> {
     let filter = CopyFilter::new(
         &source.exclude,
         &source.include_patterns,
@@ -232,7 +242,7 @@ pub fn hash_local(root: &Path, source: &LocalSource) -> Result<Digest> {
         source.include.to_vec()
     };
     // (record prefix, file to hash) in a fixed order; contents are hashed in parallel below.
-    let mut entries: Vec<(String, Option<PathBuf>)> = Vec::new();
+    let mut entries: Vec<(String, Option<(PathBuf, StatKey)>)> = Vec::new();
     for pattern in &patterns {
         entries.push((format!("pattern {pattern:?}\n"), None));
         for selected in select(root, pattern, &filter)? {
@@ -241,7 +251,20 @@ pub fn hash_local(root: &Path, source: &LocalSource) -> Result<Digest> {
     }
     let contents: Vec<Result<Option<Digest>>> = entries
         .par_iter()
-        .map(|(_, file)| file.as_deref().map(hash_file).transpose())
+        .map(|(_, file)| {
+            file.as_ref()
+                .map(|(path, key)| {
+                    if let Some(digest) = stats.and_then(|s| s.get(path, key)) {
+                        return Ok(digest);
+                    }
+                    let digest = hash_file(path)?;
+                    if let Some(s) = stats {
+                        s.put(path, *key, digest.clone());
+                    }
+                    Ok(digest)
+                })
+                .transpose()
+        })
         .collect();
     let mut hasher = Sha256::new();
     hasher.update(b"rbuild local source v1\n");
@@ -263,7 +286,7 @@ fn walk(
     rel: &str,
     below: &str,
     filter: &CopyFilter,
-    out: &mut Vec<(String, Option<PathBuf>)>,
+    out: &mut Vec<(String, Option<(PathBuf, StatKey)>)>,
 ) -> Result<()> {
     let io_err = |path: &Path, source| Error::Io {
         path: path.to_path_buf(),
@@ -294,20 +317,24 @@ fn walk(
         record.push_str(&format!(" dev {}", meta.rdev()));
     }
     record.push('\n');
-    out.push((record, ft.is_file().then(|| host.to_path_buf())));
+    out.push((
+        record,
+        ft.is_file()
+            .then(|| (host.to_path_buf(), StatKey::of(&meta))),
+    ));
     if ft.is_dir() {
-        let mut children: Vec<_> = std::fs::read_dir(host)
+        // The directory entry's type saves a stat per child (it is not followed).
+        let mut children: Vec<(std::ffi::OsString, bool)> = std::fs::read_dir(host)
             .map_err(|e| io_err(host, e))?
-            .map(|e| e.map(|e| e.file_name()))
+            .map(|e| e.map(|e| (e.file_name(), e.file_type().is_ok_and(|t| t.is_dir()))))
             .collect::<std::io::Result<_>>()
             .map_err(|e| io_err(host, e))?;
         children.sort();
-        for name in children {
+        for (name, is_dir) in children {
             let name = name.to_string_lossy();
             let child_rel = join_rel(rel, &name);
             let child_below = join_rel(below, &name);
             let child = host.join(&*name);
-            let is_dir = std::fs::symlink_metadata(&child).is_ok_and(|m| m.is_dir());
             if filter.visit(&child_rel, &child_below, is_dir) != Visit::Skip {
                 walk(&child, &child_rel, &child_below, filter, out)?;
             }
@@ -513,5 +540,49 @@ mod tests {
         let err = hash_local(r, &with(&["sub/missing.rs"], &[])).unwrap_err();
         assert_eq!(err.to_string(), "\"/src/sub/missing.rs\": not found");
         assert!(hash_local(r, &with(&["sub/c.rs"], &[])).is_ok());
+    }
+
+    #[test]
+    fn the_stat_cache_spares_reading_unchanged_files_only() {
+        use crate::statcache::{StatCache, StatKey};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::write(root.join("a"), "aaaa").unwrap();
+        std::fs::write(root.join("b"), "bbbb").unwrap();
+        let source = LocalSource {
+            name: "context".into(),
+            ..LocalSource::default()
+        };
+        let plain = hash_local(&root, &source).unwrap();
+        // A cache that claims a different digest for `a`: used while `a` is unchanged.
+        let key_of = |name: &str| StatKey::of(&std::fs::symlink_metadata(root.join(name)).unwrap());
+        let lie = StatCache::new(
+            &root,
+            std::collections::HashMap::from([(
+                root.join("a"),
+                (key_of("a"), Digest::of(b"not a")),
+            )]),
+        );
+        assert_ne!(hash_local_with(&root, &source, Some(&lie)).unwrap(), plain);
+        // Same size, same modification time, new content: the change time differs, so `a` is
+        // read again and the true digest comes back.
+        let mtime = std::fs::metadata(root.join("a"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(root.join("a"), "AAAA").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(root.join("a"))
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let changed = hash_local(&root, &source).unwrap();
+        assert_ne!(changed, plain);
+        assert_eq!(
+            hash_local_with(&root, &source, Some(&lie)).unwrap(),
+            changed
+        );
     }
 }

@@ -17,6 +17,7 @@ pub mod ops;
 pub mod pattern;
 pub mod progress;
 pub mod scheduler;
+pub mod statcache;
 
 pub use cache::CacheIndex;
 pub use digest::Digest;

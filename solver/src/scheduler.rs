@@ -147,6 +147,8 @@ pub struct Solver<W: Worker> {
     no_cache_for: std::collections::HashSet<VertexId>,
     /// Bounds how many exec steps (processes) run at once (`--jobs`).
     exec_slots: Arc<tokio::sync::Semaphore>,
+    /// Digests of unchanged context files, from earlier builds.
+    stats: Option<Arc<crate::statcache::StatCache>>,
 }
 
 /// What a vertex's task publishes: its cache key and output, or `None` if it failed.
@@ -163,7 +165,15 @@ impl<W: Worker> Solver<W> {
             no_cache: false,
             no_cache_for: Default::default(),
             exec_slots: Arc::new(tokio::sync::Semaphore::new(default_jobs())),
+            stats: None,
         }
+    }
+
+    /// Hashes local sources under the stat cache's directory with it (see
+    /// [`crate::statcache`]); the caller saves what it learned after the solve.
+    pub fn with_stat_cache(mut self, stats: Arc<crate::statcache::StatCache>) -> Self {
+        self.stats = Some(stats);
+        self
     }
 
     /// Runs at most `jobs` exec steps at a time (at least one); other ops are not limited.
@@ -222,6 +232,7 @@ impl<W: Worker> Solver<W> {
                 vertex: v,
                 no_cache: self.no_cache || self.no_cache_for.contains(&v),
                 exec_slots: self.exec_slots.clone(),
+                stats: self.stats.clone(),
             };
             tasks.spawn(async move {
                 let result = step.run(inputs).await;
@@ -273,6 +284,7 @@ struct Step<W: Worker> {
     vertex: VertexId,
     no_cache: bool,
     exec_slots: Arc<tokio::sync::Semaphore>,
+    stats: Option<Arc<crate::statcache::StatCache>>,
 }
 
 impl<W: Worker> Step<W> {
@@ -341,10 +353,12 @@ impl<W: Worker> Step<W> {
             Op::Local(_) | Op::Http(_) => {
                 let worker = self.worker.clone();
                 let op = vertex.op.clone();
+                let stats = self.stats.clone();
                 let hashed = tokio::task::spawn_blocking(move || match &op {
                     Op::Local(local) => {
                         let root = worker.local_root(&local.name)?;
-                        let digest = contenthash::hash_local(&root, local)?;
+                        let stats = stats.as_deref().filter(|s| s.root() == root);
+                        let digest = contenthash::hash_local_with(&root, local, stats)?;
                         Ok::<_, BoxError>((root, digest))
                     }
                     Op::Http(http) => worker.fetch_http(http),

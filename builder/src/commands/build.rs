@@ -259,6 +259,9 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
     if let Some(jobs) = args.jobs {
         solver = solver.with_jobs(jobs);
     }
+    // Context files unchanged since an earlier build are not read again.
+    let stats = Arc::new(state.cache.load_stats(&context)?);
+    solver = solver.with_stat_cache(stats.clone());
     if !args.no_cache_filter.is_empty() {
         // The stage of a step is in its progress name, `[stage i/n] …`.
         let vertices = build
@@ -298,6 +301,10 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         interrupt.abort();
         result
     });
+    // What the hashing learned is kept even if the build failed.
+    if let Err(e) = state.cache.save_stats(&stats) {
+        eprintln!("warning: could not save the stat cache: {e}");
+    }
     let solved = match result {
         Ok(solved) => solved,
         Err(SolveError::Step {
