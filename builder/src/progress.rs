@@ -34,13 +34,14 @@ use std::time::Duration;
 /// How much to print.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// Plain unless stderr is a terminal (where the plain format is used too, for now).
+    /// The live view when stderr is a terminal, else plain.
     Auto,
     /// BuildKit's plain format.
     Plain,
     /// Only the result.
     Quiet,
-    /// A terminal UI (currently the plain format).
+    /// A live view: one line per running step with a timer and its last line of output;
+    /// finished steps collapse to one line each.
     Tty,
     /// One JSON object per event (on stderr).
     Json,
@@ -59,6 +60,7 @@ struct Counts {
 pub struct Printer {
     quiet: bool,
     json: bool,
+    tty: Option<Tty>,
     started: std::time::Instant,
     counts: Counts,
     next: usize,
@@ -69,9 +71,12 @@ pub struct Printer {
 impl Printer {
     /// A printer for `mode`.
     pub fn new(mode: Mode) -> Arc<Mutex<Printer>> {
+        use std::io::IsTerminal;
+        let live = mode == Mode::Tty || (mode == Mode::Auto && std::io::stderr().is_terminal());
         Arc::new(Mutex::new(Printer {
             quiet: mode == Mode::Quiet,
             json: mode == Mode::Json,
+            tty: live.then(Tty::new),
             started: std::time::Instant::now(),
             counts: Counts::default(),
             next: 1,
@@ -112,7 +117,10 @@ impl Printer {
         render_text: impl FnOnce(&[rbuild_frontend::Diagnostic]),
     ) {
         if !self.json {
-            render_text(diagnostics);
+            match &self.tty {
+                Some(tty) => tty.multi.suspend(|| render_text(diagnostics)),
+                None => render_text(diagnostics),
+            }
             return;
         }
         for d in diagnostics {
@@ -149,7 +157,7 @@ impl Printer {
                 "failed": c.failed,
             })));
         } else {
-            self.print(&format!(
+            let text = format!(
                 "{} in {elapsed:.1}s: {} step{}, {} cached, {} run{}\n",
                 if ok { "built" } else { "failed" },
                 c.steps,
@@ -161,12 +169,20 @@ impl Printer {
                 } else {
                     String::new()
                 }
-            ));
+            );
+            match &self.tty {
+                Some(tty) => tty.line(text.trim_end()),
+                None => self.print(&text),
+            }
         }
     }
 
     /// A step that is not a vertex (loading the Dockerfile, exporting), printed whole.
     pub fn step(&mut self, name: &str, lines: &[String], elapsed: Duration) {
+        if let Some(tty) = &self.tty {
+            tty.line(&format!("✔ {name} {:.1}s", elapsed.as_secs_f64()));
+            return;
+        }
         if self.json {
             let n = self.number();
             self.json_event(fields(serde_json::json!({
@@ -198,6 +214,10 @@ impl Printer {
         }
         if self.json {
             self.json_solver_event(event);
+            return;
+        }
+        if let Some(tty) = &mut self.tty {
+            tty.event(event);
             return;
         }
         match event {
@@ -314,4 +334,77 @@ fn fields(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value
 /// Seconds with millisecond precision.
 fn round(seconds: f64) -> f64 {
     (seconds * 1000.0).round() / 1000.0
+}
+
+/// The live view (`--progress=tty`), on indicatif: a spinner line per running step with its
+/// elapsed time and last line of output; a finished step's line stays, collapsed.
+struct Tty {
+    multi: indicatif::MultiProgress,
+    bars: HashMap<VertexId, (indicatif::ProgressBar, String)>,
+}
+
+impl Tty {
+    fn new() -> Tty {
+        Tty {
+            multi: indicatif::MultiProgress::with_draw_target(
+                indicatif::ProgressDrawTarget::stderr(),
+            ),
+            bars: HashMap::new(),
+        }
+    }
+
+    /// A line above the running steps.
+    fn line(&self, text: &str) {
+        let _ = self.multi.println(text);
+    }
+
+    fn style(template: &str) -> indicatif::ProgressStyle {
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner())
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::Started { vertex, name } => {
+                let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
+                bar.set_style(Self::style("{spinner} {wide_msg} {elapsed:>4}"));
+                bar.set_message(name.clone());
+                bar.enable_steady_tick(Duration::from_millis(100));
+                self.bars.insert(vertex, (bar, name));
+            }
+            Event::Log { vertex, data, .. } => {
+                if let Some((bar, name)) = self.bars.get(&vertex) {
+                    let text = String::from_utf8_lossy(&data);
+                    if let Some(line) = text.lines().rev().find(|l| !l.trim().is_empty()) {
+                        bar.set_message(format!("{name} │ {}", line.trim_end()));
+                    }
+                }
+            }
+            Event::Cached { vertex } => {
+                if let Some((bar, name)) = self.bars.remove(&vertex) {
+                    bar.set_style(Self::style("✔ {msg}"));
+                    bar.finish_with_message(format!("{name} CACHED"));
+                }
+            }
+            Event::Done { vertex, elapsed } => {
+                if let Some((bar, name)) = self.bars.remove(&vertex) {
+                    bar.set_style(Self::style("✔ {msg}"));
+                    bar.finish_with_message(format!("{name} {:.1}s", elapsed.as_secs_f64()));
+                }
+            }
+            Event::Failed {
+                vertex,
+                elapsed,
+                error,
+            } => {
+                if let Some((bar, name)) = self.bars.remove(&vertex) {
+                    bar.set_style(Self::style("✘ {msg}"));
+                    bar.finish_with_message(format!(
+                        "{name} {:.1}s: {error}",
+                        elapsed.as_secs_f64()
+                    ));
+                }
+            }
+        }
+    }
 }

@@ -1773,3 +1773,34 @@ RUN echo {i} > /own\n"
     assert_eq!((ran_shared, cached_shared), (1, 3));
     assert_eq!(env.rbuild(&["check"]).code, 0);
 }
+
+#[test]
+fn a_terminal_gets_the_live_view() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.path("hello");
+    copy_dir(&testdata().join("hello"), &ctx);
+    // `script` gives rbuild a pseudo-terminal, where --progress=auto picks the live view.
+    let rbuild = assert_cmd::cargo::cargo_bin!("rbuild");
+    let command = format!(
+        "{} --root {} build {}",
+        rbuild.display(),
+        env.root().display(),
+        ctx.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("RBUILD_ROOT")
+        .output()
+        .expect("script (util-linux) runs a command in a terminal");
+    assert!(out.status.success());
+    let screen = String::from_utf8_lossy(&out.stdout);
+    // Finished steps stay as one line each with a mark and a time; no `#N` plain lines.
+    assert!(
+        screen.contains("✔ [builder 4/4] RUN sh make-greeting.sh > /greeting.txt"),
+        "{screen}"
+    );
+    assert!(screen.contains("built in "), "{screen}");
+    assert!(!screen.contains("#5 DONE"), "{screen}");
+}
