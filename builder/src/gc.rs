@@ -223,7 +223,6 @@ fn epoch_of(time: &str) -> u64 {
 /// Removes build cache as `options` says, then every blob and snapshot nothing refers to.
 pub fn prune(state: &State, options: &PruneOptions) -> Result<Pruned> {
     let needed = needed_by_images(state)?;
-    let before = disk_usage(state)?;
     let mut records = state.cache.records()?;
     // Least recently used first.
     records.sort_by(|a, b| a.2.cmp(&b.2));
@@ -236,6 +235,7 @@ pub fn prune(state: &State, options: &PruneOptions) -> Result<Pruned> {
             .iter()
             .all(|l| needed.blobs.contains(&l.digest))
     };
+    // Measured once; the rest of the function works from these.
     let blob_sizes: HashMap<Digest, u64> = blob_files(state).into_iter().collect();
     let snapshot_sizes: HashMap<String, u64> = snapshot_dirs(state).into_iter().collect();
     // How many remaining records use each layer, for --keep-storage's accounting.
@@ -245,9 +245,20 @@ pub fn prune(state: &State, options: &PruneOptions) -> Result<Pruned> {
             *users.entry(layer.digest.clone()).or_default() += 1;
         }
     }
-    let mut cache_bytes: u64 = before.blobs.reclaimable + before.snapshots.reclaimable;
+    let mut cache_bytes: u64 = blob_sizes
+        .iter()
+        .filter(|(d, _)| !needed.blobs.contains(*d))
+        .map(|(_, size)| size)
+        .chain(
+            snapshot_sizes
+                .iter()
+                .filter(|(hex, _)| !needed.diff_ids.contains(&format!("sha256:{hex}")))
+                .map(|(_, size)| size),
+        )
+        .sum();
     let mut pruned = Pruned::default();
-    for (key, output, used) in &records {
+    let mut removed = vec![false; records.len()];
+    for (i, (key, output, used)) in records.iter().enumerate() {
         if let Some(limit) = options.keep_storage
             && cache_bytes <= limit
         {
@@ -262,6 +273,7 @@ pub fn prune(state: &State, options: &PruneOptions) -> Result<Pruned> {
             continue;
         }
         state.cache.remove(key)?;
+        removed[i] = true;
         pruned.records += 1;
         for layer in &output.layers {
             let count = users.entry(layer.digest.clone()).or_default();
@@ -279,45 +291,45 @@ pub fn prune(state: &State, options: &PruneOptions) -> Result<Pruned> {
         }
     }
     // Everything still referenced: by images, or by the records that remain.
-    let mut keep_blobs = needed.blobs.clone();
-    let mut keep_diff_ids = needed.diff_ids.clone();
-    for (_, output, _) in state.cache.records()? {
-        for layer in output.layers {
-            keep_blobs.insert(layer.digest);
-            keep_diff_ids.insert(layer.diff_id.to_string());
+    let mut keep_blobs = needed.blobs;
+    let mut keep_diff_ids = needed.diff_ids;
+    for ((_, output, _), gone) in records.iter().zip(&removed) {
+        if !gone {
+            for layer in &output.layers {
+                keep_blobs.insert(layer.digest.clone());
+                keep_diff_ids.insert(layer.diff_id.to_string());
+            }
         }
     }
-    for (digest, _) in blob_files(state) {
-        if !keep_blobs.contains(&digest) {
-            std::fs::remove_file(state.store.blob_path(&digest))
+    for (digest, size) in &blob_sizes {
+        if !keep_blobs.contains(digest) {
+            std::fs::remove_file(state.store.blob_path(digest))
                 .with_context(|| format!("removing blob {digest}"))?;
+            pruned.freed += size;
         }
     }
-    for (hex, _) in snapshot_dirs(state) {
+    for (hex, size) in &snapshot_sizes {
         if !keep_diff_ids.contains(&format!("sha256:{hex}")) {
-            let dir = state.snapshots.root().join(&hex);
+            let dir = state.snapshots.root().join(hex);
             std::fs::remove_dir_all(&dir)
                 .with_context(|| format!("removing snapshot {}", dir.display()))?;
+            pruned.freed += size;
         }
     }
     // Downloads are build cache; cache mounts only go with --all.
     let unconditional = options.keep_recent.is_none() && options.keep_storage.is_none();
     if unconditional {
-        let downloads = state.root.join("downloads");
-        if downloads.exists() {
-            std::fs::remove_dir_all(&downloads).context("removing downloads")?;
-        }
+        let mut dirs = vec![(state.root.join("downloads"), "downloads")];
         if options.all {
-            let mounts = state.cache_mounts_dir();
-            if mounts.exists() {
-                std::fs::remove_dir_all(&mounts).context("removing cache mounts")?;
+            dirs.push((state.cache_mounts_dir(), "cache mounts"));
+        }
+        for (dir, what) in dirs {
+            if dir.exists() {
+                pruned.freed += tree_size(&dir);
+                std::fs::remove_dir_all(&dir).with_context(|| format!("removing {what}"))?;
             }
         }
     }
-    let after = disk_usage(state)?;
-    let total =
-        |u: &DiskUsage| u.blobs.size + u.snapshots.size + u.cache_mounts.size + u.downloads.size;
-    pruned.freed = total(&before).saturating_sub(total(&after));
     Ok(pruned)
 }
 

@@ -465,21 +465,10 @@ impl BuildWorker {
         path: &str,
         selection: Selection,
     ) -> anyhow::Result<rbuild_runner::Upper> {
-        let state = &self.state;
-        ensure_snapshots(state, &output.layers)?;
-        let source = match &output.local {
-            Some(p) => Source::Host(p.clone()),
-            None => Source::Layers(diff_ids(&output.layers)),
-        };
-        let upper = state.snapshots.new_upper()?;
-        let run_dir = state.run_dir()?;
-        let result = fileop::run(
-            &FileOpSpec {
-                snapshots: &state.snapshots,
-                base: &[],
-                upper: &upper,
-                sources: &[Source::Layers(vec![]), source],
-            },
+        let source = self.file_source(output)?;
+        self.run_file_actions(
+            &[],
+            &[Source::Layers(vec![]), source],
             &[Action::Copy {
                 source: 1,
                 paths: vec![path.to_string()],
@@ -490,6 +479,37 @@ impl BuildWorker {
                 unpack_archives: false,
                 selection,
             }],
+        )
+    }
+
+    /// How file actions read `output`: a host directory, or its layers (unpacked if needed).
+    fn file_source(&self, output: &Output) -> anyhow::Result<Source> {
+        ensure_snapshots(&self.state, &output.layers)?;
+        Ok(match &output.local {
+            Some(path) => Source::Host(path.clone()),
+            None => Source::Layers(diff_ids(&output.layers)),
+        })
+    }
+
+    /// Runs `actions` over the layers `base` into a new upper directory, which is discarded
+    /// if they fail.
+    fn run_file_actions(
+        &self,
+        base: &[String],
+        sources: &[Source],
+        actions: &[Action],
+    ) -> anyhow::Result<rbuild_runner::Upper> {
+        let state = &self.state;
+        let upper = state.snapshots.new_upper()?;
+        let run_dir = state.run_dir()?;
+        let result = fileop::run(
+            &FileOpSpec {
+                snapshots: &state.snapshots,
+                base,
+                upper: &upper,
+                sources,
+            },
+            actions,
             &SolverPaths,
             &run_dir,
         );
@@ -519,16 +539,11 @@ impl BuildWorker {
     }
 
     fn file(&self, file: &FileOp, inputs: &[Arc<Output>]) -> anyhow::Result<Output> {
-        let state = &self.state;
         let base = &inputs[0];
-        let mut sources = Vec::new();
-        for input in inputs {
-            ensure_snapshots(state, &input.layers)?;
-            sources.push(match &input.local {
-                Some(path) => Source::Host(path.clone()),
-                None => Source::Layers(diff_ids(&input.layers)),
-            });
-        }
+        let sources = inputs
+            .iter()
+            .map(|input| self.file_source(input))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let actions: Vec<Action> = file
             .actions
             .iter()
@@ -576,25 +591,7 @@ impl BuildWorker {
                 },
             })
             .collect();
-        let upper = state.snapshots.new_upper()?;
-        let run_dir = state.run_dir()?;
-        let base_layers = diff_ids(&base.layers);
-        let result = fileop::run(
-            &FileOpSpec {
-                snapshots: &state.snapshots,
-                base: &base_layers,
-                upper: &upper,
-                sources: &sources,
-            },
-            &actions,
-            &SolverPaths,
-            &run_dir,
-        );
-        let _ = std::fs::remove_dir_all(&run_dir);
-        if let Err(e) = result {
-            state.snapshots.discard(upper)?;
-            return Err(anyhow!(e));
-        }
-        on_top(state, base, upper)
+        let upper = self.run_file_actions(&diff_ids(&base.layers), &sources, &actions)?;
+        on_top(&self.state, base, upper)
     }
 }

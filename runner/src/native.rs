@@ -27,16 +27,6 @@ fn is_whiteout(meta: &std::fs::Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
-/// Removes whatever is at `path`, never following a symlink.
-fn remove(path: &Path) -> io::Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 /// Gives `dst` the owner, permission bits, times and xattrs of `meta`/`src` (not following
 /// symlinks; overlay's own xattrs are not copied).
 fn copy_metadata(src: &Path, meta: &std::fs::Metadata, dst: &Path) -> io::Result<()> {
@@ -148,7 +138,7 @@ fn apply(
         let dst = dest_dir.join(entry.file_name());
         let meta = std::fs::symlink_metadata(&src)?;
         if is_whiteout(&meta) {
-            remove(&dst)?;
+            crate::extract::remove_existing(&dst, false)?;
             continue;
         }
         if meta.is_dir() {
@@ -156,7 +146,7 @@ fn apply(
             match std::fs::symlink_metadata(&dst) {
                 Ok(m) if m.is_dir() && !opaque => {}
                 Ok(_) => {
-                    remove(&dst)?;
+                    crate::extract::remove_existing(&dst, false)?;
                     std::fs::create_dir(&dst)?;
                 }
                 Err(_) => std::fs::create_dir(&dst)?,
@@ -165,7 +155,7 @@ fn apply(
             dirs.push((src, meta, dst));
             continue;
         }
-        remove(&dst)?;
+        crate::extract::remove_existing(&dst, false)?;
         copy_leaf(&src, &meta, &dst, links)?;
     }
     Ok(())
