@@ -1,6 +1,8 @@
 //! Finishing a build: the image config (history, created times, diff ids), its manifest in
 //! the local store, and the exporters (`--output type=oci`).
 
+use crate::compress::{Compression, Counter, export_manifest};
+use crate::state::State;
 use crate::store::{Descriptor, Manifest, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, REF_NAME, Store};
 use crate::timefmt;
 use anyhow::{Context, Result};
@@ -116,13 +118,18 @@ pub fn store_image(store: &Store, image: &FinalImage) -> Result<(Descriptor, Vec
 /// Writes an OCI layout tarball of one image (`--output type=oci,dest=FILE`), as BuildKit's
 /// OCI exporter does: `oci-layout`, `index.json` naming the image, and its blobs. Entries are
 /// in a fixed order with fixed metadata, so equal images give equal files. The file is written
-/// next to `dest` and renamed into place.
+/// next to `dest` and renamed into place. Layers are compressed as `compression` says (see
+/// [`crate::compress`]); `counter` counts the bytes read. Returns the exported manifest.
 pub fn write_oci_tar(
-    store: &Store,
+    state: &State,
     manifest: &Descriptor,
     name: Option<&str>,
     dest: &Path,
-) -> Result<()> {
+    compression: &Compression,
+    counter: &Counter,
+) -> Result<Descriptor> {
+    let store = &state.store;
+    let (manifest, _) = export_manifest(state, manifest, compression, counter)?;
     let m = store.manifest(&manifest.digest)?;
     let mut entry = manifest.clone();
     if let Some(name) = name {
@@ -187,5 +194,6 @@ pub fn write_oci_tar(
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, dest).with_context(|| format!("writing {}", dest.display()))
+    std::fs::rename(&tmp, dest).with_context(|| format!("writing {}", dest.display()))?;
+    Ok(manifest)
 }

@@ -1,7 +1,8 @@
 //! Disk usage and garbage collection of the state directory (`rbuild du`, `rbuild prune`).
 //!
 //! What tagged images need is never removed: their manifests (and the indexes that list them),
-//! configs, layer blobs and the snapshots of their layers. Everything else is build cache: the
+//! configs, layer blobs, the snapshots of their layers (the only copy of a layer a step made)
+//! and the compressed blobs exports made of those layers. Everything else is build cache: the
 //! cache index's records and the blobs and snapshots only they reference, downloads, and cache
 //! mount directories. Pruning removes records (all, those unused for a while, or the least
 //! recently used until the cache fits a size), then every blob and snapshot nothing refers to
@@ -80,6 +81,12 @@ fn needed_by_images(state: &State) -> Result<Needed> {
                     .diff_ids
                     .extend(ids.iter().filter_map(|i| i.as_str().map(str::to_string)));
             }
+        }
+    }
+    // The compressed blobs made for exports of their layers go with them.
+    for (diff_id, digest) in state.cache.compressed_blobs()? {
+        if needed.diff_ids.contains(diff_id.as_str()) {
+            needed.blobs.insert(digest);
         }
     }
     Ok(needed)
@@ -301,6 +308,13 @@ pub fn prune(state: &State, options: &PruneOptions) -> Result<Pruned> {
             }
         }
     }
+    // Compressed blobs made for exports stay as long as their layer does.
+    let compressed = state.cache.compressed_blobs()?;
+    for (diff_id, digest) in &compressed {
+        if keep_diff_ids.contains(diff_id.as_str()) {
+            keep_blobs.insert(digest.clone());
+        }
+    }
     for (digest, size) in &blob_sizes {
         if !keep_blobs.contains(digest) {
             std::fs::remove_file(state.store.blob_path(digest))
@@ -308,6 +322,12 @@ pub fn prune(state: &State, options: &PruneOptions) -> Result<Pruned> {
             pruned.freed += size;
         }
     }
+    let forgotten: Vec<Digest> = compressed
+        .into_iter()
+        .map(|(_, digest)| digest)
+        .filter(|d| !keep_blobs.contains(d))
+        .collect();
+    state.cache.forget_compressed(&forgotten)?;
     for (hex, size) in &snapshot_sizes {
         if !keep_diff_ids.contains(&format!("sha256:{hex}")) {
             let dir = state.snapshots.root().join(hex);
@@ -380,7 +400,8 @@ pub fn parse_duration(text: &str) -> Option<u64> {
 }
 
 /// Checks the state directory's integrity: every blob's content matches its digest, every
-/// tagged image's blobs exist, and every cache record's layers have their blob and snapshot.
+/// tagged image's blobs exist, every cache record's layers have their blob or snapshot, and
+/// every layer held only as a snapshot still gives its diff id.
 /// Returns the problems found (none means consistent). Run it holding the lock, as
 /// [`State::open`] does.
 pub fn check(state: &State) -> Result<Vec<String>> {
@@ -407,7 +428,8 @@ pub fn check(state: &State) -> Result<Vec<String>> {
     }
     let needed = needed_by_images(state)?;
     for digest in &needed.blobs {
-        if !state.store.has_blob(digest) {
+        // An uncompressed layer made by a step is held as its snapshot.
+        if !state.store.has_blob(digest) && !state.snapshots.has(digest.as_str()) {
             problems.push(format!(
                 "a tagged image needs blob {digest}, which is missing"
             ));
@@ -419,14 +441,31 @@ pub fn check(state: &State) -> Result<Vec<String>> {
             problems.push(format!("no snapshot for layer {diff_id} of a tagged image"));
         }
     }
+    // Layers held only as snapshots (no blob): their tar must still hash to the diff id.
+    let mut snapshot_only: HashSet<Digest> = needed
+        .blobs
+        .iter()
+        .filter(|d| !state.store.has_blob(d) && state.snapshots.has(d.as_str()))
+        .cloned()
+        .collect();
     for (key, output, _) in state.cache.records()? {
         for layer in &output.layers {
-            if !state.store.has_blob(&layer.digest) {
+            if !crate::layer::has_layer(state, &layer.digest, &layer.media_type) {
                 problems.push(format!(
-                    "cache record {key} names blob {}, which is missing",
+                    "cache record {key} names layer {}, which is missing",
                     layer.digest
                 ));
+            } else if !state.store.has_blob(&layer.digest) {
+                snapshot_only.insert(layer.digest.clone());
             }
+        }
+    }
+    for diff_id in snapshot_only {
+        let actual = crate::layer::snapshot_diff_id(state, &diff_id)?;
+        if actual != diff_id {
+            problems.push(format!(
+                "the snapshot of layer {diff_id} has changed: it gives {actual}"
+            ));
         }
     }
     Ok(problems)

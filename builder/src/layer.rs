@@ -8,18 +8,30 @@ use rayon::prelude::*;
 use rbuild_runner::Upper;
 use rbuild_solver::{Digest, OutputLayer};
 use sha2::{Digest as _, Sha256};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 
-/// A writer that hashes what passes through it.
+/// A writer that hashes and counts what passes through it.
 struct HashWriter<W> {
     inner: W,
     hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write> HashWriter<W> {
+    fn new(inner: W) -> HashWriter<W> {
+        HashWriter {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
 }
 
 impl<W: Write> Write for HashWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
+        self.size += n as u64;
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -41,8 +53,13 @@ impl<R: Read> Read for HashReader<R> {
     }
 }
 
-/// Makes the changes in `upper` a layer: a gzip blob in the content store and a snapshot named
-/// by its diff id. Returns `None` (and discards `upper`) if nothing changed.
+/// Makes the changes in `upper` a layer: a snapshot named by its diff id. Returns `None` (and
+/// discards `upper`) if nothing changed.
+///
+/// No blob is written: the layer is uncompressed (its digest is its diff id) and its snapshot
+/// holds its content. [`export_manifest`] makes compressed blobs from snapshots when an image
+/// leaves the machine, as BuildKit does with Docker's layer store; compressing every step's
+/// layer while building cost more than the rest of a big COPY together.
 pub fn commit_upper(state: &State, upper: Upper, created: &str) -> Result<Option<OutputLayer>> {
     if rbuild_runner::diff::is_empty(&upper.fs)? {
         state.snapshots.discard(upper)?;
@@ -52,32 +69,38 @@ pub fn commit_upper(state: &State, upper: Upper, created: &str) -> Result<Option
         rbuild_runner::diff::clamp_mtimes(&upper.fs, epoch as i64)
             .context("clamping file times to SOURCE_DATE_EPOCH")?;
     }
-    let ingest = state.store.ingest()?;
-    let gz = flate2::write::GzEncoder::new(
-        BufWriter::with_capacity(1 << 20, ingest),
-        flate2::Compression::default(),
-    );
-    let mut tar = HashWriter {
-        inner: BufWriter::with_capacity(1 << 20, gz),
-        hasher: Sha256::new(),
-    };
+    let mut tar = HashWriter::new(std::io::sink());
     rbuild_runner::diff::write_layer(&upper.fs, &mut tar)
         .with_context(|| format!("archiving the changes in {}", upper.fs.display()))?;
     let diff_id = Digest::from_hasher(tar.hasher);
-    let gz = tar.inner.into_inner().map_err(|e| e.into_error())?;
-    let ingest = gz.finish()?.into_inner().map_err(|e| e.into_error())?;
-    let (digest, size) = ingest.commit(None)?;
     state
         .snapshots
         .commit(upper, diff_id.as_str())
         .with_context(|| format!("committing snapshot {diff_id}"))?;
     Ok(Some(OutputLayer {
+        digest: diff_id.clone(),
         diff_id,
-        digest,
-        size,
-        media_type: OCI_LAYER_GZIP.into(),
+        size: tar.size,
+        media_type: OCI_LAYER_TAR.into(),
         created: Some(created.to_string()),
     }))
+}
+
+/// The diff id the snapshot named `diff_id` gives now (differing only if it was damaged).
+pub fn snapshot_diff_id(state: &State, diff_id: &Digest) -> Result<Digest> {
+    let mut tar = HashWriter::new(std::io::sink());
+    let dir = state.snapshots.layer_dir(diff_id.as_str());
+    rbuild_runner::diff::write_layer(&dir, &mut tar)
+        .with_context(|| format!("reading the snapshot of {diff_id}"))?;
+    Ok(Digest::from_hasher(tar.hasher))
+}
+
+/// Whether the layer blob `digest` of type `media_type` is here: as a blob, or, for an
+/// uncompressed layer, as the snapshot its content comes from (see [`commit_upper`]).
+pub fn has_layer(state: &State, digest: &Digest, media_type: &str) -> bool {
+    state.store.has_blob(digest)
+        || (oci_layer_media_type(media_type).ok() == Some(OCI_LAYER_TAR)
+            && state.snapshots.has(digest.as_str()))
 }
 
 /// The OCI media type for a layer blob of any (Docker or OCI) layer media type.
@@ -87,6 +110,16 @@ pub fn oci_layer_media_type(media_type: &str) -> Result<&'static str> {
         "application/vnd.docker.image.rootfs.diff.tar.zstd" | OCI_LAYER_ZSTD => OCI_LAYER_ZSTD,
         "application/vnd.docker.image.rootfs.diff.tar" | OCI_LAYER_TAR => OCI_LAYER_TAR,
         other => bail!("unsupported layer media type {other}"),
+    })
+}
+
+/// A reader of the tar in a layer blob of type `media_type`. Gzip blobs may have several
+/// members (parallel compressors write them).
+pub fn decompress<'a, R: BufRead + 'a>(blob: R, media_type: &str) -> Result<Box<dyn Read + 'a>> {
+    Ok(match oci_layer_media_type(media_type)? {
+        OCI_LAYER_GZIP => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),
+        OCI_LAYER_ZSTD => Box::new(zstd::stream::read::Decoder::with_buffer(blob)?),
+        _ => Box::new(blob),
     })
 }
 
@@ -101,16 +134,18 @@ pub fn ensure_snapshots(state: &State, layers: &[OutputLayer]) -> Result<()> {
 
 fn unpack(state: &State, layer: &OutputLayer) -> Result<()> {
     let path = state.store.blob_path(&layer.digest);
+    if !path.exists() && layer.digest == layer.diff_id {
+        bail!(
+            "layer {} is gone: its snapshot was removed and no blob of it was kept; \
+             build again with --no-cache",
+            layer.diff_id
+        );
+    }
     let file = std::fs::File::open(&path)
         .with_context(|| format!("opening layer blob {}", layer.digest))?;
     let file = BufReader::with_capacity(1 << 20, file);
-    let decompressed: Box<dyn Read> = match oci_layer_media_type(&layer.media_type)? {
-        OCI_LAYER_GZIP => Box::new(flate2::read::GzDecoder::new(file)),
-        OCI_LAYER_ZSTD => Box::new(zstd::stream::read::Decoder::with_buffer(file)?),
-        _ => Box::new(file),
-    };
     let mut reader = HashReader {
-        inner: decompressed,
+        inner: decompress(file, &layer.media_type)?,
         hasher: Sha256::new(),
     };
     let upper = state.snapshots.new_upper()?;

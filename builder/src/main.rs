@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 mod commands;
+mod compress;
 mod diagnostics;
 mod export;
 mod gc;

@@ -66,6 +66,8 @@ pub struct Printer {
     next: usize,
     numbers: HashMap<VertexId, usize>,
     partial: HashMap<VertexId, (String, Duration)>,
+    /// When each transfer of a vertex was first reported.
+    transfers: HashMap<(VertexId, String), Duration>,
 }
 
 impl Printer {
@@ -82,6 +84,7 @@ impl Printer {
             next: 1,
             numbers: HashMap::new(),
             partial: HashMap::new(),
+            transfers: HashMap::new(),
         }))
     }
 
@@ -203,6 +206,33 @@ impl Printer {
         self.print(&text);
     }
 
+    /// On a terminal, a live line for a transfer outside the solve (an export, a push): the
+    /// bytes `counter` has counted and the rate, until the returned guard is dropped.
+    pub fn live(&self, name: &str, counter: Arc<crate::compress::Counter>) -> Option<Live> {
+        let tty = self.tty.as_ref()?;
+        let bar = tty.multi.add(indicatif::ProgressBar::new_spinner());
+        bar.set_style(Tty::style(
+            "{spinner} {msg} {bytes} {bytes_per_sec} {elapsed:>4}",
+        ));
+        bar.set_message(name.to_string());
+        bar.enable_steady_tick(Duration::from_millis(100));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ticker = {
+            let (bar, stop) = (bar.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    bar.set_position(counter.get());
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        Some(Live {
+            bar,
+            stop,
+            ticker: Some(ticker),
+        })
+    }
+
     /// Prints one solver event.
     pub fn event(&mut self, event: Event) {
         match &event {
@@ -210,13 +240,27 @@ impl Printer {
             Event::Cached { .. } => self.counts.cached += 1,
             Event::Done { .. } => self.counts.ran += 1,
             Event::Failed { .. } => self.counts.failed += 1,
-            Event::Log { .. } => {}
+            Event::Log { .. } | Event::Progress { .. } => {}
         }
         if self.json {
             self.json_solver_event(event);
             return;
         }
         if let Some(tty) = &mut self.tty {
+            if let Event::Progress {
+                vertex,
+                id,
+                current,
+                total,
+                at,
+                ..
+            } = &event
+            {
+                let started = *self.transfers.entry((*vertex, id.clone())).or_insert(*at);
+                let short: String = id.trim_start_matches("sha256:").chars().take(12).collect();
+                let line = transfer_line(&short, *current, *total, at.saturating_sub(started));
+                tty.status(*vertex, &line);
+            }
             tty.event(event);
             return;
         }
@@ -249,6 +293,22 @@ impl Printer {
                     *first_at = at;
                 }
                 self.print(&text);
+            }
+            Event::Progress {
+                vertex,
+                id,
+                current,
+                total,
+                done,
+                at,
+            } => {
+                let n = self.numbers.get(&vertex).copied().unwrap_or(0);
+                let started = *self.transfers.entry((vertex, id.clone())).or_insert(at);
+                // Plain output gets the final line of each transfer, as BuildKit's does.
+                if done {
+                    let line = transfer_line(&id, current, total, at.saturating_sub(started));
+                    self.print(&format!("#{n} {line} done\n"));
+                }
             }
             Event::Cached { vertex } => {
                 let n = self.numbers.get(&vertex).copied().unwrap_or(0);
@@ -292,6 +352,22 @@ impl Printer {
                 "data": String::from_utf8_lossy(&data),
                 "at": round(at.as_secs_f64()),
             }),
+            Event::Progress {
+                vertex,
+                id,
+                current,
+                total,
+                done,
+                at,
+            } => serde_json::json!({
+                "event": "progress",
+                "id": self.numbers.get(&vertex).copied().unwrap_or(0),
+                "transfer": id,
+                "current": current,
+                "total": total,
+                "done": done,
+                "at": round(at.as_secs_f64()),
+            }),
             Event::Cached { vertex } => serde_json::json!({
                 "event": "cached",
                 "id": self.numbers.get(&vertex).copied().unwrap_or(0),
@@ -321,6 +397,50 @@ impl Printer {
             _ => String::new(),
         }
     }
+}
+
+/// A live transfer line; see [`Printer::live`].
+pub struct Live {
+    bar: indicatif::ProgressBar,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+        self.bar.finish_and_clear();
+    }
+}
+
+/// `sha256:… 1.05MB / 2.10MB 5.2MB/s 0.2s`: a transfer's bytes (of the total, if known), its
+/// average rate and its duration.
+pub fn transfer_line(id: &str, current: u64, total: Option<u64>, elapsed: Duration) -> String {
+    let bytes = match total {
+        Some(total) => format!(
+            "{} / {}",
+            crate::gc::human(current),
+            crate::gc::human(total)
+        ),
+        None => crate::gc::human(current),
+    };
+    format!(
+        "{id} {bytes} {} {:.1}s",
+        rate(current, elapsed),
+        elapsed.as_secs_f64()
+    )
+}
+
+/// `5.2MB/s`: bytes per second over `elapsed` (a blank rate for an instant transfer).
+pub fn rate(bytes: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    if secs < 0.001 {
+        return "-/s".into();
+    }
+    format!("{}/s", crate::gc::human((bytes as f64 / secs) as u64))
 }
 
 /// The fields of a JSON object literal.
@@ -358,6 +478,13 @@ impl Tty {
         let _ = self.multi.println(text);
     }
 
+    /// Shows `text` after the name of the running step `vertex`.
+    fn status(&self, vertex: VertexId, text: &str) {
+        if let Some((bar, name)) = self.bars.get(&vertex) {
+            bar.set_message(format!("{name} │ {text}"));
+        }
+    }
+
     fn style(template: &str) -> indicatif::ProgressStyle {
         indicatif::ProgressStyle::with_template(template)
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner())
@@ -380,6 +507,8 @@ impl Tty {
                     }
                 }
             }
+            // Printer::event formats these (it knows when each transfer started).
+            Event::Progress { .. } => {}
             Event::Cached { vertex } => {
                 if let Some((bar, name)) = self.bars.remove(&vertex) {
                     bar.set_style(Self::style("✔ {msg}"));

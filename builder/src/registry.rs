@@ -25,6 +25,47 @@ const ACCEPTED: &[&str] = &[
     DOCKER_MANIFEST_LIST,
 ];
 
+/// A file being downloaded to, reporting how much was written.
+struct CountingWriter<'a> {
+    inner: tokio::fs::File,
+    written: u64,
+    last_report: std::time::Instant,
+    progress: &'a (dyn Fn(u64, bool) + Sync),
+}
+
+impl tokio::io::AsyncWrite for CountingWriter<'_> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let poll = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &poll {
+            this.written += *n as u64;
+            if this.last_report.elapsed() >= Duration::from_millis(200) {
+                this.last_report = std::time::Instant::now();
+                (this.progress)(this.written, false);
+            }
+        }
+        poll
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Registry clients, one per registry host.
 #[derive(Default)]
 pub struct Registry {
@@ -162,8 +203,15 @@ impl Registry {
         Ok(digest)
     }
 
-    /// Downloads a blob of image `r` into the store (verifying its digest).
-    pub async fn pull_blob(&self, r: &Reference, blob: &Descriptor, store: &Store) -> Result<()> {
+    /// Downloads a blob of image `r` into the store (verifying its digest). `progress` hears
+    /// the bytes written so far, a few times a second, and once more (`true`) at the end.
+    pub async fn pull_blob(
+        &self,
+        r: &Reference,
+        blob: &Descriptor,
+        store: &Store,
+        progress: &(dyn Fn(u64, bool) + Sync),
+    ) -> Result<()> {
         if store.has_blob(&blob.digest) {
             return Ok(());
         }
@@ -172,7 +220,15 @@ impl Registry {
         let file = tokio::fs::File::create(&path)
             .await
             .with_context(|| format!("creating {}", path.display()))?;
-        let result = client.pull_blob(r, &oci_descriptor(blob), file).await;
+        let mut counting = CountingWriter {
+            inner: file,
+            written: 0,
+            last_report: std::time::Instant::now(),
+            progress,
+        };
+        let result = client
+            .pull_blob(r, &oci_descriptor(blob), &mut counting)
+            .await;
         if let Err(e) = result {
             let _ = std::fs::remove_file(&path);
             return Err(anyhow!(
@@ -182,10 +238,17 @@ impl Registry {
                 chain(&e)
             ));
         }
-        store.commit_file(&path, &blob.digest)
+        let written = counting.written;
+        use tokio::io::AsyncWriteExt;
+        counting.inner.flush().await?;
+        drop(counting);
+        store.commit_file(&path, &blob.digest)?;
+        progress(written, true);
+        Ok(())
     }
 
-    /// Pushes the blobs and manifest of an image to `r`; returns the manifest digest.
+    /// Pushes the blobs and manifest of an image to `r`; returns the manifest digest. `report`
+    /// hears a line per blob: pushed (bytes, rate) or already there.
     pub async fn push(
         &self,
         r: &Reference,
@@ -193,6 +256,7 @@ impl Registry {
         blobs: &[Descriptor],
         manifest: &[u8],
         media_type: &str,
+        report: &(dyn Fn(String) + Sync),
     ) -> Result<Digest> {
         let client = self.client(r.resolve_registry());
         let auth = RegistryAuth::Anonymous;
@@ -205,8 +269,10 @@ impl Registry {
                 .await
                 .map_err(|e| anyhow!("failed to push to {}: {}", describe(r), chain(&e)))?;
             if exists {
+                report(format!("{}: layer already exists", blob.digest));
                 continue;
             }
+            let started = std::time::Instant::now();
             let data = store.read_blob(&blob.digest)?;
             client
                 .push_blob(r, data, blob.digest.as_str())
@@ -219,6 +285,15 @@ impl Registry {
                         chain(&e)
                     )
                 })?;
+            report(format!(
+                "{} pushed",
+                crate::progress::transfer_line(
+                    blob.digest.as_str(),
+                    blob.size,
+                    None,
+                    started.elapsed()
+                )
+            ));
         }
         let content_type = media_type.parse().context("manifest media type")?;
         client

@@ -1,6 +1,6 @@
 //! The worker: how the solver's ops run here, on top of the runner and the content store.
 
-use crate::layer::{commit_upper, ensure_snapshots, oci_layer_media_type};
+use crate::layer::{commit_upper, ensure_snapshots, has_layer, oci_layer_media_type};
 use crate::reference;
 use crate::registry::Registry;
 use crate::state::State;
@@ -66,6 +66,9 @@ impl PathOps for SolverPaths {
     }
 }
 
+/// Hears how far a download has come: the blob, bytes so far, its size, whether it is done.
+pub type PullProgress<'a> = dyn Fn(&rbuild_solver::Digest, u64, u64, bool) + Sync + 'a;
+
 /// Runs ops for one build.
 pub struct BuildWorker {
     /// The state directory.
@@ -118,7 +121,13 @@ impl Worker for BuildWorker {
         ctx: &StepContext,
     ) -> Result<Output, BoxError> {
         match op {
-            Op::Image(image) => self.pull(image).map_err(|e| format!("{e:#}").into()),
+            Op::Image(image) => {
+                let progress = |digest: &rbuild_solver::Digest, bytes, total, done| {
+                    ctx.progress(digest.as_str(), bytes, Some(total), done)
+                };
+                self.pull(image, &progress)
+                    .map_err(|e| format!("{e:#}").into())
+            }
             Op::Exec(exec) => self.exec(exec, inputs, ctx),
             Op::File(file) => self.file(file, inputs).map_err(|e| format!("{e:#}").into()),
             Op::Merge => Ok(Output {
@@ -133,14 +142,15 @@ impl Worker for BuildWorker {
         output
             .layers
             .iter()
-            .all(|l| self.state.store.has_blob(&l.digest))
+            .all(|l| has_layer(&self.state, &l.digest, &l.media_type))
     }
 }
 
 impl BuildWorker {
     /// The layers of an image, with their blobs in the store (pulled if missing). The image is
-    /// tagged locally once complete, so later builds find it without the registry.
-    pub fn pull(&self, image: &ImageSource) -> anyhow::Result<Output> {
+    /// tagged locally once complete, so later builds find it without the registry. `progress`
+    /// hears how far each download has come (blob, bytes, total, done).
+    pub fn pull(&self, image: &ImageSource, progress: &PullProgress<'_>) -> anyhow::Result<Output> {
         let store = &self.state.store;
         let manifest = store.manifest(&image.digest)?;
         let config: Image = serde_json::from_slice(&store.read_blob(&manifest.config.digest)?)
@@ -156,15 +166,17 @@ impl BuildWorker {
         let missing: Vec<_> = manifest
             .layers
             .iter()
-            .filter(|l| !store.has_blob(&l.digest))
+            .filter(|l| !has_layer(&self.state, &l.digest, &l.media_type))
             .collect();
         if !missing.is_empty() {
             let r = reference::parse(&image.reference)
                 .map_err(|e| anyhow!(e))?
                 .to_oci();
-            let pulls = missing
-                .iter()
-                .map(|l| self.registry.pull_blob(&r, l, store));
+            let pulls = missing.iter().map(|l| {
+                let report = move |bytes, done| progress(&l.digest, bytes, l.size, done);
+                let r = &r;
+                async move { self.registry.pull_blob(r, l, store, &report).await }
+            });
             self.runtime
                 .block_on(futures_util::future::try_join_all(pulls))?;
         }

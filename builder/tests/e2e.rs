@@ -19,13 +19,43 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn manifest_digest(stderr: &str) -> String {
+/// The digest after `what` in plain progress output.
+fn digest_after(stderr: &str, what: &str) -> String {
     stderr
         .lines()
-        .find_map(|l| l.split("writing manifest ").nth(1))
+        .find_map(|l| l.split(what).nth(1))
         .and_then(|rest| rest.split(' ').next())
-        .unwrap_or_else(|| panic!("no manifest digest in:\n{stderr}"))
+        .unwrap_or_else(|| panic!("no {what:?} in:\n{stderr}"))
         .to_string()
+}
+
+/// The digest of the manifest a build wrote to the local store.
+fn manifest_digest(stderr: &str) -> String {
+    digest_after(stderr, "writing manifest ")
+}
+
+/// The digest of the manifest a build wrote to its `--output type=oci` archive (its layers
+/// compressed, so not the local store's manifest).
+fn exported_digest(stderr: &str) -> String {
+    digest_after(stderr, "exporting manifest ")
+}
+
+/// The media types of the layers of an OCI archive, bottom first.
+fn layer_media_types(archive: &Path) -> Vec<String> {
+    let raw = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            &format!("oci-archive:{}", archive.display()),
+        ],
+    ));
+    raw["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn json(text: &str) -> serde_json::Value {
@@ -105,7 +135,7 @@ fn hello_demo_builds_runs_and_rebuilds_from_cache() {
         "skopeo",
         &["inspect", &format!("oci-archive:{}", archive.display())],
     ));
-    assert_eq!(inspect["Digest"], digest.as_str());
+    assert_eq!(inspect["Digest"], exported_digest(&first.stderr).as_str());
     // ...and the root filesystem.
     let rootfs = unpack(&env, &archive, "hello");
     let greeting = std::fs::read_to_string(rootfs.join("app/greeting.txt")).unwrap();
@@ -149,6 +179,46 @@ fn hello_demo_builds_runs_and_rebuilds_from_cache() {
     );
     assert_eq!(progress.cached_steps().len(), 6, "{}", again.stderr);
     assert_eq!(manifest_digest(&again.stderr), digest);
+
+    // Exporting again compresses nothing again: the blobs made for the first archive are
+    // remembered, so the archive is the same and no blob is added to the store.
+    let blobs = || {
+        std::fs::read_dir(env.root().join("content/blobs/sha256"))
+            .unwrap()
+            .count()
+    };
+    let before = blobs();
+    let second_archive = env.path("hello-again.tar");
+    let exported = env
+        .rbuild(&[
+            "build",
+            "--progress=plain",
+            "-t",
+            "hello:1.0",
+            "-o",
+            &format!("type=oci,dest={}", second_archive.display()),
+            ctx.to_str().unwrap(),
+        ])
+        .ok();
+    assert_eq!(
+        exported_digest(&exported.stderr),
+        exported_digest(&first.stderr)
+    );
+    assert_eq!(blobs(), before, "{}", exported.stderr);
+    assert!(
+        std::fs::read(&second_archive).unwrap() == std::fs::read(&archive).unwrap(),
+        "the second archive differs from the first"
+    );
+    // The first export said how much it compressed and how fast.
+    let layers_line = first
+        .stderr
+        .lines()
+        .find(|l| l.contains("exporting layers"))
+        .unwrap_or_else(|| panic!("{}", first.stderr));
+    assert!(
+        layers_line.contains("MB") && layers_line.contains("/s"),
+        "{layers_line}"
+    );
 
     // A file no COPY reads changes nothing.
     std::fs::write(ctx.join("README"), "not copied").unwrap();
@@ -579,10 +649,60 @@ fn push_and_pull_through_a_real_registry() {
     let built = env
         .rbuild(&["build", "-t", "hello:1.0", ctx.to_str().unwrap()])
         .ok();
-    let digest = manifest_digest(&built.stderr);
+    let config_digest = digest_after(&built.stderr, "writing image ");
     let remote = format!("{}/demo/hello:1.0", registry.addr);
     let pushed = env.rbuild(&["push", "hello:1.0", &remote]).ok();
-    assert_eq!(pushed.stdout.trim(), format!("{remote}@{digest}"));
+    let digest = pushed
+        .stdout
+        .trim()
+        .strip_prefix(&format!("{remote}@"))
+        .unwrap_or_else(|| panic!("{}", pushed.stdout))
+        .to_string();
+    // The layers the steps made were compressed for the push (the local store keeps them
+    // uncompressed); each blob is reported with its size and rate.
+    assert!(
+        pushed.stderr.contains("compressed layers: "),
+        "{}",
+        pushed.stderr
+    );
+    assert!(
+        pushed
+            .stderr
+            .lines()
+            .any(|l| l.ends_with(" pushed") && l.contains("/s")),
+        "{}",
+        pushed.stderr
+    );
+    let raw = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{remote}"),
+        ],
+    ));
+    assert_eq!(raw["config"]["digest"], config_digest.as_str());
+    for layer in raw["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip",
+            "{raw}"
+        );
+    }
+    // A second push (another repository) compresses nothing again and sends the same manifest.
+    let again = env
+        .rbuild(&[
+            "push",
+            "hello:1.0",
+            &format!("{}/demo/again:1.0", registry.addr),
+        ])
+        .ok();
+    assert!(again.stdout.trim().ends_with(&digest), "{}", again.stdout);
+    assert!(
+        !again.stderr.contains("compressed layers"),
+        "{}",
+        again.stderr
+    );
 
     // skopeo sees the same manifest in the registry and copies it out unchanged.
     let inspect = json(&tool(
@@ -697,6 +817,45 @@ fn push_and_pull_through_a_real_registry() {
             "{tag}: {}",
             out.stderr
         );
+        // Each downloaded layer is reported with its size and rate.
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.contains(" / ") && l.contains("/s") && l.ends_with(" done")),
+            "{tag}: {}",
+            out.stderr
+        );
+        if tag == "1.0" {
+            // The pulled layers are gzip blobs: a zstd export keeps them as they are, unless
+            // force-compression asks; the layer the step made is zstd either way.
+            let types = |options: &str| -> Vec<String> {
+                let archive = fresh.path("z.tar");
+                fresh
+                    .rbuild(&[
+                        "build",
+                        "-q",
+                        "-o",
+                        &format!(
+                            "type=oci,dest={},compression=zstd{options}",
+                            archive.display()
+                        ),
+                        ctx.to_str().unwrap(),
+                    ])
+                    .ok();
+                layer_media_types(&archive)
+                    .iter()
+                    .map(|t| t.replace("application/vnd.oci.image.layer.v1.", ""))
+                    .collect()
+            };
+            let kept = types("");
+            assert!(
+                kept[..kept.len() - 1].iter().all(|t| t == "tar+gzip"),
+                "{kept:?}"
+            );
+            assert_eq!(kept.last().unwrap(), "tar+zstd");
+            let forced = types(",force-compression=true");
+            assert!(forced.iter().all(|t| t == "tar+zstd"), "{forced:?}");
+        }
         let run = fresh
             .rbuild(&["run", "--rm", "pulled:1", "cat", "/copied"])
             .ok();
@@ -1116,7 +1275,7 @@ fn source_date_epoch_makes_builds_reproducible() {
             .output()
             .unwrap();
         let run = common::run_of(out).ok();
-        (archive, manifest_digest(&run.stderr))
+        (archive, exported_digest(&run.stderr))
     };
     let (archive, first) = build("one");
     // Two builds a second apart, every step re-run (so every file is written again, with a new
@@ -1376,6 +1535,115 @@ RUN ls -ld /app | cut -c1 > /app-kind && cat /app/a.txt > /seen\n"
 }
 
 #[test]
+fn oci_outputs_compress_layers_as_asked() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox\nRUN head -c 200000 /dev/zero > /zeros && echo made > /made\n",
+        )],
+    );
+    // The media types of the layers in an archive, bottom first.
+    let export = |name: &str, options: &str| -> (std::path::PathBuf, Vec<String>) {
+        let archive = env.path(&format!("{name}.tar"));
+        env.rbuild(&[
+            "build",
+            "-q",
+            "-o",
+            &format!("type=oci,dest={}{options}", archive.display()),
+            ctx.to_str().unwrap(),
+        ])
+        .ok();
+        let types = layer_media_types(&archive);
+        (archive, types)
+    };
+    let gzip = "application/vnd.oci.image.layer.v1.tar+gzip";
+    let zstd = "application/vnd.oci.image.layer.v1.tar+zstd";
+    let tar = "application/vnd.oci.image.layer.v1.tar";
+    // gzip by default.
+    let (default, types) = export("default", "");
+    assert_eq!(types, [gzip, gzip]);
+    let rootfs = unpack(&env, &default, "default");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("made")).unwrap(),
+        "made\n"
+    );
+    // zstd (both layers were made here, the base image by `ADD rootfs.tar`, so both are
+    // compressed as asked; push_and_pull_through_a_real_registry checks that pulled layers
+    // keep their compression unless force-compression asks).
+    let (zstd_archive, types) = export("zstd", ",compression=zstd,compression-level=19");
+    assert_eq!(types, [zstd, zstd]);
+    // skopeo reads zstd layers: copying the archive to a directory decompresses and checks them.
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            &format!("oci-archive:{}", zstd_archive.display()),
+            &format!("dir:{}", env.path("zstd-dir").display()),
+        ],
+    );
+    // Uncompressed: each layer is its tar, whose digest is its diff id.
+    let (plain, types) = export("plain", ",compression=uncompressed");
+    assert_eq!(types, [tar, tar]);
+    let config = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            &format!("oci-archive:{}", plain.display()),
+        ],
+    ));
+    let raw = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            &format!("oci-archive:{}", plain.display()),
+        ],
+    ));
+    assert_eq!(raw["layers"][1]["digest"], config["rootfs"]["diff_ids"][1]);
+    let rootfs = unpack(&env, &plain, "plain");
+    assert_eq!(
+        std::fs::metadata(rootfs.join("zeros")).unwrap().len(),
+        200_000
+    );
+    // A gzip level changes the blob (and so the manifest) but not the image.
+    let (fast, _) = export("fast", ",compression-level=1");
+    let digest_of = |archive: &Path| {
+        json(&tool(
+            "skopeo",
+            &["inspect", &format!("oci-archive:{}", archive.display())],
+        ))["Digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        digest_of(&fast),
+        digest_of(&default),
+        "the gzip blob made first is reused"
+    );
+    let bad = env.rbuild(&[
+        "build",
+        "-o",
+        &format!(
+            "type=oci,dest={},compression=lz4",
+            env.path("x.tar").display()
+        ),
+        ctx.to_str().unwrap(),
+    ]);
+    assert_ne!(bad.code, 0);
+    assert!(
+        bad.stderr.contains("unknown compression \"lz4\""),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[test]
 fn copy_chmod_octal_and_symbolic() {
     require_root!();
     let env = Env::new();
@@ -1601,9 +1869,17 @@ fn du_and_prune_never_touch_tagged_images() {
             "FROM rbuild-demo/busybox\nRUN head -c 600000 /dev/urandom > /big\n",
         )],
     );
+    // Exported, so that a compressed blob is made (and remembered) for its layer.
+    let archive = env.path("big.tar");
     let build_big = || {
-        env.rbuild(&["build", "--progress=plain", big.to_str().unwrap()])
-            .ok()
+        env.rbuild(&[
+            "build",
+            "--progress=plain",
+            "-o",
+            &format!("type=oci,dest={}", archive.display()),
+            big.to_str().unwrap(),
+        ])
+        .ok()
     };
     build_big();
     let du = || json(&env.rbuild(&["du", "--format", "json"]).ok().stdout);
@@ -1652,6 +1928,19 @@ fn du_and_prune_never_touch_tagged_images() {
     let greeting = env.rbuild(&["run", "--rm", "hello:1"]).ok().stdout;
     assert!(greeting.starts_with("Hello from rbuild!"), "{greeting}");
     assert!(env.rbuild(&["prune", "--filter", "colour=red"]).code != 0);
+    // A layer a step made exists only as its snapshot; `check` notices when one was changed.
+    assert_eq!(env.rbuild(&["check"]).code, 0);
+    let snapshots = env.root().join("snapshots");
+    let greeting = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("fs/app/greeting.txt"))
+        .find(|p| p.is_file())
+        .expect("a snapshot with the greeting");
+    std::fs::write(&greeting, "tampered\n").unwrap();
+    let check = env.rbuild(&["check"]);
+    assert_eq!(check.code, 1, "{}", check.stdout);
+    assert!(check.stdout.contains("has changed"), "{}", check.stdout);
 }
 
 #[test]

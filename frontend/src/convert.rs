@@ -686,6 +686,7 @@ impl Lowerer<'_> {
         let base_stage = self.stages[..index]
             .iter()
             .position(|s| s.name.as_deref() == Some(lower_name.as_str()));
+        let mut from_text = None;
         if base_name.eq_ignore_ascii_case("scratch") {
             state.vertex = self.graph.add(Op::Scratch, vec![], None);
             // BuildKit gives a scratch stage the working directory "/".
@@ -706,14 +707,15 @@ impl Lowerer<'_> {
             state.index += 1;
         } else {
             let resolved = self.resolve_image(&base_name, from_span)?;
-            let name = state.next_name(&format!("FROM {}@{}", resolved.reference, resolved.digest));
+            // Named below, once the stage's step count is known.
+            from_text = Some(format!("FROM {}@{}", resolved.reference, resolved.digest));
             state.vertex = self.graph.add(
                 Op::Image(ImageSource {
                     reference: resolved.reference.clone(),
                     digest: resolved.digest.clone(),
                 }),
                 vec![],
-                Some(name),
+                None,
             );
             self.locations
                 .entry(state.vertex)
@@ -748,6 +750,10 @@ impl Lowerer<'_> {
                 )
             })
             .count();
+        if let Some(text) = from_text {
+            let name = state.next_name(&text);
+            self.graph.name_if_unnamed(state.vertex, name);
+        }
         for (ins, command) in commands {
             self.lower_command(&mut state, ins, command)?;
         }

@@ -5,6 +5,11 @@
 //! can share one root (readers never block, writers wait up to [`BUSY_TIMEOUT`]). A record only
 //! names layers; whether they still exist on disk is checked by the worker on every hit, so a
 //! record whose snapshots were removed is a miss, not an error.
+//!
+//! Two more tables live beside the records: `stat` (the context stat cache, see
+//! [`crate::statcache`]) and `compressed`, which maps a layer's diff id and a compressed media
+//! type to the blob made for it, so an image is compressed once, however often it is pushed or
+//! exported.
 
 use crate::digest::Digest;
 use crate::ops::Output;
@@ -51,6 +56,13 @@ impl CacheIndex {
                 mtime INTEGER NOT NULL,
                 ctime INTEGER NOT NULL,
                 digest TEXT NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS compressed (
+                diff_id TEXT NOT NULL,
+                media_type TEXT NOT NULL,
+                digest TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                PRIMARY KEY (diff_id, media_type)
             );",
         )
         .map_err(err)?;
@@ -203,6 +215,75 @@ impl CacheIndex {
         tx.commit().map_err(|e| self.err(e))
     }
 
+    /// The compressed blob remembered for the layer `diff_id` in `media_type`: its digest and
+    /// size. Whether the blob still exists is for the caller to check.
+    pub fn compressed(&self, diff_id: &Digest, media_type: &str) -> Result<Option<(Digest, u64)>> {
+        let conn = self.conn.lock().expect("cache index lock");
+        let row: Option<(String, i64)> = conn
+            .query_row(
+                "SELECT digest, size FROM compressed WHERE diff_id = ?1 AND media_type = ?2",
+                params![diff_id.as_str(), media_type],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(row.and_then(|(d, size)| Some((Digest::parse(&d)?, size as u64))))
+    }
+
+    /// Remembers that the layer `diff_id` compressed as `media_type` is the blob `digest`.
+    pub fn remember_compressed(
+        &self,
+        diff_id: &Digest,
+        media_type: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()> {
+        let conn = self.conn.lock().expect("cache index lock");
+        conn.execute(
+            "INSERT OR REPLACE INTO compressed (diff_id, media_type, digest, size) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![diff_id.as_str(), media_type, digest.as_str(), size as i64],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every remembered compressed blob: the layer's diff id and the blob's digest.
+    pub fn compressed_blobs(&self) -> Result<Vec<(Digest, Digest)>> {
+        let conn = self.conn.lock().expect("cache index lock");
+        let mut stmt = conn
+            .prepare("SELECT diff_id, digest FROM compressed")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (diff_id, digest) = row.map_err(|e| self.err(e))?;
+            if let (Some(diff_id), Some(digest)) = (Digest::parse(&diff_id), Digest::parse(&digest))
+            {
+                out.push((diff_id, digest));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets the compressed blobs `digests` (after pruning removed them).
+    pub fn forget_compressed(&self, digests: &[Digest]) -> Result<()> {
+        let mut conn = self.conn.lock().expect("cache index lock");
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        for digest in digests {
+            tx.execute(
+                "DELETE FROM compressed WHERE digest = ?1",
+                params![digest.as_str()],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
     /// Forgets the record for `key`.
     pub fn remove(&self, key: &Digest) -> Result<()> {
         let conn = self.conn.lock().expect("cache index lock");
@@ -241,6 +322,33 @@ mod tests {
         assert_eq!(index.get(&key).unwrap(), Some(output));
         index.remove(&key).unwrap();
         assert_eq!(index.get(&key).unwrap(), None);
+    }
+
+    #[test]
+    fn compressed_blobs_are_remembered_per_media_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = CacheIndex::open(&dir.path().join("cache.db")).unwrap();
+        let diff_id = Digest::of(b"tar");
+        let gzip = "application/vnd.oci.image.layer.v1.tar+gzip";
+        let zstd = "application/vnd.oci.image.layer.v1.tar+zstd";
+        assert_eq!(index.compressed(&diff_id, gzip).unwrap(), None);
+        index
+            .remember_compressed(&diff_id, gzip, &Digest::of(b"gz"), 7)
+            .unwrap();
+        index
+            .remember_compressed(&diff_id, zstd, &Digest::of(b"zst"), 5)
+            .unwrap();
+        assert_eq!(
+            index.compressed(&diff_id, gzip).unwrap(),
+            Some((Digest::of(b"gz"), 7))
+        );
+        assert_eq!(index.compressed_blobs().unwrap().len(), 2);
+        index.forget_compressed(&[Digest::of(b"gz")]).unwrap();
+        assert_eq!(index.compressed(&diff_id, gzip).unwrap(), None);
+        assert_eq!(
+            index.compressed(&diff_id, zstd).unwrap(),
+            Some((Digest::of(b"zst"), 5))
+        );
     }
 
     #[test]

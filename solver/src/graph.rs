@@ -86,6 +86,15 @@ impl Graph {
         id
     }
 
+    /// Gives `id` the progress name `name` unless it has one (as [`Graph::add`] does for a
+    /// vertex added twice).
+    pub fn name_if_unnamed(&mut self, id: VertexId, name: String) {
+        let vertex = &mut self.dag[id];
+        if vertex.name.is_none() {
+            vertex.name = Some(name);
+        }
+    }
+
     /// The vertex with this id.
     ///
     /// # Panics

@@ -38,6 +38,22 @@ pub enum Event {
         /// Time since the vertex started.
         at: Duration,
     },
+    /// How far a transfer of the running step (a layer download) has come. Sent at most a
+    /// few times a second per transfer, and once when it completes.
+    Progress {
+        /// The vertex.
+        vertex: VertexId,
+        /// What is transferred (a blob digest).
+        id: String,
+        /// Bytes so far.
+        current: u64,
+        /// Bytes in all, if known.
+        total: Option<u64>,
+        /// Whether the transfer is complete.
+        done: bool,
+        /// Time since the vertex started.
+        at: Duration,
+    },
     /// The vertex ran and succeeded.
     Done {
         /// The vertex.

@@ -103,6 +103,20 @@ impl StepContext {
         }
     }
 
+    /// Reports how far a transfer of the step has come (see [`Event::Progress`]).
+    pub fn progress(&self, id: &str, current: u64, total: Option<u64>, done: bool) {
+        if let Some(events) = &self.events {
+            let _ = events.send(Event::Progress {
+                vertex: self.vertex,
+                id: id.to_string(),
+                current,
+                total,
+                done,
+                at: self.started.elapsed(),
+            });
+        }
+    }
+
     /// Whether the solve was cancelled; a running step should stop as soon as it can.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)

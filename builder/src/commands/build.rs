@@ -1,6 +1,7 @@
 //! `rbuild build`: Dockerfile → image.
 
 use crate::Global;
+use crate::compress::{Compression, Counter};
 use crate::diagnostics::{self, Target};
 use crate::export::{finalize, store_image, write_oci_tar};
 use crate::progress::{Mode, Printer};
@@ -77,7 +78,32 @@ pub struct BuildArgs {
 
 /// An `--output` request.
 enum OutputSpec {
-    Oci { dest: PathBuf },
+    Oci {
+        dest: PathBuf,
+        compression: Compression,
+    },
+}
+
+/// `compression=`, `compression-level=` and `force-compression=` of an `--output`.
+fn parse_compression(fields: &BTreeMap<String, String>) -> Result<Compression> {
+    let mut compression = Compression::default();
+    if let Some(kind) = fields.get("compression") {
+        compression = compression.with_kind(kind)?;
+    }
+    if let Some(level) = fields.get("compression-level") {
+        let level: u32 = level
+            .parse()
+            .map_err(|_| anyhow!("invalid compression-level={level:?}: expected a number"))?;
+        compression.level = Some(level);
+    }
+    if let Some(force) = fields.get("force-compression") {
+        compression.force = match force.as_str() {
+            "true" => true,
+            "false" => false,
+            other => bail!("invalid force-compression={other:?}: expected true or false"),
+        };
+    }
+    Ok(compression)
 }
 
 fn parse_output(spec: &str) -> Result<OutputSpec> {
@@ -95,6 +121,7 @@ fn parse_output(spec: &str) -> Result<OutputSpec> {
                 .ok_or_else(|| anyhow!("--output type=oci needs dest=FILE.tar"))?;
             Ok(OutputSpec::Oci {
                 dest: PathBuf::from(dest),
+                compression: parse_compression(&fields)?,
             })
         }
         Some(other) => bail!("--output type={other} is not supported yet (supported: oci)"),
@@ -345,23 +372,43 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         state.store.tag(tag, &manifest)?;
         lines.push(format!("naming to {tag} done"));
     }
-    for output in &outputs {
-        let OutputSpec::Oci { dest } = output;
-        write_oci_tar(
-            &state.store,
-            &manifest,
-            tags.first().map(String::as_str),
-            dest,
-        )?;
-        lines.push(format!(
-            "exporting to oci image format {} done",
-            dest.display()
-        ));
-    }
     printer
         .lock()
         .expect("printer")
         .step("exporting to image", &lines, export_started.elapsed());
+    for output in &outputs {
+        let OutputSpec::Oci { dest, compression } = output;
+        let started = Instant::now();
+        let counter = Arc::new(Counter::default());
+        let live = printer
+            .lock()
+            .expect("printer")
+            .live("exporting layers", counter.clone());
+        let exported = write_oci_tar(
+            &state,
+            &manifest,
+            tags.first().map(String::as_str),
+            dest,
+            compression,
+            &counter,
+        )?;
+        drop(live);
+        let lines = [
+            format!(
+                "exporting layers {} {} done",
+                crate::gc::human(counter.get()),
+                crate::progress::rate(counter.get(), started.elapsed())
+            ),
+            format!("exporting manifest {} done", exported.digest),
+            format!("exporting config {} done", config.digest),
+            format!("sending tarball to {} done", dest.display()),
+        ];
+        printer.lock().expect("printer").step(
+            "exporting to oci image format",
+            &lines,
+            started.elapsed(),
+        );
+    }
     printer.lock().expect("printer").summary(true);
     if mode == Mode::Quiet {
         println!("{}", config.digest);

@@ -1,6 +1,7 @@
 //! `rbuild push IMAGE [DEST]`: uploads an image of the local store to a registry.
 
 use crate::Global;
+use crate::compress::{Compression, Counter, export_manifest};
 use crate::reference;
 use crate::registry::Registry;
 use crate::state::State;
@@ -27,7 +28,19 @@ pub fn run(global: &Global, args: PushArgs) -> Result<i32> {
             args.image
         )
     })?;
-    let bytes = state.store.read_blob(&descriptor.digest)?;
+    // Layers made by steps are compressed now (once: the blobs are remembered).
+    let started = std::time::Instant::now();
+    let counter = Counter::default();
+    let (descriptor, bytes) =
+        export_manifest(&state, &descriptor, &Compression::default(), &counter)?;
+    if counter.get() > 0 {
+        eprintln!(
+            "compressed layers: {} {} {:.1}s",
+            crate::gc::human(counter.get()),
+            crate::progress::rate(counter.get(), started.elapsed()),
+            started.elapsed().as_secs_f64()
+        );
+    }
     let manifest = state.store.manifest(&descriptor.digest)?;
     let mut blobs = manifest.layers.clone();
     blobs.push(manifest.config.clone());
@@ -39,6 +52,7 @@ pub fn run(global: &Global, args: PushArgs) -> Result<i32> {
         &blobs,
         &bytes,
         &descriptor.media_type,
+        &|line| eprintln!("{line}"),
     ))?;
     println!("{}@{digest}", dest.whole());
     Ok(0)

@@ -43,10 +43,13 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
         runtime: runtime.handle().clone(),
         provided: Default::default(),
     };
-    let output = worker.pull(&ImageSource {
-        reference: resolved.reference.clone(),
-        digest: resolved.digest.clone(),
-    })?;
+    let output = worker.pull(
+        &ImageSource {
+            reference: resolved.reference.clone(),
+            digest: resolved.digest.clone(),
+        },
+        &|_, _, _, _| {},
+    )?;
     ensure_snapshots(&state, &output.layers)?;
 
     let config = &resolved.image.config;

@@ -59,11 +59,13 @@ pub struct OutputLayer {
     /// Digest of the uncompressed tar (the config's `rootfs.diff_ids` entry). It also names the
     /// unpacked snapshot of the layer.
     pub diff_id: Digest,
-    /// Digest of the compressed blob.
+    /// Digest of the layer's blob. Layers that steps make are uncompressed (`media_type` is
+    /// the OCI tar type, `digest` equals `diff_id`) and held as their snapshot: the builder
+    /// writes their blobs, compressed, only when an export or a push needs them.
     pub digest: Digest,
-    /// Size of the compressed blob in bytes.
+    /// Size of the blob in bytes.
     pub size: u64,
-    /// Media type of the compressed blob.
+    /// Media type of the blob.
     pub media_type: String,
     /// When the step that made this layer ran (RFC 3339), used for the image history.
     pub created: Option<String>,
