@@ -6,7 +6,8 @@
 //! cache index's records and the blobs and snapshots only they reference, downloads, and cache
 //! mount directories. Pruning removes records (all, those unused for a while, or the least
 //! recently used until the cache fits a size), then every blob and snapshot nothing refers to
-//! any more. It runs holding the state directory's exclusive lock, so no build is running.
+//! any more. It runs holding the state directory alone ([`State::open_exclusive`]), so no
+//! build is running.
 
 use crate::state::State;
 use anyhow::{Context, Result};
@@ -402,8 +403,8 @@ pub fn parse_duration(text: &str) -> Option<u64> {
 /// Checks the state directory's integrity: every blob's content matches its digest, every
 /// tagged image's blobs exist, every cache record's layers have their blob or snapshot, and
 /// every layer held only as a snapshot still gives its diff id.
-/// Returns the problems found (none means consistent). Run it holding the lock, as
-/// [`State::open`] does.
+/// Returns the problems found (none means consistent). Run it holding the state directory
+/// alone ([`State::open_exclusive`]), so that no build changes it meanwhile.
 pub fn check(state: &State) -> Result<Vec<String>> {
     use sha2::{Digest as _, Sha256};
     let mut problems = Vec::new();

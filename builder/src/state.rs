@@ -78,12 +78,25 @@ pub fn default_root() -> PathBuf {
 }
 
 impl State {
-    /// Opens (creating if needed) the state directory and takes its lock.
+    /// Opens (creating if needed) the state directory, sharing it with other rbuild
+    /// processes: builds on one root run at the same time, and a step two of them need is
+    /// computed once (see [`State::claim`]).
     ///
-    /// The lock is exclusive for now: concurrent rbuild processes on one root wait for each
-    /// other, which keeps the cleanup of interrupted builds below trivially safe. While holding
-    /// it, leftovers of killed builds (unfinished snapshots, run directories) are removed.
+    /// The lock file is held shared. If no other process holds it, this one first takes it
+    /// exclusively and removes what killed processes left behind (unfinished blobs,
+    /// snapshots, downloads, run directories, claim files), which is only safe while nothing
+    /// else runs.
     pub fn open(global: &crate::Global) -> Result<State> {
+        State::open_with(global, false)
+    }
+
+    /// Opens the state directory for this process alone (`prune`, `check`), waiting for
+    /// running builds to finish.
+    pub fn open_exclusive(global: &crate::Global) -> Result<State> {
+        State::open_with(global, true)
+    }
+
+    fn open_with(global: &crate::Global, exclusive: bool) -> Result<State> {
         let root = global.root.as_path();
         std::fs::create_dir_all(root)
             .with_context(|| format!("creating the state directory {}", root.display()))?;
@@ -91,13 +104,7 @@ impl State {
             .canonicalize()
             .with_context(|| format!("resolving {}", root.display()))?;
         let lock_path = root.join("lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("opening {}", lock_path.display()))?;
-        let lock = take_lock(lock, &lock_path)?;
+        let (lock, alone) = take_lock(open_lock_file(&lock_path)?, &lock_path, exclusive)?;
         let store = Store::open(&root.join("content"))?;
         let snapshots = Snapshotter::open(&root.join("snapshots"))
             .with_context(|| format!("opening {}/snapshots", root.display()))?;
@@ -107,15 +114,24 @@ impl State {
             SnapshotterChoice::Auto => !overlay_works_here(&root, &snapshots),
         };
         let snapshots = snapshots.with_native(native);
-        snapshots
-            .clean_tmp()
-            .context("removing unfinished snapshots of an interrupted build")?;
         let run = root.join("run");
-        if run.exists() {
-            std::fs::remove_dir_all(&run)
-                .context("removing run directories of an interrupted build")?;
+        let claims = root.join("claims");
+        if alone {
+            store
+                .clean_ingest()
+                .context("removing unfinished blobs of an interrupted build")?;
+            snapshots
+                .clean_tmp()
+                .context("removing unfinished snapshots of an interrupted build")?;
+            for (dir, what) in [(&run, "run directories"), (&claims, "claim files")] {
+                if dir.exists() {
+                    std::fs::remove_dir_all(dir)
+                        .with_context(|| format!("removing the {what} of an interrupted build"))?;
+                }
+            }
         }
         std::fs::create_dir_all(&run)?;
+        std::fs::create_dir_all(&claims)?;
         let cache = Arc::new(CacheIndex::open(&root.join("cache.db"))?);
         let state = State {
             root,
@@ -124,8 +140,26 @@ impl State {
             cache,
             lock: std::sync::Mutex::new(Some(lock)),
         };
-        crate::http::clean_tmp(&state).context("removing unfinished downloads")?;
+        if alone {
+            crate::http::clean_tmp(&state).context("removing unfinished downloads")?;
+            if !exclusive {
+                // Cleaned up: now others may share the directory.
+                let guard = state.lock.lock().expect("state lock");
+                if let Some(lock) = guard.as_ref() {
+                    lock.relock(FlockArg::LockShared)
+                        .map_err(|e| anyhow::anyhow!("locking {}: {e}", lock_path.display()))?;
+                }
+            }
+        }
         Ok(state)
+    }
+
+    /// Claims the step with cache key `key` for this process (see
+    /// `rbuild_solver::Worker::claim`): an exclusive `flock` on `claims/<key>`, waiting while
+    /// another process holds it. The kernel releases it if the process dies; the files are
+    /// removed by the next process that opens the directory alone.
+    pub fn claim(&self, key: &rbuild_solver::Digest) -> Result<Flock<File>> {
+        lock_exclusive(&self.root.join("claims").join(key.hex()))
     }
 
     /// Lets other rbuild processes use the state directory while this one goes on (with
@@ -150,17 +184,52 @@ impl State {
     }
 }
 
-fn take_lock(file: File, path: &Path) -> Result<Flock<File>> {
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(lock),
-        Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
-            eprintln!(
-                "waiting for another rbuild using {} to finish…",
-                path.parent().unwrap_or(path).display()
-            );
-            Flock::lock(file, FlockArg::LockExclusive)
-                .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", path.display()))
-        }
-        Err((_, e)) => Err(anyhow::anyhow!("locking {}: {e}", path.display())),
+/// Opens (creating) the lock file `path`.
+fn open_lock_file(path: &Path) -> Result<File> {
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+/// Takes an exclusive `flock` on the lock file `path` (created if needed), waiting for other
+/// holders. It is released when the returned lock is dropped or the process ends.
+pub fn lock_exclusive(path: &Path) -> Result<Flock<File>> {
+    Flock::lock(open_lock_file(path)?, FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", path.display()))
+}
+
+/// Locks the state directory: exclusively if `exclusive`, else shared, but exclusively
+/// (returning `true`) when no other process holds it, so that the caller can clean up.
+fn take_lock(file: File, path: &Path, exclusive: bool) -> Result<(Flock<File>, bool)> {
+    let err = |e: nix::errno::Errno| anyhow::anyhow!("locking {}: {e}", path.display());
+    let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => return Ok((lock, true)),
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => file,
+        Err((_, e)) => return Err(err(e)),
+    };
+    let waiting = || {
+        eprintln!(
+            "waiting for another rbuild using {} to finish…",
+            path.parent().unwrap_or(path).display()
+        )
+    };
+    if exclusive {
+        waiting();
+        return Flock::lock(file, FlockArg::LockExclusive)
+            .map(|lock| (lock, true))
+            .map_err(|(_, e)| err(e));
     }
+    let file = match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(lock) => return Ok((lock, false)),
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => file,
+        Err((_, e)) => return Err(err(e)),
+    };
+    // A prune or check holds it alone.
+    waiting();
+    Flock::lock(file, FlockArg::LockShared)
+        .map(|lock| (lock, false))
+        .map_err(|(_, e)| err(e))
 }

@@ -3,7 +3,8 @@
 //! Blobs are content-addressed files, written to `ingest/` and renamed into `blobs/sha256/`
 //! once complete and fsynced, so a blob that exists is whole. Tags are the manifests of
 //! `index.json`, named by the `org.opencontainers.image.ref.name` annotation holding the full
-//! normalized reference (`docker.io/library/hello:1.0`); `index.json` is replaced atomically.
+//! normalized reference (`docker.io/library/hello:1.0`); `index.json` is replaced atomically,
+//! and changed under `index.lock` (processes share the store).
 
 use anyhow::{Context, Result, bail};
 use rbuild_solver::Digest;
@@ -161,12 +162,7 @@ impl Store {
     pub fn open(root: &Path) -> Result<Store> {
         std::fs::create_dir_all(root.join("blobs/sha256"))
             .with_context(|| format!("creating {}", root.display()))?;
-        let ingest = root.join("ingest");
-        if ingest.exists() {
-            // Unfinished blobs of an interrupted build (the caller holds the state lock).
-            std::fs::remove_dir_all(&ingest)?;
-        }
-        std::fs::create_dir_all(&ingest)?;
+        std::fs::create_dir_all(root.join("ingest"))?;
         let layout = root.join("oci-layout");
         if !layout.exists() {
             write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -174,6 +170,7 @@ impl Store {
         let store = Store {
             root: root.to_path_buf(),
         };
+        let _lock = store.lock_index()?;
         if !root.join("index.json").exists() {
             store.write_index(&Index {
                 schema_version: 2,
@@ -182,6 +179,15 @@ impl Store {
             })?;
         }
         Ok(store)
+    }
+
+    /// Removes unfinished blobs of interrupted processes. Only call this while no other
+    /// process uses the store (holding the state directory's lock alone).
+    pub fn clean_ingest(&self) -> Result<()> {
+        let ingest = self.root.join("ingest");
+        std::fs::remove_dir_all(&ingest)?;
+        std::fs::create_dir_all(&ingest)?;
+        Ok(())
     }
 
     /// The path of a blob.
@@ -264,6 +270,12 @@ impl Store {
         serde_json::from_slice(&data).with_context(|| format!("parsing {}", path.display()))
     }
 
+    /// Serializes changes of `index.json` between processes sharing the store (each reads,
+    /// changes and replaces it).
+    fn lock_index(&self) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        crate::state::lock_exclusive(&self.root.join("index.lock"))
+    }
+
     fn write_index(&self, index: &Index) -> Result<()> {
         write_atomic(&self.root.join("index.json"), &serde_json::to_vec(index)?)
     }
@@ -279,6 +291,7 @@ impl Store {
 
     /// Tags `descriptor` as `name`, replacing a previous image of that name.
     pub fn tag(&self, name: &str, descriptor: &Descriptor) -> Result<()> {
+        let _lock = self.lock_index()?;
         let mut index = self.index()?;
         index
             .manifests

@@ -138,6 +138,14 @@ impl Worker for BuildWorker {
         }
     }
 
+    fn claim(
+        &self,
+        key: &rbuild_solver::Digest,
+    ) -> Result<Option<rbuild_solver::scheduler::Claim>, BoxError> {
+        let lock = self.state.claim(key).map_err(|e| format!("{e:#}"))?;
+        Ok(Some(Box::new(lock)))
+    }
+
     fn is_usable(&self, output: &Output) -> bool {
         output
             .layers

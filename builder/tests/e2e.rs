@@ -2029,12 +2029,13 @@ fn concurrent_builds_on_one_root_share_results() {
                     &format!(
                         "FROM rbuild-demo/busybox\n\
 RUN sleep 0.3 && echo shared > /shared\n\
-RUN echo {i} > /own\n"
+RUN sleep 1 && echo {i} > /own\n"
                     ),
                 )],
             )
         })
         .collect();
+    let started = std::time::Instant::now();
     let children: Vec<std::process::Child> = contexts
         .iter()
         .map(|ctx| {
@@ -2058,8 +2059,15 @@ RUN echo {i} > /own\n"
         ran_shared += shared(progress.ran());
         cached_shared += shared(progress.cached_steps());
     }
-    // The step all four have in common ran once; the others took its result.
+    // The step all four have in common ran once; the others waited for it and took its
+    // result.
     assert_eq!((ran_shared, cached_shared), (1, 3));
+    // The builds ran at the same time: one after another, their 1 s steps alone would take 4 s.
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(3500),
+        "four builds took {elapsed:?}"
+    );
     assert_eq!(env.rbuild(&["check"]).code, 0);
 }
 

@@ -47,7 +47,19 @@ pub trait Worker: Send + Sync + 'static {
 
     /// Whether an output recorded in the cache index can still be used (its layers exist).
     fn is_usable(&self, output: &Output) -> bool;
+
+    /// Claims the step with cache key `key` before it runs, waiting while another process
+    /// sharing the cache index holds the claim (it is computing the same step); the solver
+    /// then looks the key up again, so concurrent builds compute a step once. The claim is
+    /// held until the returned guard is dropped, after the result is recorded. Called on a
+    /// blocking thread. The default claims nothing.
+    fn claim(&self, _key: &Digest) -> Result<Option<Claim>, BoxError> {
+        Ok(None)
+    }
 }
+
+/// A held claim on a cache key (see [`Worker::claim`]); dropping it releases the claim.
+pub type Claim = Box<dyn Send + Sync>;
 
 /// What a step sees of the solve while it runs.
 pub struct StepContext {
@@ -310,6 +322,34 @@ impl<W: Worker> Step<W> {
         }
     }
 
+    /// The usable cached output for `key` (reported as cached), unless the cache is off for
+    /// this step.
+    async fn lookup(&self, key: &Digest) -> Result<Option<Arc<Output>>, Option<SolveError>> {
+        if self.no_cache {
+            return Ok(None);
+        }
+        let Some(output) = self
+            .cache
+            .get(key)
+            .map_err(|e| Some(SolveError::Solver(e)))?
+        else {
+            return Ok(None);
+        };
+        let worker = self.worker.clone();
+        let check = output.clone();
+        let usable = tokio::task::spawn_blocking(move || worker.is_usable(&check))
+            .await
+            .expect("usability check does not panic");
+        if !usable {
+            tracing::debug!(%key, "cache record names missing layers; running the step again");
+            return Ok(None);
+        }
+        self.send(Event::Cached {
+            vertex: self.vertex,
+        });
+        Ok(Some(Arc::new(output)))
+    }
+
     /// Runs one vertex. `Err(None)` means an input failed (the input reports the cause).
     async fn run(
         self,
@@ -396,27 +436,26 @@ impl<W: Worker> Step<W> {
         }
 
         let key = cachekey::compute(&vertex.op, &input_keys, None);
-        let cached = if self.no_cache {
+        if let Some(output) = self.lookup(&key).await? {
+            return Ok((key, output));
+        }
+        // Another process may be computing the same step: wait for it, then look again.
+        let _claim = if self.no_cache {
             None
         } else {
-            self.cache
-                .get(&key)
-                .map_err(|e| Some(SolveError::Solver(e)))?
-        };
-        if let Some(output) = cached {
             let worker = self.worker.clone();
-            let check = output.clone();
-            let usable = tokio::task::spawn_blocking(move || worker.is_usable(&check))
+            let claim_key = key.clone();
+            let claim = tokio::task::spawn_blocking(move || worker.claim(&claim_key))
                 .await
-                .expect("usability check does not panic");
-            if usable {
-                self.send(Event::Cached {
-                    vertex: self.vertex,
-                });
-                return Ok((key, Arc::new(output)));
+                .expect("claiming does not panic")
+                .map_err(|e| fail(e.to_string(), vec![]))?;
+            if claim.is_some()
+                && let Some(output) = self.lookup(&key).await?
+            {
+                return Ok((key, output));
             }
-            tracing::debug!(%key, "cache record names missing layers; running the step again");
-        }
+            claim
+        };
 
         let ctx = Arc::new(StepContext {
             vertex: self.vertex,
@@ -552,6 +591,84 @@ mod tests {
         });
         let cache = Arc::new(CacheIndex::open(&dir.path().join("cache.db")).unwrap());
         (dir, worker, cache)
+    }
+
+    /// A worker whose claims find that "another process" just finished the step: the claim
+    /// records an output for the key before it is granted.
+    struct RacingWorker {
+        inner: FakeWorker,
+        cache: Arc<CacheIndex>,
+        claimed: Mutex<Vec<Digest>>,
+    }
+
+    impl Worker for RacingWorker {
+        fn local_root(&self, name: &str) -> Result<PathBuf, BoxError> {
+            self.inner.local_root(name)
+        }
+        fn fetch_http(&self, source: &HttpSource) -> Result<(PathBuf, Digest), BoxError> {
+            self.inner.fetch_http(source)
+        }
+        fn execute(
+            &self,
+            op: &Op,
+            inputs: &[Arc<Output>],
+            ctx: &StepContext,
+        ) -> Result<Output, BoxError> {
+            self.inner.execute(op, inputs, ctx)
+        }
+        fn is_usable(&self, output: &Output) -> bool {
+            self.inner.is_usable(output)
+        }
+        fn claim(&self, key: &Digest) -> Result<Option<Claim>, BoxError> {
+            self.claimed.lock().unwrap().push(key.clone());
+            let theirs = Output {
+                layers: vec![OutputLayer {
+                    diff_id: Digest::of(b"theirs"),
+                    digest: Digest::of(b"theirs"),
+                    size: 1,
+                    media_type: "x".into(),
+                    created: None,
+                }],
+                local: None,
+            };
+            self.cache.put(key, &theirs).unwrap();
+            Ok(Some(Box::new(())))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_step_another_process_finished_while_we_waited_is_not_run() {
+        let (_dir, inner, cache) = setup();
+        let inner = Arc::into_inner(inner).unwrap();
+        let worker = Arc::new(RacingWorker {
+            inner,
+            cache: cache.clone(),
+            claimed: Mutex::new(vec![]),
+        });
+        let mut g = Graph::new();
+        let base = g.add(Op::Scratch, vec![], None);
+        let step = g.add(exec("a"), vec![base], Some("a".into()));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let solver = Solver::new(worker.clone(), cache.clone(), Some(tx));
+        let out = solver.solve(Arc::new(g.clone()), &[step]).await.unwrap();
+        drop(solver);
+        assert_eq!(out[&step].layers[0].diff_id, Digest::of(b"theirs"));
+        assert!(worker.inner.executed.lock().unwrap().is_empty());
+        assert_eq!(
+            worker.claimed.lock().unwrap().len(),
+            1,
+            "only the exec step"
+        );
+        let mut cached = false;
+        while let Some(event) = rx.recv().await {
+            cached |= matches!(event, Event::Cached { .. });
+        }
+        assert!(cached, "the step is reported as cached");
+        // --no-cache neither claims nor looks up: the step runs.
+        let solver = Solver::new(worker.clone(), cache, None).without_cache_lookups();
+        solver.solve(Arc::new(g), &[step]).await.unwrap();
+        assert_eq!(worker.inner.executed.lock().unwrap().len(), 1);
+        assert_eq!(worker.claimed.lock().unwrap().len(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ use anyhow::Result;
 
 /// Prints the problems found; returns 1 if there are any.
 pub fn run(global: &Global) -> Result<i32> {
-    let state = State::open(global)?;
+    let state = State::open_exclusive(global)?;
     let problems = crate::gc::check(&state)?;
     for p in &problems {
         println!("{p}");

@@ -41,7 +41,7 @@ pub fn run(global: &Global, args: PruneArgs) -> Result<i32> {
             _ => bail!("unsupported --filter {filter:?} (supported: until=DURATION)"),
         }
     }
-    let state = State::open(global)?;
+    let state = State::open_exclusive(global)?;
     let pruned = gc::prune(&state, &options)?;
     println!(
         "Removed {} cache record{}; total reclaimed space: {}",
