@@ -293,9 +293,16 @@ impl Store {
     pub fn tag(&self, name: &str, descriptor: &Descriptor) -> Result<()> {
         let _lock = self.lock_index()?;
         let mut index = self.index()?;
-        index
+        let tagged = |d: &Descriptor| d.annotations.get(REF_NAME).map(String::as_str) == Some(name);
+        if index
             .manifests
-            .retain(|d| d.annotations.get(REF_NAME).map(String::as_str) != Some(name));
+            .iter()
+            .any(|d| tagged(d) && d.digest == descriptor.digest)
+        {
+            // Already so (a rebuild that changed nothing): no rewrite, no fsync.
+            return Ok(());
+        }
+        index.manifests.retain(|d| !tagged(d));
         let mut entry = descriptor.clone();
         entry.platform = None;
         entry.annotations = BTreeMap::from([(REF_NAME.to_string(), name.to_string())]);

@@ -397,17 +397,21 @@ fn create_dirs(path: &Path, stop_at: &Path, owner: Owner) -> Result<(), String> 
 
 /// `lchown`, explaining the failure of a rootless rbuild that maps only the user's own id.
 fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| {
-        if e.raw_os_error() == Some(libc::EINVAL) && crate::sys::userns::in_user_namespace() {
-            format!(
-                "chown {} to {uid}:{gid}: rootless rbuild maps only your own user; give it \
-                 subordinate ids in /etc/subuid and /etc/subgid (and install uidmap) to use other owners",
-                path.display()
-            )
-        } else {
-            format!("chown {}: {e}", path.display())
-        }
-    })
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .map_err(|e| chown_error(path, uid, gid, e))
+}
+
+/// The message for a failed chown of `path`, which explains the rootless case.
+fn chown_error(path: &Path, uid: u32, gid: u32, e: io::Error) -> String {
+    if e.raw_os_error() == Some(libc::EINVAL) && crate::sys::userns::in_user_namespace() {
+        format!(
+            "chown {} to {uid}:{gid}: rootless rbuild maps only your own user; give it \
+             subordinate ids in /etc/subuid and /etc/subgid (and install uidmap) to use other owners",
+            path.display()
+        )
+    } else {
+        format!("chown {}: {e}", path.display())
+    }
 }
 
 /// How one `COPY`/`ADD` copies.
@@ -495,7 +499,7 @@ fn copy(
         let meta = std::fs::symlink_metadata(&host).map_err(|e| format!("{rel}: {e}"))?;
         if meta.is_dir() {
             create_dirs(&dest_host, dest_root, owner)?;
-            copy_dir_contents(&host, &dest_host, &rel, "", &walk)?;
+            copy_dir_contents(&host, &dest_host, &rel, "", &walk, false)?;
             continue;
         }
         if options.unpack_archives
@@ -518,49 +522,67 @@ fn copy(
         if let Some(parent) = target.parent() {
             create_dirs(parent, dest_root, owner)?;
         }
-        copy_entry(&host, &target, &rel, "", &walk)?;
+        copy_entry(&host, Some(meta), &target, &rel, "", &walk, false)?;
     }
     Ok(())
 }
 
 /// Copies the entries of `src` (whose path relative to the source root is `rel`, and relative to
 /// the source path being copied `below`) into `dst`, leaving out what the filter excludes.
+/// `fresh` says that this copy just created `dst`, so nothing is in it yet.
 fn copy_dir_contents(
     src: &Path,
     dst: &Path,
     rel: &str,
     below: &str,
     walk: &Walk,
+    fresh: bool,
 ) -> Result<(), String> {
-    let mut names: Vec<_> = std::fs::read_dir(src)
+    // Entries keep the directory open: their type comes with them, and their metadata is
+    // read relative to it rather than by walking the whole path again.
+    let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(src)
         .map_err(|e| format!("reading {}: {e}", src.display()))?
-        .map(|e| e.map(|e| e.file_name()))
         .collect::<io::Result<_>>()
         .map_err(|e| format!("reading {}: {e}", src.display()))?;
-    names.sort();
-    for name in names {
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
         let child = src.join(&name);
         let name = name.to_string_lossy();
         let child_rel = join_rel(rel, &name);
         let child_below = join_rel(below, &name);
-        let is_dir = std::fs::symlink_metadata(&child).is_ok_and(|m| m.is_dir());
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
         let target = dst.join(&*name);
         match (walk.filter)(&child_rel, &child_below, is_dir) {
             Visit::Skip => {}
-            Visit::Include => copy_entry(&child, &target, &child_rel, &child_below, walk)?,
+            Visit::Include => {
+                let meta = entry
+                    .metadata()
+                    .map_err(|e| format!("{}: {e}", child.display()))?;
+                copy_entry(
+                    &child,
+                    Some(meta),
+                    &target,
+                    &child_rel,
+                    &child_below,
+                    walk,
+                    fresh,
+                )?
+            }
             Visit::WalkOnly => {
                 walk.pending.borrow_mut().push(PendingDir {
                     dst: target.clone(),
                     exists: false,
                     created: false,
                 });
-                let walked = copy_dir_contents(&child, &target, &child_rel, &child_below, walk);
+                let walked =
+                    copy_dir_contents(&child, &target, &child_rel, &child_below, walk, false);
                 let dir = walk.pending.borrow_mut().pop().expect("pushed above");
                 walked?;
                 if dir.created {
                     let meta = std::fs::symlink_metadata(&child)
                         .map_err(|e| format!("{}: {e}", child.display()))?;
-                    copy_metadata(&child, &meta, &target, walk)?;
+                    copy_metadata(&child, &meta, Target::Path(&target), walk)?;
                 }
             }
         }
@@ -578,30 +600,65 @@ fn join_rel(parent: &str, name: &str) -> String {
 }
 
 /// Copies one entry (recursively for directories), replacing what is at `dst` unless both are
-/// directories, which merge.
-fn copy_entry(src: &Path, dst: &Path, rel: &str, below: &str, walk: &Walk) -> Result<(), String> {
+/// directories, which merge. `meta` is `src`'s metadata if the caller has it; `fresh` says
+/// that nothing is at `dst` (its directory was just created).
+fn copy_entry(
+    src: &Path,
+    meta: Option<std::fs::Metadata>,
+    dst: &Path,
+    rel: &str,
+    below: &str,
+    walk: &Walk,
+    fresh: bool,
+) -> Result<(), String> {
     walk.materialize()?;
     let err = |what: &str, e: io::Error| format!("{what} {}: {e}", dst.display());
-    let meta = std::fs::symlink_metadata(src).map_err(|e| format!("{}: {e}", src.display()))?;
+    let meta = match meta {
+        Some(meta) => meta,
+        None => std::fs::symlink_metadata(src).map_err(|e| format!("{}: {e}", src.display()))?,
+    };
     let ft = meta.file_type();
-    match std::fs::symlink_metadata(dst) {
-        Ok(existing) if existing.is_dir() && ft.is_dir() => {}
-        Ok(existing) if existing.is_dir() => {
-            std::fs::remove_dir_all(dst).map_err(|e| err("removing", e))?
+    let existing = if fresh {
+        None
+    } else {
+        std::fs::symlink_metadata(dst).ok()
+    };
+    let merge = match existing {
+        Some(existing) if existing.is_dir() && ft.is_dir() => true,
+        Some(existing) if existing.is_dir() => {
+            std::fs::remove_dir_all(dst).map_err(|e| err("removing", e))?;
+            false
         }
-        Ok(_) => std::fs::remove_file(dst).map_err(|e| err("removing", e))?,
-        Err(_) => {}
-    }
+        Some(_) => {
+            std::fs::remove_file(dst).map_err(|e| err("removing", e))?;
+            false
+        }
+        None => false,
+    };
     if ft.is_dir() {
-        if std::fs::symlink_metadata(dst).is_err() {
+        if !merge {
             std::fs::create_dir(dst).map_err(|e| err("mkdir", e))?;
         }
-        copy_dir_contents(src, dst, rel, below, walk)?;
+        copy_dir_contents(src, dst, rel, below, walk, !merge)?;
     } else if ft.is_symlink() {
         let target = std::fs::read_link(src).map_err(|e| err("readlink", e))?;
         std::os::unix::fs::symlink(target, dst).map_err(|e| err("symlink", e))?;
     } else if ft.is_file() {
-        std::fs::copy(src, dst).map_err(|e| err("copying to", e))?;
+        // Data and metadata through open files: no path lookups after the two opens.
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut from = std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(src)
+            .map_err(|e| format!("opening {}: {e}", src.display()))?;
+        let mut to = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dst)
+            .map_err(|e| err("creating", e))?;
+        io::copy(&mut from, &mut to).map_err(|e| err("copying to", e))?;
+        return copy_metadata(src, &meta, Target::File(&to, dst), walk);
     } else {
         let kind = if ft.is_fifo() {
             SFlag::S_IFIFO
@@ -620,25 +677,38 @@ fn copy_entry(src: &Path, dst: &Path, rel: &str, below: &str, walk: &Walk) -> Re
         )
         .map_err(|e| err("mknod", e.into()))?;
     }
-    copy_metadata(src, &meta, dst, walk)
+    copy_metadata(src, &meta, Target::Path(dst), walk)
 }
 
-/// Gives `dst` the owner (or the copy's), permission bits (or the copy's mode), xattrs and
-/// times of `src`, whose metadata is `meta`.
+/// What [`copy_metadata`] changes: a path (never followed), or an open regular file.
+enum Target<'a> {
+    Path(&'a Path),
+    File(&'a std::fs::File, &'a Path),
+}
+
+/// Gives the copy `dst` the owner (or the copy's), permission bits (or the copy's mode),
+/// xattrs and times of `src`, whose metadata is `meta`.
 fn copy_metadata(
     src: &Path,
     meta: &std::fs::Metadata,
-    dst: &Path,
+    dst: Target,
     walk: &Walk,
 ) -> Result<(), String> {
     let (owner, mode) = (walk.owner, walk.mode);
-    let err = |what: &str, e: io::Error| format!("{what} {}: {e}", dst.display());
+    let path = match dst {
+        Target::Path(p) | Target::File(_, p) => p,
+    };
+    let err = |what: &str, e: io::Error| format!("{what} {}: {e}", path.display());
     let ft = meta.file_type();
     let (uid, gid) = match owner {
         Owner::Keep => (meta.uid(), meta.gid()),
         Owner::Set(u, g) => (u, g),
     };
-    chown(dst, uid, gid)?;
+    match dst {
+        Target::Path(p) => chown(p, uid, gid)?,
+        Target::File(f, p) => std::os::unix::fs::fchown(f, Some(uid), Some(gid))
+            .map_err(|e| chown_error(p, uid, gid, e))?,
+    }
     if !ft.is_symlink() {
         let own = meta.mode() & 0o7777;
         let bits = match (mode, walk.chmod) {
@@ -646,18 +716,30 @@ fn copy_metadata(
             (None, Some((spec, ops))) => ops.chmod(spec, own, ft.is_dir()),
             (None, None) => own,
         };
-        std::fs::set_permissions(dst, std::fs::Permissions::from_mode(bits))
-            .map_err(|e| err("chmod", e))?;
+        let permissions = std::fs::Permissions::from_mode(bits);
+        match dst {
+            Target::Path(p) => std::fs::set_permissions(p, permissions),
+            Target::File(f, _) => f.set_permissions(permissions),
+        }
+        .map_err(|e| err("chmod", e))?;
         for name in xattr::list(src).unwrap_or_default() {
             if crate::sys::userns::is_overlay_xattr(&name) {
                 continue;
             }
             if let Ok(Some(value)) = xattr::get(src, &name) {
-                let _ = xattr::set(dst, &name, &value);
+                let _ = xattr::set(path, &name, &value);
             }
         }
     }
-    crate::native::set_times(meta, dst).map_err(|e| err("setting times of", e))
+    match dst {
+        Target::Path(p) => crate::native::set_times(meta, p),
+        Target::File(f, _) => {
+            let atime = TimeSpec::new(meta.atime(), meta.atime_nsec());
+            let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
+            nix::sys::stat::futimens(f, &atime, &mtime).map_err(io::Error::from)
+        }
+    }
+    .map_err(|e| err("setting times of", e))
 }
 
 /// Compression of a local archive that `ADD` extracts.

@@ -6,7 +6,8 @@
 //! names layers; whether they still exist on disk is checked by the worker on every hit, so a
 //! record whose snapshots were removed is a miss, not an error.
 //!
-//! Two more tables live beside the records: `stat` (the context stat cache, see
+//! Two more tables live beside the records: `stats` (the context stat cache, one value per
+//! directory, see
 //! [`crate::statcache`]) and `compressed`, which maps a layer's diff id and a compressed media
 //! type to the blob made for it, so an image is compressed once, however often it is pushed or
 //! exported.
@@ -48,14 +49,10 @@ impl CacheIndex {
                 created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now')),
                 last_used TEXT
             );
-            CREATE TABLE IF NOT EXISTS stat (
-                path TEXT PRIMARY KEY,
-                dev INTEGER NOT NULL,
-                ino INTEGER NOT NULL,
-                size INTEGER NOT NULL,
-                mtime INTEGER NOT NULL,
-                ctime INTEGER NOT NULL,
-                digest TEXT NOT NULL
+            DROP TABLE IF EXISTS stat;
+            CREATE TABLE IF NOT EXISTS stats (
+                root TEXT PRIMARY KEY,
+                data BLOB NOT NULL
             );
             CREATE TABLE IF NOT EXISTS compressed (
                 diff_id TEXT NOT NULL,
@@ -148,71 +145,36 @@ impl CacheIndex {
 
     /// The stat cache of the files under `root` (see [`crate::statcache`]).
     pub fn load_stats(&self, root: &Path) -> Result<crate::statcache::StatCache> {
-        use crate::statcache::{StatCache, StatKey};
+        use crate::statcache::StatCache;
         let conn = self.conn.lock().expect("cache index lock");
-        // Paths under root/: from "root/" up to (not including) "root0" ('0' follows '/').
-        let prefix = format!("{}/", root.display());
-        let end = format!("{}0", root.display());
-        let mut stmt = conn
-            .prepare(
-                "SELECT path, dev, ino, size, mtime, ctime, digest FROM stat \
-                 WHERE path >= ?1 AND path < ?2",
+        let data: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT data FROM stats WHERE root = ?1",
+                params![root.to_string_lossy()],
+                |row| row.get(0),
             )
+            .optional()
             .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![prefix, end], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    StatKey {
-                        dev: row.get::<_, i64>(1)? as u64,
-                        ino: row.get::<_, i64>(2)? as u64,
-                        size: row.get::<_, i64>(3)? as u64,
-                        mtime: row.get(4)?,
-                        ctime: row.get(5)?,
-                    },
-                    row.get::<_, String>(6)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut known = std::collections::HashMap::new();
-        for row in rows {
-            let (path, key, digest) = row.map_err(|e| self.err(e))?;
-            if let Some(digest) = Digest::parse(&digest) {
-                known.insert(PathBuf::from(path), (key, digest));
-            }
-        }
+        let known = data
+            .map(|d| StatCache::decode(root, &d))
+            .unwrap_or_default();
         Ok(StatCache::new(root, known))
     }
 
-    /// Writes what `stats` learned, in one transaction.
+    /// Writes what `stats` learned (the directory's whole stat cache, in one statement).
     pub fn save_stats(&self, stats: &crate::statcache::StatCache) -> Result<()> {
         let new = stats.take_new();
         if new.is_empty() {
             return Ok(());
         }
-        let mut conn = self.conn.lock().expect("cache index lock");
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
-        {
-            let mut stmt = tx
-                .prepare(
-                    "INSERT OR REPLACE INTO stat (path, dev, ino, size, mtime, ctime, digest) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(|e| self.err(e))?;
-            for (path, key, digest) in new {
-                stmt.execute(params![
-                    path.to_string_lossy(),
-                    key.dev as i64,
-                    key.ino as i64,
-                    key.size as i64,
-                    key.mtime,
-                    key.ctime,
-                    digest.as_str()
-                ])
-                .map_err(|e| self.err(e))?;
-            }
-        }
-        tx.commit().map_err(|e| self.err(e))
+        let data = stats.encode(&new);
+        let conn = self.conn.lock().expect("cache index lock");
+        conn.execute(
+            "INSERT OR REPLACE INTO stats (root, data) VALUES (?1, ?2)",
+            params![stats.root().to_string_lossy(), data],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// The compressed blob remembered for the layer `diff_id` in `media_type`: its digest and

@@ -246,7 +246,14 @@ pub fn hash_local_with(
     for pattern in &patterns {
         entries.push((format!("pattern {pattern:?}\n"), None));
         for selected in select(root, pattern, &filter)? {
-            walk(&selected.host, &selected.rel, "", &filter, &mut entries)?;
+            walk(
+                &selected.host,
+                &selected.rel,
+                "",
+                &filter,
+                None,
+                &mut entries,
+            )?;
         }
     }
     let contents: Vec<Result<Option<Digest>>> = entries
@@ -286,13 +293,17 @@ fn walk(
     rel: &str,
     below: &str,
     filter: &CopyFilter,
+    meta: Option<std::fs::Metadata>,
     out: &mut Vec<(String, Option<(PathBuf, StatKey)>)>,
 ) -> Result<()> {
     let io_err = |path: &Path, source| Error::Io {
         path: path.to_path_buf(),
         source,
     };
-    let meta = std::fs::symlink_metadata(host).map_err(|e| io_err(host, e))?;
+    let meta = match meta {
+        Some(meta) => meta,
+        None => std::fs::symlink_metadata(host).map_err(|e| io_err(host, e))?,
+    };
     let ft = meta.file_type();
     let mode = meta.permissions().mode() & 0o7777;
     let kind = if ft.is_dir() {
@@ -323,20 +334,23 @@ fn walk(
             .then(|| (host.to_path_buf(), StatKey::of(&meta))),
     ));
     if ft.is_dir() {
-        // The directory entry's type saves a stat per child (it is not followed).
-        let mut children: Vec<(std::ffi::OsString, bool)> = std::fs::read_dir(host)
+        // The directory entry's type saves a stat per skipped child, and the entry's
+        // metadata is read relative to the open directory (no walk of the whole path).
+        let mut children: Vec<(std::ffi::OsString, std::fs::DirEntry)> = std::fs::read_dir(host)
             .map_err(|e| io_err(host, e))?
-            .map(|e| e.map(|e| (e.file_name(), e.file_type().is_ok_and(|t| t.is_dir()))))
+            .map(|e| e.map(|e| (e.file_name(), e)))
             .collect::<std::io::Result<_>>()
             .map_err(|e| io_err(host, e))?;
-        children.sort();
-        for (name, is_dir) in children {
+        children.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, entry) in children {
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
             let name = name.to_string_lossy();
             let child_rel = join_rel(rel, &name);
             let child_below = join_rel(below, &name);
             let child = host.join(&*name);
             if filter.visit(&child_rel, &child_below, is_dir) != Visit::Skip {
-                walk(&child, &child_rel, &child_below, filter, out)?;
+                let meta = entry.metadata().map_err(|e| io_err(&child, e))?;
+                walk(&child, &child_rel, &child_below, filter, Some(meta), out)?;
             }
         }
     }
@@ -558,7 +572,7 @@ mod tests {
         let key_of = |name: &str| StatKey::of(&std::fs::symlink_metadata(root.join(name)).unwrap());
         let lie = StatCache::new(
             &root,
-            std::collections::HashMap::from([(
+            crate::statcache::Known::from_iter([(
                 root.join("a"),
                 (key_of("a"), Digest::of(b"not a")),
             )]),

@@ -371,6 +371,9 @@ impl IgnoreMatcher {
     /// Whether `path` (relative to the context root, `/`-separated) is excluded, because a
     /// pattern matches it or one of its parent directories.
     pub fn is_excluded(&self, path: &str) -> bool {
+        if self.patterns.is_empty() {
+            return false;
+        }
         let path = crate::contenthash::clean_relative(path);
         if path.is_empty() {
             return false;

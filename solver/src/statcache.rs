@@ -10,6 +10,7 @@
 
 use crate::digest::Digest;
 use std::collections::HashMap;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -46,18 +47,22 @@ impl StatKey {
     }
 }
 
+/// Recorded digests by absolute path (FxHash: thousands of lookups per build, no untrusted
+/// keys).
+pub type Known = HashMap<PathBuf, (StatKey, Digest), rustc_hash::FxBuildHasher>;
+
 /// Digests of files under one directory, by absolute path.
 #[derive(Debug, Default)]
 pub struct StatCache {
     root: PathBuf,
-    known: HashMap<PathBuf, (StatKey, Digest)>,
+    known: Known,
     /// Entries learned during this solve, to write back.
     new: Mutex<Vec<(PathBuf, StatKey, Digest)>>,
 }
 
 impl StatCache {
     /// A cache for files under `root` that knows `known`.
-    pub fn new(root: &Path, known: HashMap<PathBuf, (StatKey, Digest)>) -> StatCache {
+    pub fn new(root: &Path, known: Known) -> StatCache {
         StatCache {
             root: root.to_path_buf(),
             known,
@@ -96,6 +101,81 @@ impl StatCache {
     pub fn take_new(&self) -> Vec<(PathBuf, StatKey, Digest)> {
         std::mem::take(&mut *self.new.lock().expect("stat cache"))
     }
+
+    /// Every entry, the known ones updated by `new`, in the stored form: per entry the path
+    /// relative to the root (u32 length, bytes), device, inode, size, modification and change
+    /// times (8 bytes each, little-endian) and the digest (u8 length, text). One value per
+    /// directory reads back an order of magnitude faster than a row per file.
+    pub fn encode(&self, new: &[(PathBuf, StatKey, Digest)]) -> Vec<u8> {
+        let mut out = Vec::with_capacity((self.known.len() + new.len()) * 128);
+        let updated: std::collections::HashSet<&Path> =
+            new.iter().map(|(p, _, _)| p.as_path()).collect();
+        let known = self
+            .known
+            .iter()
+            .filter(|(p, _)| !updated.contains(p.as_path()))
+            .map(|(p, (k, d))| (p.as_path(), k, d));
+        for (path, key, digest) in known.chain(new.iter().map(|(p, k, d)| (p.as_path(), k, d))) {
+            let Ok(rel) = path.strip_prefix(&self.root) else {
+                continue;
+            };
+            let rel = rel.as_os_str().as_bytes();
+            out.extend_from_slice(&(rel.len() as u32).to_le_bytes());
+            out.extend_from_slice(rel);
+            for n in [key.dev, key.ino, key.size] {
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            for n in [key.mtime, key.ctime] {
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            let d = digest.as_str().as_bytes();
+            out.push(d.len() as u8);
+            out.extend_from_slice(d);
+        }
+        out
+    }
+
+    /// The entries of [`StatCache::encode`]'s output for `root` (a damaged tail is ignored:
+    /// its files are hashed again).
+    pub fn decode(root: &Path, data: &[u8]) -> Known {
+        fn take<'a>(data: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = data.split_at_checked(n)?;
+            *data = rest;
+            Some(head)
+        }
+        fn u64_of(data: &mut &[u8]) -> Option<u64> {
+            Some(u64::from_le_bytes(take(data, 8)?.try_into().ok()?))
+        }
+        let mut known = Known::with_capacity_and_hasher(data.len() / 128, Default::default());
+        let mut data = data;
+        let root = root.as_os_str().as_bytes();
+        let next = |data: &mut &[u8]| -> Option<(PathBuf, StatKey, Digest)> {
+            let len = u32::from_le_bytes(take(data, 4)?.try_into().ok()?) as usize;
+            // root/rel, put together by hand: Path::join's checks cost more than the rest.
+            let mut path = Vec::with_capacity(root.len() + 1 + len);
+            path.extend_from_slice(root);
+            path.push(b'/');
+            path.extend_from_slice(take(data, len)?);
+            let key = StatKey {
+                dev: u64_of(data)?,
+                ino: u64_of(data)?,
+                size: u64_of(data)?,
+                mtime: u64_of(data)? as i64,
+                ctime: u64_of(data)? as i64,
+            };
+            let len = take(data, 1)?[0] as usize;
+            let digest = Digest::parse(std::str::from_utf8(take(data, len)?).ok()?)?;
+            Some((
+                PathBuf::from(std::ffi::OsString::from_vec(path)),
+                key,
+                digest,
+            ))
+        };
+        while let Some((path, key, digest)) = next(&mut data) {
+            known.insert(path, (key, digest));
+        }
+        known
+    }
 }
 
 #[cfg(test)]
@@ -111,7 +191,7 @@ mod tests {
         let digest = Digest::of(b"x");
         let cache = StatCache::new(
             dir.path(),
-            HashMap::from([(file.clone(), (key, digest.clone()))]),
+            Known::from_iter([(file.clone(), (key, digest.clone()))]),
         );
         assert_eq!(cache.get(&file, &key), Some(digest.clone()));
         let changed = StatKey { size: 2, ..key };
@@ -125,5 +205,30 @@ mod tests {
         };
         cache.put(&file, old, digest);
         assert_eq!(cache.take_new().len(), 1);
+    }
+
+    #[test]
+    fn entries_round_trip_through_their_stored_form() {
+        let root = Path::new("/ctx");
+        let key = |n: u64| StatKey {
+            dev: n,
+            ino: n + 1,
+            size: n + 2,
+            mtime: -5,
+            ctime: 1_700_000_000_000_000_000,
+        };
+        let mut known = Known::default();
+        known.insert(root.join("a"), (key(1), Digest::of(b"a")));
+        known.insert(root.join("d/é b"), (key(2), Digest::of(b"b")));
+        let cache = StatCache::new(root, known);
+        let new = vec![(root.join("a"), key(9), Digest::of(b"a2"))];
+        let data = cache.encode(&new);
+        let back = StatCache::decode(root, &data);
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[&root.join("a")], (key(9), Digest::of(b"a2")));
+        assert_eq!(back[&root.join("d/é b")], (key(2), Digest::of(b"b")));
+        // A truncated value keeps the whole entries before the cut.
+        let cut = StatCache::decode(root, &data[..data.len() - 3]);
+        assert_eq!(cut.len(), 1);
     }
 }
