@@ -11,7 +11,8 @@
 use crate::layer::oci_layer_media_type;
 use crate::state::State;
 use crate::store::{
-    DOCKER_MANIFEST, Descriptor, Manifest, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD,
+    DOCKER_CONFIG, DOCKER_MANIFEST, Descriptor, Manifest, OCI_LAYER_GZIP, OCI_LAYER_TAR,
+    OCI_LAYER_ZSTD,
 };
 use anyhow::{Context, Result, anyhow, bail};
 use rayon::prelude::*;
@@ -294,6 +295,41 @@ pub fn export_manifest(
         },
         bytes,
     ))
+}
+
+/// The stored manifest `manifest` with Docker schema 2 media types (manifest, config, gzip
+/// and plain layers; zstd layers have no Docker type and keep theirs), as `docker load` and
+/// BuildKit's Docker exporter expect. The new manifest is stored; its descriptor returned.
+pub fn with_docker_media_types(state: &State, manifest: &Descriptor) -> Result<Descriptor> {
+    if manifest.media_type == DOCKER_MANIFEST {
+        return Ok(manifest.clone());
+    }
+    let m = state.store.manifest(&manifest.digest)?;
+    let docker = Manifest {
+        schema_version: 2,
+        media_type: Some(DOCKER_MANIFEST.into()),
+        config: Descriptor {
+            media_type: DOCKER_CONFIG.into(),
+            ..m.config.clone()
+        },
+        layers: m
+            .layers
+            .iter()
+            .map(|l| Descriptor {
+                media_type: docker_layer_media_type(&l.media_type).to_string(),
+                ..l.clone()
+            })
+            .collect(),
+    };
+    let bytes = serde_json::to_vec(&docker)?;
+    let (digest, size) = state.store.write_blob(&bytes)?;
+    Ok(Descriptor {
+        media_type: DOCKER_MANIFEST.into(),
+        digest,
+        size,
+        platform: None,
+        annotations: Default::default(),
+    })
 }
 
 /// Docker schema 2's name for an OCI layer media type.

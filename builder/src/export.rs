@@ -11,7 +11,6 @@ use rbuild_frontend::image::Image;
 use rbuild_solver::{Output, OutputLayer, VertexId};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 
 /// The final image config and its layers.
@@ -115,50 +114,159 @@ pub fn store_image(store: &Store, image: &FinalImage) -> Result<(Descriptor, Vec
     ))
 }
 
-/// Writes an OCI layout tarball of one image (`--output type=oci,dest=FILE`), as BuildKit's
-/// OCI exporter does: `oci-layout`, `index.json` naming the image, and its blobs. Entries are
-/// in a fixed order with fixed metadata, so equal images give equal files. The file is written
-/// next to `dest` and renamed into place. Layers are compressed as `compression` says (see
-/// [`crate::compress`]); `counter` counts the bytes read. Returns the exported manifest.
-pub fn write_oci_tar(
+/// The layout of an image archive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    /// An OCI image layout (`type=oci`, `rbuild save --format oci`).
+    Oci,
+    /// An OCI image layout with Docker media types plus Docker's `manifest.json`, which
+    /// `docker load` reads (`type=docker`, `rbuild save`).
+    Docker,
+}
+
+/// Where an archive goes: a file (written beside it and renamed into place) or stdout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dest {
+    /// A file.
+    File(std::path::PathBuf),
+    /// Standard output (`dest=-`).
+    Stdout,
+}
+
+impl Dest {
+    /// `-` is stdout, anything else a path.
+    pub fn parse(text: &str) -> Dest {
+        if text == "-" {
+            Dest::Stdout
+        } else {
+            Dest::File(text.into())
+        }
+    }
+
+    /// Writes through `write` to the destination: to a temporary file renamed into place once
+    /// complete and fsynced, or to stdout.
+    pub fn write(&self, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+        match self {
+            Dest::Stdout => {
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+                write(&mut out)?;
+                out.flush()?;
+                Ok(())
+            }
+            Dest::File(dest) => {
+                let tmp = dest.with_file_name(format!(
+                    ".{}.tmp-{}",
+                    dest.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    rbuild_runner::snapshot::unique_name()
+                ));
+                let result = (|| -> Result<()> {
+                    let file = std::fs::File::create(&tmp)
+                        .with_context(|| format!("creating {}", tmp.display()))?;
+                    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+                    write(&mut out)?;
+                    let file = out.into_inner().map_err(|e| e.into_error())?;
+                    file.sync_all()?;
+                    Ok(())
+                })();
+                if let Err(e) = result {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+                std::fs::rename(&tmp, dest).with_context(|| format!("writing {}", dest.display()))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Dest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dest::Stdout => f.write_str("stdout"),
+            Dest::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// An image to put in an archive: its manifest in the store and the names to give it (full
+/// normalized references; none for an unnamed image).
+pub struct ArchiveImage {
+    /// The manifest.
+    pub manifest: Descriptor,
+    /// The names.
+    pub names: Vec<String>,
+}
+
+/// Writes `images` as one archive, as BuildKit's OCI and Docker exporters do: `oci-layout`,
+/// `index.json` with an entry per name (`io.containerd.image.name` the full name,
+/// `org.opencontainers.image.ref.name` its tag), the blobs, and for the Docker format
+/// `manifest.json` (config, `RepoTags`, layers). Entries are in a fixed order with fixed
+/// metadata, so equal images give equal files. Manifests use Docker media types if
+/// `docker_media_types` (BuildKit's `oci-mediatypes=false`, the Docker exporter's default).
+/// Layers are compressed as `compression` says (see [`crate::compress`]); `counter` counts
+/// the bytes read. Returns the exported manifests.
+pub fn write_archive(
     state: &State,
-    manifest: &Descriptor,
-    name: Option<&str>,
-    dest: &Path,
+    images: &[ArchiveImage],
+    format: ArchiveFormat,
+    docker_media_types: bool,
+    dest: &Dest,
     compression: &Compression,
     counter: &Counter,
-) -> Result<Descriptor> {
+) -> Result<Vec<Descriptor>> {
     let store = &state.store;
-    let (manifest, _) = export_manifest(state, manifest, compression, counter)?;
-    let m = store.manifest(&manifest.digest)?;
-    let mut entry = manifest.clone();
-    if let Some(name) = name {
-        let tag = name
-            .rsplit_once(':')
-            .map(|(_, t)| t)
-            .filter(|t| !t.contains('/'))
-            .unwrap_or("latest");
-        entry
-            .annotations
-            .insert("io.containerd.image.name".into(), name.into());
-        entry.annotations.insert(REF_NAME.into(), tag.into());
+    let mut exported = Vec::new();
+    let mut index_entries = Vec::new();
+    let mut docker_manifest = Vec::new();
+    let mut blobs = Vec::new();
+    for image in images {
+        let (mut manifest, _) = export_manifest(state, &image.manifest, compression, counter)?;
+        if docker_media_types {
+            manifest = crate::compress::with_docker_media_types(state, &manifest)?;
+        }
+        let m = store.manifest(&manifest.digest)?;
+        blobs.push(manifest.digest.clone());
+        blobs.push(m.config.digest.clone());
+        blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
+        let mut names = image.names.iter().map(Some).collect::<Vec<_>>();
+        if names.is_empty() {
+            names.push(None);
+        }
+        for name in names {
+            let mut entry = manifest.clone();
+            entry.platform = None;
+            entry.annotations.clear();
+            if let Some(name) = name {
+                let tag = name
+                    .rsplit_once(':')
+                    .map(|(_, t)| t)
+                    .filter(|t| !t.contains('/'))
+                    .unwrap_or("latest");
+                entry
+                    .annotations
+                    .insert("io.containerd.image.name".into(), name.clone());
+                entry.annotations.insert(REF_NAME.into(), tag.into());
+            }
+            index_entries.push(entry);
+        }
+        docker_manifest.push(serde_json::json!({
+            "Config": format!("blobs/sha256/{}", m.config.digest.hex()),
+            "RepoTags": image.names.iter().map(|n| crate::reference::familiar(n)).collect::<Vec<_>>(),
+            "Layers": m.layers.iter().map(|l| format!("blobs/sha256/{}", l.digest.hex())).collect::<Vec<_>>(),
+        }));
+        exported.push(manifest);
     }
     let index = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
-        "manifests": [entry],
+        "manifests": index_entries,
     });
-    let tmp = dest.with_file_name(format!(
-        ".{}.tmp-{}",
-        dest.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        rbuild_runner::snapshot::unique_name()
-    ));
-    let result = (|| -> Result<()> {
-        let file =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+    blobs.sort();
+    blobs.dedup();
+    dest.write(|out| {
+        let mut tar = tar::Builder::new(out);
         let mut add = |name: &str, data: &mut dyn std::io::Read, size: u64| -> Result<()> {
             let mut h = tar::Header::new_ustar();
             h.set_mode(0o644);
@@ -174,26 +282,19 @@ pub fn write_oci_tar(
         add("oci-layout", &mut &layout[..], layout.len() as u64)?;
         let index = serde_json::to_vec(&index)?;
         add("index.json", &mut &index[..], index.len() as u64)?;
-        let mut blobs = vec![manifest.digest.clone(), m.config.digest.clone()];
-        blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
-        blobs.sort();
-        blobs.dedup();
-        for digest in blobs {
-            let path = store.blob_path(&digest);
+        if format == ArchiveFormat::Docker {
+            let manifest = serde_json::to_vec(&docker_manifest)?;
+            add("manifest.json", &mut &manifest[..], manifest.len() as u64)?;
+        }
+        for digest in &blobs {
+            let path = store.blob_path(digest);
             let mut f =
                 std::fs::File::open(&path).with_context(|| format!("reading blob {digest}"))?;
             let size = f.metadata()?.len();
             add(&format!("blobs/sha256/{}", digest.hex()), &mut f, size)?;
         }
-        let mut out = tar.into_inner()?;
-        out.flush()?;
-        out.get_ref().sync_all()?;
+        tar.into_inner()?.flush()?;
         Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, dest).with_context(|| format!("writing {}", dest.display()))?;
-    Ok(manifest)
+    })?;
+    Ok(exported)
 }

@@ -477,6 +477,43 @@ impl BuildWorker {
         Ok(MountSource::Host(copy))
     }
 
+    /// Writes the root filesystem of `output` (its layers merged, deletions applied) as one
+    /// tar to `tar` (`type=tar`), and/or into the directory `dir` (`type=local`, created if
+    /// needed; what is there already stays unless the image replaces it).
+    pub fn export_rootfs(
+        &self,
+        output: &Output,
+        tar: Option<&crate::export::Dest>,
+        dir: Option<&Path>,
+    ) -> anyhow::Result<()> {
+        let upper = self.copy_into_upper(output, "/", Selection::default())?;
+        let result = (|| -> anyhow::Result<()> {
+            if let Some(dest) = tar {
+                dest.write(|out| {
+                    rbuild_runner::diff::write_layer(&upper.fs, out)?;
+                    Ok(())
+                })?;
+            }
+            if let Some(dir) = dir {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                // Through a pipe: the tar of the copy, unpacked with the checks every layer
+                // gets (the destination may be on another filesystem).
+                let (reader, mut writer) = std::io::pipe()?;
+                let fs = upper.fs.clone();
+                let producer =
+                    std::thread::spawn(move || rbuild_runner::diff::write_layer(&fs, &mut writer));
+                let unpacked = rbuild_runner::extract::extract_layer(reader, dir);
+                let produced = producer.join().expect("the tar writer does not panic");
+                unpacked.with_context(|| format!("writing files to {}", dir.display()))?;
+                produced.context("reading the image's files")?;
+            }
+            Ok(())
+        })();
+        self.state.snapshots.discard(upper)?;
+        result
+    }
+
     /// Copies what is below `path` in `output` (selected by `selection`) into a new upper
     /// directory, as `COPY path /` would.
     fn copy_into_upper(

@@ -40,16 +40,19 @@ fn exported_digest(stderr: &str) -> String {
     digest_after(stderr, "exporting manifest ")
 }
 
+/// `skopeo inspect [flag] IMAGE` as JSON (`--raw`: the manifest, `--config`: the config).
+fn skopeo_inspect(flag: &str, image: &str) -> serde_json::Value {
+    let mut args = vec!["inspect"];
+    if !flag.is_empty() {
+        args.push(flag);
+    }
+    args.push(image);
+    json(&tool("skopeo", &args))
+}
+
 /// The media types of the layers of an OCI archive, bottom first.
 fn layer_media_types(archive: &Path) -> Vec<String> {
-    let raw = json(&tool(
-        "skopeo",
-        &[
-            "inspect",
-            "--raw",
-            &format!("oci-archive:{}", archive.display()),
-        ],
-    ));
+    let raw = skopeo_inspect("--raw", &format!("oci-archive:{}", archive.display()));
     raw["layers"]
         .as_array()
         .unwrap()
@@ -95,11 +98,13 @@ fn hello_demo_builds_runs_and_rebuilds_from_cache() {
     let archive = env.path("hello.tar");
     let dest = format!("type=oci,dest={}", archive.display());
 
-    // The short form: no subcommand means build.
+    // The short form: no subcommand means build. --load keeps the image in the local store
+    // beside the archive.
     let first = env
         .rbuild(&[
             "-t",
             "hello:1.0",
+            "--load",
             "--progress=plain",
             "--output",
             &dest,
@@ -195,6 +200,7 @@ fn hello_demo_builds_runs_and_rebuilds_from_cache() {
             "--progress=plain",
             "-t",
             "hello:1.0",
+            "--load",
             "-o",
             &format!("type=oci,dest={}", second_archive.display()),
             ctx.to_str().unwrap(),
@@ -651,7 +657,9 @@ fn push_and_pull_through_a_real_registry() {
         .ok();
     let config_digest = digest_after(&built.stderr, "writing image ");
     let remote = format!("{}/demo/hello:1.0", registry.addr);
-    let pushed = env.rbuild(&["push", "hello:1.0", &remote]).ok();
+    let pushed = env
+        .rbuild(&["push", "--oci-mediatypes", "hello:1.0", &remote])
+        .ok();
     let digest = pushed
         .stdout
         .trim()
@@ -683,25 +691,86 @@ fn push_and_pull_through_a_real_registry() {
         ],
     ));
     assert_eq!(raw["config"]["digest"], config_digest.as_str());
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
     for layer in raw["layers"].as_array().unwrap() {
         assert_eq!(
             layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip",
             "{raw}"
         );
     }
-    // A second push (another repository) compresses nothing again and sends the same manifest.
-    let again = env
+    // build --push, and type=registry with OCI media types.
+    let pushed_by_build = format!("{}/demo/built:1", registry.addr);
+    let out = env
         .rbuild(&[
-            "push",
-            "hello:1.0",
-            &format!("{}/demo/again:1.0", registry.addr),
+            "build",
+            "--progress=plain",
+            "--push",
+            "-t",
+            &pushed_by_build,
+            ctx.to_str().unwrap(),
         ])
         .ok();
-    assert!(again.stdout.trim().ends_with(&digest), "{}", again.stdout);
+    assert!(
+        out.stderr.contains(&format!("pushing {pushed_by_build}@")),
+        "{}",
+        out.stderr
+    );
+    let oci = format!("{}/demo/oci:1", registry.addr);
+    env.rbuild(&[
+        "build",
+        "-o",
+        &format!("type=registry,name={oci},oci-mediatypes=true"),
+        ctx.to_str().unwrap(),
+    ])
+    .ok();
+    for (name, media_type) in [
+        (
+            &pushed_by_build,
+            "application/vnd.docker.distribution.manifest.v2+json",
+        ),
+        (&oci, "application/vnd.oci.image.manifest.v1+json"),
+    ] {
+        let raw = json(&tool(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("docker://{name}"),
+            ],
+        ));
+        assert_eq!(raw["mediaType"], media_type, "{name}");
+        assert_eq!(raw["config"]["digest"], config_digest.as_str(), "{name}");
+    }
+    // A second push (another repository) compresses nothing again; by default it sends
+    // Docker media types, as BuildKit's image exporter does (oci-mediatypes=false).
+    let again_name = format!("{}/demo/again:1.0", registry.addr);
+    let again = env.rbuild(&["push", "hello:1.0", &again_name]).ok();
     assert!(
         !again.stderr.contains("compressed layers"),
         "{}",
         again.stderr
+    );
+    assert!(!again.stdout.trim().ends_with(&digest), "{}", again.stdout);
+    let raw = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{again_name}"),
+        ],
+    ));
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        raw["layers"][0]["mediaType"],
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
     );
 
     // skopeo sees the same manifest in the registry and copies it out unchanged.
@@ -1638,6 +1707,140 @@ fn oci_outputs_compress_layers_as_asked() {
     assert_ne!(bad.code, 0);
     assert!(
         bad.stderr.contains("unknown compression \"lz4\""),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[test]
+fn every_output_type_and_the_result_files() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox\nRUN mkdir -p /out && echo made > /out/made && rm /etc/group\nCMD [\"cat\", \"/out/made\"]\n",
+        )],
+    );
+    let docker_tar = env.path("docker.tar");
+    let local = env.path("local");
+    let rootfs_tar = env.path("rootfs.tar");
+    let iid = env.path("iid");
+    let metadata = env.path("metadata.json");
+    let out = env
+        .rbuild(&[
+            "build",
+            "--progress=plain",
+            "-t",
+            "outputs:1",
+            "--load",
+            "-o",
+            &format!("type=docker,dest={}", docker_tar.display()),
+            "-o",
+            &format!("type=local,dest={}", local.display()),
+            "-o",
+            &format!("type=tar,dest={}", rootfs_tar.display()),
+            "--iidfile",
+            iid.to_str().unwrap(),
+            "--metadata-file",
+            metadata.to_str().unwrap(),
+            ctx.to_str().unwrap(),
+        ])
+        .ok();
+    let image_id = digest_after(&out.stderr, "writing image ");
+    // --iidfile and --metadata-file, with BuildKit's keys.
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), image_id);
+    let meta = json(&std::fs::read_to_string(&metadata).unwrap());
+    assert_eq!(meta["containerimage.config.digest"], image_id.as_str());
+    assert_eq!(
+        meta["containerimage.digest"],
+        manifest_digest(&out.stderr).as_str()
+    );
+    assert_eq!(meta["image.name"], "docker.io/library/outputs:1");
+    // --load kept the image in the local store beside the other outputs.
+    let run = env.rbuild(&["run", "--rm", "outputs:1"]).ok();
+    assert_eq!(run.stdout, "made\n");
+    // type=docker: Docker's manifest.json names the image; skopeo reads it as a docker-archive
+    // (what `docker load` reads), with Docker media types.
+    let listing = tool("tar", &["-tf", docker_tar.to_str().unwrap()]);
+    assert!(listing.lines().any(|l| l == "manifest.json"), "{listing}");
+    let archive = format!("docker-archive:{}", docker_tar.display());
+    let inspect = skopeo_inspect("--raw", &archive);
+    assert_eq!(
+        inspect["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    let config = skopeo_inspect("--config", &archive);
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["cat", "/out/made"])
+    );
+    let tags = json(&tool(
+        "tar",
+        &["-xOf", docker_tar.to_str().unwrap(), "manifest.json"],
+    ));
+    assert_eq!(tags[0]["RepoTags"], serde_json::json!(["outputs:1"]));
+    // type=local: the root filesystem, deletions applied.
+    assert_eq!(
+        std::fs::read_to_string(local.join("out/made")).unwrap(),
+        "made\n"
+    );
+    assert!(local.join("bin/busybox").is_file());
+    assert!(local.join("etc/passwd").is_file());
+    assert!(
+        !local.join("etc/group").exists(),
+        "the deleted file is not there"
+    );
+    // type=tar: the same files in one tar.
+    let listing = tool("tar", &["-tf", rootfs_tar.to_str().unwrap()]);
+    assert!(listing.lines().any(|l| l == "out/made"), "{listing}");
+    assert!(listing.lines().any(|l| l == "bin/busybox"), "{listing}");
+    // dest=- streams to stdout (and -q then prints no id there).
+    let streamed = env
+        .command()
+        .args([
+            "build",
+            "-q",
+            "-o",
+            "type=oci,dest=-",
+            ctx.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(streamed.status.success());
+    let piped = env.path("piped.tar");
+    std::fs::write(&piped, &streamed.stdout).unwrap();
+    let layers = layer_media_types(&piped);
+    assert_eq!(layers.len(), 2, "{layers:?}");
+    // A bare path is type=local.
+    let bare = env.path("bare");
+    env.rbuild(&[
+        "build",
+        "-q",
+        "-o",
+        bare.to_str().unwrap(),
+        ctx.to_str().unwrap(),
+    ])
+    .ok();
+    assert!(bare.join("out/made").is_file());
+    // Mistakes are named.
+    let bad = env.rbuild(&[
+        "build",
+        "-o",
+        "type=oci,dest=x.tar,colour=red",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(
+        bad.stderr
+            .contains("--output type=oci does not take colour="),
+        "{}",
+        bad.stderr
+    );
+    let bad = env.rbuild(&["build", "--push", ctx.to_str().unwrap()]);
+    assert!(
+        bad.stderr.contains("--push needs an image name"),
         "{}",
         bad.stderr
     );

@@ -3,7 +3,7 @@
 use crate::Global;
 use crate::compress::{Compression, Counter};
 use crate::diagnostics::{self, Target};
-use crate::export::{finalize, store_image, write_oci_tar};
+use crate::export::{ArchiveFormat, ArchiveImage, Dest, finalize, store_image, write_archive};
 use crate::progress::{Mode, Printer};
 use crate::reference;
 use crate::registry::Registry;
@@ -43,9 +43,25 @@ pub struct BuildArgs {
     /// Print only the image id (same as --progress=quiet)
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// Also export the image: `type=oci,dest=FILE.tar`
+    /// Where the result goes, as BuildKit's exporters: `type=image[,name=N,push=true]`,
+    /// `type=registry`, `type=oci|docker,dest=FILE.tar|-`, `type=local,dest=DIR`,
+    /// `type=tar,dest=FILE.tar|-`, with `compression=gzip|zstd|uncompressed`,
+    /// `compression-level=N`, `force-compression=true`, `oci-mediatypes=true|false`
+    /// [default: type=image with the -t names]
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
+    /// Push the image to its registry (shorthand for --output type=registry)
+    #[arg(long)]
+    pub push: bool,
+    /// Keep the image in the local store even when other outputs are given (type=image)
+    #[arg(long)]
+    pub load: bool,
+    /// Write the image id (its config digest) to this file
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Write the build result's metadata (digests, names) as JSON to this file
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
     /// Do not use the cache for any step
     #[arg(long)]
     pub no_cache: bool,
@@ -76,12 +92,28 @@ pub struct BuildArgs {
     pub context: PathBuf,
 }
 
-/// An `--output` request.
+/// An `--output` request (BuildKit's exporter names and options).
+#[derive(Debug, PartialEq)]
 enum OutputSpec {
-    Oci {
-        dest: PathBuf,
+    /// `type=image` (the local store) or `type=registry` (also pushed).
+    Image {
+        names: Vec<String>,
+        push: bool,
+        compression: Compression,
+        oci_mediatypes: bool,
+    },
+    /// `type=oci` or `type=docker`: an image archive.
+    Archive {
+        format: ArchiveFormat,
+        docker_media_types: bool,
+        dest: Dest,
+        names: Vec<String>,
         compression: Compression,
     },
+    /// `type=local`: the root filesystem as a directory.
+    Local { dest: PathBuf },
+    /// `type=tar`: the root filesystem as one tar.
+    Tar { dest: Dest },
 }
 
 /// `compression=`, `compression-level=` and `force-compression=` of an `--output`.
@@ -97,36 +129,135 @@ fn parse_compression(fields: &BTreeMap<String, String>) -> Result<Compression> {
         compression.level = Some(level);
     }
     if let Some(force) = fields.get("force-compression") {
-        compression.force = match force.as_str() {
-            "true" => true,
-            "false" => false,
-            other => bail!("invalid force-compression={other:?}: expected true or false"),
-        };
+        compression.force = parse_bool("force-compression", force)?;
     }
     Ok(compression)
 }
 
-fn parse_output(spec: &str) -> Result<OutputSpec> {
-    let mut fields = BTreeMap::new();
+fn parse_bool(key: &str, value: &str) -> Result<bool> {
+    match value {
+        "true" | "" => Ok(true),
+        "false" => Ok(false),
+        other => bail!("invalid {key}={other:?}: expected true or false"),
+    }
+}
+
+/// Parses one `--output`: `type=…,key=value,…`, or a bare path, which BuildKit takes as
+/// `type=local,dest=PATH` (and `-` as `type=tar,dest=-`). `tags` are the `-t` names, the
+/// default names of image outputs.
+fn parse_output(spec: &str, tags: &[String]) -> Result<OutputSpec> {
+    if !spec.contains('=') {
+        return Ok(if spec == "-" {
+            OutputSpec::Tar { dest: Dest::Stdout }
+        } else {
+            OutputSpec::Local { dest: spec.into() }
+        });
+    }
+    let mut fields: BTreeMap<String, String> = BTreeMap::new();
+    let mut last: Option<String> = None;
     for part in spec.split(',') {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| anyhow!("invalid --output {spec:?}: expected key=value pairs such as type=oci,dest=image.tar"))?;
-        fields.insert(k.trim().to_string(), v.trim().to_string());
-    }
-    match fields.get("type").map(String::as_str) {
-        Some("oci") => {
-            let dest = fields
-                .get("dest")
-                .ok_or_else(|| anyhow!("--output type=oci needs dest=FILE.tar"))?;
-            Ok(OutputSpec::Oci {
-                dest: PathBuf::from(dest),
-                compression: parse_compression(&fields)?,
-            })
+        match (part.split_once('='), &last) {
+            (Some((k, v)), _) => {
+                fields.insert(k.trim().to_string(), v.trim().to_string());
+                last = Some(k.trim().to_string());
+            }
+            // `name=a,b`: a part without `=` continues the previous value.
+            (None, Some(key)) => {
+                let value = fields.entry(key.clone()).or_default();
+                value.push(',');
+                value.push_str(part.trim());
+            }
+            (None, None) => bail!(
+                "invalid --output {spec:?}: expected key=value pairs such as type=oci,dest=image.tar"
+            ),
         }
-        Some(other) => bail!("--output type={other} is not supported yet (supported: oci)"),
-        None => bail!("--output {spec:?} has no type= (supported: type=oci,dest=FILE.tar)"),
     }
+    let kind = fields.get("type").cloned().ok_or_else(|| {
+        anyhow!("--output {spec:?} has no type= (image, registry, oci, docker, local or tar)")
+    })?;
+    let known: &[&str] = match kind.as_str() {
+        "image" | "registry" => &[
+            "name",
+            "push",
+            "oci-mediatypes",
+            "compression",
+            "compression-level",
+            "force-compression",
+        ],
+        "oci" | "docker" => &[
+            "name",
+            "dest",
+            "oci-mediatypes",
+            "compression",
+            "compression-level",
+            "force-compression",
+        ],
+        "local" | "tar" => &["dest"],
+        other => bail!(
+            "unknown --output type={other} (supported: image, registry, oci, docker, local, tar)"
+        ),
+    };
+    if let Some(key) = fields
+        .keys()
+        .find(|k| *k != "type" && !known.contains(&k.as_str()))
+    {
+        bail!(
+            "--output type={kind} does not take {key}= (it takes {})",
+            known.join(", ")
+        );
+    }
+    let names = match fields.get("name") {
+        Some(names) => names
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .map(|n| {
+                reference::parse(n)
+                    .map(|r| r.whole())
+                    .map_err(|e| anyhow!("invalid name={n}: {e}"))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        None => tags.to_vec(),
+    };
+    let dest = || {
+        fields
+            .get("dest")
+            .map(|d| Dest::parse(d))
+            .ok_or_else(|| anyhow!("--output type={kind} needs dest= (a path, or - for stdout)"))
+    };
+    let oci_mediatypes = |default: bool| {
+        fields
+            .get("oci-mediatypes")
+            .map_or(Ok(default), |v| parse_bool("oci-mediatypes", v))
+    };
+    Ok(match kind.as_str() {
+        "image" | "registry" => OutputSpec::Image {
+            names,
+            push: kind == "registry"
+                || fields
+                    .get("push")
+                    .map_or(Ok(false), |v| parse_bool("push", v))?,
+            compression: parse_compression(&fields)?,
+            oci_mediatypes: oci_mediatypes(false)?,
+        },
+        "oci" | "docker" => OutputSpec::Archive {
+            format: if kind == "docker" {
+                ArchiveFormat::Docker
+            } else {
+                ArchiveFormat::Oci
+            },
+            docker_media_types: !oci_mediatypes(kind == "oci")?,
+            dest: dest()?,
+            names,
+            compression: parse_compression(&fields)?,
+        },
+        "local" => match dest()? {
+            Dest::File(dest) => OutputSpec::Local { dest },
+            Dest::Stdout => bail!(
+                "--output type=local needs a directory as dest= (use type=tar,dest=- for stdout)"
+            ),
+        },
+        _ => OutputSpec::Tar { dest: dest()? },
+    })
 }
 
 fn parse_build_args(args: &[String]) -> BTreeMap<String, String> {
@@ -171,11 +302,6 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         let (id, socket) = crate::mounts::parse_ssh(spec, &getenv)?;
         provided.ssh.insert(id, socket);
     }
-    let outputs = args
-        .outputs
-        .iter()
-        .map(|o| parse_output(o))
-        .collect::<Result<Vec<_>>>()?;
     let tags = args
         .tags
         .iter()
@@ -185,6 +311,40 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
                 .map_err(|e| anyhow!("invalid tag: {e}"))
         })
         .collect::<Result<Vec<_>>>()?;
+    let mut outputs = args
+        .outputs
+        .iter()
+        .map(|o| parse_output(o, &tags))
+        .collect::<Result<Vec<_>>>()?;
+    let image_output = |push: bool| OutputSpec::Image {
+        names: tags.clone(),
+        push,
+        compression: Compression::default(),
+        oci_mediatypes: false,
+    };
+    if args.push {
+        if tags.is_empty() {
+            bail!("--push needs an image name (-t NAME)");
+        }
+        outputs.push(image_output(true));
+    }
+    if outputs.is_empty()
+        || (args.load
+            && !outputs
+                .iter()
+                .any(|o| matches!(o, OutputSpec::Image { .. })))
+    {
+        outputs.insert(0, image_output(false));
+    }
+    for output in &outputs {
+        if let OutputSpec::Image {
+            names, push: true, ..
+        } = output
+            && names.is_empty()
+        {
+            bail!("pushing needs an image name (-t NAME or name=)");
+        }
+    }
     let build_args = parse_build_args(&args.build_args);
 
     // Colourful reports on a terminal, unless the plain format was asked for; JSON events in
@@ -279,7 +439,7 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         provided: Arc::new(provided),
     });
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut solver = Solver::new(worker, state.cache.clone(), Some(tx));
+    let mut solver = Solver::new(worker.clone(), state.cache.clone(), Some(tx));
     if args.no_cache {
         solver = solver.without_cache_lookups();
     }
@@ -361,56 +521,150 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         Err(e) => return Err(e.into()),
     };
 
-    let export_started = Instant::now();
     let image = finalize(&build, &solved);
     let (manifest, _, config) = store_image(&state.store, &image)?;
-    let mut lines = vec![
-        format!("writing image {} done", config.digest),
-        format!("writing manifest {} done", manifest.digest),
-    ];
-    for tag in &tags {
-        state.store.tag(tag, &manifest)?;
-        lines.push(format!("naming to {tag} done"));
-    }
-    printer
-        .lock()
-        .expect("printer")
-        .step("exporting to image", &lines, export_started.elapsed());
+    let mut metadata = serde_json::json!({
+        "containerimage.config.digest": config.digest,
+        "containerimage.digest": manifest.digest,
+        "containerimage.descriptor": {
+            "mediaType": manifest.media_type,
+            "digest": manifest.digest,
+            "size": manifest.size,
+        },
+    });
+    let mut named = Vec::new();
     for output in &outputs {
-        let OutputSpec::Oci { dest, compression } = output;
         let started = Instant::now();
-        let counter = Arc::new(Counter::default());
-        let live = printer
-            .lock()
-            .expect("printer")
-            .live("exporting layers", counter.clone());
-        let exported = write_oci_tar(
-            &state,
-            &manifest,
-            tags.first().map(String::as_str),
-            dest,
-            compression,
-            &counter,
-        )?;
-        drop(live);
-        let lines = [
-            format!(
-                "exporting layers {} {} done",
-                crate::gc::human(counter.get()),
-                crate::progress::rate(counter.get(), started.elapsed())
-            ),
-            format!("exporting manifest {} done", exported.digest),
-            format!("exporting config {} done", config.digest),
-            format!("sending tarball to {} done", dest.display()),
-        ];
-        printer.lock().expect("printer").step(
-            "exporting to oci image format",
-            &lines,
-            started.elapsed(),
-        );
+        let step = |name: &str, lines: &[String]| {
+            printer
+                .lock()
+                .expect("printer")
+                .step(name, lines, started.elapsed())
+        };
+        match output {
+            OutputSpec::Image {
+                names,
+                push,
+                compression,
+                oci_mediatypes,
+            } => {
+                let mut lines = vec![
+                    format!("writing image {} done", config.digest),
+                    format!("writing manifest {} done", manifest.digest),
+                ];
+                for name in names {
+                    state.store.tag(name, &manifest)?;
+                    lines.push(format!("naming to {name} done"));
+                }
+                named.extend(names.iter().cloned());
+                step("exporting to image", &lines);
+                if *push {
+                    let started = Instant::now();
+                    let mut lines = Vec::new();
+                    for name in names {
+                        let report = |line: String| {
+                            if mode == Mode::Plain {
+                                eprintln!("{line}");
+                            }
+                        };
+                        let digest = crate::commands::push::push_image(
+                            &state,
+                            &registry,
+                            &runtime,
+                            &manifest,
+                            name,
+                            (compression, *oci_mediatypes),
+                            &report,
+                        )?;
+                        lines.push(format!("pushing {name}@{digest} done"));
+                        metadata["containerimage.digest"] = digest.to_string().into();
+                    }
+                    printer.lock().expect("printer").step(
+                        "pushing layers and manifest",
+                        &lines,
+                        started.elapsed(),
+                    );
+                }
+            }
+            OutputSpec::Archive {
+                format,
+                docker_media_types,
+                dest,
+                names,
+                compression,
+            } => {
+                let counter = Arc::new(Counter::default());
+                let live = printer
+                    .lock()
+                    .expect("printer")
+                    .live("exporting layers", counter.clone());
+                let exported = write_archive(
+                    &state,
+                    &[ArchiveImage {
+                        manifest: manifest.clone(),
+                        names: names.clone(),
+                    }],
+                    *format,
+                    *docker_media_types,
+                    dest,
+                    compression,
+                    &counter,
+                )?;
+                drop(live);
+                let lines = [
+                    format!(
+                        "exporting layers {} {} done",
+                        crate::gc::human(counter.get()),
+                        crate::progress::rate(counter.get(), started.elapsed())
+                    ),
+                    format!("exporting manifest {} done", exported[0].digest),
+                    format!("exporting config {} done", config.digest),
+                    format!("sending tarball to {dest} done"),
+                ];
+                let what = match format {
+                    ArchiveFormat::Oci => "exporting to oci image format",
+                    ArchiveFormat::Docker => "exporting to docker image format",
+                };
+                step(what, &lines);
+            }
+            OutputSpec::Local { dest } => {
+                worker.export_rootfs(&solved[&build.target], None, Some(dest))?;
+                step(
+                    "exporting to client directory",
+                    &[format!("copying files to {} done", dest.display())],
+                );
+            }
+            OutputSpec::Tar { dest } => {
+                worker.export_rootfs(&solved[&build.target], Some(dest), None)?;
+                step(
+                    "exporting to client tarball",
+                    &[format!("sending tarball to {dest} done")],
+                );
+            }
+        }
+    }
+    if !named.is_empty() {
+        metadata["image.name"] = named.join(",").into();
+    }
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, config.digest.as_str())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.metadata_file {
+        std::fs::write(path, serde_json::to_vec_pretty(&metadata)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     printer.lock().expect("printer").summary(true);
-    if mode == Mode::Quiet {
+    let to_stdout = outputs.iter().any(|o| {
+        matches!(
+            o,
+            OutputSpec::Archive {
+                dest: Dest::Stdout,
+                ..
+            } | OutputSpec::Tar { dest: Dest::Stdout }
+        )
+    });
+    if mode == Mode::Quiet && !to_stdout {
         println!("{}", config.digest);
     }
     Ok(0)
@@ -420,4 +674,76 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
 fn display_name(path: &Path) -> String {
     let s = path.to_string_lossy();
     s.strip_prefix("./").unwrap_or(&s).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(spec: &str) -> Result<OutputSpec> {
+        parse_output(spec, &["docker.io/library/app:1".to_string()])
+    }
+
+    #[test]
+    fn outputs_as_buildkit_names_them() {
+        match parse("type=image,name=a:1,b:2,push=true").unwrap() {
+            OutputSpec::Image { names, push, .. } => {
+                assert_eq!(names, ["docker.io/library/a:1", "docker.io/library/b:2"]);
+                assert!(push);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse("type=registry").unwrap() {
+            OutputSpec::Image {
+                names,
+                push,
+                oci_mediatypes,
+                ..
+            } => {
+                assert_eq!(names, ["docker.io/library/app:1"], "the -t names");
+                assert!(push && !oci_mediatypes);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse("type=docker,dest=-,compression=zstd").unwrap() {
+            OutputSpec::Archive {
+                format,
+                docker_media_types,
+                dest,
+                compression,
+                ..
+            } => {
+                assert_eq!(format, ArchiveFormat::Docker);
+                assert!(docker_media_types);
+                assert_eq!(dest, Dest::Stdout);
+                assert_eq!(compression.media_type, crate::store::OCI_LAYER_ZSTD);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse("type=oci,dest=o.tar,oci-mediatypes=false").unwrap() {
+            OutputSpec::Archive {
+                format,
+                docker_media_types,
+                ..
+            } => assert!(format == ArchiveFormat::Oci && docker_media_types),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse("out").unwrap(),
+            OutputSpec::Local { dest: "out".into() }
+        );
+        assert_eq!(parse("-").unwrap(), OutputSpec::Tar { dest: Dest::Stdout });
+        for (bad, message) in [
+            ("type=zip,dest=x", "unknown --output type=zip"),
+            ("type=oci", "needs dest="),
+            ("type=local,dest=-", "needs a directory"),
+            ("type=tar,dest=x,name=a", "does not take name="),
+            ("type=oci,dest=x,compression=lz4", "unknown compression"),
+            ("type=image,push=maybe", "invalid push="),
+            ("dest=x", "has no type="),
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(message), "{bad}: {e}");
+        }
+    }
 }

@@ -1,11 +1,13 @@
 //! `rbuild push IMAGE [DEST]`: uploads an image of the local store to a registry.
 
 use crate::Global;
-use crate::compress::{Compression, Counter, export_manifest};
+use crate::compress::{Compression, Counter, export_manifest, with_docker_media_types};
 use crate::reference;
 use crate::registry::Registry;
 use crate::state::State;
+use crate::store::Descriptor;
 use anyhow::{Context, Result, anyhow};
+use rbuild_solver::Digest;
 
 /// Arguments of `rbuild push`.
 #[derive(clap::Args)]
@@ -14,6 +16,52 @@ pub struct PushArgs {
     pub image: String,
     /// Where to push it (default: the image's own name)
     pub dest: Option<String>,
+    /// Push the manifest with OCI media types instead of Docker's (BuildKit's
+    /// `oci-mediatypes=true`)
+    #[arg(long)]
+    pub oci_mediatypes: bool,
+}
+
+/// Pushes the image of the stored manifest `manifest` to `dest` (a full reference): its
+/// layers compressed as `compression` says (made once, then remembered), blobs the registry
+/// has skipped, then the manifest, with Docker media types unless `oci_mediatypes`. `report`
+/// hears a line per step. Returns the pushed manifest's digest.
+pub fn push_image(
+    state: &State,
+    registry: &Registry,
+    runtime: &tokio::runtime::Runtime,
+    manifest: &Descriptor,
+    dest: &str,
+    (compression, oci_mediatypes): (&Compression, bool),
+    report: &(dyn Fn(String) + Sync),
+) -> Result<Digest> {
+    let dest = reference::parse(dest).map_err(|e| anyhow!(e))?;
+    let started = std::time::Instant::now();
+    let counter = Counter::default();
+    let (mut descriptor, _) = export_manifest(state, manifest, compression, &counter)?;
+    if counter.get() > 0 {
+        report(format!(
+            "compressed layers: {} {} {:.1}s",
+            crate::gc::human(counter.get()),
+            crate::progress::rate(counter.get(), started.elapsed()),
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    if !oci_mediatypes {
+        descriptor = with_docker_media_types(state, &descriptor)?;
+    }
+    let bytes = state.store.read_blob(&descriptor.digest)?;
+    let m = state.store.manifest(&descriptor.digest)?;
+    let mut blobs = m.layers.clone();
+    blobs.push(m.config.clone());
+    runtime.block_on(registry.push(
+        &dest.to_oci(),
+        &state.store,
+        &blobs,
+        &bytes,
+        &descriptor.media_type,
+        report,
+    ))
 }
 
 /// Pushes the image's blobs (skipping those the registry has) and then its manifest.
@@ -28,32 +76,16 @@ pub fn run(global: &Global, args: PushArgs) -> Result<i32> {
             args.image
         )
     })?;
-    // Layers made by steps are compressed now (once: the blobs are remembered).
-    let started = std::time::Instant::now();
-    let counter = Counter::default();
-    let (descriptor, bytes) =
-        export_manifest(&state, &descriptor, &Compression::default(), &counter)?;
-    if counter.get() > 0 {
-        eprintln!(
-            "compressed layers: {} {} {:.1}s",
-            crate::gc::human(counter.get()),
-            crate::progress::rate(counter.get(), started.elapsed()),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    let manifest = state.store.manifest(&descriptor.digest)?;
-    let mut blobs = manifest.layers.clone();
-    blobs.push(manifest.config.clone());
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let registry = Registry::default();
-    let digest = runtime.block_on(registry.push(
-        &dest.to_oci(),
-        &state.store,
-        &blobs,
-        &bytes,
-        &descriptor.media_type,
+    let digest = push_image(
+        &state,
+        &Registry::default(),
+        &runtime,
+        &descriptor,
+        &dest.whole(),
+        (&Compression::default(), args.oci_mediatypes),
         &|line| eprintln!("{line}"),
-    ))?;
+    )?;
     println!("{}@{digest}", dest.whole());
     Ok(0)
 }
