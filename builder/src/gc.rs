@@ -204,30 +204,6 @@ pub struct Pruned {
     pub freed: u64,
 }
 
-/// Seconds since the epoch of a `YYYY-MM-DDTHH:MM:SSZ` time (0 if unreadable).
-fn epoch_of(time: &str) -> u64 {
-    let parse = |range: std::ops::Range<usize>| time.get(range).and_then(|s| s.parse::<i64>().ok());
-    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) = (
-        parse(0..4),
-        parse(5..7),
-        parse(8..10),
-        parse(11..13),
-        parse(14..16),
-        parse(17..19),
-    ) else {
-        return 0;
-    };
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    (days * 86_400 + h * 3_600 + mi * 60 + s).max(0) as u64
-}
-
 /// Removes build cache as `options` says, then every blob and snapshot nothing refers to.
 pub fn prune(state: &State, options: &PruneOptions) -> Result<Pruned> {
     let needed = needed_by_images(state)?;
@@ -273,7 +249,7 @@ pub fn prune(state: &State, options: &PruneOptions) -> Result<Pruned> {
             break;
         }
         if let Some(recent) = options.keep_recent
-            && now.saturating_sub(epoch_of(used)) < recent
+            && now.saturating_sub(crate::timefmt::epoch_of(used)) < recent
         {
             continue;
         }
@@ -354,7 +330,8 @@ pub fn prune(state: &State, options: &PruneOptions) -> Result<Pruned> {
     Ok(pruned)
 }
 
-/// A size the way Docker prints it: `1.5MB` (decimal units).
+/// A size the way Docker prints it: `1.5MB`, `104MB` (decimal units, three significant
+/// digits).
 pub fn human(bytes: u64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB"];
     let mut value = bytes as f64;
@@ -366,8 +343,20 @@ pub fn human(bytes: u64) -> String {
     if unit == 0 {
         return format!("{bytes}B");
     }
-    let number = format!("{value:.3}");
-    let number = number.trim_end_matches('0').trim_end_matches('.');
+    // Three significant digits, as Docker's sizes (go-units' HumanSize).
+    let decimals = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let number = format!("{value:.decimals$}");
+    let number = if number.contains('.') {
+        number.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &number
+    };
     format!("{number}{}", units[unit])
 }
 
@@ -481,11 +470,17 @@ mod tests {
         assert_eq!(human(999), "999B");
         assert_eq!(human(1_500_000), "1.5MB");
         assert_eq!(human(2_000_000_000), "2GB");
+        assert_eq!(human(1_982_000), "1.98MB");
+        assert_eq!(human(104_362_000), "104MB");
+        assert_eq!(human(10_250_000), "10.2MB");
         assert_eq!(parse_duration("24h"), Some(86_400));
         assert_eq!(parse_duration("1h30m"), Some(5_400));
         assert_eq!(parse_duration("90s"), Some(90));
         assert_eq!(parse_duration("3d"), None);
-        assert_eq!(epoch_of("1970-01-02T00:00:01Z"), 86_401);
-        assert_eq!(epoch_of("2026-11-28T00:00:00Z"), 1_795_824_000);
+        assert_eq!(crate::timefmt::epoch_of("1970-01-02T00:00:01Z"), 86_401);
+        assert_eq!(
+            crate::timefmt::epoch_of("2026-11-28T00:00:00Z"),
+            1_795_824_000
+        );
     }
 }

@@ -12,6 +12,7 @@ mod export;
 mod gc;
 mod http;
 mod layer;
+mod local;
 mod mounts;
 mod progress;
 mod reference;
@@ -66,7 +67,8 @@ struct Cli {
 }
 
 const SUBCOMMANDS: &[&str] = &[
-    "build", "check", "du", "graph", "images", "lint", "prune", "push", "run", "help",
+    "build", "check", "du", "graph", "history", "images", "inspect", "lint", "load", "prune",
+    "push", "rmi", "run", "save", "tag", "help",
 ];
 
 #[derive(Subcommand)]
@@ -80,7 +82,19 @@ enum Command {
     /// Show the space the state directory uses, by kind, and how much is reclaimable
     Du(commands::du::DuArgs),
     /// List the images in the local store
-    Images,
+    Images(commands::images::ImagesArgs),
+    /// Show the steps that made an image
+    History(commands::history::HistoryArgs),
+    /// Show an image's details as JSON
+    Inspect(commands::inspect::InspectArgs),
+    /// Give an image another name
+    Tag(commands::tag::TagArgs),
+    /// Remove image names (`rbuild prune` then reclaims what only they needed)
+    Rmi(commands::rmi::RmiArgs),
+    /// Write images to an archive (Docker's format, or OCI)
+    Save(commands::save::SaveArgs),
+    /// Read images from an archive (`docker save`, OCI layouts, rbuild save)
+    Load(commands::load::LoadArgs),
     /// Run the build checks on a Dockerfile without building it (exit 1 if any finds something)
     Lint(commands::lint::LintArgs),
     /// Remove build cache (never what tagged images need)
@@ -157,7 +171,13 @@ fn main() {
         Command::Graph(args) => commands::graph::run(&global, args),
         Command::Check => commands::check::run(&global),
         Command::Du(args) => commands::du::run(&global, args),
-        Command::Images => commands::images::run(&global),
+        Command::Images(args) => commands::images::run(&global, args),
+        Command::History(args) => commands::history::run(&global, args),
+        Command::Inspect(args) => commands::inspect::run(&global, args),
+        Command::Tag(args) => commands::tag::run(&global, args),
+        Command::Rmi(args) => commands::rmi::run(&global, args),
+        Command::Save(args) => commands::save::run(&global, args),
+        Command::Load(args) => commands::load::run(&global, args),
         Command::Prune(args) => commands::prune::run(&global, args),
         Command::Lint(args) => commands::lint::run(&global, args),
         Command::Push(args) => commands::push::run(&global, args),

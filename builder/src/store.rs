@@ -317,6 +317,16 @@ impl Store {
         self.write_index(&index)
     }
 
+    /// Removes the name `name` (the image's data stays, as build cache, until pruned).
+    pub fn untag(&self, name: &str) -> Result<()> {
+        let _lock = self.lock_index()?;
+        let mut index = self.index()?;
+        index
+            .manifests
+            .retain(|d| d.annotations.get(REF_NAME).map(String::as_str) != Some(name));
+        self.write_index(&index)
+    }
+
     /// Reads and parses a manifest blob.
     pub fn manifest(&self, digest: &Digest) -> Result<Manifest> {
         let data = self.read_blob(digest)?;

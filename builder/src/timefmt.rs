@@ -37,6 +37,54 @@ pub fn build_time() -> SystemTime {
         .unwrap_or_else(SystemTime::now)
 }
 
+/// Seconds since the epoch of a `YYYY-MM-DDTHH:MM:SS…` time (fractions and zone ignored: the
+/// times rbuild reads are UTC); 0 if unreadable.
+pub fn epoch_of(time: &str) -> u64 {
+    let parse = |range: std::ops::Range<usize>| time.get(range).and_then(|s| s.parse::<i64>().ok());
+    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) = (
+        parse(0..4),
+        parse(5..7),
+        parse(8..10),
+        parse(11..13),
+        parse(14..16),
+        parse(17..19),
+    ) else {
+        return 0;
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    (days * 86_400 + h * 3_600 + mi * 60 + s).max(0) as u64
+}
+
+/// How long ago `time` (RFC 3339) was, the way Docker says it: `About a minute ago`,
+/// `5 minutes ago`, `2 hours ago`, `3 days ago`, `2 weeks ago`, `4 months ago`, `2 years ago`.
+pub fn ago(time: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let secs = now.saturating_sub(epoch_of(time));
+    let text = match secs {
+        0 => "Less than a second".to_string(),
+        1 => "1 second".to_string(),
+        s if s < 60 => format!("{s} seconds"),
+        s if s < 120 => "About a minute".to_string(),
+        s if s < 3_600 => format!("{} minutes", s / 60),
+        s if s < 7_200 => "About an hour".to_string(),
+        s if s < 48 * 3_600 => format!("{} hours", s / 3_600),
+        s if s < 14 * 86_400 => format!("{} days", s / 86_400),
+        s if s < 90 * 86_400 => format!("{} weeks", s / (7 * 86_400)),
+        s if s < 730 * 86_400 => format!("{} months", s / (30 * 86_400)),
+        s => format!("{} years", s / (365 * 86_400)),
+    };
+    format!("{text} ago")
+}
+
 /// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to (year, month, day).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -53,6 +101,20 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ages_as_docker_says_them() {
+        let at = |secs_ago: u64| rfc3339(SystemTime::now() - Duration::from_secs(secs_ago));
+        assert_eq!(ago(&at(90)), "About a minute ago");
+        assert_eq!(ago(&at(5 * 60 + 3)), "5 minutes ago");
+        assert_eq!(ago(&at(3 * 3_600)), "3 hours ago");
+        assert_eq!(ago(&at(3 * 86_400)), "3 days ago");
+        assert_eq!(ago(&at(800 * 86_400)), "2 years ago");
+        assert_eq!(
+            epoch_of(&rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_813_129))),
+            1_795_813_129
+        );
+    }
 
     #[test]
     fn known_dates() {

@@ -1,63 +1,137 @@
-//! `rbuild images`: the tagged images of the local store.
+//! `rbuild images`: the tagged images of the local store, like `docker images`.
 
 use crate::Global;
+use crate::gc::human;
+use crate::local::{self, LocalImage};
 use crate::reference::familiar;
 use crate::state::State;
-use crate::store::REF_NAME;
+use crate::timefmt;
 use anyhow::Result;
 
-/// `1.9MB`-style sizes, as Docker prints them (powers of 1000).
-pub fn human_size(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < units.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{value:.3}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-            + units[unit]
+/// Arguments of `rbuild images`.
+#[derive(clap::Args)]
+pub struct ImagesArgs {
+    /// `table` (REPOSITORY TAG IMAGE ID CREATED SIZE) or `json` (one object per line, with
+    /// Docker's keys)
+    #[arg(long, default_value = "table")]
+    pub format: Format,
+    /// Show each image's manifest digest
+    #[arg(long)]
+    pub digests: bool,
+    /// Show full image ids
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+/// Output formats of the listing commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns.
+    Table,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `name:tag` → (`name`, `tag`), in the familiar form Docker prints.
+pub fn repository_and_tag(name: &str) -> (String, String) {
+    let short = familiar(name);
+    match short.rsplit_once(':') {
+        Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
+        _ => (short, "<none>".to_string()),
     }
 }
 
-/// Prints REPOSITORY, TAG, IMAGE ID, CREATED and SIZE (compressed layers) of every tag.
-pub fn run(global: &Global) -> Result<i32> {
+/// Prints a line to stdout; a closed stdout (`| head`) ends the output quietly instead of
+/// panicking as `println!` does.
+pub fn out(line: &str) {
+    use std::io::Write;
+    if writeln!(std::io::stdout().lock(), "{line}").is_err() {
+        std::process::exit(0);
+    }
+}
+
+/// Prints rows of cells with columns padded to their widest cell, three spaces apart (as
+/// Docker's tabwriter).
+pub fn print_table(rows: &[Vec<String>]) {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if c + 1 < row.len() {
+                line.push_str(&" ".repeat(widths[c] - cell.chars().count() + 3));
+            }
+        }
+        out(line.trim_end());
+    }
+}
+
+/// The short id Docker shows: the first 12 hex digits of the config digest.
+pub fn short_id(image: &LocalImage, no_trunc: bool) -> String {
+    if no_trunc {
+        image.id().to_string()
+    } else {
+        image.id().hex()[..12].to_string()
+    }
+}
+
+/// Lists every name of every image.
+pub fn run(global: &Global, args: ImagesArgs) -> Result<i32> {
     let state = State::open(global)?;
-    let store = &state.store;
-    println!(
-        "{:<40} {:<16} {:<14} {:<22} SIZE",
-        "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
-    );
-    for entry in store.index()?.manifests {
-        let Some(name) = entry.annotations.get(REF_NAME) else {
-            continue;
-        };
-        let short = familiar(name);
-        let (repo, tag) = match short.rsplit_once(':') {
-            Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
-            _ => (short.clone(), "<none>".to_string()),
-        };
-        let manifest = store.manifest(&entry.digest)?;
-        let config: serde_json::Value =
-            serde_json::from_slice(&store.read_blob(&manifest.config.digest)?)?;
-        let created = config["created"]
-            .as_str()
-            .unwrap_or("")
-            .chars()
-            .take(19)
-            .collect::<String>();
-        let size: u64 = manifest.layers.iter().map(|l| l.size).sum::<u64>() + manifest.config.size;
-        println!(
-            "{repo:<40} {tag:<16} {:<14} {created:<22} {}",
-            &manifest.config.digest.hex()[..12],
-            human_size(size)
-        );
+    let images = local::all(&state)?;
+    let mut rows = vec![];
+    let mut header = vec!["REPOSITORY", "TAG"];
+    if args.digests {
+        header.push("DIGEST");
+    }
+    header.extend(["IMAGE ID", "CREATED", "SIZE"]);
+    rows.push(header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
+    for image in &images {
+        let created = image.config.created.clone().unwrap_or_default();
+        for name in &image.names {
+            let (repo, tag) = repository_and_tag(name);
+            let size = human(image.size(&state));
+            if args.format == Format::Json {
+                let seconds = timefmt::epoch_of(&created);
+                let at = timefmt::rfc3339(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds),
+                );
+                // Docker's `--format json` keys and forms.
+                let object = serde_json::json!({
+                    "Containers": "N/A",
+                    "CreatedAt": format!("{} {} +0000 UTC", &at[..10], &at[11..19]),
+                    "CreatedSince": timefmt::ago(&created),
+                    "Digest": image.manifest.digest.to_string(),
+                    "ID": short_id(image, args.no_trunc),
+                    "Repository": repo,
+                    "SharedSize": "N/A",
+                    "Size": size,
+                    "Tag": tag,
+                    "UniqueSize": "N/A",
+                    "VirtualSize": size,
+                });
+                out(&object.to_string());
+                continue;
+            }
+            let mut row = vec![repo, tag];
+            if args.digests {
+                row.push(image.manifest.digest.to_string());
+            }
+            row.extend([short_id(image, args.no_trunc), timefmt::ago(&created), size]);
+            rows.push(row);
+        }
+    }
+    if args.format == Format::Table {
+        print_table(&rows);
     }
     Ok(0)
 }
@@ -65,9 +139,14 @@ pub fn run(global: &Global) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn sizes_like_docker() {
-        assert_eq!(super::human_size(512), "512B");
-        assert_eq!(super::human_size(1_980_000), "1.98MB");
-        assert_eq!(super::human_size(2_000), "2kB");
+    fn names_split_like_docker() {
+        assert_eq!(
+            super::repository_and_tag("docker.io/library/hello:1.0"),
+            ("hello".to_string(), "1.0".to_string())
+        );
+        assert_eq!(
+            super::repository_and_tag("127.0.0.1:5000/demo/app:2"),
+            ("127.0.0.1:5000/demo/app".to_string(), "2".to_string())
+        );
     }
 }
