@@ -5,6 +5,7 @@
 //! local store, registry client and exporters of this crate. See ARCHITECTURE.md.
 #![deny(missing_docs)]
 
+mod auth;
 mod commands;
 mod compress;
 mod diagnostics;
@@ -62,13 +63,22 @@ struct Cli {
     )]
     snapshotter: state::SnapshotterChoice,
 
+    /// Trust this CA certificate (PEM) for registries' TLS, besides the system's
+    #[arg(long = "registry-ca", global = true, value_name = "FILE")]
+    registry_ca: Vec<PathBuf>,
+
+    /// Speak plain HTTP to this registry (host[:port]); loopback registries that do not speak
+    /// TLS are reached over HTTP anyway, as Docker does
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
+    insecure_registry: Vec<String>,
+
     #[command(subcommand)]
     command: Command,
 }
 
 const SUBCOMMANDS: &[&str] = &[
-    "build", "check", "du", "graph", "history", "images", "inspect", "lint", "load", "prune",
-    "push", "rmi", "run", "save", "tag", "help",
+    "build", "check", "du", "graph", "history", "images", "inspect", "lint", "load", "login",
+    "logout", "prune", "push", "rmi", "run", "save", "tag", "help",
 ];
 
 #[derive(Subcommand)]
@@ -95,6 +105,10 @@ enum Command {
     Save(commands::save::SaveArgs),
     /// Read images from an archive (`docker save`, OCI layouts, rbuild save)
     Load(commands::load::LoadArgs),
+    /// Log in to a registry (credentials go where `docker login` puts them)
+    Login(commands::login::LoginArgs),
+    /// Remove a registry's credentials
+    Logout(commands::login::LogoutArgs),
     /// Run the build checks on a Dockerfile without building it (exit 1 if any finds something)
     Lint(commands::lint::LintArgs),
     /// Remove build cache (never what tagged images need)
@@ -112,6 +126,8 @@ pub struct Global {
     pub root: PathBuf,
     /// The snapshotter to use.
     pub snapshotter: state::SnapshotterChoice,
+    /// How to reach registries.
+    pub registries: registry::RegistryOptions,
 }
 
 /// Inserts `build` where the subcommand would be, when the command line has none: after the
@@ -121,9 +137,19 @@ fn with_default_subcommand(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStr
     while i < args.len() {
         let arg = args[i].to_string_lossy();
         match arg.as_ref() {
-            "--root" | "--snapshotter" => i += 2,
+            "--root" | "--snapshotter" | "--registry-ca" | "--insecure-registry" => i += 2,
             "--debug" => i += 1,
-            a if a.starts_with("--root=") || a.starts_with("--snapshotter=") => i += 1,
+            a if [
+                "--root=",
+                "--snapshotter=",
+                "--registry-ca=",
+                "--insecure-registry=",
+            ]
+            .iter()
+            .any(|p| a.starts_with(p)) =>
+            {
+                i += 1
+            }
             _ => break,
         }
     }
@@ -146,7 +172,10 @@ fn main() {
         tracing_subscriber::EnvFilter::new("debug")
     } else {
         tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+            // rustls' verifier logs each refused certificate; rbuild's own error says it.
+            .unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,rustls_platform_verifier=off")
+            })
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -160,6 +189,10 @@ fn main() {
     let global = Global {
         root: cli.root.clone().unwrap_or_else(state::default_root),
         snapshotter: cli.snapshotter,
+        registries: registry::RegistryOptions {
+            ca_files: cli.registry_ca.clone(),
+            insecure: cli.insecure_registry.clone(),
+        },
     };
     // Still single-threaded here, as entering a user namespace requires.
     if let Err(e) = rootless::enter() {
@@ -178,6 +211,8 @@ fn main() {
         Command::Rmi(args) => commands::rmi::run(&global, args),
         Command::Save(args) => commands::save::run(&global, args),
         Command::Load(args) => commands::load::run(&global, args),
+        Command::Login(args) => commands::login::login(&global, args),
+        Command::Logout(args) => commands::login::logout(args),
         Command::Prune(args) => commands::prune::run(&global, args),
         Command::Lint(args) => commands::lint::run(&global, args),
         Command::Push(args) => commands::push::run(&global, args),

@@ -1,7 +1,9 @@
 //! Talking to registries with oci-client: resolving and pulling images, pushing them.
 //!
-//! Registries on the loopback interface are spoken to over plain HTTP, as Docker allows for
-//! them; every other registry over HTTPS. Authentication is anonymous for now.
+//! Registries are reached over HTTPS (trusting `--registry-ca` certificates besides the
+//! system's), except those named by `--insecure-registry` and loopback registries that do not
+//! speak TLS, which get plain HTTP as Docker allows. Credentials come from Docker's client
+//! configuration (see `crate::auth`); oci-client does the basic and bearer-token flows.
 
 use crate::reference::is_loopback;
 use crate::store::{
@@ -66,10 +68,22 @@ impl tokio::io::AsyncWrite for CountingWriter<'_> {
     }
 }
 
-/// Registry clients, one per registry host.
+/// How to reach registries: extra CA certificates (`--registry-ca`) and registries spoken to
+/// over plain HTTP (`--insecure-registry`).
+#[derive(Clone, Debug, Default)]
+pub struct RegistryOptions {
+    /// PEM files of CA certificates to trust besides the system's.
+    pub ca_files: Vec<std::path::PathBuf>,
+    /// Registries (host[:port]) to use plain HTTP with.
+    pub insecure: Vec<String>,
+}
+
+/// Registry clients, one per registry host, with their credentials.
 #[derive(Default)]
 pub struct Registry {
+    options: RegistryOptions,
     clients: Mutex<HashMap<String, Client>>,
+    auths: Mutex<HashMap<String, RegistryAuth>>,
 }
 
 /// An error with its causes, `outer: inner: root cause` (reqwest hides "connection refused" in
@@ -93,35 +107,211 @@ fn describe(r: &Reference) -> String {
 }
 
 impl Registry {
-    fn client(&self, registry: &str) -> Client {
-        let mut clients = self.clients.lock().expect("registry clients");
-        clients
-            .entry(registry.to_string())
-            .or_insert_with(|| {
-                let protocol = if is_loopback(registry) {
-                    ClientProtocol::Http
-                } else {
-                    ClientProtocol::Https
-                };
-                Client::new(ClientConfig {
-                    protocol,
-                    connect_timeout: Some(Duration::from_secs(15)),
-                    read_timeout: Some(Duration::from_secs(120)),
-                    ..ClientConfig::default()
-                })
+    /// Clients for registries reached as `options` says.
+    pub fn new(options: RegistryOptions) -> Registry {
+        Registry {
+            options,
+            ..Registry::default()
+        }
+    }
+
+    /// The extra CA certificates, read.
+    fn certificates(&self) -> Result<Vec<Vec<u8>>> {
+        self.options
+            .ca_files
+            .iter()
+            .map(|p| {
+                std::fs::read(p).with_context(|| format!("reading --registry-ca {}", p.display()))
             })
-            .clone()
+            .collect()
+    }
+
+    /// Whether `registry` is reached over HTTPS: always, except registries named by
+    /// `--insecure-registry`, and loopback registries that do not speak TLS (Docker tries
+    /// HTTPS first for those too).
+    async fn uses_https(&self, registry: &str) -> Result<bool> {
+        if self.options.insecure.iter().any(|h| h == registry) {
+            return Ok(false);
+        }
+        if !is_loopback(registry) {
+            return Ok(true);
+        }
+        let probe = self
+            .http_client()?
+            .get(format!("https://{registry}/v2/"))
+            .send()
+            .await;
+        Ok(match probe {
+            Ok(_) => true,
+            // A TLS server whose certificate is not trusted: HTTPS, so that the error says so.
+            Err(e) => {
+                let text = chain(&e).to_lowercase();
+                text.contains("certificate") || text.contains("unknownissuer")
+            }
+        })
+    }
+
+    /// A plain HTTP client trusting the extra CAs (for probes and login checks).
+    fn http_client(&self) -> Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30));
+        for pem in self.certificates()? {
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .context("reading a --registry-ca certificate")?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        builder.build().context("making an HTTP client")
+    }
+
+    async fn client(&self, registry: &str) -> Result<Client> {
+        if let Some(client) = self.clients.lock().expect("registry clients").get(registry) {
+            return Ok(client.clone());
+        }
+        let protocol = if self.uses_https(registry).await? {
+            ClientProtocol::Https
+        } else {
+            ClientProtocol::Http
+        };
+        let extra_root_certificates = self
+            .certificates()?
+            .into_iter()
+            .map(|data| oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data,
+            })
+            .collect();
+        let client = Client::new(ClientConfig {
+            protocol,
+            extra_root_certificates,
+            connect_timeout: Some(Duration::from_secs(15)),
+            read_timeout: Some(Duration::from_secs(120)),
+            ..ClientConfig::default()
+        });
+        let auth = self.auth(registry)?;
+        client.store_auth_if_needed(registry, &auth).await;
+        self.clients
+            .lock()
+            .expect("registry clients")
+            .insert(registry.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// An error of a registry operation on `r`, with its causes and, when the registry refused
+    /// the request for want of (good) credentials, what to do about it.
+    fn why(&self, r: &Reference, e: &dyn std::error::Error) -> String {
+        let text = chain(e);
+        let lower = text.to_lowercase();
+        let registry = r.resolve_registry();
+        if lower.contains("certificate") || lower.contains("unknownissuer") {
+            return format!(
+                "{text} ({registry}'s TLS certificate is not trusted: give its CA with \
+                 --registry-ca FILE, or use --insecure-registry {registry} for plain HTTP)"
+            );
+        }
+        if !(lower.contains("401")
+            || lower.contains("unauthorized")
+            || lower.contains("authentication"))
+        {
+            return text;
+        }
+        let anonymous = matches!(self.auth(registry), Ok(RegistryAuth::Anonymous));
+        if anonymous {
+            format!("{text} ({registry} wants credentials: rbuild login {registry})")
+        } else {
+            format!(
+                "{text} ({registry} refused the credentials stored for it in {}: rbuild login {registry} again)",
+                crate::auth::config_path().display()
+            )
+        }
+    }
+
+    /// The credentials for `registry` from Docker's configuration (see [`crate::auth`]).
+    fn auth(&self, registry: &str) -> Result<RegistryAuth> {
+        if let Some(auth) = self.auths.lock().expect("registry auths").get(registry) {
+            return Ok(auth.clone());
+        }
+        let auth = match crate::auth::credentials(registry)? {
+            Some(c) => RegistryAuth::Basic(c.username, c.secret),
+            None => RegistryAuth::Anonymous,
+        };
+        self.auths
+            .lock()
+            .expect("registry auths")
+            .insert(registry.to_string(), auth.clone());
+        Ok(auth)
+    }
+
+    /// Checks `credentials` against `registry` as `docker login` does: `/v2/` with basic
+    /// authentication, or the token service its challenge names.
+    pub async fn check_login(
+        &self,
+        registry: &str,
+        credentials: &crate::auth::Credentials,
+    ) -> Result<()> {
+        let scheme = if self.uses_https(registry).await? {
+            "https"
+        } else {
+            "http"
+        };
+        let http = self.http_client()?;
+        let url = format!("{scheme}://{registry}/v2/");
+        let reach = |e: reqwest::Error| anyhow!("cannot reach {registry}: {}", chain(&e));
+        let first = http.get(&url).send().await.map_err(reach)?;
+        if first.status().is_success() {
+            return Ok(());
+        }
+        let challenge = first
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let answer = if let Some(params) = challenge.strip_prefix("Bearer ") {
+            // realm="https://auth/token",service="registry"
+            let field = |name: &str| {
+                params.split(',').find_map(|p| {
+                    let (k, v) = p.trim().split_once('=')?;
+                    (k == name).then(|| v.trim_matches('"').to_string())
+                })
+            };
+            let realm = field("realm")
+                .ok_or_else(|| anyhow!("{registry}: a token challenge without a realm"))?;
+            let mut request = http
+                .get(&realm)
+                .basic_auth(&credentials.username, Some(&credentials.secret));
+            if let Some(service) = field("service") {
+                request = request.query(&[("service", service)]);
+            }
+            request.send().await.map_err(reach)?
+        } else {
+            http.get(&url)
+                .basic_auth(&credentials.username, Some(&credentials.secret))
+                .send()
+                .await
+                .map_err(reach)?
+        };
+        if answer.status().is_success() {
+            Ok(())
+        } else {
+            bail!(
+                "login to {registry} failed: {} (wrong user name or password?)",
+                answer.status()
+            )
+        }
     }
 
     /// Finds the linux/amd64 image of `r`, stores its manifest and config blobs in `store`, and
     /// returns the manifest's digest.
     pub async fn resolve(&self, r: &Reference, store: &Store) -> Result<Digest> {
-        let client = self.client(r.resolve_registry());
-        let auth = RegistryAuth::Anonymous;
+        let client = self.client(r.resolve_registry()).await?;
+        let auth = self.auth(r.resolve_registry())?;
         let (bytes, digest) = client
             .pull_manifest_raw(r, &auth, ACCEPTED)
             .await
-            .map_err(|e| anyhow!("failed to resolve {}: {}", describe(r), chain(&e)))?;
+            .map_err(|e| anyhow!("failed to resolve {}: {}", describe(r), self.why(r, &e)))?;
         let mut bytes = bytes.to_vec();
         let mut digest = Digest::parse(&digest).unwrap_or_else(|| Digest::of(&bytes));
         let mut media_type = media_type_of(&bytes);
@@ -161,7 +351,7 @@ impl Registry {
                     anyhow!(
                         "failed to fetch the linux/amd64 manifest of {}: {}",
                         describe(r),
-                        chain(&e)
+                        self.why(r, &e)
                     )
                 })?;
             bytes = b.to_vec();
@@ -192,7 +382,7 @@ impl Registry {
                     anyhow!(
                         "failed to fetch the config of {}: {}",
                         describe(r),
-                        chain(&e)
+                        self.why(r, &e)
                     )
                 })?;
             let (d, _) = store.write_blob(&config)?;
@@ -215,7 +405,7 @@ impl Registry {
         if store.has_blob(&blob.digest) {
             return Ok(());
         }
-        let client = self.client(r.resolve_registry());
+        let client = self.client(r.resolve_registry()).await?;
         let path = store.ingest_path();
         let file = tokio::fs::File::create(&path)
             .await
@@ -235,7 +425,7 @@ impl Registry {
                 "failed to pull layer {} of {}: {}",
                 blob.digest,
                 describe(r),
-                chain(&e)
+                self.why(r, &e)
             ));
         }
         let written = counting.written;
@@ -258,16 +448,12 @@ impl Registry {
         media_type: &str,
         report: &(dyn Fn(String) + Sync),
     ) -> Result<Digest> {
-        let client = self.client(r.resolve_registry());
-        let auth = RegistryAuth::Anonymous;
-        client
-            .store_auth_if_needed(r.resolve_registry(), &auth)
-            .await;
+        let client = self.client(r.resolve_registry()).await?;
         for blob in blobs {
             let exists = client
                 .blob_exists(r, blob.digest.as_str())
                 .await
-                .map_err(|e| anyhow!("failed to push to {}: {}", describe(r), chain(&e)))?;
+                .map_err(|e| anyhow!("failed to push to {}: {}", describe(r), self.why(r, &e)))?;
             if exists {
                 report(format!("{}: layer already exists", blob.digest));
                 continue;
@@ -282,7 +468,7 @@ impl Registry {
                         "failed to push blob {} to {}: {}",
                         blob.digest,
                         describe(r),
-                        chain(&e)
+                        self.why(r, &e)
                     )
                 })?;
             report(format!(
@@ -303,7 +489,7 @@ impl Registry {
                 anyhow!(
                     "failed to push the manifest to {}: {}",
                     describe(r),
-                    chain(&e)
+                    self.why(r, &e)
                 )
             })?;
         Ok(Digest::of(manifest))

@@ -5,7 +5,7 @@ mod common;
 
 use common::{Env, Progress, Registry, testdata, tool};
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -2034,6 +2034,214 @@ fn daily_image_commands_and_archives() {
         "{}",
         bad.stderr
     );
+}
+
+/// A CA and a certificate it signed for 127.0.0.1, as PEM files in `dir`: (ca, cert, key).
+fn test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "rbuild test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    server
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let cert = server
+        .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
+        .unwrap();
+    // skopeo's --cert-dir takes CAs from *.crt files.
+    std::fs::create_dir_all(dir).unwrap();
+    let paths = (
+        dir.join("ca.crt"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+#[test]
+fn registry_login_credential_helpers_and_tls() {
+    require_root!();
+    use base64::Engine as _;
+    let env = Env::new();
+    env.base_image();
+    let registry = Registry::start_with(common::RegistrySetup {
+        user: Some(("tester", "s3cret")),
+        ..Default::default()
+    });
+    let addr = registry.addr.clone();
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox\nRUN echo auth > /auth\n",
+        )],
+    );
+    env.rbuild(&["build", "-q", "-t", "auth:1", ctx.to_str().unwrap()])
+        .ok();
+    let remote = format!("{addr}/demo/auth:1");
+    let config_json = env.docker_config().join("config.json");
+    // Without credentials: refused, and the error says which registry and what to do.
+    let refused = env.rbuild(&["push", "auth:1", &remote]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains(&addr) && refused.stderr.contains(&format!("rbuild login {addr}")),
+        "{}",
+        refused.stderr
+    );
+    // A wrong password: login fails naming the registry, and nothing is stored.
+    let wrong = env.rbuild_with(
+        &["login", &addr, "-u", "tester", "--password-stdin"],
+        "wrong\n",
+        &[],
+    );
+    assert_ne!(wrong.code, 0);
+    assert!(
+        wrong.stderr.contains(&format!("login to {addr} failed")),
+        "{}",
+        wrong.stderr
+    );
+    assert!(!config_json.exists());
+    // The right one: stored as docker login stores it.
+    let ok = env
+        .rbuild_with(
+            &["login", &addr, "-u", "tester", "--password-stdin"],
+            "s3cret\n",
+            &[],
+        )
+        .ok();
+    assert_eq!(ok.stdout, "Login Succeeded\n");
+    let config = json(&std::fs::read_to_string(&config_json).unwrap());
+    assert_eq!(
+        config["auths"][&addr]["auth"],
+        base64::engine::general_purpose::STANDARD.encode("tester:s3cret")
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&config_json)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    // Now pushes work, and skopeo (with the same credentials) reads the image.
+    env.rbuild(&["push", "auth:1", &remote]).ok();
+    let inspect = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            "tester:s3cret",
+            &format!("docker://{remote}"),
+        ],
+    ));
+    assert!(inspect["Digest"].as_str().unwrap().starts_with("sha256:"));
+    // Another root with the same credentials builds on the pushed image.
+    let fresh = Env::new();
+    std::fs::create_dir_all(fresh.docker_config()).unwrap();
+    std::fs::copy(&config_json, fresh.docker_config().join("config.json")).unwrap();
+    let from = fresh.context(
+        "from",
+        &[(
+            "Dockerfile",
+            &format!("FROM {remote}\nRUN cat /auth > /seen\n"),
+        )],
+    );
+    fresh
+        .rbuild(&["build", "-q", "-t", "seen:1", from.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        fresh
+            .rbuild(&["run", "--rm", "seen:1", "cat", "/seen"])
+            .ok()
+            .stdout,
+        "auth\n"
+    );
+    // logout forgets them.
+    let out = env.rbuild(&["logout", &addr]).ok();
+    assert_eq!(
+        out.stdout,
+        format!("Removing login credentials for {addr}\n")
+    );
+    assert_ne!(env.rbuild(&["push", "auth:1", &remote]).code, 0);
+    // A credential helper named by credHelpers answers for the registry (the helper protocol:
+    // `get` with the server on stdin, JSON on stdout; `store` with JSON on stdin).
+    let helpers = env.path("helpers");
+    std::fs::create_dir_all(&helpers).unwrap();
+    let helper = helpers.join("docker-credential-rbuildtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n  get) read server; printf '{{\"ServerURL\":\"%s\",\"Username\":\"tester\",\"Secret\":\"s3cret\"}}' \"$server\" ;;\n  store) cat > {0}/stored.json ;;\n  erase) read server; echo \"$server\" > {0}/erased ;;\nesac\n",
+            helpers.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        &config_json,
+        serde_json::json!({"credHelpers": {addr.clone(): "rbuildtest"}}).to_string(),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        helpers.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    env.rbuild_with(&["push", "auth:1", &remote], "", &[("PATH", &path)])
+        .ok();
+    env.rbuild_with(
+        &["login", &addr, "-u", "tester", "--password-stdin"],
+        "s3cret",
+        &[("PATH", &path)],
+    )
+    .ok();
+    let stored = json(&std::fs::read_to_string(helpers.join("stored.json")).unwrap());
+    assert_eq!(stored["Username"], "tester");
+    assert_eq!(stored["ServerURL"], addr.as_str());
+    // A registry with TLS from a CA of its own: trusted with --registry-ca, refused without.
+    let certs = env.path("certs");
+    let (ca, cert, key) = test_certificates(&certs);
+    let secure = Registry::start_with(common::RegistrySetup {
+        tls: Some((&cert, &key)),
+        ..Default::default()
+    });
+    let secure_remote = format!("{}/demo/tls:1", secure.addr);
+    let untrusted = env.rbuild(&["push", "auth:1", &secure_remote]);
+    assert_ne!(untrusted.code, 0);
+    assert!(
+        untrusted.stderr.contains("TLS certificate is not trusted")
+            && untrusted.stderr.contains("--registry-ca"),
+        "{}",
+        untrusted.stderr
+    );
+    env.rbuild(&[
+        "--registry-ca",
+        ca.to_str().unwrap(),
+        "push",
+        "auth:1",
+        &secure_remote,
+    ])
+    .ok();
+    let inspect = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--cert-dir",
+            certs.to_str().unwrap(),
+            &format!("docker://{secure_remote}"),
+        ],
+    ));
+    assert!(inspect["Digest"].as_str().unwrap().starts_with("sha256:"));
 }
 
 #[test]

@@ -400,7 +400,7 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
 
     let state = Arc::new(State::open(global)?);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let registry = Arc::new(Registry::default());
+    let registry = Arc::new(Registry::new(global.registries.clone()));
     let options = BuildOptions {
         build_args,
         target: args.target.clone(),

@@ -102,7 +102,7 @@ pub fn inspect(
         .unwrap_or_default();
     let state = State::open(global)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let registry = Registry::default();
+    let registry = Registry::new(global.registries.clone());
     let resolver = Lenient {
         inner: StoreThenRegistry::new(&state, &registry, &runtime),
         unresolved: RefCell::new(Vec::new()),

@@ -9,6 +9,7 @@ pub mod images;
 pub mod inspect;
 pub mod lint;
 pub mod load;
+pub mod login;
 pub mod prune;
 pub mod push;
 pub mod rmi;

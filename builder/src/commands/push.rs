@@ -79,7 +79,7 @@ pub fn run(global: &Global, args: PushArgs) -> Result<i32> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let digest = push_image(
         &state,
-        &Registry::default(),
+        &Registry::new(global.registries.clone()),
         &runtime,
         &descriptor,
         &dest.whole(),

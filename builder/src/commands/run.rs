@@ -32,7 +32,7 @@ pub struct RunArgs {
 pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
     let state = Arc::new(State::open(global)?);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let registry = Arc::new(Registry::default());
+    let registry = Arc::new(Registry::new(global.registries.clone()));
     let resolved = StoreThenRegistry::new(&state, &registry, &runtime)
         .resolve(&args.image)
         .map_err(|e| anyhow!(e))?;

@@ -92,7 +92,28 @@ impl Env {
         let mut c = Command::new(assert_cmd::cargo::cargo_bin!("rbuild"));
         c.arg("--root").arg(self.root());
         c.env_remove("RBUILD_ROOT");
+        // Registry credentials of this test only, never the user's.
+        c.env("DOCKER_CONFIG", self.docker_config());
         c
+    }
+
+    /// The directory of this test's Docker client configuration (`config.json`).
+    pub fn docker_config(&self) -> PathBuf {
+        self.dir.path().join("docker-config")
+    }
+
+    /// Runs rbuild with `stdin` as its input and `envs` set.
+    pub fn rbuild_with(&self, args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> Run {
+        let mut c = self.command();
+        c.args(args);
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let out = assert_cmd::Command::from_std(c)
+            .write_stdin(stdin)
+            .output()
+            .expect("running rbuild");
+        run_of(out)
     }
 
     /// Runs rbuild to completion (stdin closed).
@@ -270,8 +291,21 @@ pub struct Registry {
     _dir: tempfile::TempDir,
 }
 
+/// What a test registry asks of its clients.
+#[derive(Default)]
+pub struct RegistrySetup<'a> {
+    /// Basic authentication with this user and password (an htpasswd file, bcrypt).
+    pub user: Option<(&'a str, &'a str)>,
+    /// TLS with this certificate and key (PEM files).
+    pub tls: Option<(&'a Path, &'a Path)>,
+}
+
 impl Registry {
     pub fn start() -> Registry {
+        Registry::start_with(RegistrySetup::default())
+    }
+
+    pub fn start_with(setup: RegistrySetup) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -280,14 +314,28 @@ impl Registry {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((cert, key)) = setup.tls {
+            yaml.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        if let Some((user, password)) = setup.user {
+            let htpasswd = dir.path().join("htpasswd");
+            let hash = bcrypt::hash(password, 4).unwrap();
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: rbuild-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, yaml).unwrap();
+        let tls = setup.tls.is_some();
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -302,7 +350,12 @@ impl Registry {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if registry.get("/v2/").is_some() {
+            let up = if tls {
+                std::net::TcpStream::connect(&registry.addr).is_ok()
+            } else {
+                registry.get("/v2/").is_some()
+            };
+            if up {
                 return registry;
             }
             std::thread::sleep(Duration::from_millis(100));
