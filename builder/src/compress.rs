@@ -56,7 +56,7 @@ impl Compression {
     }
 }
 
-/// Counts the uncompressed bytes an export reads, for progress.
+/// Counts the uncompressed bytes an export compresses (or writes), for progress.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
 
@@ -92,7 +92,7 @@ impl<W: Write> Write for Tee<'_, W> {
 
 /// A compressing writer that hands its inner writer back.
 enum Encoder<W: Write> {
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(crate::pgzip::ParGzWriter<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
     None(W),
 }
@@ -100,14 +100,14 @@ enum Encoder<W: Write> {
 impl<W: Write> Encoder<W> {
     fn new(inner: W, compression: &Compression) -> Result<Encoder<W>> {
         Ok(match compression.media_type {
-            OCI_LAYER_GZIP => Encoder::Gzip(flate2::write::GzEncoder::new(
+            OCI_LAYER_GZIP => Encoder::Gzip(crate::pgzip::ParGzWriter::new(
                 inner,
                 compression
                     .level
                     .map_or(flate2::Compression::default(), |l| {
                         flate2::Compression::new(l.min(9))
                     }),
-            )),
+            )?),
             OCI_LAYER_ZSTD => {
                 let level = compression.level.map_or(3, |l| l.clamp(1, 22) as i32);
                 let mut encoder = zstd::stream::write::Encoder::new(inner, level)?;
@@ -159,7 +159,6 @@ pub fn layer_blob(
     let keep =
         media_type == compression.media_type || (media_type != OCI_LAYER_TAR && !compression.force);
     if keep && state.store.has_blob(&layer.digest) {
-        counter.add(layer.size as usize);
         return Ok(layer.clone());
     }
     let target = Descriptor {
@@ -172,8 +171,6 @@ pub fn layer_blob(
         // The blob of an uncompressed layer is its tar, whose digest is the diff id.
         if !state.store.has_blob(diff_id) {
             write_blob(state, layer, diff_id, compression, counter)?;
-        } else {
-            counter.add(layer.size as usize);
         }
         let size = std::fs::metadata(state.store.blob_path(diff_id))?.len();
         return Ok(Descriptor {

@@ -15,6 +15,7 @@ mod http;
 mod layer;
 mod local;
 mod mounts;
+mod pgzip;
 mod progress;
 mod reference;
 mod registry;

@@ -186,6 +186,8 @@ impl Registry {
         let client = Client::new(ClientConfig {
             protocol,
             extra_root_certificates,
+            // One streamed PUT per blob, as Docker and Buildah push.
+            use_monolithic_push: true,
             connect_timeout: Some(Duration::from_secs(15)),
             read_timeout: Some(Duration::from_secs(120)),
             ..ClientConfig::default()
@@ -449,38 +451,70 @@ impl Registry {
         report: &(dyn Fn(String) + Sync),
     ) -> Result<Digest> {
         let client = self.client(r.resolve_registry()).await?;
-        for blob in blobs {
-            let exists = client
-                .blob_exists(r, blob.digest.as_str())
-                .await
-                .map_err(|e| anyhow!("failed to push to {}: {}", describe(r), self.why(r, &e)))?;
-            if exists {
-                report(format!("{}: layer already exists", blob.digest));
-                continue;
-            }
-            let started = std::time::Instant::now();
-            let data = store.read_blob(&blob.digest)?;
-            client
-                .push_blob(r, data, blob.digest.as_str())
-                .await
-                .map_err(|e| {
-                    anyhow!(
-                        "failed to push blob {} to {}: {}",
-                        blob.digest,
-                        describe(r),
-                        self.why(r, &e)
+        // Up to four blobs at once, each streamed from its file in one request (never held in
+        // memory whole).
+        let uploads = blobs.iter().map(|blob| {
+            let client = &client;
+            async move {
+                let exists = client
+                    .blob_exists(r, blob.digest.as_str())
+                    .await
+                    .map_err(|e| {
+                        anyhow!("failed to push to {}: {}", describe(r), self.why(r, &e))
+                    })?;
+                if exists {
+                    report(format!("{}: layer already exists", blob.digest));
+                    return Ok(());
+                }
+                let started = std::time::Instant::now();
+                let path = store.blob_path(&blob.digest);
+                let file = tokio::fs::File::open(&path)
+                    .await
+                    .with_context(|| format!("opening blob {}", blob.digest))?;
+                let stream = futures_util::stream::unfold(file, |mut file| async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut buf = vec![0u8; 1 << 20];
+                    match file.read(&mut buf).await {
+                        Ok(0) => None,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            Some((Ok(bytes::Bytes::from(buf)), file))
+                        }
+                        Err(e) => Some((
+                            Err(oci_client::errors::OciDistributionError::IoError(e)),
+                            file,
+                        )),
+                    }
+                });
+                client
+                    .push_blob_stream(r, stream, blob.digest.as_str(), Some(blob.size))
+                    .await
+                    .map_err(|e| {
+                        anyhow!(
+                            "failed to push blob {} to {}: {}",
+                            blob.digest,
+                            describe(r),
+                            self.why(r, &e)
+                        )
+                    })?;
+                report(format!(
+                    "{} pushed",
+                    crate::progress::transfer_line(
+                        blob.digest.as_str(),
+                        blob.size,
+                        None,
+                        started.elapsed()
                     )
-                })?;
-            report(format!(
-                "{} pushed",
-                crate::progress::transfer_line(
-                    blob.digest.as_str(),
-                    blob.size,
-                    None,
-                    started.elapsed()
-                )
-            ));
-        }
+                ));
+                anyhow::Ok(())
+            }
+        });
+        use futures_util::StreamExt as _;
+        let results: Vec<Result<()>> = futures_util::stream::iter(uploads)
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>>>()?;
         let content_type = media_type.parse().context("manifest media type")?;
         client
             .push_manifest_raw(r, manifest.to_vec(), content_type)
