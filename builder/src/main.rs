@@ -79,7 +79,7 @@ struct Cli {
 
 const SUBCOMMANDS: &[&str] = &[
     "build", "check", "du", "graph", "history", "images", "inspect", "lint", "load", "login",
-    "logout", "prune", "push", "rmi", "run", "save", "tag", "help",
+    "logout", "prune", "pull", "push", "rmi", "run", "save", "tag", "help",
 ];
 
 #[derive(Subcommand)]
@@ -114,6 +114,8 @@ enum Command {
     Lint(commands::lint::LintArgs),
     /// Remove build cache (never what tagged images need)
     Prune(commands::prune::PruneArgs),
+    /// Pull an image from its registry into the local store
+    Pull(commands::pull::PullArgs),
     /// Push an image from the local store to a registry
     Push(commands::push::PushArgs),
     /// Run a command in a new container from an image (a convenience to try images)
@@ -216,6 +218,7 @@ fn main() {
         Command::Logout(args) => commands::login::logout(args),
         Command::Prune(args) => commands::prune::run(&global, args),
         Command::Lint(args) => commands::lint::run(&global, args),
+        Command::Pull(args) => commands::pull::run(&global, args),
         Command::Push(args) => commands::push::run(&global, args),
         Command::Run(args) => commands::run::run(&global, args),
     };

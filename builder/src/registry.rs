@@ -308,6 +308,22 @@ impl Registry {
     /// Finds the linux/amd64 image of `r`, stores its manifest and config blobs in `store`, and
     /// returns the manifest's digest.
     pub async fn resolve(&self, r: &Reference, store: &Store) -> Result<Digest> {
+        self.resolve_for(r, store, "linux/amd64").await
+    }
+
+    /// Finds the image of `r` for `platform` (`os/arch[/variant]`) as [`Registry::resolve`].
+    pub async fn resolve_for(
+        &self,
+        r: &Reference,
+        store: &Store,
+        platform: &str,
+    ) -> Result<Digest> {
+        let mut wanted = platform.split('/');
+        let (os, arch, variant) = (
+            wanted.next().unwrap_or("linux"),
+            wanted.next().unwrap_or("amd64"),
+            wanted.next(),
+        );
         let client = self.client(r.resolve_registry()).await?;
         let auth = self.auth(r.resolve_registry())?;
         let (bytes, digest) = client
@@ -324,9 +340,11 @@ impl Registry {
                 .manifests
                 .iter()
                 .find(|m| {
-                    m.platform
-                        .as_ref()
-                        .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+                    m.platform.as_ref().is_some_and(|p| {
+                        p.os == os
+                            && p.architecture == arch
+                            && (variant.is_none() || p.variant.as_deref() == variant)
+                    })
                 })
                 .ok_or_else(|| {
                     let available: Vec<String> = index
@@ -336,7 +354,7 @@ impl Registry {
                         .map(|p| format!("{}/{}", p.os, p.architecture))
                         .collect();
                     anyhow!(
-                        "{} has no linux/amd64 image (it has: {})",
+                        "{} has no {platform} image (it has: {})",
                         r.whole(),
                         available.join(", ")
                     )
@@ -407,6 +425,28 @@ impl Registry {
         if store.has_blob(&blob.digest) {
             return Ok(());
         }
+        // Transient failures (a dropped connection, a 5xx) are tried again, twice.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.pull_blob_once(r, blob, store, progress).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 3 && is_transient(&format!("{e:#}")) => {
+                    eprintln!("warning: retrying {} ({e:#})", blob.digest);
+                    tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn pull_blob_once(
+        &self,
+        r: &Reference,
+        blob: &Descriptor,
+        store: &Store,
+        progress: &(dyn Fn(u64, bool) + Sync),
+    ) -> Result<()> {
         let client = self.client(r.resolve_registry()).await?;
         let path = store.ingest_path();
         let file = tokio::fs::File::create(&path)
@@ -528,6 +568,23 @@ impl Registry {
             })?;
         Ok(Digest::of(manifest))
     }
+}
+
+/// Whether a failed download is worth trying again: not a refusal, a missing blob or a
+/// content mismatch.
+fn is_transient(message: &str) -> bool {
+    let lower = message.to_lowercase();
+    ![
+        "401",
+        "403",
+        "404",
+        "unauthorized",
+        "denied",
+        "not found",
+        "mismatch",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
 }
 
 fn media_type_of(bytes: &[u8]) -> String {

@@ -934,6 +934,68 @@ fn push_and_pull_through_a_real_registry() {
             run.stdout
         );
     }
+
+    // An image BuildKit built (testdata/docker-save, from Docker 20.10's BuildKit), in the
+    // registry: `rbuild pull` fetches it, reporting each layer, and a build uses it as a base.
+    let buildkit_image = format!("{}/fixture/buildkit:1", registry.addr);
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!(
+                "docker-archive:{}",
+                testdata().join("docker-save/legacy.tar").display()
+            ),
+            &format!("docker://{buildkit_image}"),
+        ],
+    );
+    let fresh = Env::new();
+    let pulled = fresh.rbuild(&["pull", &buildkit_image]).ok();
+    assert!(
+        pulled.stdout.contains("Status: Downloaded newer image"),
+        "{}",
+        pulled.stdout
+    );
+    assert!(
+        pulled
+            .stderr
+            .lines()
+            .filter(|l| l.contains(": Pull complete "))
+            .count()
+            == 2,
+        "{}",
+        pulled.stderr
+    );
+    let again = fresh.rbuild(&["pull", &buildkit_image]).ok();
+    assert!(
+        again.stdout.contains("Status: Image is up to date"),
+        "{}",
+        again.stdout
+    );
+    let ctx = fresh.context(
+        "on-buildkit",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {buildkit_image}\nCOPY --from={buildkit_image} /greeting.txt /copy.txt\n"
+            ),
+        )],
+    );
+    let rootfs = fresh.path("on-buildkit-rootfs");
+    fresh
+        .rbuild(&[
+            "build",
+            "-q",
+            "-o",
+            rootfs.to_str().unwrap(),
+            ctx.to_str().unwrap(),
+        ])
+        .ok();
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("copy.txt")).unwrap(),
+        "hello from a docker save archive\n"
+    );
 }
 
 #[test]
@@ -1328,16 +1390,17 @@ fn source_date_epoch_makes_builds_reproducible() {
             ("a.txt", "a"),
         ],
     );
-    let build = |name: &str| {
+    let build_with = |name: &str, cache: bool, options: &str| {
         let archive = env.path(&format!("{name}.tar"));
         let mut c = assert_cmd::Command::from_std(env.command());
+        c.args(["build", "--progress=plain"]);
+        if !cache {
+            c.arg("--no-cache");
+        }
         let out = c
             .args([
-                "build",
-                "--no-cache",
-                "--progress=plain",
                 "-o",
-                &format!("type=oci,dest={}", archive.display()),
+                &format!("type=oci,dest={}{options}", archive.display()),
                 ctx.to_str().unwrap(),
             ])
             .env("SOURCE_DATE_EPOCH", "1000000000")
@@ -1346,7 +1409,16 @@ fn source_date_epoch_makes_builds_reproducible() {
         let run = common::run_of(out).ok();
         (archive, exported_digest(&run.stderr))
     };
+    let build = |name: &str| build_with(name, false, "");
+    // A build without SOURCE_DATE_EPOCH first: its (unclamped) layers must not be reused by
+    // the builds below, which use the cache.
+    env.rbuild(&["build", "-q", ctx.to_str().unwrap()]).ok();
+    let (_, warm) = build_with("warm", true, ",rewrite-timestamp=true");
     let (archive, first) = build("one");
+    assert_eq!(
+        warm, first,
+        "the cache kept layers made without SOURCE_DATE_EPOCH apart"
+    );
     // Two builds a second apart, every step re-run (so every file is written again, with a new
     // time): the same image, byte for byte.
     std::thread::sleep(Duration::from_millis(1100));
@@ -1742,6 +1814,10 @@ fn every_output_type_and_the_result_files() {
             &format!("type=local,dest={}", local.display()),
             "-o",
             &format!("type=tar,dest={}", rootfs_tar.display()),
+            "--label",
+            "org.example.team=builders",
+            "--label",
+            "empty",
             "--iidfile",
             iid.to_str().unwrap(),
             "--metadata-file",
@@ -1776,6 +1852,18 @@ fn every_output_type_and_the_result_files() {
     assert_eq!(
         config["config"]["Cmd"],
         serde_json::json!(["cat", "/out/made"])
+    );
+    // --label: on the config, no history entry (as BuildKit).
+    assert_eq!(
+        config["config"]["Labels"],
+        serde_json::json!({"empty": "", "org.example.team": "builders"})
+    );
+    assert!(
+        !config["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["created_by"].as_str().unwrap_or("").contains("builders"))
     );
     let tags = json(&tool(
         "tar",

@@ -175,6 +175,7 @@ pub struct Solver<W: Worker> {
     exec_slots: Arc<tokio::sync::Semaphore>,
     /// Digests of unchanged context files, from earlier builds.
     stats: Option<Arc<crate::statcache::StatCache>>,
+    salt: Option<Arc<str>>,
 }
 
 /// What a vertex's task publishes: its cache key and output, or `None` if it failed.
@@ -192,6 +193,7 @@ impl<W: Worker> Solver<W> {
             no_cache_for: Default::default(),
             exec_slots: Arc::new(tokio::sync::Semaphore::new(default_jobs())),
             stats: None,
+            salt: None,
         }
     }
 
@@ -199,6 +201,15 @@ impl<W: Worker> Solver<W> {
     /// [`crate::statcache`]); the caller saves what it learned after the solve.
     pub fn with_stat_cache(mut self, stats: Arc<crate::statcache::StatCache>) -> Self {
         self.stats = Some(stats);
+        self
+    }
+
+    /// Mixes `salt` into the cache key of every step that makes layers: for what changes the
+    /// layers the worker makes without being part of the ops (the builder's
+    /// `SOURCE_DATE_EPOCH`, which clamps file times), so such builds never share records
+    /// with others.
+    pub fn with_key_salt(mut self, salt: Option<String>) -> Self {
+        self.salt = salt.map(Arc::from);
         self
     }
 
@@ -259,6 +270,7 @@ impl<W: Worker> Solver<W> {
                 no_cache: self.no_cache || self.no_cache_for.contains(&v),
                 exec_slots: self.exec_slots.clone(),
                 stats: self.stats.clone(),
+                salt: self.salt.clone(),
             };
             tasks.spawn(async move {
                 let result = step.run(inputs).await;
@@ -311,6 +323,7 @@ struct Step<W: Worker> {
     no_cache: bool,
     exec_slots: Arc<tokio::sync::Semaphore>,
     stats: Option<Arc<crate::statcache::StatCache>>,
+    salt: Option<Arc<str>>,
 }
 
 impl<W: Worker> Step<W> {
@@ -436,6 +449,10 @@ impl<W: Worker> Step<W> {
         }
 
         let key = cachekey::compute(&vertex.op, &input_keys, None);
+        let key = match &self.salt {
+            Some(salt) => Digest::of(format!("{key} {salt}").as_bytes()),
+            None => key,
+        };
         if let Some(output) = self.lookup(&key).await? {
             return Ok((key, output));
         }

@@ -50,6 +50,9 @@ pub struct BuildArgs {
     /// [default: type=image with the -t names]
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
+    /// Set a label on the image (`KEY=VALUE`; after the Dockerfile's LABELs, as BuildKit)
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
     /// Push the image to its registry (shorthand for --output type=registry)
     #[arg(long)]
     pub push: bool,
@@ -183,6 +186,7 @@ fn parse_output(spec: &str, tags: &[String]) -> Result<OutputSpec> {
             "compression",
             "compression-level",
             "force-compression",
+            "rewrite-timestamp",
         ],
         "oci" | "docker" => &[
             "name",
@@ -191,6 +195,7 @@ fn parse_output(spec: &str, tags: &[String]) -> Result<OutputSpec> {
             "compression",
             "compression-level",
             "force-compression",
+            "rewrite-timestamp",
         ],
         "local" | "tar" => &["dest"],
         other => bail!(
@@ -204,6 +209,16 @@ fn parse_output(spec: &str, tags: &[String]) -> Result<OutputSpec> {
         bail!(
             "--output type={kind} does not take {key}= (it takes {})",
             known.join(", ")
+        );
+    }
+    // rbuild clamps the file times of every layer it makes to SOURCE_DATE_EPOCH when that is
+    // set, which is what rewrite-timestamp=true asks of BuildKit; =false cannot be honoured.
+    if let Some(v) = fields.get("rewrite-timestamp")
+        && !parse_bool("rewrite-timestamp", v)?
+        && crate::timefmt::source_date_epoch().is_some()
+    {
+        bail!(
+            "rewrite-timestamp=false: rbuild always clamps the layers it makes to SOURCE_DATE_EPOCH when it is set"
         );
     }
     let names = match fields.get("name") {
@@ -446,6 +461,10 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
     if let Some(jobs) = args.jobs {
         solver = solver.with_jobs(jobs);
     }
+    // Layers made with SOURCE_DATE_EPOCH have their file times clamped: not the same layers.
+    solver = solver.with_key_salt(
+        crate::timefmt::source_date_epoch().map(|e| format!("SOURCE_DATE_EPOCH={e}")),
+    );
     // Context files unchanged since an earlier build are not read again.
     let stats = Arc::new(state.cache.load_stats(&context)?);
     solver = solver.with_stat_cache(stats.clone());
@@ -521,7 +540,17 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         Err(e) => return Err(e.into()),
     };
 
-    let image = finalize(&build, &solved);
+    let mut image = finalize(&build, &solved);
+    // --label: set on the final config, with no history entry, as BuildKit does.
+    for label in &args.labels {
+        let (key, value) = label.split_once('=').unwrap_or((label.as_str(), ""));
+        image
+            .image
+            .config
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(key.to_string(), value.to_string());
+    }
     let (manifest, _, config) = store_image(&state.store, &image)?;
     let mut metadata = serde_json::json!({
         "containerimage.config.digest": config.digest,

@@ -11,6 +11,7 @@ pub mod lint;
 pub mod load;
 pub mod login;
 pub mod prune;
+pub mod pull;
 pub mod push;
 pub mod rmi;
 pub mod run;

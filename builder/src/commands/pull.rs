@@ -1,0 +1,74 @@
+//! `rbuild pull IMAGE`: an image from its registry into the local store, like `docker pull`.
+
+use crate::Global;
+use crate::layer::ensure_snapshots;
+use crate::reference;
+use crate::registry::Registry;
+use crate::state::State;
+use crate::worker::BuildWorker;
+use anyhow::{Context, Result, anyhow};
+use rbuild_solver::ImageSource;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Arguments of `rbuild pull`.
+#[derive(clap::Args)]
+pub struct PullArgs {
+    /// The image (`name[:tag]` or `name@digest`)
+    pub image: String,
+    /// The platform to pull from a multi-platform image, `os/arch[/variant]`
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: String,
+    /// Print only the image's name
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Resolves the tag, downloads the missing layers (reporting each with its size and rate),
+/// unpacks them and names the image.
+pub fn run(global: &Global, args: PullArgs) -> Result<i32> {
+    let state = Arc::new(State::open(global)?);
+    let r = reference::parse(&args.image).map_err(|e| anyhow!(e))?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let registry = Arc::new(Registry::new(global.registries.clone()));
+    let before = state.store.lookup(&r.whole())?.map(|d| d.digest);
+    let digest =
+        runtime.block_on(registry.resolve_for(&r.to_oci(), &state.store, &args.platform))?;
+    let worker = BuildWorker {
+        state: state.clone(),
+        context: std::env::current_dir()?,
+        registry,
+        runtime: runtime.handle().clone(),
+        provided: Default::default(),
+    };
+    let started = Instant::now();
+    let quiet = args.quiet;
+    let report = move |blob: &rbuild_solver::Digest, bytes: u64, total: u64, done: bool| {
+        if done && !quiet {
+            eprintln!(
+                "{}: Pull complete {}",
+                &blob.hex()[..12],
+                crate::progress::transfer_line("", bytes, Some(total), started.elapsed()).trim()
+            );
+        }
+    };
+    let output = worker.pull(
+        &ImageSource {
+            reference: r.whole(),
+            digest: digest.clone(),
+        },
+        &report,
+    )?;
+    ensure_snapshots(&state, &output.layers)?;
+    let shown = reference::familiar(&r.whole());
+    if !args.quiet {
+        println!("Digest: {digest}");
+        if before.as_ref() == Some(&digest) {
+            println!("Status: Image is up to date for {shown}");
+        } else {
+            println!("Status: Downloaded newer image for {shown}");
+        }
+    }
+    println!("{}", r.whole());
+    Ok(0)
+}
