@@ -85,7 +85,7 @@ const SUBCOMMANDS: &[&str] = &[
 #[derive(Subcommand)]
 enum Command {
     /// Build an image from a Dockerfile and a context directory
-    Build(commands::build::BuildArgs),
+    Build(Box<commands::build::BuildArgs>),
     /// Print a Dockerfile's build graph (Graphviz DOT or JSON), marking cached steps
     Graph(commands::graph::GraphArgs),
     /// Verify the state directory: blobs match their digests, records and tags point at data
@@ -203,7 +203,7 @@ fn main() {
         std::process::exit(1);
     }
     let result = match cli.command {
-        Command::Build(args) => commands::build::run(&global, args),
+        Command::Build(args) => commands::build::run(&global, *args),
         Command::Graph(args) => commands::graph::run(&global, args),
         Command::Check => commands::check::run(&global),
         Command::Du(args) => commands::du::run(&global, args),
