@@ -305,6 +305,7 @@ pub fn prune(state: &State, options: &PruneOptions) -> Result<Pruned> {
         .filter(|d| !keep_blobs.contains(d))
         .collect();
     state.cache.forget_compressed(&forgotten)?;
+    state.blob_sources().retain(|d| keep_blobs.contains(d));
     for (hex, size) in &snapshot_sizes {
         if !keep_diff_ids.contains(&format!("sha256:{hex}")) {
             let dir = state.snapshots.root().join(hex);

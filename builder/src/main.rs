@@ -21,6 +21,7 @@ mod reference;
 mod registry;
 mod resolver;
 mod rootless;
+mod sources;
 mod state;
 mod store;
 mod timefmt;

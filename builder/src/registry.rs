@@ -486,10 +486,11 @@ impl Registry {
         r: &Reference,
         store: &Store,
         blobs: &[Descriptor],
-        manifest: &[u8],
-        media_type: &str,
+        (manifest, media_type): (&[u8], &str),
+        sources: &crate::sources::BlobSources,
         report: &(dyn Fn(String) + Sync),
     ) -> Result<Digest> {
+        let (registry, repository) = (r.resolve_registry(), r.repository());
         let client = self.client(r.resolve_registry()).await?;
         // Up to four blobs at once, each streamed from its file in one request (never held in
         // memory whole).
@@ -504,7 +505,32 @@ impl Registry {
                     })?;
                 if exists {
                     report(format!("{}: layer already exists", blob.digest));
+                    sources.add(&blob.digest, registry, repository);
                     return Ok(());
+                }
+                // In another repository of this registry: ask it to mount the blob.
+                for location in sources.get(&blob.digest) {
+                    let Some(from) = location
+                        .strip_prefix(registry)
+                        .and_then(|rest| rest.strip_prefix('/'))
+                        .filter(|from| *from != repository)
+                    else {
+                        continue;
+                    };
+                    let source = Reference::with_tag(
+                        registry.to_string(),
+                        from.to_string(),
+                        "latest".to_string(),
+                    );
+                    if client
+                        .mount_blob(r, &source, blob.digest.as_str())
+                        .await
+                        .is_ok()
+                    {
+                        report(format!("{}: mounted from {from}", blob.digest));
+                        sources.add(&blob.digest, registry, repository);
+                        return Ok(());
+                    }
                 }
                 let started = std::time::Instant::now();
                 let path = store.blob_path(&blob.digest);
@@ -537,6 +563,7 @@ impl Registry {
                             self.why(r, &e)
                         )
                     })?;
+                sources.add(&blob.digest, registry, repository);
                 report(format!(
                     "{} pushed",
                     crate::progress::transfer_line(

@@ -168,6 +168,11 @@ impl State {
         self.lock.lock().expect("state lock").take();
     }
 
+    /// Where blobs are known to be in registries (see `crate::sources`).
+    pub fn blob_sources(&self) -> crate::sources::BlobSources {
+        crate::sources::BlobSources::new(self.root.join("blob-sources"))
+    }
+
     /// Where the directories of RUN cache mounts live (see `crate::mounts`).
     pub fn cache_mounts_dir(&self) -> PathBuf {
         self.root.join("cache-mounts")

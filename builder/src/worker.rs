@@ -187,6 +187,11 @@ impl BuildWorker {
             });
             self.runtime
                 .block_on(futures_util::future::try_join_all(pulls))?;
+            // Remembered for cross-repository mounts when pushing to the same registry.
+            let sources = self.state.blob_sources();
+            for blob in manifest.layers.iter().chain([&manifest.config]) {
+                sources.add(&blob.digest, r.resolve_registry(), r.repository());
+            }
         }
         let manifest_size = std::fs::metadata(store.blob_path(&image.digest))?.len();
         if store.lookup(&image.reference)?.map(|d| d.digest) != Some(image.digest.clone())

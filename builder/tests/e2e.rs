@@ -755,6 +755,12 @@ fn push_and_pull_through_a_real_registry() {
         again.stderr
     );
     assert!(!again.stdout.trim().ends_with(&digest), "{}", again.stdout);
+    // Its blobs are in demo/hello of the same registry: mounted from there, none uploaded.
+    assert!(
+        again.stderr.contains(": mounted from demo/hello") && !again.stderr.contains(" pushed"),
+        "{}",
+        again.stderr
+    );
     let raw = json(&tool(
         "skopeo",
         &[

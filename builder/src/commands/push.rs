@@ -58,8 +58,8 @@ pub fn push_image(
         &dest.to_oci(),
         &state.store,
         &blobs,
-        &bytes,
-        &descriptor.media_type,
+        (&bytes, &descriptor.media_type),
+        &state.blob_sources(),
         report,
     ))
 }
