@@ -2068,16 +2068,21 @@ fn daily_image_commands_and_archives() {
     );
     let again = json(&fresh.rbuild(&["inspect", "daily:1"]).ok().stdout);
     assert_eq!(again[0]["Id"], id.as_str(), "the same image");
-    // From stdin, an OCI archive written by another tool (skopeo), into another root.
-    let skopeo_archive = env.path("daily-skopeo.tar");
+    // From stdin, an OCI layout written by another tool (skopeo, to a directory: its archive
+    // transport cannot write when the tests run rootless), tarred, into another root.
+    let skopeo_layout = env.path("daily-skopeo");
     tool(
         "skopeo",
         &[
             "copy",
             &format!("oci-archive:{}", oci_archive.display()),
-            &format!("oci-archive:{}:daily:1", skopeo_archive.display()),
+            &format!("oci:{}:daily:1", skopeo_layout.display()),
         ],
     );
+    let skopeo_archive = env.path("daily-skopeo.tar");
+    let mut tarball = tar::Builder::new(std::fs::File::create(&skopeo_archive).unwrap());
+    tarball.append_dir_all(".", &skopeo_layout).unwrap();
+    tarball.into_inner().unwrap();
     let other = Env::new();
     let mut load = other
         .command()
