@@ -30,6 +30,13 @@ pub fn source_date_epoch() -> Option<u64> {
         .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
+/// What rbuild mixes into the cache keys of layer-making steps
+/// (`rbuild_solver::cachekey::salted`): `SOURCE_DATE_EPOCH`, which clamps the file times of
+/// the layers they make.
+pub fn cache_salt() -> Option<String> {
+    source_date_epoch().map(|e| format!("SOURCE_DATE_EPOCH={e}"))
+}
+
 /// The build time to record: `SOURCE_DATE_EPOCH` if set (reproducible builds), else now.
 pub fn build_time() -> SystemTime {
     source_date_epoch()

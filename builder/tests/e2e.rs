@@ -2443,6 +2443,36 @@ fn graph_shows_stages_and_cached_steps() {
     };
     assert_eq!(state("RUN "), serde_json::json!(false));
     assert_eq!(state("WORKDIR /src"), serde_json::json!(true));
+
+    // Builds with SOURCE_DATE_EPOCH keep their own cache records; the graph looks them up
+    // the way the build does.
+    let sde = env.context(
+        "sde",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox\nRUN echo sde > /sde\n",
+        )],
+    );
+    let epoch = [("SOURCE_DATE_EPOCH", "1000000000")];
+    env.rbuild_with(&["build", "-q", sde.to_str().unwrap()], "", &epoch)
+        .ok();
+    let run_cached = |envs: &[(&str, &str)]| {
+        let text = env
+            .rbuild_with(
+                &["graph", "--format", "json", sde.to_str().unwrap()],
+                "",
+                envs,
+            )
+            .ok()
+            .stdout;
+        cached(&text)
+            .into_iter()
+            .find(|(n, _)| n.starts_with("RUN "))
+            .map(|(_, c)| c)
+            .unwrap()
+    };
+    assert_eq!(run_cached(&epoch), serde_json::json!(true));
+    assert_eq!(run_cached(&[]), serde_json::json!(false));
 }
 
 #[test]

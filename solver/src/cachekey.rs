@@ -34,6 +34,17 @@ pub fn compute(op: &Op, inputs: &[Digest], content: Option<&Digest>) -> Digest {
     })
 }
 
+/// `key` with `salt` mixed in, if any: the key of a layer-making step under a build setting
+/// that changes its layers without being part of its op (see
+/// [`crate::Solver::with_key_salt`]). Anything that predicts the solver's keys must salt
+/// them the same way.
+pub fn salted(key: Digest, salt: Option<&str>) -> Digest {
+    match salt {
+        Some(salt) => Digest::of(format!("{key} {salt}").as_bytes()),
+        None => key,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +79,14 @@ mod tests {
             compute(&Op::Scratch, &[c2], None)
         );
         assert_eq!(compute(&op, &[], Some(&c1)), compute(&op, &[], Some(&c1)));
+    }
+
+    #[test]
+    fn salt_changes_keys_only_when_given() {
+        let key = Digest::of(b"k");
+        assert_eq!(salted(key.clone(), None), key);
+        let a = salted(key.clone(), Some("SOURCE_DATE_EPOCH=1"));
+        assert_ne!(a, key);
+        assert_ne!(a, salted(key, Some("SOURCE_DATE_EPOCH=2")));
     }
 }

@@ -449,10 +449,7 @@ impl<W: Worker> Step<W> {
         }
 
         let key = cachekey::compute(&vertex.op, &input_keys, None);
-        let key = match &self.salt {
-            Some(salt) => Digest::of(format!("{key} {salt}").as_bytes()),
-            None => key,
-        };
+        let key = cachekey::salted(key, self.salt.as_deref());
         if let Some(output) = self.lookup(&key).await? {
             return Ok((key, output));
         }

@@ -462,9 +462,7 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         solver = solver.with_jobs(jobs);
     }
     // Layers made with SOURCE_DATE_EPOCH have their file times clamped: not the same layers.
-    solver = solver.with_key_salt(
-        crate::timefmt::source_date_epoch().map(|e| format!("SOURCE_DATE_EPOCH={e}")),
-    );
+    solver = solver.with_key_salt(crate::timefmt::cache_salt());
     // Context files unchanged since an earlier build are not read again.
     let stats = Arc::new(state.cache.load_stats(&context)?);
     solver = solver.with_stat_cache(stats.clone());

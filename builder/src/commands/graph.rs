@@ -54,9 +54,16 @@ struct Shown {
 pub fn split_name(name: &str) -> (Option<String>, String) {
     if let Some(rest) = name.strip_prefix('[')
         && let Some((inside, label)) = rest.split_once("] ")
-        && let Some((stage, _position)) = inside.rsplit_once(' ')
     {
-        return (Some(stage.to_string()), label.to_string());
+        if let Some((stage, _position)) = inside.rsplit_once(' ') {
+            return (Some(stage.to_string()), label.to_string());
+        }
+        // The only stage, unnamed: `[2/3] RUN …`.
+        if inside.split_once('/').is_some_and(|(i, n)| {
+            !i.is_empty() && !n.is_empty() && (i.to_owned() + n).bytes().all(|b| b.is_ascii_digit())
+        }) {
+            return (None, label.to_string());
+        }
     }
     (None, name.to_string())
 }
@@ -81,6 +88,7 @@ pub fn run(global: &Global, args: GraphArgs) -> Result<i32> {
     let mut keys: HashMap<VertexId, Option<Digest>> = HashMap::new();
     let mut shown = Vec::new();
     let mut index: HashMap<VertexId, usize> = HashMap::new();
+    let salt = crate::timefmt::cache_salt();
     for &v in &order {
         let vertex = graph.vertex(v);
         let inputs: Option<Vec<Digest>> = vertex
@@ -94,7 +102,12 @@ pub fn run(global: &Global, args: GraphArgs) -> Result<i32> {
                 .as_ref()
                 .and_then(|root| contenthash::hash_local(root, local).ok())
                 .map(|content| cachekey::compute(&vertex.op, &inputs, Some(&content))),
-            (op, Some(inputs)) => Some(cachekey::compute(op, &inputs, None)),
+            (Op::Scratch, Some(inputs)) => Some(cachekey::compute(&vertex.op, &inputs, None)),
+            // As the solver keys layer-making steps (salted with SOURCE_DATE_EPOCH if set).
+            (op, Some(inputs)) => Some(cachekey::salted(
+                cachekey::compute(op, &inputs, None),
+                salt.as_deref(),
+            )),
         };
         keys.insert(v, key.clone());
         if matches!(vertex.op, Op::Scratch) {
@@ -252,9 +265,15 @@ mod tests {
             (Some("builder".into()), "RUN make".into())
         );
         assert_eq!(
-            split_name("[stage-1 1/0] FROM x@sha256:1"),
+            split_name("[stage-1 1/2] FROM x@sha256:1"),
             (Some("stage-1".into()), "FROM x@sha256:1".into())
         );
         assert_eq!(split_name("https://x/y"), (None, "https://x/y".into()));
+        assert_eq!(
+            split_name("[2/2] RUN echo"),
+            (None, "RUN echo".into()),
+            "the only stage"
+        );
+        assert_eq!(split_name("[a/b] X"), (None, "[a/b] X".into()));
     }
 }
