@@ -121,6 +121,7 @@ pub fn find(state: &State, arg: &str) -> Result<LocalImage> {
             .into_iter()
             .filter(|i| i.id().hex().starts_with(hex) || i.manifest.digest.hex().starts_with(hex))
             .collect();
+        let digest = Digest::parse(&format!("sha256:{hex}")).filter(|_| hex.len() == 64);
         match matching.len() {
             0 => {}
             1 => return Ok(matching.into_iter().next().expect("one")),
@@ -129,13 +130,8 @@ pub fn find(state: &State, arg: &str) -> Result<LocalImage> {
                 matching.len()
             ),
         }
-        if hex.len() == 64
-            && state
-                .store
-                .has_blob(&Digest::parse(&format!("sha256:{hex}")).expect("hex"))
-        {
+        if let Some(digest) = digest.filter(|d| state.store.has_blob(d)) {
             // An untagged manifest (a build without -t), by its digest.
-            let digest = Digest::parse(&format!("sha256:{hex}")).expect("hex");
             let size = std::fs::metadata(state.store.blob_path(&digest))?.len();
             let descriptor = Descriptor {
                 media_type: crate::store::OCI_MANIFEST.into(),
@@ -151,7 +147,7 @@ pub fn find(state: &State, arg: &str) -> Result<LocalImage> {
     let name = reference::parse(arg)
         .map_err(|e| anyhow!("{arg}: {e}"))?
         .whole();
-    all(state)?
+    images
         .into_iter()
         .find(|i| i.names.contains(&name))
         .ok_or_else(|| anyhow!("no image {arg} in the local store (see `rbuild images`)"))

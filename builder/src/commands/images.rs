@@ -97,9 +97,11 @@ pub fn run(global: &Global, args: ImagesArgs) -> Result<i32> {
     rows.push(header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
     for image in &images {
         let created = image.config.created.clone().unwrap_or_default();
+        // Measured once per image (it walks the layers' snapshots), not per name.
+        let size = human(image.size(&state));
         for name in &image.names {
             let (repo, tag) = repository_and_tag(name);
-            let size = human(image.size(&state));
+            let size = size.clone();
             if args.format == Format::Json {
                 let seconds = timefmt::epoch_of(&created);
                 let at = timefmt::rfc3339(
