@@ -15,6 +15,7 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
+use rbuild_frontend::Platform;
 use rbuild_solver::Digest;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -305,25 +306,15 @@ impl Registry {
         }
     }
 
-    /// Finds the linux/amd64 image of `r`, stores its manifest and config blobs in `store`, and
-    /// returns the manifest's digest.
-    pub async fn resolve(&self, r: &Reference, store: &Store) -> Result<Digest> {
-        self.resolve_for(r, store, "linux/amd64").await
-    }
-
-    /// Finds the image of `r` for `platform` (`os/arch[/variant]`) as [`Registry::resolve`].
-    pub async fn resolve_for(
+    /// Finds the image of `r` for `platform` (of a multi-platform image, the entry for it;
+    /// a single image whatever its platform), stores its manifest and config blobs in `store`,
+    /// and returns the manifest's digest.
+    pub async fn resolve(
         &self,
         r: &Reference,
         store: &Store,
-        platform: &str,
+        platform: &Platform,
     ) -> Result<Digest> {
-        let mut wanted = platform.split('/');
-        let (os, arch, variant) = (
-            wanted.next().unwrap_or("linux"),
-            wanted.next().unwrap_or("amd64"),
-            wanted.next(),
-        );
         let client = self.client(r.resolve_registry()).await?;
         let auth = self.auth(r.resolve_registry())?;
         let (bytes, digest) = client
@@ -336,29 +327,20 @@ impl Registry {
         if media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST {
             let index: Index = serde_json::from_slice(&bytes)
                 .with_context(|| format!("parsing the manifest list of {}", r.whole()))?;
-            let chosen = index
-                .manifests
-                .iter()
-                .find(|m| {
-                    m.platform.as_ref().is_some_and(|p| {
-                        p.os == os
-                            && p.architecture == arch
-                            && (variant.is_none() || p.variant.as_deref() == variant)
-                    })
-                })
-                .ok_or_else(|| {
-                    let available: Vec<String> = index
-                        .manifests
-                        .iter()
-                        .filter_map(|m| m.platform.as_ref())
-                        .map(|p| format!("{}/{}", p.os, p.architecture))
-                        .collect();
-                    anyhow!(
-                        "{} has no {platform} image (it has: {})",
-                        r.whole(),
-                        available.join(", ")
-                    )
-                })?;
+            let chosen = crate::store::entry_for(&index, platform).ok_or_else(|| {
+                let available: Vec<String> = index
+                    .manifests
+                    .iter()
+                    .filter_map(|m| m.platform.as_ref())
+                    .filter(|p| p.os != "unknown")
+                    .map(|p| p.to_platform().to_string())
+                    .collect();
+                anyhow!(
+                    "{} has no {platform} image (it has: {})",
+                    r.whole(),
+                    available.join(", ")
+                )
+            })?;
             let by_digest = Reference::with_digest(
                 r.registry().to_string(),
                 r.repository().to_string(),
@@ -369,7 +351,7 @@ impl Registry {
                 .await
                 .map_err(|e| {
                     anyhow!(
-                        "failed to fetch the linux/amd64 manifest of {}: {}",
+                        "failed to fetch the {platform} manifest of {}: {}",
                         describe(r),
                         self.why(r, &e)
                     )

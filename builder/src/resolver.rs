@@ -4,8 +4,9 @@
 use crate::reference;
 use crate::registry::Registry;
 use crate::state::State;
+use crate::store::{Index, Store};
 use rbuild_frontend::image::Image;
-use rbuild_frontend::{ImageResolver, ResolvedImage};
+use rbuild_frontend::{ImageResolver, Platform, ResolvedImage};
 use rbuild_solver::Digest;
 
 /// Resolves `FROM` and `COPY --from` images. A name is resolved once per build, however many
@@ -19,8 +20,8 @@ pub struct StoreThenRegistry<'a> {
     pub runtime: &'a tokio::runtime::Runtime,
     /// Ask the registry for tags even when the local store has them (`--pull`).
     pub pull: bool,
-    /// Names resolved so far in this build.
-    pub resolved: std::cell::RefCell<std::collections::HashMap<String, ResolvedImage>>,
+    /// Names resolved so far in this build, with the platform asked for.
+    pub resolved: std::cell::RefCell<std::collections::HashMap<(String, Platform), ResolvedImage>>,
 }
 
 impl<'a> StoreThenRegistry<'a> {
@@ -41,49 +42,88 @@ impl<'a> StoreThenRegistry<'a> {
 }
 
 impl ImageResolver for StoreThenRegistry<'_> {
-    fn resolve(&self, name: &str) -> Result<ResolvedImage, String> {
-        if let Some(image) = self.resolved.borrow().get(name) {
+    fn resolve(&self, name: &str, platform: &Platform) -> Result<ResolvedImage, String> {
+        let key = (name.to_string(), platform.clone());
+        if let Some(image) = self.resolved.borrow().get(&key) {
             return Ok(image.clone());
         }
-        let image = self.resolve_uncached(name)?;
-        self.resolved
-            .borrow_mut()
-            .insert(name.to_string(), image.clone());
+        let image = self.resolve_uncached(name, platform)?;
+        self.resolved.borrow_mut().insert(key, image.clone());
         Ok(image)
     }
 }
 
 impl StoreThenRegistry<'_> {
-    fn resolve_uncached(&self, name: &str) -> Result<ResolvedImage, String> {
+    fn resolve_uncached(&self, name: &str, platform: &Platform) -> Result<ResolvedImage, String> {
         let r = reference::parse(name)?;
         let store = &self.state.store;
+        let text = |e: anyhow::Error| format!("{e:#}");
         let local = match r.digest.as_deref() {
             Some(d) => Digest::parse(d).filter(|d| store.has_blob(d)),
             // A tag is looked up locally first, as BuildKit's docker driver does, unless
             // --pull asks the registry.
             None if self.pull => None,
-            None => store
-                .lookup(&r.whole())
-                .map_err(|e| format!("{e:#}"))?
-                .map(|d| d.digest),
+            None => store.lookup(&r.whole()).map_err(text)?.map(|d| d.digest),
         };
-        let digest = match local {
-            Some(digest) => digest,
-            None => self
-                .runtime
-                .block_on(self.registry.resolve(&r.to_oci(), store))
-                .map_err(|e| format!("{e:#}"))?,
+        // A local image of another platform is used only when the registry has none.
+        let local = match local {
+            Some(d) => local_image(store, &d, platform).map_err(text)?,
+            None => None,
         };
-        let manifest = store.manifest(&digest).map_err(|e| format!("{e:#}"))?;
-        let config = store
-            .read_blob(&manifest.config.digest)
-            .map_err(|e| format!("{e:#}"))?;
-        let image: Image = serde_json::from_slice(&config)
-            .map_err(|e| format!("parsing the config of {}: {e}", r.whole()))?;
+        let (digest, image) = match local {
+            Some((digest, image, true)) => (digest, image),
+            other => {
+                match self
+                    .runtime
+                    .block_on(self.registry.resolve(&r.to_oci(), store, platform))
+                {
+                    Ok(digest) => {
+                        let image = config_of(store, &digest).map_err(text)?;
+                        (digest, image)
+                    }
+                    Err(e) => match other {
+                        Some((digest, image, false)) => (digest, image),
+                        _ => return Err(text(e)),
+                    },
+                }
+            }
+        };
         Ok(ResolvedImage {
             reference: r.whole(),
             digest,
             image,
         })
     }
+}
+
+/// The image a local manifest or index blob gives for `platform`: its manifest digest, its
+/// config and whether it is for that platform. `None` when it is an index without a local
+/// entry for the platform.
+fn local_image(
+    store: &Store,
+    digest: &Digest,
+    platform: &Platform,
+) -> anyhow::Result<Option<(Digest, Image, bool)>> {
+    let data = store.read_blob(digest)?;
+    let value: serde_json::Value = serde_json::from_slice(&data)?;
+    let digest = if value.get("manifests").is_some() {
+        let index: Index = serde_json::from_value(value)?;
+        match crate::store::entry_for(&index, platform) {
+            Some(entry) if store.has_blob(&entry.digest) => entry.digest.clone(),
+            _ => return Ok(None),
+        }
+    } else {
+        digest.clone()
+    };
+    let image = config_of(store, &digest)?;
+    let matches = platform.matches(&image.os, &image.architecture, image.variant.as_deref());
+    Ok(Some((digest, image, matches)))
+}
+
+/// The config of a stored image manifest.
+fn config_of(store: &Store, digest: &Digest) -> anyhow::Result<Image> {
+    use anyhow::Context;
+    let manifest = store.manifest(digest)?;
+    let config = store.read_blob(&manifest.config.digest)?;
+    serde_json::from_slice(&config).with_context(|| format!("parsing the config of {digest}"))
 }

@@ -65,6 +65,29 @@ pub struct Platform {
     pub variant: Option<String>,
 }
 
+impl Platform {
+    /// As the frontend spells and compares platforms.
+    pub fn to_platform(&self) -> rbuild_frontend::Platform {
+        rbuild_frontend::Platform::new(
+            &self.os,
+            &self.architecture,
+            self.variant.as_deref().unwrap_or(""),
+        )
+    }
+}
+
+/// The entry of a multi-platform index for `platform`: the first that is for it.
+pub fn entry_for<'a>(
+    index: &'a Index,
+    platform: &rbuild_frontend::Platform,
+) -> Option<&'a Descriptor> {
+    index.manifests.iter().find(|m| {
+        m.platform
+            .as_ref()
+            .is_some_and(|p| platform.matches(&p.os, &p.architecture, p.variant.as_deref()))
+    })
+}
+
 /// An image manifest (OCI or Docker schema 2: the fields are the same).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -61,6 +61,16 @@ fn layer_media_types(archive: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `sha256:<hex>` of some bytes.
+fn sha256_digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let hex: String = sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
@@ -1526,14 +1536,7 @@ fn add_downloads_urls_with_checksum_and_last_modified() {
     set_file("a.tar.gz", &tgz, 1_500_000_000);
     let server = HttpServer::start(&served);
     let base = format!("http://127.0.0.1:{}", server.port);
-    let sum = {
-        use sha2::Digest as _;
-        let hex: String = sha2::Sha256::digest(b"v1")
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("sha256:{hex}")
-    };
+    let sum = sha256_digest(b"v1");
     let dockerfile = format!(
         "FROM rbuild-demo/busybox\n\
 ADD {base}/data.txt /d/\n\
@@ -2830,4 +2833,207 @@ fn a_terminal_gets_the_live_view() {
     );
     assert!(screen.contains("built in "), "{screen}");
     assert!(!screen.contains("#5 DONE"), "{screen}");
+}
+
+/// A 64-byte ELF header for an aarch64 executable: enough for the kernel to refuse it with
+/// ENOEXEC on another CPU when no emulator is registered.
+fn aarch64_elf_header() -> Vec<u8> {
+    let mut h = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0];
+    h.resize(16, 0);
+    h.extend(2u16.to_le_bytes()); // e_type: executable
+    h.extend(183u16.to_le_bytes()); // e_machine: AArch64
+    h.extend(1u32.to_le_bytes()); // e_version
+    h.extend(0x400000u64.to_le_bytes()); // e_entry
+    h.extend(64u64.to_le_bytes()); // e_phoff
+    h.extend(0u64.to_le_bytes()); // e_shoff
+    h.extend(0u32.to_le_bytes()); // e_flags
+    for v in [64u16, 56, 0, 0, 0, 0] {
+        h.extend(v.to_le_bytes()); // header, program and section header sizes and counts
+    }
+    h
+}
+
+#[test]
+fn platforms_choose_base_images_and_name_the_result() {
+    require_root!();
+    let registry = Registry::start();
+    let env = Env::new();
+    env.base_image();
+    let addr = &registry.addr;
+
+    // One image per platform, each saying which it is, pushed by rbuild...
+    let per_platform = env.context(
+        "per-platform",
+        &[
+            (
+                "Dockerfile",
+                "FROM scratch\nARG TARGETARCH\nCOPY arch-$TARGETARCH /arch\n",
+            ),
+            ("arch-amd64", "amd64\n"),
+            ("arch-arm64", "arm64\n"),
+        ],
+    );
+    let mut entries = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let name = format!("{addr}/demo/multi:{arch}");
+        env.rbuild(&[
+            "build",
+            "--platform",
+            &format!("linux/{arch}"),
+            "-o",
+            &format!("type=registry,name={name}"),
+            per_platform.to_str().unwrap(),
+        ])
+        .ok();
+        let remote = format!("docker://{name}");
+        let config = json(&tool(
+            "skopeo",
+            &["inspect", "--config", "--tls-verify=false", &remote],
+        ));
+        assert_eq!(
+            (config["os"].as_str(), config["architecture"].as_str()),
+            (Some("linux"), Some(arch)),
+            "{config}"
+        );
+        let raw = tool(
+            "skopeo",
+            &["inspect", "--raw", "--tls-verify=false", &remote],
+        );
+        let digest = sha256_digest(raw.as_bytes());
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "digest": digest,
+            "size": raw.len(),
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+    }
+    // ...and a manifest list of both (as `docker manifest push` makes).
+    let list = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": entries,
+    });
+    let list_file = env.path("list.json");
+    std::fs::write(&list_file, list.to_string()).unwrap();
+    tool(
+        "curl",
+        &[
+            "-sSf",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.docker.distribution.manifest.list.v2+json",
+            "--data-binary",
+            &format!("@{}", list_file.display()),
+            &format!("http://{addr}/v2/demo/multi/manifests/latest"),
+        ],
+    );
+    let multi = format!("{addr}/demo/multi");
+
+    // The cross-compiling pattern: a build stage on the build platform, told the target.
+    let cross = env.context(
+        "cross",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM --platform=$BUILDPLATFORM rbuild-demo/busybox AS tools\n\
+                 ARG TARGETPLATFORM TARGETARCH BUILDPLATFORM\n\
+                 RUN echo \"$TARGETPLATFORM $TARGETARCH $BUILDPLATFORM\" > /built-for\n\
+                 FROM {multi}\n\
+                 COPY --from=tools /built-for /\n"
+            ),
+        )],
+    );
+    for (platform, arch) in [(Some("linux/arm64"), "arm64"), (None, "amd64")] {
+        let out = env.path(&format!("cross-{arch}"));
+        let dest = format!("type=local,dest={}", out.display());
+        let mut args = vec!["build", "--load", "-t", "cross:1", "-o", &dest];
+        if let Some(p) = platform {
+            args.extend(["--platform", p]);
+        }
+        args.push(cross.to_str().unwrap());
+        env.rbuild(&args).ok();
+        assert_eq!(
+            std::fs::read_to_string(out.join("arch")).unwrap(),
+            format!("{arch}\n"),
+            "the base image for {platform:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("built-for")).unwrap(),
+            format!("linux/{arch} {arch} linux/amd64\n")
+        );
+        let inspected = json(&env.rbuild(&["inspect", "cross:1"]).ok().stdout);
+        let config = &inspected[0];
+        assert_eq!(config["Architecture"], arch, "{inspected}");
+        assert_eq!(config["Os"], "linux");
+    }
+
+    // Without --platform, FROM --platform is the image's platform (as with BuildKit).
+    let pinned = env.context(
+        "pinned",
+        &[(
+            "Dockerfile",
+            &format!("FROM --platform=linux/arm64 {multi}\nLABEL pinned=1\n"),
+        )],
+    );
+    env.rbuild(&["build", "-t", "pinned:1", pinned.to_str().unwrap()])
+        .ok();
+    let inspected = json(&env.rbuild(&["inspect", "pinned:1"]).ok().stdout);
+    assert_eq!(inspected[0]["Architecture"], "arm64", "{inspected}");
+
+    // pull takes the platform asked for.
+    let pulled = env
+        .rbuild(&["pull", "--platform", "linux/arm64", &multi])
+        .ok();
+    let arm64_digest = entries[1]["digest"].as_str().unwrap();
+    assert!(
+        pulled.stdout.contains(&format!("Digest: {arm64_digest}")),
+        "{}",
+        pulled.stdout
+    );
+
+    // A platform the index does not have: a clear error that lists the ones it has.
+    let missing = env.rbuild(&[
+        "build",
+        "--platform",
+        "linux/s390x",
+        "--pull",
+        cross.to_str().unwrap(),
+    ]);
+    assert_ne!(missing.code, 0);
+    assert!(
+        missing
+            .stderr
+            .contains("has no linux/s390x image (it has: linux/amd64, linux/arm64)"),
+        "{}",
+        missing.stderr
+    );
+    let bad = env.rbuild(&["build", "--platform", "linux/", cross.to_str().unwrap()]);
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("invalid --platform"), "{}", bad.stderr);
+
+    // A RUN for another CPU, with no emulator registered: the error says what is missing.
+    if !Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists() {
+        let foreign = env.context(
+            "foreign",
+            &[(
+                "Dockerfile",
+                "FROM scratch\nCOPY --chmod=755 prog /prog\nRUN [\"/prog\"]\n",
+            )],
+        );
+        std::fs::write(foreign.join("prog"), aarch64_elf_header()).unwrap();
+        let run = env.rbuild(&[
+            "build",
+            "--platform",
+            "linux/arm64",
+            foreign.to_str().unwrap(),
+        ]);
+        assert_ne!(run.code, 0);
+        assert!(
+            run.stderr.contains("exec format error") && run.stderr.contains("binfmt_misc"),
+            "{}",
+            run.stderr
+        );
+        assert!(env.leaked_mounts().is_empty());
+    }
 }

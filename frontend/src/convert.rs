@@ -14,6 +14,7 @@ use crate::image::{HealthConfig, History, Image};
 use crate::instructions::{Command, CommandLine, FlagValue, parse_command};
 use crate::lint;
 use crate::parser::{chomp_heredoc, parse_heredoc_word};
+use crate::platform::Platform;
 use crate::shell::{Env, Lexer};
 use crate::source::{SourceFile, Span};
 use rbuild_solver::contenthash::clean_relative;
@@ -24,17 +25,18 @@ use rbuild_solver::{
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-/// The ARGs BuildKit predefines for the platform (rbuild builds linux/amd64 on linux/amd64).
-pub const PLATFORM_ARGS: [(&str, &str); 8] = [
-    ("TARGETPLATFORM", "linux/amd64"),
-    ("TARGETOS", "linux"),
-    ("TARGETARCH", "amd64"),
-    ("TARGETVARIANT", ""),
-    ("BUILDPLATFORM", "linux/amd64"),
-    ("BUILDOS", "linux"),
-    ("BUILDARCH", "amd64"),
-    ("BUILDVARIANT", ""),
-];
+/// The ARGs BuildKit predefines for the platforms: `TARGET*` for the platform the build is
+/// for, `BUILD*` for the one it runs on.
+pub fn platform_args(target: &Platform, build: &Platform) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(8);
+    for (prefix, p) in [("TARGET", target), ("BUILD", build)] {
+        out.push((format!("{prefix}PLATFORM"), p.to_string()));
+        out.push((format!("{prefix}OS"), p.os.clone()));
+        out.push((format!("{prefix}ARCH"), p.architecture.clone()));
+        out.push((format!("{prefix}VARIANT"), p.variant.clone()));
+    }
+    out
+}
 
 /// Build args that reach every RUN without an ARG declaration, and are kept out of the image's
 /// history, as Docker does with proxy settings.
@@ -113,6 +115,9 @@ pub struct BuildOptions {
     /// Lower every stage, not only those the target needs (for `rbuild lint`, so that every
     /// stage is checked).
     pub all_stages: bool,
+    /// `--platform`: the platform to build for. `None` builds for the build machine's own
+    /// and, as BuildKit does then, keeps the platform of the base image in the image config.
+    pub platform: Option<Platform>,
 }
 
 /// An image the resolver found: where it is pinned and its config.
@@ -120,7 +125,7 @@ pub struct BuildOptions {
 pub struct ResolvedImage {
     /// The normalized reference, e.g. `docker.io/library/busybox:latest`.
     pub reference: String,
-    /// Digest of the linux/amd64 image manifest.
+    /// Digest of the image manifest for the platform asked for.
     pub digest: Digest,
     /// Its config.
     pub image: Image,
@@ -128,8 +133,9 @@ pub struct ResolvedImage {
 
 /// Finds base images. The builder implements this with its local store and registry client.
 pub trait ImageResolver {
-    /// Resolves an image reference as written in the Dockerfile (after ARG expansion).
-    fn resolve(&self, reference: &str) -> Result<ResolvedImage, String>;
+    /// Resolves an image reference as written in the Dockerfile (after ARG expansion) to its
+    /// image for `platform` (of a multi-platform image, the entry for it).
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String>;
 }
 
 /// The result of lowering.
@@ -225,13 +231,15 @@ pub fn lower(
         check_undefined: std::cell::Cell::new(false),
         findings: std::cell::RefCell::new(Vec::new()),
         ignore: rbuild_solver::pattern::IgnoreMatcher::new(&options.dockerignore),
+        target_platform: options.platform.clone().unwrap_or_else(Platform::host),
+        build_platform: Platform::host(),
     };
 
     // The platform ARGs are predefined in the global scope: usable in FROM lines, and in a
     // stage once declared there without a value.
-    lowerer.global_args = PLATFORM_ARGS
-        .iter()
-        .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+    lowerer.global_args = platform_args(&lowerer.target_platform, &lowerer.build_platform)
+        .into_iter()
+        .map(|(k, v)| (k, Some(v)))
         .collect();
     // Global ARGs: usable in FROM lines, and as defaults of stage ARGs of the same name.
     for (ins, args) in &global_args {
@@ -316,10 +324,20 @@ pub fn lower(
     warnings.retain(|d| d.rule.is_none_or(|rule| check.enabled(rule)));
     let failing_checks = check.error && warnings.iter().any(|d| d.rule.is_some());
     warnings.extend(lowerer.warnings);
-    let image = lowerer.lowered[target_index]
+    let mut image = lowerer.lowered[target_index]
         .take()
         .expect("the target was lowered")
         .image;
+    if let Some(target) = &options.platform {
+        // An explicit platform is the image's, whatever its stages were based on; the variant
+        // is kept from the base image only when it is the same OS and architecture.
+        let same = image.os == target.os && image.architecture == target.architecture;
+        image.os = target.os.clone();
+        image.architecture = target.architecture.clone();
+        if !target.variant.is_empty() || !same {
+            image.variant = target.variant();
+        }
+    }
     Ok(Build {
         graph: lowerer.graph,
         target,
@@ -356,7 +374,8 @@ struct Lowerer<'a> {
     global_args: Vec<(String, Option<String>)>,
     lowered: Vec<Option<Lowered>>,
     in_progress: Vec<bool>,
-    images: HashMap<String, ResolvedImage>,
+    /// Images resolved so far, by reference and platform.
+    images: HashMap<(String, Platform), ResolvedImage>,
     stages: &'a [Stage<'a>],
     /// Global ARG declarations with their default values only (InvalidDefaultArgInFrom).
     global_defaults: Vec<(String, String)>,
@@ -366,6 +385,10 @@ struct Lowerer<'a> {
     findings: std::cell::RefCell<Vec<Diagnostic>>,
     /// The `.dockerignore` patterns, compiled (CopyIgnoredFile).
     ignore: rbuild_solver::pattern::IgnoreMatcher,
+    /// The platform built for (`--platform`, or the build machine's).
+    target_platform: Platform,
+    /// The build machine's platform.
+    build_platform: Platform,
 }
 
 /// The state of a stage while its instructions are lowered.
@@ -380,6 +403,8 @@ struct StageState {
     args: Vec<(String, Option<String>)>,
     /// An absolute WORKDIR was set in this stage (WorkdirRelativePath).
     workdir_set: bool,
+    /// The platform its steps run for (`FROM --platform`, else the target platform).
+    platform: Platform,
 }
 
 impl StageState {
@@ -388,6 +413,11 @@ impl StageState {
         let mut name = String::with_capacity(self.prefix.len() + text.len() + 16);
         name.push('[');
         name.push_str(&self.prefix);
+        // The position is padded to the width of the total, as BuildKit prints `[ 2/10]`.
+        let width = |n: usize| n.checked_ilog10().unwrap_or(0) + 1;
+        for _ in width(self.index)..width(self.total) {
+            name.push(' ');
+        }
         push_number(&mut name, self.index);
         name.push('/');
         push_number(&mut name, self.total);
@@ -455,6 +485,41 @@ impl Lowerer<'_> {
             .and_then(|(_, v)| v.clone())
     }
 
+    /// The platform of a base image's config, when it is the build machine's own but not the
+    /// target (only then does it differ from the target; see BuildKit's autodetection).
+    fn build_platform_of(&self, image: &Image) -> Option<Platform> {
+        let own = Platform::new(
+            &image.os,
+            &image.architecture,
+            image.variant.as_deref().unwrap_or(""),
+        );
+        (own.os == self.build_platform.os
+            && own.architecture == self.build_platform.architecture
+            && own != self.target_platform)
+            .then_some(own)
+    }
+
+    /// InvalidBaseImagePlatform: the image found for a platform says it is for another.
+    fn check_base_platform(&self, name: &str, image: &Image, expected: &Platform, span: Span) {
+        if image.os.is_empty() || image.architecture.is_empty() {
+            return;
+        }
+        if !expected.matches(&image.os, &image.architecture, image.variant.as_deref()) {
+            let actual = Platform::new(
+                &image.os,
+                &image.architecture,
+                image.variant.as_deref().unwrap_or(""),
+            );
+            self.lint(
+                &lint::INVALID_BASE_IMAGE_PLATFORM,
+                span,
+                format!(
+                    "Base image {name} was pulled with platform \"{actual}\", expected \"{expected}\" for current build"
+                ),
+            );
+        }
+    }
+
     fn global_env(&self) -> Vec<(String, String)> {
         self.global_args
             .iter()
@@ -512,15 +577,21 @@ impl Lowerer<'_> {
             .unwrap_or_else(|_| text.to_string())
     }
 
-    fn resolve_image(&mut self, reference: &str, span: Span) -> Result<ResolvedImage, Diagnostic> {
-        if let Some(found) = self.images.get(reference) {
+    fn resolve_image(
+        &mut self,
+        reference: &str,
+        platform: &Platform,
+        span: Span,
+    ) -> Result<ResolvedImage, Diagnostic> {
+        let key = (reference.to_string(), platform.clone());
+        if let Some(found) = self.images.get(&key) {
             return Ok(found.clone());
         }
         let resolved = self
             .resolver
-            .resolve(reference)
+            .resolve(reference, platform)
             .map_err(|e| self.error(span, e))?;
-        self.images.insert(reference.to_string(), resolved.clone());
+        self.images.insert(key, resolved.clone());
         Ok(resolved)
     }
 
@@ -553,7 +624,8 @@ impl Lowerer<'_> {
         }
         // Not a stage, so an image. If it is no image either, a near-miss of a stage name is
         // the likely mistake.
-        match self.resolve_image(name, span) {
+        let platform = self.target_platform.clone();
+        match self.resolve_image(name, &platform, span) {
             Ok(resolved) => Ok(self.graph.add(
                 Op::Image(ImageSource {
                     reference: resolved.reference.clone(),
@@ -611,10 +683,7 @@ impl Lowerer<'_> {
             }
         }
         if is_image && word.contains('$') {
-            let mut defaults: Vec<(String, String)> = PLATFORM_ARGS
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+            let mut defaults = platform_args(&self.target_platform, &self.build_platform);
             defaults.extend(self.global_defaults.iter().cloned());
             let name = self
                 .lexer
@@ -644,6 +713,7 @@ impl Lowerer<'_> {
         self.in_progress[index] = true;
 
         self.check_from(&stage.image, stage.from.args_span, true);
+        let mut stage_platform = None;
         if let Some(platform) = &stage.platform {
             self.check_from(&platform.value, platform.span, false);
             let value = self.expand(
@@ -651,11 +721,19 @@ impl Lowerer<'_> {
                 &self.global_env().as_slice(),
                 platform.span,
             )?;
-            if !matches!(value.as_str(), "linux/amd64" | "linux/x86_64" | "amd64") {
-                return Err(self
-                    .error(platform.span, format!("unsupported platform {value:?}"))
-                    .with_help("rbuild builds linux/amd64 images only, for now"));
+            if value.is_empty() {
+                return Err(self.error(
+                    platform.span,
+                    format!("empty platform value from expression {}", platform.value),
+                ));
             }
+            let parsed = Platform::parse(&value).map_err(|e| {
+                self.error(
+                    platform.span,
+                    format!("failed to parse platform {}: {e}", platform.value),
+                )
+            })?;
+            stage_platform = Some(parsed);
         }
 
         let prefix = match (&stage.name, self.stages.len()) {
@@ -680,6 +758,9 @@ impl Lowerer<'_> {
             cmd_set: false,
             args: Vec::new(),
             workdir_set: false,
+            platform: stage_platform
+                .clone()
+                .unwrap_or_else(|| self.target_platform.clone()),
         };
         // FROM refers to an earlier stage by name only; anything else is an image.
         let lower_name = base_name.to_ascii_lowercase();
@@ -689,14 +770,16 @@ impl Lowerer<'_> {
         let mut from_text = None;
         if base_name.eq_ignore_ascii_case("scratch") {
             state.vertex = self.graph.add(Op::Scratch, vec![], None);
-            // BuildKit gives a scratch stage the working directory "/".
+            // BuildKit gives a scratch stage the working directory "/", and the target
+            // platform even under FROM --platform.
+            state.platform = self.target_platform.clone();
             state.image = Image {
-                architecture: "amd64".into(),
-                os: "linux".into(),
+                architecture: state.platform.architecture.clone(),
+                os: state.platform.os.clone(),
+                variant: state.platform.variant(),
                 ..Image::default()
             };
             state.image.config.working_dir = Some("/".into());
-            state.index += 1;
         } else if let Some(base) = base_stage {
             state.vertex = self.lower_stage(base)?;
             state.image = self.lowered[base]
@@ -704,9 +787,9 @@ impl Lowerer<'_> {
                 .expect("just lowered")
                 .image
                 .clone();
-            state.index += 1;
         } else {
-            let resolved = self.resolve_image(&base_name, from_span)?;
+            let platform = state.platform.clone();
+            let resolved = self.resolve_image(&base_name, &platform, from_span)?;
             // Named below, once the stage's step count is known.
             from_text = Some(format!("FROM {}@{}", resolved.reference, resolved.digest));
             state.vertex = self.graph.add(
@@ -722,12 +805,24 @@ impl Lowerer<'_> {
                 .or_insert(stage.from.span);
             state.image = resolved.image.clone();
             state.image.rootfs.diff_ids.clear();
+            if stage_platform.is_none()
+                && self.options.platform.is_none()
+                && let Some(own) = self.build_platform_of(&state.image)
+            {
+                // Without --platform, a base image of another platform the machine runs
+                // natively sets the stage's platform (BuildKit's autodetection).
+                state.platform = own;
+            }
+            self.check_base_platform(&base_name, &state.image, &state.platform, from_span);
         }
         if state.image.config.env_value("PATH").is_none() {
             state.image.config.set_env("PATH", DEFAULT_PATH);
         }
-        state.image.architecture = "amd64".into();
-        state.image.os = "linux".into();
+        if state.image.architecture.is_empty() || state.image.os.is_empty() {
+            state.image.architecture = state.platform.architecture.clone();
+            state.image.os = state.platform.os.clone();
+            state.image.variant = state.platform.variant();
+        }
         state.image.created = None;
 
         // ONBUILD triggers of the base run first, as if they were the stage's first lines; the
@@ -741,15 +836,17 @@ impl Lowerer<'_> {
             .map(|(i, c)| (i, c))
             .chain(stage.commands.iter().copied())
             .collect();
-        state.total = 1 + commands
-            .iter()
-            .filter(|(_, c)| {
-                matches!(
-                    c,
-                    Command::Run { .. } | Command::Copy { .. } | Command::Workdir(_)
-                )
-            })
-            .count();
+        // As BuildKit counts: FROM is a step only when it pulls an image.
+        state.total = usize::from(from_text.is_some())
+            + commands
+                .iter()
+                .filter(|(_, c)| {
+                    matches!(
+                        c,
+                        Command::Run { .. } | Command::Copy { .. } | Command::Workdir(_)
+                    )
+                })
+                .count();
         if let Some(text) = from_text {
             let name = state.next_name(&text);
             self.graph.name_if_unnamed(state.vertex, name);
@@ -1110,6 +1207,8 @@ impl Lowerer<'_> {
                         network,
                         inline_files,
                         mounts,
+                        platform: (state.platform != self.build_platform)
+                            .then(|| state.platform.to_string()),
                     }),
                     inputs,
                     Some(name),
@@ -1878,11 +1977,19 @@ mod tests {
     struct Fixed;
 
     impl ImageResolver for Fixed {
-        fn resolve(&self, reference: &str) -> Result<ResolvedImage, String> {
+        fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
             if reference.starts_with("missing") || reference == "bulider" {
                 return Err(format!("{reference}: not found"));
             }
             let mut image = Image::default();
+            // "armonly" has one image, for linux/arm64; others have one per platform.
+            let of = match reference.starts_with("armonly") {
+                true => Platform::parse("linux/arm64").unwrap(),
+                false => platform.clone(),
+            };
+            image.os = of.os.clone();
+            image.architecture = of.architecture.clone();
+            image.variant = of.variant();
             image.config.env = Some(vec!["PATH=/bin".into(), "BASE=1".into()]);
             image.config.cmd = Some(vec!["sh".into()]);
             image.history.push(History {
@@ -1891,7 +1998,7 @@ mod tests {
             });
             Ok(ResolvedImage {
                 reference: format!("docker.io/library/{reference}"),
-                digest: Digest::of(reference.as_bytes()),
+                digest: Digest::of(format!("{reference} {of}").as_bytes()),
                 image,
             })
         }
@@ -2491,6 +2598,101 @@ mod tests {
     }
 
     #[test]
+    fn steps_are_numbered_as_buildkit_numbers_them() {
+        let names = |text: &str| -> Vec<String> {
+            let b = lower_str(text, &BuildOptions::default()).unwrap();
+            let mut names: Vec<String> = b
+                .graph
+                .needed_for(&[b.target])
+                .into_iter()
+                .filter_map(|v| b.graph.vertex(v).name.clone())
+                .collect();
+            names.sort();
+            names
+        };
+        // FROM scratch and FROM <stage> are no steps.
+        assert_eq!(
+            names("FROM scratch\nCOPY a /\nRUN x\n"),
+            ["[1/2] COPY a /", "[2/2] RUN x"]
+        );
+        let from_stage = names("FROM base AS a\nFROM a\nRUN x\n");
+        assert!(from_stage[0].starts_with("[a 1/1] FROM "), "{from_stage:?}");
+        assert_eq!(from_stage[1], "[stage-1 1/1] RUN x");
+        // Positions are padded to the width of the total.
+        let ten = format!("FROM base\n{}", "RUN x\n".repeat(9));
+        let ten = names(&ten);
+        assert!(ten.contains(&"[ 2/10] RUN x".to_string()), "{ten:?}");
+        assert!(
+            ten.iter().any(|n| n.starts_with("[ 1/10] FROM ")),
+            "{ten:?}"
+        );
+    }
+
+    #[test]
+    fn target_and_stage_platforms() {
+        let arm64 = BuildOptions {
+            platform: Some(Platform::parse("linux/arm64").unwrap()),
+            ..Default::default()
+        };
+        let text = "FROM --platform=$BUILDPLATFORM base AS tools\nARG TARGETARCH\nRUN echo $TARGETARCH\n\
+                    FROM base\nARG TARGETPLATFORM BUILDARCH\nRUN echo $TARGETPLATFORM\n\
+                    COPY --from=tools / /tools\n";
+        let b = lower_str(text, &arm64).unwrap();
+        assert_eq!(
+            (b.image.os.as_str(), b.image.architecture.as_str()),
+            ("linux", "arm64")
+        );
+        let copy = b.graph.vertex(b.target);
+        let run = exec_of(&b, copy.inputs[0]);
+        assert!(run.env.contains(&"TARGETPLATFORM=linux/arm64".into()));
+        assert!(run.env.contains(&"BUILDARCH=amd64".into()), "{:?}", run.env);
+        assert_eq!(run.platform.as_deref(), Some("linux/arm64"));
+        let Op::Image(base) = &b.graph.vertex(b.graph.vertex(copy.inputs[0]).inputs[0]).op else {
+            panic!("RUN is not on the image")
+        };
+        assert_eq!(base.digest, Digest::of(b"base linux/arm64"));
+        // The tools stage runs on the build platform, for the target's architecture.
+        let tools = exec_of(&b, copy.inputs[1]);
+        assert_eq!(tools.platform, None);
+        assert!(tools.env.contains(&"TARGETARCH=arm64".into()));
+        let Op::Image(base) = &b.graph.vertex(b.graph.vertex(copy.inputs[1]).inputs[0]).op else {
+            panic!("RUN is not on the image")
+        };
+        assert_eq!(base.digest, Digest::of(b"base linux/amd64"));
+
+        // Without --platform, a stage's FROM --platform is the image's; with one, it is not.
+        let text = "FROM --platform=linux/arm/v6 base\nRUN true\n";
+        let b = lower_str(text, &BuildOptions::default()).unwrap();
+        assert_eq!(
+            (b.image.architecture.as_str(), b.image.variant.as_deref()),
+            ("arm", Some("v6"))
+        );
+        assert_eq!(
+            exec_of(&b, b.target).platform.as_deref(),
+            Some("linux/arm/v6")
+        );
+        let b = lower_str(text, &arm64).unwrap();
+        assert_eq!(
+            (b.image.architecture.as_str(), b.image.variant.as_deref()),
+            ("arm64", None)
+        );
+        // scratch takes the target platform, whatever FROM --platform says.
+        let b = lower_str(
+            "FROM --platform=linux/arm64 scratch\nCOPY a /\n",
+            &BuildOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(b.image.architecture, Platform::host().architecture);
+        for bad in [
+            "FROM --platform=linux/ base\n",
+            "FROM --platform=$NOPE base\n",
+        ] {
+            let e = lower_str(bad, &BuildOptions::default()).unwrap_err();
+            assert!(e.contains("platform"), "{e}");
+        }
+    }
+
+    #[test]
     fn onbuild_triggers_run_first_in_the_child() {
         let text = "FROM base AS parent\nONBUILD RUN echo parent-trigger\nONBUILD ENV T=1\nRUN echo parent\n\
                     FROM parent\nRUN echo child\n";
@@ -2507,7 +2709,7 @@ mod tests {
         assert_eq!(b.image.config.on_build, None, "triggers are consumed");
         assert_eq!(
             b.graph.vertex(b.target).name.as_deref(),
-            Some("[stage-1 3/3] RUN echo child")
+            Some("[stage-1 2/2] RUN echo child")
         );
         // The parent stage keeps its triggers for images built from it.
         let b = lower_str(

@@ -11,9 +11,11 @@ pub mod instructions;
 pub mod lint;
 pub mod mounts;
 pub mod parser;
+pub mod platform;
 pub mod shell;
 pub mod source;
 
 pub use convert::{Build, BuildOptions, ImageResolver, ResolvedImage, lower};
 pub use diagnostic::{Diagnostic, Severity};
+pub use platform::Platform;
 pub use source::{SourceFile, Span};

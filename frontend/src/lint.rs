@@ -57,6 +57,7 @@ rules! {
     SECRETS_USED_IN_ARG_OR_ENV "SecretsUsedInArgOrEnv" "secrets-used-in-arg-or-env" "Sensitive data should not be used in the ARG or ENV commands";
     INVALID_DEFAULT_ARG_IN_FROM "InvalidDefaultArgInFrom" "invalid-default-arg-in-from" "Default value for global ARG results in an empty or invalid base image name";
     FROM_PLATFORM_FLAG_CONST_DISALLOWED "FromPlatformFlagConstDisallowed" "from-platform-flag-const-disallowed" "FROM --platform flag should not use a constant value";
+    INVALID_BASE_IMAGE_PLATFORM "InvalidBaseImagePlatform" "invalid-base-image-platform" "Base image platform does not match expected target platform";
     COPY_IGNORED_FILE "CopyIgnoredFile" "copy-ignored-file" "Attempting to Copy file that is excluded by .dockerignore";
     EXPOSE_PROTO_CASING "ExposeProtoCasing" "expose-proto-casing" "Protocol in EXPOSE instruction should be lowercase";
     EXPOSE_INVALID_FORMAT "ExposeInvalidFormat" "expose-invalid-format" "IP address and host-port mapping should not be used in EXPOSE instruction. This will become an error in a future release";

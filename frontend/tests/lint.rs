@@ -3,14 +3,22 @@
 
 use rbuild_frontend::image::Image;
 use rbuild_frontend::source::SourceFile;
-use rbuild_frontend::{BuildOptions, ImageResolver, ResolvedImage, lint, lower, parser};
+use rbuild_frontend::{BuildOptions, ImageResolver, Platform, ResolvedImage, lint, lower, parser};
 use rbuild_solver::Digest;
 
 struct Base;
 
 impl ImageResolver for Base {
-    fn resolve(&self, reference: &str) -> Result<ResolvedImage, String> {
-        let mut image = Image::default();
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
+        // "armonly" has a linux/arm64 image and no index: every platform gets that one.
+        let mut image = Image {
+            architecture: match reference.starts_with("armonly") {
+                true => "arm64".into(),
+                false => platform.architecture.clone(),
+            },
+            os: platform.os.clone(),
+            ..Image::default()
+        };
         image.config.env = Some(vec!["PATH=/bin".into(), "BASE_VAR=1".into()]);
         Ok(ResolvedImage {
             reference: reference.into(),
@@ -177,6 +185,13 @@ fn every_rule_has_a_triggering_and_a_clean_case() {
             "FROM --platform=$BUILDPLATFORM base\n",
             &[],
             "FROM --platform flag should not use constant value \"linux/amd64\"",
+        ),
+        (
+            "InvalidBaseImagePlatform",
+            "FROM armonly\n",
+            "FROM --platform=linux/arm64 armonly AS a\n",
+            &[],
+            "Base image armonly was pulled with platform \"linux/arm64\", expected \"linux/amd64\" for current build",
         ),
         (
             "RedundantTargetPlatform",

@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use rbuild_frontend::image::Image;
 use rbuild_frontend::source::SourceFile;
-use rbuild_frontend::{BuildOptions, ImageResolver, ResolvedImage, lower, parser};
+use rbuild_frontend::{BuildOptions, ImageResolver, Platform, ResolvedImage, lower, parser};
 use rbuild_solver::Digest;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 struct AnyImage;
 
 impl ImageResolver for AnyImage {
-    fn resolve(&self, reference: &str) -> Result<ResolvedImage, String> {
+    fn resolve(&self, reference: &str, _platform: &Platform) -> Result<ResolvedImage, String> {
         let mut image = Image::default();
         image.config.on_build = Some(vec!["RUN echo ${X:-y}".into(), "ENV A=\"b".into()]);
         Ok(ResolvedImage {
@@ -41,6 +41,7 @@ fn check(bytes: &[u8]) {
             target: None,
             dockerignore: vec!["*.tmp".into()],
             all_stages: true,
+            platform: None,
         };
         if let Err(d) = lower(&parsed.dockerfile, &options, &AnyImage) {
             let _ = d.render();

@@ -950,6 +950,15 @@ fn setup_and_exec(prepared: &Prepared, process: &Process, err_fd: i32) -> Result
     let path = cstr(&resolved)?;
     close_fds_from(3, &[err_fd]);
     let e = nix::unistd::execve(&path, &argv, &envp).unwrap_err();
+    if e == nix::errno::Errno::ENOEXEC {
+        // Most often a program built for another CPU: the kernel runs those only through an
+        // emulator registered with binfmt_misc.
+        return Err(format!(
+            "exec {resolved}: exec format error (not a program for this machine's CPU? steps \
+             for another platform need an emulator registered with binfmt_misc, such as \
+             Debian's qemu-user-static)"
+        ));
+    }
     Err(format!("exec {resolved}: {e}"))
 }
 

@@ -145,6 +145,7 @@ mod tests {
             network: NetworkMode::Host,
             inline_files: vec![],
             mounts: vec![],
+            platform: None,
         })
     }
 

@@ -590,6 +590,7 @@ mod tests {
             network: NetworkMode::Host,
             inline_files: vec![],
             mounts: vec![],
+            platform: None,
         })
     }
 

@@ -13,7 +13,7 @@ use crate::worker::BuildWorker;
 use anyhow::{Context, Result, anyhow, bail};
 use rbuild_frontend::diagnostic::Diagnostic;
 use rbuild_frontend::source::SourceFile;
-use rbuild_frontend::{BuildOptions, dockerignore, lower, parser};
+use rbuild_frontend::{BuildOptions, Platform, dockerignore, lower, parser};
 use rbuild_solver::Solver;
 use rbuild_solver::scheduler::SolveError;
 use std::collections::BTreeMap;
@@ -37,6 +37,12 @@ pub struct BuildArgs {
     /// The stage to build [default: the last]
     #[arg(long)]
     pub target: Option<String>,
+    /// The platform to build for, `os/arch[/variant]` (`linux/arm64`): base images are
+    /// chosen for it, TARGETPLATFORM and its kin name it, the image config says it. RUN steps
+    /// for another CPU run only where an emulator is registered (binfmt_misc) [default: this
+    /// machine's, and the base image's platform in the config]
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
     /// Progress output
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: Mode,
@@ -416,11 +422,25 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
     let state = Arc::new(State::open(global)?);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let registry = Arc::new(Registry::new(global.registries.clone()));
+    let platform = match args.platform.as_deref().map(Platform::parse_list) {
+        None => None,
+        Some(Err(e)) => bail!("invalid --platform: {e}"),
+        Some(Ok(list)) => match &list[..] {
+            [] => None,
+            [one] => Some(one.clone()),
+            _ => bail!(
+                "--platform {}: building for several platforms at once (a multi-platform \
+                 index) is not supported yet; build once per platform",
+                args.platform.as_deref().unwrap_or_default()
+            ),
+        },
+    };
     let options = BuildOptions {
         build_args,
         target: args.target.clone(),
         dockerignore,
         all_stages: false,
+        platform,
     };
     let mut resolver = StoreThenRegistry::new(&state, &registry, &runtime);
     resolver.pull = args.pull;

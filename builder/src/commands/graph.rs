@@ -55,11 +55,16 @@ pub fn split_name(name: &str) -> (Option<String>, String) {
     if let Some(rest) = name.strip_prefix('[')
         && let Some((inside, label)) = rest.split_once("] ")
     {
-        if let Some((stage, _position)) = inside.rsplit_once(' ') {
+        // The position is padded to the total's width: `[stage  2/10]`, `[ 2/10]`.
+        let (stage, position) = match inside.rsplit_once(' ') {
+            Some((stage, position)) => (stage.trim_end(), position),
+            None => ("", inside),
+        };
+        if !stage.is_empty() {
             return (Some(stage.to_string()), label.to_string());
         }
         // The only stage, unnamed: `[2/3] RUN …`.
-        if inside.split_once('/').is_some_and(|(i, n)| {
+        if position.split_once('/').is_some_and(|(i, n)| {
             !i.is_empty() && !n.is_empty() && (i.to_owned() + n).bytes().all(|b| b.is_ascii_digit())
         }) {
             return (None, label.to_string());
@@ -275,5 +280,10 @@ mod tests {
             "the only stage"
         );
         assert_eq!(split_name("[a/b] X"), (None, "[a/b] X".into()));
+        assert_eq!(
+            split_name("[builder  2/10] RUN make"),
+            (Some("builder".into()), "RUN make".into())
+        );
+        assert_eq!(split_name("[ 2/10] RUN x"), (None, "RUN x".into()));
     }
 }

@@ -9,7 +9,9 @@ use anyhow::{Context, Result, anyhow};
 use rbuild_frontend::diagnostic::Diagnostic;
 use rbuild_frontend::image::Image;
 use rbuild_frontend::source::SourceFile;
-use rbuild_frontend::{BuildOptions, ImageResolver, ResolvedImage, dockerignore, lower, parser};
+use rbuild_frontend::{
+    BuildOptions, ImageResolver, Platform, ResolvedImage, dockerignore, lower, parser,
+};
 use rbuild_solver::Digest;
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -48,8 +50,8 @@ struct Lenient<'a> {
 }
 
 impl ImageResolver for Lenient<'_> {
-    fn resolve(&self, reference: &str) -> Result<ResolvedImage, String> {
-        match self.inner.resolve(reference) {
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
+        match self.inner.resolve(reference, platform) {
             Ok(image) => Ok(image),
             Err(e) => {
                 self.unresolved
@@ -118,6 +120,7 @@ pub fn inspect(
         all_stages: target.is_none(),
         target,
         dockerignore: ignore,
+        platform: None,
     };
     let build = match lower(&parsed.dockerfile, &options, &resolver) {
         Ok(build) => build,

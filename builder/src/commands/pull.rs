@@ -7,6 +7,7 @@ use crate::registry::Registry;
 use crate::state::State;
 use crate::worker::BuildWorker;
 use anyhow::{Context, Result, anyhow};
+use rbuild_frontend::Platform;
 use rbuild_solver::ImageSource;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,12 +17,18 @@ use std::time::Instant;
 pub struct PullArgs {
     /// The image (`name[:tag]` or `name@digest`)
     pub image: String,
-    /// The platform to pull from a multi-platform image, `os/arch[/variant]`
-    #[arg(long, default_value = "linux/amd64")]
-    pub platform: String,
+    /// The platform to pull from a multi-platform image, `os/arch[/variant]` [default: this
+    /// machine's]
+    #[arg(long, value_parser = parse_platform)]
+    pub platform: Option<Platform>,
     /// Print only the image's name
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// Parses a `--platform` value (one platform).
+pub fn parse_platform(s: &str) -> Result<Platform, String> {
+    Platform::parse(s)
 }
 
 /// Resolves the tag, downloads the missing layers (reporting each with its size and rate),
@@ -32,8 +39,8 @@ pub fn run(global: &Global, args: PullArgs) -> Result<i32> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let registry = Arc::new(Registry::new(global.registries.clone()));
     let before = state.store.lookup(&r.whole())?.map(|d| d.digest);
-    let digest =
-        runtime.block_on(registry.resolve_for(&r.to_oci(), &state.store, &args.platform))?;
+    let platform = args.platform.unwrap_or_else(Platform::host);
+    let digest = runtime.block_on(registry.resolve(&r.to_oci(), &state.store, &platform))?;
     let worker = BuildWorker {
         state: state.clone(),
         context: std::env::current_dir()?,

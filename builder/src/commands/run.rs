@@ -34,7 +34,7 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let registry = Arc::new(Registry::new(global.registries.clone()));
     let resolved = StoreThenRegistry::new(&state, &registry, &runtime)
-        .resolve(&args.image)
+        .resolve(&args.image, &rbuild_frontend::Platform::host())
         .map_err(|e| anyhow!(e))?;
     let worker = BuildWorker {
         state: state.clone(),

@@ -1,14 +1,14 @@
 //! The workload of the parse_lower benchmark, shared with `examples/profile_parse_lower.rs`.
 
 use rbuild_frontend::image::Image;
-use rbuild_frontend::{ImageResolver, ResolvedImage};
+use rbuild_frontend::{ImageResolver, Platform, ResolvedImage};
 use rbuild_solver::Digest;
 
 /// Resolves every image name to an empty image with a PATH.
 pub struct AnyImage;
 
 impl ImageResolver for AnyImage {
-    fn resolve(&self, reference: &str) -> Result<ResolvedImage, String> {
+    fn resolve(&self, reference: &str, _platform: &Platform) -> Result<ResolvedImage, String> {
         let mut image = Image::default();
         image.config.env = Some(vec!["PATH=/usr/bin:/bin".into()]);
         Ok(ResolvedImage {

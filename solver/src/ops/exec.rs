@@ -24,6 +24,11 @@ pub struct ExecOp {
     /// values and cache-mount contents are not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<ExecMount>,
+    /// The platform (`os/arch[/variant]`) the step runs for when it is not the build
+    /// machine's own: the same files and command give other results under emulation, so it
+    /// is part of the key. Absent for the build platform, which keeps those keys unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
 }
 
 /// One mount of an exec op.
