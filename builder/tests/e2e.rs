@@ -5,7 +5,7 @@ mod common;
 
 use common::{Env, Progress, Registry, testdata, tool};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -2138,36 +2138,6 @@ fn daily_image_commands_and_archives() {
     );
 }
 
-/// A CA and a certificate it signed for 127.0.0.1, as PEM files in `dir`: (ca, cert, key).
-fn test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "rbuild test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut server = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    server
-        .subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    let cert = server
-        .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
-        .unwrap();
-    // skopeo's --cert-dir takes CAs from *.crt files.
-    std::fs::create_dir_all(dir).unwrap();
-    let paths = (
-        dir.join("ca.crt"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    paths
-}
-
 #[test]
 fn registry_login_credential_helpers_and_tls() {
     require_root!();
@@ -2312,7 +2282,7 @@ fn registry_login_credential_helpers_and_tls() {
     assert_eq!(stored["ServerURL"], addr.as_str());
     // A registry with TLS from a CA of its own: trusted with --registry-ca, refused without.
     let certs = env.path("certs");
-    let (ca, cert, key) = test_certificates(&certs);
+    let (ca, cert, key) = common::test_certificates(&certs);
     let secure = Registry::start_with(common::RegistrySetup {
         tls: Some((&cert, &key)),
         ..Default::default()
@@ -3036,4 +3006,103 @@ fn platforms_choose_base_images_and_name_the_result() {
         );
         assert!(env.leaked_mounts().is_empty());
     }
+}
+
+#[test]
+fn bearer_token_login_push_and_pull() {
+    require_root!();
+    let tokens = common::TokenServer::start("alice", "t0ken-pw");
+    let registry = Registry::start_with(common::RegistrySetup {
+        token: Some(&tokens),
+        ..Default::default()
+    });
+    let addr = registry.addr.clone();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox\nRUN echo bearer > /b\n",
+        )],
+    );
+    env.rbuild(&["build", "-q", "-t", "bearer:1", ctx.to_str().unwrap()])
+        .ok();
+    let remote = format!("{addr}/demo/bearer:1");
+    // Anonymous: the token service grants nothing, the registry refuses, the error says
+    // which registry and what to run.
+    let refused = env.rbuild(&["push", "bearer:1", &remote]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains(&format!("rbuild login {addr}")),
+        "{}",
+        refused.stderr
+    );
+    // A wrong password is refused by the token service: login fails naming the registry.
+    let wrong = env.rbuild_with(
+        &["login", &addr, "-u", "alice", "--password-stdin"],
+        "nope\n",
+        &[],
+    );
+    assert_ne!(wrong.code, 0);
+    assert!(
+        wrong.stderr.contains(&format!("login to {addr} failed")),
+        "{}",
+        wrong.stderr
+    );
+    env.rbuild_with(
+        &["login", &addr, "-u", "alice", "--password-stdin"],
+        "t0ken-pw\n",
+        &[],
+    )
+    .ok();
+    // Push and pull through the bearer flow: tokens scoped to the repository.
+    env.rbuild(&["push", "bearer:1", &remote]).ok();
+    let asked = tokens.requests.lock().unwrap().clone();
+    assert!(
+        asked.iter().any(|(who, scopes)| who == "alice"
+            && scopes
+                .iter()
+                .any(|s| s.starts_with("repository:demo/bearer:") && s.contains("push"))),
+        "{asked:?}"
+    );
+    let inspect = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            "alice:t0ken-pw",
+            &format!("docker://{remote}"),
+        ],
+    ));
+    assert!(inspect["Digest"].as_str().unwrap().starts_with("sha256:"));
+    let fresh = Env::new();
+    std::fs::create_dir_all(fresh.docker_config()).unwrap();
+    std::fs::copy(
+        env.docker_config().join("config.json"),
+        fresh.docker_config().join("config.json"),
+    )
+    .unwrap();
+    fresh.rbuild(&["pull", &remote]).ok();
+    let from = fresh.context(
+        "from",
+        &[(
+            "Dockerfile",
+            &format!("FROM {remote}\nRUN cat /b > /seen\n"),
+        )],
+    );
+    let out = fresh.path("out");
+    fresh
+        .rbuild(&[
+            "build",
+            "-o",
+            &format!("type=local,dest={}", out.display()),
+            from.to_str().unwrap(),
+        ])
+        .ok();
+    assert_eq!(
+        std::fs::read_to_string(out.join("seen")).unwrap(),
+        "bearer\n"
+    );
 }

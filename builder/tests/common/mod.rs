@@ -298,6 +298,8 @@ pub struct RegistrySetup<'a> {
     pub user: Option<(&'a str, &'a str)>,
     /// TLS with this certificate and key (PEM files).
     pub tls: Option<(&'a Path, &'a Path)>,
+    /// Bearer tokens from this token service.
+    pub token: Option<&'a TokenServer>,
 }
 
 impl Registry {
@@ -332,6 +334,15 @@ impl Registry {
             yaml.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: rbuild-test\n    path: {}\n",
                 htpasswd.display()
+            ));
+        }
+        if let Some(server) = setup.token {
+            yaml.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                server.realm,
+                TokenServer::SERVICE,
+                TokenServer::ISSUER,
+                server.ca.display()
             ));
         }
         std::fs::write(&config, yaml).unwrap();
@@ -378,4 +389,227 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A CA and a certificate it signed for 127.0.0.1, as PEM files in `dir`: (ca, cert, key).
+pub fn test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "rbuild test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    server
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let cert = server
+        .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
+        .unwrap();
+    // skopeo's --cert-dir takes CAs from *.crt files.
+    std::fs::create_dir_all(dir).unwrap();
+    let paths = (
+        dir.join("ca.crt"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// A request the token service granted: the user (empty if anonymous) and its scopes.
+pub type TokenRequest = (String, Vec<String>);
+
+/// A Docker token service (the realm of a registry's `Bearer` challenge) on a free loopback
+/// port: it checks one user's password (HTTP basic) and grants every scope asked for, as JWTs
+/// signed with ES256 by a certificate from a test CA (the registry trusts the CA).
+pub struct TokenServer {
+    /// `http://127.0.0.1:PORT/token`.
+    pub realm: String,
+    /// The CA the registry verifies tokens with (PEM).
+    pub ca: PathBuf,
+    /// Each request: the user it authenticated (empty if none) and its scopes.
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<TokenRequest>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TokenServer {
+    pub const SERVICE: &'static str = "rbuild-test-registry";
+    pub const ISSUER: &'static str = "rbuild-test-token-service";
+
+    pub fn start(user: &str, password: &str) -> TokenServer {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = test_certificates(dir.path());
+        let pem = std::fs::read_to_string(&cert).unwrap();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let leaf_der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap();
+        let key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(&key).unwrap()).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let realm = format!("http://{}/token", listener.local_addr().unwrap());
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let seen = requests.clone();
+        let user = user.to_string();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let Some((target, authorization)) = read_request(&mut stream) else {
+                    continue;
+                };
+                let scopes: Vec<String> = query_values(&target, "scope");
+                let who = match authorization.as_deref() {
+                    None => Some(String::new()),
+                    Some(a) if a == format!("Basic {basic}") => Some(user.clone()),
+                    Some(_) => None,
+                };
+                let response = match who {
+                    None => http_response(
+                        "401 Unauthorized",
+                        r#"{"details":"incorrect username or password"}"#,
+                    ),
+                    Some(who) => {
+                        seen.lock().unwrap().push((who.clone(), scopes.clone()));
+                        // Anonymous requests get a token that grants nothing.
+                        let granted = if who.is_empty() { vec![] } else { scopes };
+                        let jwt = signed_token(&key, &leaf_der, &who, &granted);
+                        http_response(
+                            "200 OK",
+                            &format!(
+                                r#"{{"token":"{jwt}","access_token":"{jwt}","expires_in":300}}"#
+                            ),
+                        )
+                    }
+                };
+                let _ = stream.write_all(response.as_bytes());
+            }
+        });
+        TokenServer {
+            realm,
+            ca,
+            requests,
+            _dir: dir,
+        }
+    }
+}
+
+/// Reads an HTTP request's head: its target and `Authorization` header.
+fn read_request(stream: &mut std::net::TcpStream) -> Option<(String, Option<String>)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.lines();
+    let target = lines.next()?.split(' ').nth(1)?.to_string();
+    let authorization = lines.find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("authorization")
+            .then(|| v.trim().to_string())
+    });
+    Some((target, authorization))
+}
+
+/// The values of a query parameter, percent-decoded.
+fn query_values(target: &str, name: &str) -> Vec<String> {
+    let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| {
+            let bytes = v.replace('+', " ").into_bytes();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'%' && i + 2 < bytes.len() {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                    out.push(u8::from_str_radix(hex, 16).unwrap());
+                    i += 3;
+                } else {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+            String::from_utf8(out).unwrap()
+        })
+        .collect()
+}
+
+fn http_response(status: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A JWT as Docker's token specification describes it: ES256 over `header.claims`, the
+/// signing certificate in `x5c`, one access entry per `repository:NAME:ACTIONS` scope.
+fn signed_token(key: &rcgen::KeyPair, leaf_der: &[u8], subject: &str, scopes: &[String]) -> String {
+    use base64::Engine as _;
+    use rcgen::SigningKey as _;
+    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let std = base64::engine::general_purpose::STANDARD;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let access: Vec<serde_json::Value> = scopes
+        .iter()
+        .filter_map(|scope| {
+            let mut parts = scope.splitn(3, ':');
+            let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(serde_json::json!({
+                "type": kind,
+                "name": name,
+                "actions": actions.split(',').collect::<Vec<_>>(),
+            }))
+        })
+        .collect();
+    let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [std.encode(leaf_der)]});
+    let claims = serde_json::json!({
+        "iss": TokenServer::ISSUER,
+        "sub": subject,
+        "aud": TokenServer::SERVICE,
+        "exp": now + 300,
+        "nbf": now - 10,
+        "iat": now,
+        "jti": format!("{now}-{}", scopes.len()),
+        "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        url.encode(header.to_string()),
+        url.encode(claims.to_string())
+    );
+    let der = key.sign(signing_input.as_bytes()).unwrap();
+    format!("{signing_input}.{}", url.encode(ecdsa_der_to_raw(&der)))
+}
+
+/// An ECDSA P-256 signature from ASN.1 DER (`SEQUENCE { r INTEGER, s INTEGER }`) to the
+/// 64-byte `r || s` that JWS wants.
+fn ecdsa_der_to_raw(der: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    // SEQUENCE, short length (a P-256 signature is under 128 bytes).
+    let mut i = 2;
+    for _ in 0..2 {
+        assert_eq!(der[i], 0x02, "an INTEGER");
+        let len = der[i + 1] as usize;
+        let int = &der[i + 2..i + 2 + len];
+        let int = &int[int.len().saturating_sub(32)..];
+        out.extend(std::iter::repeat_n(0u8, 32 - int.len()));
+        out.extend_from_slice(int);
+        i += 2 + len;
+    }
+    out
 }
