@@ -2138,6 +2138,30 @@ fn daily_image_commands_and_archives() {
     );
 }
 
+/// Pushing `image` to `remote` without credentials is refused with an error that names the
+/// registry and what to run; logging in as `user` with a wrong password fails naming it.
+fn assert_refusals(env: &Env, image: &str, remote: &str, user: &str) {
+    let addr = remote.split('/').next().unwrap();
+    let refused = env.rbuild(&["push", image, remote]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains(&format!("rbuild login {addr}")),
+        "{}",
+        refused.stderr
+    );
+    let wrong = env.rbuild_with(
+        &["login", addr, "-u", user, "--password-stdin"],
+        "wrong\n",
+        &[],
+    );
+    assert_ne!(wrong.code, 0);
+    assert!(
+        wrong.stderr.contains(&format!("login to {addr} failed")),
+        "{}",
+        wrong.stderr
+    );
+}
+
 #[test]
 fn registry_login_credential_helpers_and_tls() {
     require_root!();
@@ -2160,27 +2184,8 @@ fn registry_login_credential_helpers_and_tls() {
         .ok();
     let remote = format!("{addr}/demo/auth:1");
     let config_json = env.docker_config().join("config.json");
-    // Without credentials: refused, and the error says which registry and what to do.
-    let refused = env.rbuild(&["push", "auth:1", &remote]);
-    assert_ne!(refused.code, 0);
-    assert!(
-        refused.stderr.contains(&addr) && refused.stderr.contains(&format!("rbuild login {addr}")),
-        "{}",
-        refused.stderr
-    );
-    // A wrong password: login fails naming the registry, and nothing is stored.
-    let wrong = env.rbuild_with(
-        &["login", &addr, "-u", "tester", "--password-stdin"],
-        "wrong\n",
-        &[],
-    );
-    assert_ne!(wrong.code, 0);
-    assert!(
-        wrong.stderr.contains(&format!("login to {addr} failed")),
-        "{}",
-        wrong.stderr
-    );
-    assert!(!config_json.exists());
+    assert_refusals(&env, "auth:1", &remote, "tester");
+    assert!(!config_json.exists(), "a failed login stores nothing");
     // The right one: stored as docker login stores it.
     let ok = env
         .rbuild_with(
@@ -3029,27 +3034,8 @@ fn bearer_token_login_push_and_pull() {
     env.rbuild(&["build", "-q", "-t", "bearer:1", ctx.to_str().unwrap()])
         .ok();
     let remote = format!("{addr}/demo/bearer:1");
-    // Anonymous: the token service grants nothing, the registry refuses, the error says
-    // which registry and what to run.
-    let refused = env.rbuild(&["push", "bearer:1", &remote]);
-    assert_ne!(refused.code, 0);
-    assert!(
-        refused.stderr.contains(&format!("rbuild login {addr}")),
-        "{}",
-        refused.stderr
-    );
-    // A wrong password is refused by the token service: login fails naming the registry.
-    let wrong = env.rbuild_with(
-        &["login", &addr, "-u", "alice", "--password-stdin"],
-        "nope\n",
-        &[],
-    );
-    assert_ne!(wrong.code, 0);
-    assert!(
-        wrong.stderr.contains(&format!("login to {addr} failed")),
-        "{}",
-        wrong.stderr
-    );
+    // Anonymous, the token service grants nothing; a wrong password it refuses.
+    assert_refusals(&env, "bearer:1", &remote, "alice");
     env.rbuild_with(
         &["login", &addr, "-u", "alice", "--password-stdin"],
         "t0ken-pw\n",
