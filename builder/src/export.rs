@@ -3,9 +3,12 @@
 
 use crate::compress::{Compression, Counter, export_manifest};
 use crate::state::State;
-use crate::store::{Descriptor, Manifest, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, REF_NAME, Store};
+use crate::store::{
+    DOCKER_MANIFEST_LIST, Descriptor, Index, Manifest, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
+    REF_NAME, Store,
+};
 use crate::timefmt;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use rbuild_frontend::Build;
 use rbuild_frontend::image::Image;
 use rbuild_solver::{Output, OutputLayer, VertexId};
@@ -112,6 +115,85 @@ pub fn store_image(store: &Store, image: &FinalImage) -> Result<(Descriptor, Vec
         bytes,
         config_desc,
     ))
+}
+
+/// Writes an index of `manifests` (each with its platform) to the store: an OCI index, or a
+/// Docker manifest list if `docker_media_types`. Returns its descriptor.
+pub fn store_index(
+    store: &Store,
+    manifests: &[Descriptor],
+    docker_media_types: bool,
+) -> Result<Descriptor> {
+    let media_type = if docker_media_types {
+        DOCKER_MANIFEST_LIST
+    } else {
+        OCI_INDEX
+    };
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(media_type.into()),
+        manifests: manifests.to_vec(),
+    };
+    let (digest, size) = store.write_blob(&serde_json::to_vec(&index)?)?;
+    Ok(Descriptor {
+        media_type: media_type.into(),
+        digest,
+        size,
+        platform: None,
+        annotations: BTreeMap::new(),
+    })
+}
+
+/// Whether a descriptor is of an index (several platforms) rather than one image.
+pub fn is_index(descriptor: &Descriptor) -> bool {
+    descriptor.media_type == OCI_INDEX || descriptor.media_type == DOCKER_MANIFEST_LIST
+}
+
+/// An image made ready to leave the store: layers compressed, media types as asked.
+pub struct Exported {
+    /// What a name points at: the manifest, or the index of a multi-platform image.
+    pub top: Descriptor,
+    /// The manifests (one, or one per platform of an index, with their platforms).
+    pub manifests: Vec<Descriptor>,
+}
+
+/// Prepares the stored image or index `descriptor` for an export or push: each manifest's
+/// layers compressed as `compression` says (see [`crate::compress`]), Docker media types if
+/// `docker_media_types`, and for an index a new index of the results. `counter` counts the
+/// bytes compressed.
+pub fn export_image(
+    state: &State,
+    descriptor: &Descriptor,
+    compression: &Compression,
+    docker_media_types: bool,
+    counter: &Counter,
+) -> Result<Exported> {
+    let one = |manifest: &Descriptor| -> Result<Descriptor> {
+        let (mut exported, _) = export_manifest(state, manifest, compression, counter)?;
+        if docker_media_types {
+            exported = crate::compress::with_docker_media_types(state, &exported)?;
+        }
+        exported.platform = manifest.platform.clone();
+        Ok(exported)
+    };
+    if !is_index(descriptor) {
+        let manifest = one(descriptor)?;
+        return Ok(Exported {
+            top: manifest.clone(),
+            manifests: vec![manifest],
+        });
+    }
+    let index: Index = serde_json::from_slice(&state.store.read_blob(&descriptor.digest)?)
+        .with_context(|| format!("parsing index {}", descriptor.digest))?;
+    let manifests = index
+        .manifests
+        .iter()
+        .map(one)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Exported {
+        top: store_index(&state.store, &manifests, docker_media_types)?,
+        manifests,
+    })
 }
 
 /// The layout of an image archive.
@@ -222,14 +304,30 @@ pub fn write_archive(
     let mut docker_manifest = Vec::new();
     let mut blobs = Vec::new();
     for image in images {
-        let (mut manifest, _) = export_manifest(state, &image.manifest, compression, counter)?;
-        if docker_media_types {
-            manifest = crate::compress::with_docker_media_types(state, &manifest)?;
+        let ready = export_image(
+            state,
+            &image.manifest,
+            compression,
+            docker_media_types,
+            counter,
+        )?;
+        if format == ArchiveFormat::Docker && is_index(&ready.top) {
+            bail!(
+                "the docker archive format holds one platform per image (Docker's manifest.json); \
+                 use type=oci for a multi-platform image"
+            );
         }
-        let m = store.manifest(&manifest.digest)?;
+        let mut m = None;
+        for manifest in &ready.manifests {
+            let one = store.manifest(&manifest.digest)?;
+            blobs.push(manifest.digest.clone());
+            blobs.push(one.config.digest.clone());
+            blobs.extend(one.layers.iter().map(|l| l.digest.clone()));
+            m = Some(one);
+        }
+        let m = m.expect("an image has a manifest");
+        let manifest = ready.top;
         blobs.push(manifest.digest.clone());
-        blobs.push(m.config.digest.clone());
-        blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
         let mut names = image.names.iter().map(Some).collect::<Vec<_>>();
         if names.is_empty() {
             names.push(None);

@@ -3092,3 +3092,160 @@ fn bearer_token_login_push_and_pull() {
         "bearer\n"
     );
 }
+
+#[test]
+fn multi_platform_builds_make_an_index() {
+    require_root!();
+    let registry = Registry::start();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM --platform=$BUILDPLATFORM rbuild-demo/busybox AS tools\n\
+             ARG TARGETARCH\n\
+             RUN echo \"$TARGETARCH\" > /arch\n\
+             FROM --platform=$BUILDPLATFORM rbuild-demo/busybox AS common\n\
+             RUN echo common > /common\n\
+             FROM scratch\n\
+             COPY --from=tools /arch /arch\n\
+             COPY --from=common /common /common\n",
+        )],
+    );
+    let remote = format!("{}/demo/mp:1", registry.addr);
+    let archive = env.path("mp.tar");
+    let dir = env.path("mp-dir");
+    let metadata = env.path("metadata.json");
+    let iid = env.path("iid");
+    let built = env
+        .rbuild(&[
+            "build",
+            "--progress=plain",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-o",
+            &format!("type=registry,name={remote}"),
+            "-o",
+            &format!("type=oci,dest={}", archive.display()),
+            "-o",
+            &format!("type=local,dest={}", dir.display()),
+            "--metadata-file",
+            metadata.to_str().unwrap(),
+            "--iidfile",
+            iid.to_str().unwrap(),
+            ctx.to_str().unwrap(),
+        ])
+        .ok();
+    // Steps are named with their platform; what does not depend on it runs once.
+    let ran = Progress::parse(&built.stderr).ran();
+    let count = |text: &str| ran.iter().filter(|n| n.contains(text)).count();
+    assert_eq!(count("RUN echo common"), 1, "{ran:?}");
+    assert_eq!(count("> /arch"), 2, "{ran:?}");
+    assert!(
+        ran.iter()
+            .any(|n| n.starts_with("[linux/amd64->arm64 tools 2/2] RUN")),
+        "{ran:?}"
+    );
+    assert!(
+        ran.iter()
+            .any(|n| n.starts_with("[linux/arm64 stage-2 1/2] COPY --from=tools")),
+        "{ran:?}"
+    );
+    for arch in ["amd64", "arm64"] {
+        let root = dir.join(format!("linux_{arch}"));
+        assert_eq!(
+            std::fs::read_to_string(root.join("arch")).unwrap(),
+            format!("{arch}\n")
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("common")).unwrap(),
+            "common\n"
+        );
+    }
+    // The registry has a manifest list (Docker media types, the image exporter's default)...
+    let raw = |transport: &str| {
+        json(&tool(
+            "skopeo",
+            &["inspect", "--raw", "--tls-verify=false", transport],
+        ))
+    };
+    let pushed = format!("docker://{remote}");
+    let list = raw(&pushed);
+    assert_eq!(
+        list["mediaType"], "application/vnd.docker.distribution.manifest.list.v2+json",
+        "{list}"
+    );
+    let platforms: Vec<String> = list["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!("{}/{}", m["platform"]["os"], m["platform"]["architecture"]).replace('"', "")
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    // ...and the OCI archive an OCI index; each platform's config says which it is.
+    let oci = format!("oci-archive:{}", archive.display());
+    assert_eq!(
+        raw(&oci)["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    for transport in [&pushed, &oci] {
+        let config = json(&tool(
+            "skopeo",
+            &[
+                "--override-arch",
+                "arm64",
+                "inspect",
+                "--config",
+                "--tls-verify=false",
+                transport,
+            ],
+        ));
+        assert_eq!(config["architecture"], "arm64", "{transport}: {config}");
+    }
+    // The image id and metadata name the index, as buildx does for several platforms.
+    let meta = json(&std::fs::read_to_string(&metadata).unwrap());
+    let digest = meta["containerimage.digest"].as_str().unwrap().to_string();
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), digest);
+    assert!(meta.get("containerimage.config.digest").is_none(), "{meta}");
+    // rbuild builds on its own multi-platform image, choosing the platform's entry.
+    let user = env.context(
+        "user",
+        &[(
+            "Dockerfile",
+            &format!("FROM {remote}\nCOPY --from={remote} /arch /copied\n"),
+        )],
+    );
+    let out = env.path("user-out");
+    env.rbuild(&[
+        "build",
+        "--platform",
+        "linux/arm64",
+        "-o",
+        &format!("type=local,dest={}", out.display()),
+        user.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(
+        std::fs::read_to_string(out.join("arch")).unwrap(),
+        "arm64\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("copied")).unwrap(),
+        "arm64\n"
+    );
+    // Outputs that hold one platform say so before anything is built.
+    for (flags, expected) in [
+        (vec!["-t", "mp:1"], "cannot go to the local image store"),
+        (vec!["-o", "type=docker,dest=x.tar"], "use type=oci"),
+    ] {
+        let mut args = vec!["build", "--platform", "linux/amd64,linux/arm64"];
+        args.extend(flags);
+        args.push(ctx.to_str().unwrap());
+        let refused = env.rbuild(&args);
+        assert_ne!(refused.code, 0);
+        assert!(refused.stderr.contains(expected), "{}", refused.stderr);
+    }
+}

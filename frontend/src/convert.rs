@@ -118,6 +118,8 @@ pub struct BuildOptions {
     /// `--platform`: the platform to build for. `None` builds for the build machine's own
     /// and, as BuildKit does then, keeps the platform of the base image in the image config.
     pub platform: Option<Platform>,
+    /// This is one platform of several built at once: step names start with the platform.
+    pub multi_platform: bool,
 }
 
 /// An image the resolver found: where it is pinned and its config.
@@ -153,6 +155,31 @@ pub struct Build {
     pub warnings: Vec<Diagnostic>,
     /// `# check=error=true` and some build check found something: the build must fail.
     pub failing_checks: bool,
+}
+
+impl Build {
+    /// Moves this build's vertices into `graph` (where equal vertices of other builds merge
+    /// with them) and renumbers what refers to them. The build's own graph becomes a copy of
+    /// the result only when [`Build::share`] is called, once every build is merged.
+    pub fn merge_into(&mut self, graph: &mut Graph) {
+        let map = graph.absorb(&self.graph);
+        self.target = map[self.target.index()];
+        self.locations = self
+            .locations
+            .drain()
+            .map(|(v, span)| (map[v.index()], span))
+            .collect();
+        for entry in &mut self.image.history {
+            if let Some(v) = &mut entry.layer_of {
+                *v = map[v.index()];
+            }
+        }
+    }
+
+    /// Makes `graph` (into which every build was merged) this build's graph.
+    pub fn share(&mut self, graph: &Graph) {
+        self.graph = graph.clone();
+    }
 }
 
 /// Lowers a Dockerfile.
@@ -736,11 +763,31 @@ impl Lowerer<'_> {
             stage_platform = Some(parsed);
         }
 
-        let prefix = match (&stage.name, self.stages.len()) {
+        let mut prefix = match (&stage.name, self.stages.len()) {
             (Some(name), _) => format!("{name} "),
             (None, 1) => String::new(),
             (None, _) => format!("stage-{index} "),
         };
+        if self.options.multi_platform {
+            // As BuildKit names steps of multi-platform builds: `[linux/arm64 build 2/4]`,
+            // `[linux/amd64->arm64 build 2/4]` for a stage on another platform than the target.
+            let platform = stage_platform.as_ref().unwrap_or(&self.target_platform);
+            let mut shown = platform.to_string();
+            if platform != &self.target_platform {
+                let t = &self.target_platform;
+                shown.push_str("->");
+                if t.os != platform.os {
+                    shown.push_str(&t.to_string());
+                } else {
+                    shown.push_str(&t.architecture);
+                    if !t.variant.is_empty() {
+                        shown.push('/');
+                        shown.push_str(&t.variant);
+                    }
+                }
+            }
+            prefix = format!("{shown} {prefix}");
+        }
         let from_span = stage.from.args_span;
         let base_name = self.expand(&stage.image, &self.global_env().as_slice(), from_span)?;
         if base_name.is_empty() {

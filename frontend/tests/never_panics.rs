@@ -42,6 +42,7 @@ fn check(bytes: &[u8]) {
             dockerignore: vec!["*.tmp".into()],
             all_stages: true,
             platform: None,
+            multi_platform: false,
         };
         if let Err(d) = lower(&parsed.dockerfile, &options, &AnyImage) {
             let _ = d.render();

@@ -86,6 +86,19 @@ impl Graph {
         id
     }
 
+    /// Adds every vertex of `other` (merging those equal to vertices here); returns, for each
+    /// vertex of `other` by index, its id in this graph.
+    pub fn absorb(&mut self, other: &Graph) -> Vec<VertexId> {
+        let mut map: Vec<VertexId> = Vec::with_capacity(other.len());
+        // Index order is a topological order: inputs are mapped before their readers.
+        for id in other.dag.node_indices() {
+            let v = &other.dag[id];
+            let inputs = v.inputs.iter().map(|i| map[i.index()]).collect();
+            map.push(self.add(v.op.clone(), inputs, v.name.clone()));
+        }
+        map
+    }
+
     /// Gives `id` the progress name `name` unless it has one (as [`Graph::add`] does for a
     /// vertex added twice).
     pub fn name_if_unnamed(&mut self, id: VertexId, name: String) {
@@ -173,5 +186,31 @@ mod tests {
         let y1 = g.add(exec("y"), vec![base], None);
         let y2 = g.add(exec("y"), vec![x], None);
         assert_ne!(y1, y2);
+    }
+
+    #[test]
+    fn absorbing_a_graph_merges_equal_vertices() {
+        let mut a = Graph::new();
+        let base = a.add(Op::Scratch, vec![], None);
+        let shared = a.add(
+            exec("shared"),
+            vec![base],
+            Some("[a 1/2] RUN shared".into()),
+        );
+        a.add(exec("only-a"), vec![shared], None);
+        let mut b = Graph::new();
+        let b_base = b.add(Op::Scratch, vec![], None);
+        let b_shared = b.add(
+            exec("shared"),
+            vec![b_base],
+            Some("[b 1/2] RUN shared".into()),
+        );
+        let b_own = b.add(exec("only-b"), vec![b_shared], None);
+        let map = a.absorb(&b);
+        assert_eq!(map[b_shared.index()], shared);
+        assert_eq!(a.len(), 4, "scratch, shared, only-a, only-b");
+        let own = a.vertex(map[b_own.index()]);
+        assert_eq!(own.inputs, vec![shared]);
+        assert_eq!(a.vertex(shared).name.as_deref(), Some("[a 1/2] RUN shared"));
     }
 }

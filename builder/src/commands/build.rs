@@ -3,7 +3,9 @@
 use crate::Global;
 use crate::compress::{Compression, Counter};
 use crate::diagnostics::{self, Target};
-use crate::export::{ArchiveFormat, ArchiveImage, Dest, finalize, store_image, write_archive};
+use crate::export::{
+    ArchiveFormat, ArchiveImage, Dest, finalize, store_image, store_index, write_archive,
+};
 use crate::progress::{Mode, Printer};
 use crate::reference;
 use crate::registry::Registry;
@@ -38,9 +40,11 @@ pub struct BuildArgs {
     #[arg(long)]
     pub target: Option<String>,
     /// The platform to build for, `os/arch[/variant]` (`linux/arm64`): base images are
-    /// chosen for it, TARGETPLATFORM and its kin name it, the image config says it. RUN steps
-    /// for another CPU run only where an emulator is registered (binfmt_misc) [default: this
-    /// machine's, and the base image's platform in the config]
+    /// chosen for it, TARGETPLATFORM and its kin name it, the image config says it. Several,
+    /// comma-separated, make a multi-platform index (pushed, or written by type=oci; type=local
+    /// gets a directory per platform). RUN steps for another CPU run only where an emulator is
+    /// registered (binfmt_misc) [default: this machine's, and the base image's platform in the
+    /// config]
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
     /// Progress output
@@ -366,6 +370,41 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
             bail!("pushing needs an image name (-t NAME or name=)");
         }
     }
+    // --platform: none (the machine's), one, or several (a multi-platform index).
+    let platforms: Vec<Option<Platform>> = match args.platform.as_deref() {
+        None => vec![None],
+        Some(list) => {
+            let list =
+                Platform::parse_list(list).map_err(|e| anyhow!("invalid --platform: {e}"))?;
+            match list.is_empty() {
+                true => vec![None],
+                false => list.into_iter().map(Some).collect(),
+            }
+        }
+    };
+    let multi = platforms.len() > 1;
+    if multi {
+        for output in &outputs {
+            match output {
+                OutputSpec::Image { push: false, .. } => bail!(
+                    "a multi-platform image cannot go to the local image store yet: push it \
+                     (--push or -o type=registry) or write it with -o type=oci,dest=FILE"
+                ),
+                OutputSpec::Archive {
+                    format: ArchiveFormat::Docker,
+                    ..
+                } => bail!(
+                    "type=docker holds one platform per image (Docker's manifest.json); use \
+                     type=oci for a multi-platform image"
+                ),
+                OutputSpec::Tar { .. } => bail!(
+                    "type=tar of several platforms is not supported yet; type=local writes a \
+                     directory per platform"
+                ),
+                _ => {}
+            }
+        }
+    }
     let build_args = parse_build_args(&args.build_args);
 
     // Colourful reports on a terminal, unless the plain format was asked for; JSON events in
@@ -422,38 +461,49 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
     let state = Arc::new(State::open(global)?);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let registry = Arc::new(Registry::new(global.registries.clone()));
-    let platform = match args.platform.as_deref().map(Platform::parse_list) {
-        None => None,
-        Some(Err(e)) => bail!("invalid --platform: {e}"),
-        Some(Ok(list)) => match &list[..] {
-            [] => None,
-            [one] => Some(one.clone()),
-            _ => bail!(
-                "--platform {}: building for several platforms at once (a multi-platform \
-                 index) is not supported yet; build once per platform",
-                args.platform.as_deref().unwrap_or_default()
-            ),
-        },
-    };
-    let options = BuildOptions {
-        build_args,
-        target: args.target.clone(),
-        dockerignore,
-        all_stages: false,
-        platform,
-    };
     let mut resolver = StoreThenRegistry::new(&state, &registry, &runtime);
     resolver.pull = args.pull;
-    let build = match lower(&parsed.dockerfile, &options, &resolver) {
-        Ok(build) => build,
-        Err(d) => {
-            print_diagnostics(&[d]);
-            return Ok(1);
+    let mut builds = Vec::with_capacity(platforms.len());
+    for platform in &platforms {
+        let options = BuildOptions {
+            build_args: build_args.clone(),
+            target: args.target.clone(),
+            dockerignore: dockerignore.clone(),
+            all_stages: false,
+            platform: platform.clone(),
+            multi_platform: multi,
+        };
+        match lower(&parsed.dockerfile, &options, &resolver) {
+            Ok(build) => builds.push(build),
+            Err(d) => {
+                print_diagnostics(&[d]);
+                return Ok(1);
+            }
         }
-    };
-    print_diagnostics(&build.warnings);
-    let findings = build.warnings.iter().filter(|d| d.rule.is_some()).count();
-    if findings > 0 && (args.check || build.failing_checks) {
+    }
+    if multi {
+        // One graph for all platforms: what does not depend on the platform runs once.
+        let mut graph = rbuild_solver::Graph::new();
+        for build in &mut builds {
+            build.merge_into(&mut graph);
+        }
+        for build in &mut builds {
+            build.share(&graph);
+        }
+    }
+    // Each platform's findings, each once.
+    let mut warnings: Vec<Diagnostic> = Vec::new();
+    for d in builds.iter().flat_map(|b| &b.warnings) {
+        if !warnings
+            .iter()
+            .any(|w| w.message == d.message && w.span == d.span)
+        {
+            warnings.push(d.clone());
+        }
+    }
+    print_diagnostics(&warnings);
+    let findings = warnings.iter().filter(|d| d.rule.is_some()).count();
+    if findings > 0 && (args.check || builds.iter().any(|b| b.failing_checks)) {
         eprintln!(
             "error: {findings} build check{} failed ({})",
             if findings == 1 { "" } else { "s" },
@@ -486,26 +536,23 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
     // Context files unchanged since an earlier build are not read again.
     let stats = Arc::new(state.cache.load_stats(&context)?);
     solver = solver.with_stat_cache(stats.clone());
+    let graph = Arc::new(builds[0].graph.clone());
+    let targets: Vec<rbuild_solver::VertexId> = builds.iter().map(|b| b.target).collect();
     if !args.no_cache_filter.is_empty() {
         // The stage of a step is in its progress name, `[stage i/n] …`.
-        let vertices = build
-            .graph
-            .needed_for(&[build.target])
-            .into_iter()
-            .filter(|v| {
-                build.graph.vertex(*v).name.as_deref().is_some_and(|name| {
-                    let (stage, _) = super::graph::split_name(name);
-                    stage.is_some_and(|stage| {
-                        args.no_cache_filter
-                            .iter()
-                            .any(|f| f.trim().eq_ignore_ascii_case(&stage))
-                    })
+        let vertices = graph.needed_for(&targets).into_iter().filter(|v| {
+            graph.vertex(*v).name.as_deref().is_some_and(|name| {
+                let (stage, _) = super::graph::split_name(name);
+                stage.is_some_and(|stage| {
+                    args.no_cache_filter
+                        .iter()
+                        .any(|f| f.trim().eq_ignore_ascii_case(&stage))
                 })
-            });
+            })
+        });
         solver = solver.without_cache_lookups_for(vertices);
     }
     let cancel = solver.cancel_flag();
-    let graph = Arc::new(build.graph.clone());
     let events_printer = printer.clone();
     let result = runtime.block_on(async {
         let printing = tokio::spawn(async move {
@@ -519,7 +566,7 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
                 cancel.store(true, Ordering::Relaxed);
             }
         });
-        let result = solver.solve(graph, &[build.target]).await;
+        let result = solver.solve(graph.clone(), &targets).await;
         drop(solver);
         let _ = printing.await;
         interrupt.abort();
@@ -537,8 +584,11 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
             log_tail,
         }) => {
             // The snippet shows the instruction; without one, the step's name says which it was.
-            let location = build.locations.get(&vertex).copied();
-            let message = match (&location, &build.graph.vertex(vertex).name) {
+            let location = builds
+                .iter()
+                .find_map(|b| b.locations.get(&vertex))
+                .copied();
+            let message = match (&location, &graph.vertex(vertex).name) {
                 (None, Some(name)) => format!("{name}: {message}"),
                 _ => message,
             };
@@ -558,20 +608,37 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         Err(e) => return Err(e.into()),
     };
 
-    let mut image = finalize(&build, &solved);
-    // --label: set on the final config, with no history entry, as BuildKit does.
-    for label in &args.labels {
-        let (key, value) = label.split_once('=').unwrap_or((label.as_str(), ""));
-        image
-            .image
-            .config
-            .labels
-            .get_or_insert_with(Default::default)
-            .insert(key.to_string(), value.to_string());
+    // One image per platform; several make an index.
+    let mut manifests = Vec::with_capacity(builds.len());
+    let mut config = None;
+    for build in &builds {
+        let mut image = finalize(build, &solved);
+        // --label: set on the final config, with no history entry, as BuildKit does.
+        for label in &args.labels {
+            let (key, value) = label.split_once('=').unwrap_or((label.as_str(), ""));
+            image
+                .image
+                .config
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(key.to_string(), value.to_string());
+        }
+        let (mut manifest, _, image_config) = store_image(&state.store, &image)?;
+        if multi {
+            manifest.platform = Some(crate::store::Platform {
+                os: image.image.os.clone(),
+                architecture: image.image.architecture.clone(),
+                variant: image.image.variant.clone(),
+            });
+        }
+        manifests.push(manifest);
+        config = Some(image_config);
     }
-    let (manifest, _, config) = store_image(&state.store, &image)?;
+    let (manifest, config) = match multi {
+        true => (store_index(&state.store, &manifests, false)?, None),
+        false => (manifests[0].clone(), config),
+    };
     let mut metadata = serde_json::json!({
-        "containerimage.config.digest": config.digest,
         "containerimage.digest": manifest.digest,
         "containerimage.descriptor": {
             "mediaType": manifest.media_type,
@@ -579,6 +646,9 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
             "size": manifest.size,
         },
     });
+    if let Some(config) = &config {
+        metadata["containerimage.config.digest"] = config.digest.to_string().into();
+    }
     let mut named = Vec::new();
     for output in &outputs {
         let started = Instant::now();
@@ -595,13 +665,19 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
                 compression,
                 oci_mediatypes,
             } => {
-                let mut lines = vec![
-                    format!("writing image {} done", config.digest),
-                    format!("writing manifest {} done", manifest.digest),
-                ];
-                for name in names {
-                    state.store.tag(name, &manifest)?;
-                    lines.push(format!("naming to {name} done"));
+                let mut lines = match &config {
+                    Some(config) => vec![
+                        format!("writing image {} done", config.digest),
+                        format!("writing manifest {} done", manifest.digest),
+                    ],
+                    None => vec![format!("writing manifest list {} done", manifest.digest)],
+                };
+                // A multi-platform image is only pushed (refused above otherwise).
+                if !multi {
+                    for name in names {
+                        state.store.tag(name, &manifest)?;
+                        lines.push(format!("naming to {name} done"));
+                    }
                 }
                 named.extend(names.iter().cloned());
                 step("exporting to image", &lines);
@@ -658,16 +734,18 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
                     &counter,
                 )?;
                 drop(live);
-                let lines = [
+                let mut lines = vec![
                     format!(
                         "exporting layers {} {} done",
                         crate::gc::human(counter.get()),
                         crate::progress::rate(counter.get(), started.elapsed())
                     ),
                     format!("exporting manifest {} done", exported[0].digest),
-                    format!("exporting config {} done", config.digest),
-                    format!("sending tarball to {dest} done"),
                 ];
+                if let Some(config) = &config {
+                    lines.push(format!("exporting config {} done", config.digest));
+                }
+                lines.push(format!("sending tarball to {dest} done"));
                 let what = match format {
                     ArchiveFormat::Oci => "exporting to oci image format",
                     ArchiveFormat::Docker => "exporting to docker image format",
@@ -675,14 +753,21 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
                 step(what, &lines);
             }
             OutputSpec::Local { dest } => {
-                worker.export_rootfs(&solved[&build.target], None, Some(dest))?;
+                for (build, platform) in builds.iter().zip(&platforms) {
+                    // Several platforms: a directory each, named as BuildKit names them.
+                    let dest = match (multi, platform) {
+                        (true, Some(p)) => dest.join(p.to_string().replace('/', "_")),
+                        _ => dest.clone(),
+                    };
+                    worker.export_rootfs(&solved[&build.target], None, Some(&dest))?;
+                }
                 step(
                     "exporting to client directory",
                     &[format!("copying files to {} done", dest.display())],
                 );
             }
             OutputSpec::Tar { dest } => {
-                worker.export_rootfs(&solved[&build.target], Some(dest), None)?;
+                worker.export_rootfs(&solved[&builds[0].target], Some(dest), None)?;
                 step(
                     "exporting to client tarball",
                     &[format!("sending tarball to {dest} done")],
@@ -693,8 +778,17 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
     if !named.is_empty() {
         metadata["image.name"] = named.join(",").into();
     }
+    // The image id: the config's digest, or for several platforms the index's as the outputs
+    // last reported it (pushed with Docker media types, say), as buildx's --iidfile.
+    let image_id = match &config {
+        Some(config) => config.digest.to_string(),
+        None => metadata["containerimage.digest"]
+            .as_str()
+            .unwrap_or(manifest.digest.as_str())
+            .to_string(),
+    };
     if let Some(path) = &args.iidfile {
-        std::fs::write(path, config.digest.as_str())
+        std::fs::write(path, image_id.as_str())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
@@ -712,7 +806,7 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         )
     });
     if mode == Mode::Quiet && !to_stdout {
-        println!("{}", config.digest);
+        println!("{image_id}");
     }
     Ok(0)
 }

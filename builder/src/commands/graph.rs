@@ -60,6 +60,13 @@ pub fn split_name(name: &str) -> (Option<String>, String) {
             Some((stage, position)) => (stage.trim_end(), position),
             None => ("", inside),
         };
+        // Multi-platform builds start with the platform (`[linux/arm64 build 2/4]`); stage
+        // names have no `/`.
+        let stage = match stage.split_once(' ') {
+            Some((first, rest)) if first.contains('/') => rest.trim_start(),
+            None if stage.contains('/') => "",
+            _ => stage,
+        };
         if !stage.is_empty() {
             return (Some(stage.to_string()), label.to_string());
         }
@@ -285,5 +292,13 @@ mod tests {
             (Some("builder".into()), "RUN make".into())
         );
         assert_eq!(split_name("[ 2/10] RUN x"), (None, "RUN x".into()));
+        assert_eq!(
+            split_name("[linux/amd64->arm64 build 2/4] RUN make"),
+            (Some("build".into()), "RUN make".into())
+        );
+        assert_eq!(
+            split_name("[linux/arm64 1/2] RUN x"),
+            (None, "RUN x".into())
+        );
     }
 }

@@ -121,6 +121,7 @@ pub fn inspect(
         target,
         dockerignore: ignore,
         platform: None,
+        multi_platform: false,
     };
     let build = match lower(&parsed.dockerfile, &options, &resolver) {
         Ok(build) => build,

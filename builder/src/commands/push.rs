@@ -1,7 +1,8 @@
 //! `rbuild push IMAGE [DEST]`: uploads an image of the local store to a registry.
 
 use crate::Global;
-use crate::compress::{Compression, Counter, export_manifest, with_docker_media_types};
+use crate::compress::{Compression, Counter};
+use crate::export::{export_image, is_index};
 use crate::reference;
 use crate::registry::Registry;
 use crate::state::State;
@@ -22,10 +23,11 @@ pub struct PushArgs {
     pub oci_mediatypes: bool,
 }
 
-/// Pushes the image of the stored manifest `manifest` to `dest` (a full reference): its
-/// layers compressed as `compression` says (made once, then remembered), blobs the registry
-/// has skipped, then the manifest, with Docker media types unless `oci_mediatypes`. `report`
-/// hears a line per step. Returns the pushed manifest's digest.
+/// Pushes the image of the stored manifest (or multi-platform index) `manifest` to `dest` (a
+/// full reference): its layers compressed as `compression` says (made once, then remembered),
+/// blobs the registry has skipped, then the manifest, with Docker media types unless
+/// `oci_mediatypes`. An index's manifests are pushed by digest first, then the index under the
+/// tag. `report` hears a line per step. Returns the digest `dest` then names.
 pub fn push_image(
     state: &State,
     registry: &Registry,
@@ -38,7 +40,7 @@ pub fn push_image(
     let dest = reference::parse(dest).map_err(|e| anyhow!(e))?;
     let started = std::time::Instant::now();
     let counter = Counter::default();
-    let (mut descriptor, _) = export_manifest(state, manifest, compression, &counter)?;
+    let exported = export_image(state, manifest, compression, !oci_mediatypes, &counter)?;
     if counter.get() > 0 {
         report(format!(
             "compressed layers: {} {} {:.1}s",
@@ -47,21 +49,45 @@ pub fn push_image(
             started.elapsed().as_secs_f64()
         ));
     }
-    if !oci_mediatypes {
-        descriptor = with_docker_media_types(state, &descriptor)?;
+    let target = dest.to_oci();
+    let sources = state.blob_sources();
+    let index = is_index(&exported.top);
+    let mut digest = None;
+    for descriptor in &exported.manifests {
+        let bytes = state.store.read_blob(&descriptor.digest)?;
+        let m = state.store.manifest(&descriptor.digest)?;
+        let mut blobs = m.layers.clone();
+        blobs.push(m.config.clone());
+        let to = match index {
+            true => oci_client::Reference::with_digest(
+                target.registry().to_string(),
+                target.repository().to_string(),
+                descriptor.digest.to_string(),
+            ),
+            false => target.clone(),
+        };
+        let pushed = runtime.block_on(registry.push(
+            &to,
+            &state.store,
+            &blobs,
+            (&bytes, &descriptor.media_type),
+            &sources,
+            report,
+        ))?;
+        digest = Some(pushed);
     }
-    let bytes = state.store.read_blob(&descriptor.digest)?;
-    let m = state.store.manifest(&descriptor.digest)?;
-    let mut blobs = m.layers.clone();
-    blobs.push(m.config.clone());
-    runtime.block_on(registry.push(
-        &dest.to_oci(),
-        &state.store,
-        &blobs,
-        (&bytes, &descriptor.media_type),
-        &state.blob_sources(),
-        report,
-    ))
+    if index {
+        let bytes = state.store.read_blob(&exported.top.digest)?;
+        digest = Some(runtime.block_on(registry.push(
+            &target,
+            &state.store,
+            &[],
+            (&bytes, &exported.top.media_type),
+            &sources,
+            report,
+        ))?);
+    }
+    digest.ok_or_else(|| anyhow!("{} has no manifest", manifest.digest))
 }
 
 /// Pushes the image's blobs (skipping those the registry has) and then its manifest.
