@@ -130,7 +130,8 @@ pub fn find(state: &State, arg: &str) -> Result<LocalImage> {
                 matching.len()
             ),
         }
-        if let Some(digest) = digest.filter(|d| state.store.has_blob(d)) {
+        // Only a manifest's digest: an image id (a config) of an untagged image is not indexed.
+        if let Some(digest) = digest.filter(|d| state.store.manifest(d).is_ok()) {
             // An untagged manifest (a build without -t), by its digest.
             let size = std::fs::metadata(state.store.blob_path(&digest))?.len();
             let descriptor = Descriptor {

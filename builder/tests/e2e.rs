@@ -3127,7 +3127,7 @@ fn multi_platform_builds_make_an_index() {
             "-o",
             &format!("type=registry,name={remote}"),
             "-o",
-            &format!("type=oci,dest={}", archive.display()),
+            &format!("type=oci,dest={},name=mp:oci", archive.display()),
             "-o",
             &format!("type=local,dest={}", dir.display()),
             "--metadata-file",
@@ -3210,6 +3210,19 @@ fn multi_platform_builds_make_an_index() {
     let digest = meta["containerimage.digest"].as_str().unwrap().to_string();
     assert_eq!(std::fs::read_to_string(&iid).unwrap(), digest);
     assert!(meta.get("containerimage.config.digest").is_none(), "{meta}");
+    // load takes the platform asked for from the archive's index.
+    let loaded = env
+        .rbuild(&[
+            "load",
+            "--platform",
+            "linux/arm64",
+            "-i",
+            archive.to_str().unwrap(),
+        ])
+        .ok();
+    assert_eq!(loaded.stdout, "Loaded image: mp:oci\n");
+    let inspected = json(&env.rbuild(&["inspect", "mp:oci"]).ok().stdout);
+    assert_eq!(inspected[0]["Architecture"], "arm64", "{inspected}");
     // rbuild builds on its own multi-platform image, choosing the platform's entry.
     let user = env.context(
         "user",

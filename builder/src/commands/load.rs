@@ -11,6 +11,7 @@ use crate::store::{
     OCI_LAYER_TAR, OCI_LAYER_ZSTD, OCI_MANIFEST, REF_NAME,
 };
 use anyhow::{Context, Result, anyhow, bail};
+use rbuild_frontend::Platform;
 use rbuild_solver::Digest;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -25,6 +26,10 @@ pub struct LoadArgs {
     /// Print nothing
     #[arg(short, long)]
     pub quiet: bool,
+    /// Of a multi-platform image, the platform to load, `os/arch[/variant]` [default: this
+    /// machine's]
+    #[arg(long, value_parser = super::pull::parse_platform)]
+    pub platform: Option<Platform>,
 }
 
 /// One entry of Docker's `manifest.json`.
@@ -44,7 +49,8 @@ pub fn run(global: &Global, args: LoadArgs) -> Result<i32> {
     // store's filesystem so that blobs are moved, not copied, into place.
     let dir = state.store.ingest_path();
     std::fs::create_dir_all(&dir)?;
-    let result = load(&state, &dir, args.input.as_deref());
+    let platform = args.platform.unwrap_or_else(Platform::host);
+    let result = load(&state, &dir, args.input.as_deref(), &platform);
     let _ = std::fs::remove_dir_all(&dir);
     for (names, id) in result? {
         if args.quiet {
@@ -60,7 +66,12 @@ pub fn run(global: &Global, args: LoadArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn load(state: &State, dir: &Path, input: Option<&Path>) -> Result<Vec<(Vec<String>, Digest)>> {
+fn load(
+    state: &State,
+    dir: &Path,
+    input: Option<&Path>,
+    platform: &Platform,
+) -> Result<Vec<(Vec<String>, Digest)>> {
     let reader: Box<dyn Read> = match input {
         Some(path) => Box::new(
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
@@ -80,7 +91,7 @@ fn load(state: &State, dir: &Path, input: Option<&Path>) -> Result<Vec<(Vec<Stri
         Err(_) => None,
     };
     if dir.join("index.json").is_file() {
-        return load_oci(state, dir, docker.as_deref());
+        return load_oci(state, dir, docker.as_deref(), platform);
     }
     match docker {
         Some(entries) => load_docker(state, dir, &entries),
@@ -109,6 +120,7 @@ fn load_oci(
     state: &State,
     dir: &Path,
     docker: Option<&[DockerEntry]>,
+    platform: &Platform,
 ) -> Result<Vec<(Vec<String>, Digest)>> {
     let blobs = dir.join("blobs/sha256");
     if let Ok(entries) = std::fs::read_dir(&blobs) {
@@ -133,7 +145,7 @@ fn load_oci(
         .context("parsing index.json")?;
     let mut loaded: Vec<(Vec<String>, Digest)> = Vec::new();
     for entry in index.manifests {
-        let manifest = resolve_platform(state, entry.clone())?;
+        let manifest = resolve_platform(state, entry.clone(), platform)?;
         let m = state.store.manifest(&manifest.digest)?;
         for layer in &m.layers {
             if !state.store.has_blob(&layer.digest) {
@@ -173,23 +185,19 @@ fn load_oci(
     Ok(loaded)
 }
 
-/// For an index or manifest list, its linux/amd64 manifest; a manifest as it is.
-fn resolve_platform(state: &State, entry: Descriptor) -> Result<Descriptor> {
+/// For an index or manifest list, its manifest for `platform` (or the first entry without a
+/// platform); a manifest as it is.
+fn resolve_platform(state: &State, entry: Descriptor, platform: &Platform) -> Result<Descriptor> {
     if entry.media_type != OCI_INDEX && entry.media_type != DOCKER_MANIFEST_LIST {
         return Ok(entry);
     }
     let index: Index = serde_json::from_slice(&state.store.read_blob(&entry.digest)?)
         .with_context(|| format!("parsing index {}", entry.digest))?;
-    let chosen = index
-        .manifests
-        .into_iter()
-        .find(|d| {
-            d.platform
-                .as_ref()
-                .is_none_or(|p| p.os == "linux" && p.architecture == "amd64")
-        })
-        .ok_or_else(|| anyhow!("index {} has no linux/amd64 image", entry.digest))?;
-    resolve_platform(state, chosen)
+    let chosen = crate::store::entry_for(&index, platform)
+        .or_else(|| index.manifests.iter().find(|d| d.platform.is_none()))
+        .cloned()
+        .ok_or_else(|| anyhow!("index {} has no {platform} image", entry.digest))?;
+    resolve_platform(state, chosen, platform)
 }
 
 fn load_docker(
