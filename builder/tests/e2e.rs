@@ -2810,13 +2810,13 @@ fn a_terminal_gets_the_live_view() {
     assert!(!screen.contains("#5 DONE"), "{screen}");
 }
 
-/// A 64-byte ELF header for an aarch64 executable: enough for the kernel to refuse it with
-/// ENOEXEC on another CPU when no emulator is registered.
-fn aarch64_elf_header() -> Vec<u8> {
+/// A 64-byte ELF header for an executable of a CPU nothing here runs or emulates (Knuth's MMIX):
+/// the kernel refuses it with ENOEXEC, as it refuses any foreign program without an emulator.
+fn foreign_elf_header() -> Vec<u8> {
     let mut h = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0];
     h.resize(16, 0);
     h.extend(2u16.to_le_bytes()); // e_type: executable
-    h.extend(183u16.to_le_bytes()); // e_machine: AArch64
+    h.extend(80u16.to_le_bytes()); // e_machine: MMIX
     h.extend(1u32.to_le_bytes()); // e_version
     h.extend(0x400000u64.to_le_bytes()); // e_entry
     h.extend(64u64.to_le_bytes()); // e_phoff
@@ -2987,8 +2987,9 @@ fn platforms_choose_base_images_and_name_the_result() {
     assert_ne!(bad.code, 0);
     assert!(bad.stderr.contains("invalid --platform"), "{}", bad.stderr);
 
-    // A RUN for another CPU, with no emulator registered: the error says what is missing.
-    if !Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists() {
+    // A RUN of a program for another CPU, with no emulator for it: the error says what is
+    // missing.
+    {
         let foreign = env.context(
             "foreign",
             &[(
@@ -2996,7 +2997,7 @@ fn platforms_choose_base_images_and_name_the_result() {
                 "FROM scratch\nCOPY --chmod=755 prog /prog\nRUN [\"/prog\"]\n",
             )],
         );
-        std::fs::write(foreign.join("prog"), aarch64_elf_header()).unwrap();
+        std::fs::write(foreign.join("prog"), foreign_elf_header()).unwrap();
         let run = env.rbuild(&[
             "build",
             "--platform",
@@ -3261,4 +3262,63 @@ fn multi_platform_builds_make_an_index() {
         assert_ne!(refused.code, 0);
         assert!(refused.stderr.contains(expected), "{}", refused.stderr);
     }
+}
+
+/// Where scripts/install-emulation.sh puts Debian's busybox for arm64.
+const ARM64_BUSYBOX: &str = "/var/lib/rbuild-test/arm64/busybox";
+
+#[test]
+fn run_steps_for_another_cpu_run_under_emulation() {
+    require_root!();
+    // Needs a binfmt_misc handler for arm64 and an arm64 busybox: scripts/install-emulation.sh
+    // (which CI runs) sets both up.
+    if !Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists()
+        || !Path::new(ARM64_BUSYBOX).exists()
+    {
+        eprintln!(
+            "skipped: needs QEMU's arm64 emulator registered with binfmt_misc and {ARM64_BUSYBOX} \
+             (run scripts/install-emulation.sh as root)"
+        );
+        return;
+    }
+    let env = Env::new();
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM scratch\nARG TARGETARCH\nADD rootfs-$TARGETARCH.tar /\n\
+             RUN uname -m > /machine && echo \"$TARGETARCH\" > /target\n",
+        )],
+    );
+    for (arch, busybox) in [("amd64", "/bin/busybox"), ("arm64", ARM64_BUSYBOX)] {
+        let status = std::process::Command::new(testdata().join("busybox/make-rootfs.sh"))
+            .arg(ctx.join(format!("rootfs-{arch}.tar")))
+            .env("BUSYBOX", busybox)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    // One build, two platforms: each platform's RUN runs its own busybox, arm64's emulated.
+    let out = env.path("out");
+    env.rbuild(&[
+        "build",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-o",
+        &format!("type=local,dest={}", out.display()),
+        ctx.to_str().unwrap(),
+    ])
+    .ok();
+    for (arch, machine) in [("amd64", "x86_64"), ("arm64", "aarch64")] {
+        let root = out.join(format!("linux_{arch}"));
+        assert_eq!(
+            std::fs::read_to_string(root.join("machine")).unwrap(),
+            format!("{machine}\n")
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("target")).unwrap(),
+            format!("{arch}\n")
+        );
+    }
+    assert!(env.leaked_mounts().is_empty());
 }
