@@ -2943,6 +2943,31 @@ fn platforms_choose_base_images_and_name_the_result() {
         assert_eq!(config["Os"], "linux");
     }
 
+    // graph --platform keys steps as that build does: the tools RUN (TARGETARCH=arm64) is
+    // cached for arm64, and not for a platform never built.
+    let tools_run_cached = |platform: &str| {
+        let text = env
+            .rbuild(&[
+                "graph",
+                "--format",
+                "json",
+                "--platform",
+                platform,
+                cross.to_str().unwrap(),
+            ])
+            .ok()
+            .stdout;
+        json(&text)["vertices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"].as_str().unwrap().starts_with("RUN echo"))
+            .map(|v| v["cached"].clone())
+            .unwrap()
+    };
+    assert_eq!(tools_run_cached("linux/arm64"), serde_json::json!(true));
+    assert_eq!(tools_run_cached("linux/s390x"), serde_json::json!(false));
+
     // Without --platform, FROM --platform is the image's platform (as with BuildKit).
     let pinned = env.context(
         "pinned",

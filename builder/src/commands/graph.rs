@@ -35,6 +35,10 @@ pub struct GraphArgs {
     /// The stage to show with what it needs [default: every stage]
     #[arg(long)]
     pub target: Option<String>,
+    /// The platform to show the build for, as `build --platform` (one; its cache keys are
+    /// that build's) [default: this machine's]
+    #[arg(long, value_parser = super::pull::parse_platform)]
+    pub platform: Option<rbuild_frontend::Platform>,
     /// The build context
     #[arg(value_name = "CONTEXT", default_value = ".")]
     pub context: PathBuf,
@@ -88,6 +92,7 @@ pub fn run(global: &Global, args: GraphArgs) -> Result<i32> {
         &args.context,
         &args.build_args,
         args.target.clone(),
+        args.platform.clone(),
     )?
     else {
         return Ok(1);

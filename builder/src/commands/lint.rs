@@ -37,6 +37,9 @@ pub struct LintArgs {
     /// A build argument `KEY=VALUE`
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     pub build_args: Vec<String>,
+    /// The platform to check for, as `build --platform` (one) [default: this machine's]
+    #[arg(long, value_parser = super::pull::parse_platform)]
+    pub platform: Option<Platform>,
     /// The build context (for .dockerignore checks)
     #[arg(value_name = "CONTEXT", default_value = ".")]
     pub context: PathBuf,
@@ -85,6 +88,7 @@ pub fn inspect(
     context: &std::path::Path,
     build_args: &[String],
     target: Option<String>,
+    platform: Option<Platform>,
 ) -> Result<Option<Inspected>> {
     let path = file
         .map(std::path::Path::to_path_buf)
@@ -120,7 +124,7 @@ pub fn inspect(
         all_stages: target.is_none(),
         target,
         dockerignore: ignore,
-        platform: None,
+        platform,
         multi_platform: false,
     };
     let build = match lower(&parsed.dockerfile, &options, &resolver) {
@@ -146,6 +150,7 @@ pub fn run(global: &Global, args: LintArgs) -> Result<i32> {
         &args.context,
         &args.build_args,
         None,
+        args.platform,
     )?
     else {
         return Ok(1);
