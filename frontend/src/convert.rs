@@ -432,13 +432,23 @@ struct StageState {
     workdir_set: bool,
     /// The platform its steps run for (`FROM --platform`, else the target platform).
     platform: Platform,
+    /// Step names start with the platform (a multi-platform build).
+    platform_in_names: bool,
 }
 
 impl StageState {
     fn next_name(&mut self, text: &str) -> String {
         self.index += 1;
-        let mut name = String::with_capacity(self.prefix.len() + text.len() + 16);
+        let mut name = String::with_capacity(self.prefix.len() + text.len() + 32);
         name.push('[');
+        if self.platform_in_names {
+            // As BuildKit names steps of multi-platform builds: `[linux/arm64 build 2/4]`, and
+            // `[linux/amd64->arm64 build 2/4]` when the stage's TARGET* ARGs name another
+            // architecture than the stage runs on (cross-compiling).
+            name.push_str(&self.platform.to_string());
+            name.push_str(&self.cross_target());
+            name.push(' ');
+        }
         name.push_str(&self.prefix);
         // The position is padded to the width of the total, as BuildKit prints `[ 2/10]`.
         let width = |n: usize| n.checked_ilog10().unwrap_or(0) + 1;
@@ -451,6 +461,51 @@ impl StageState {
         name.push_str("] ");
         name.push_str(text);
         name
+    }
+
+    /// `->arch[/variant]` (or `->os/arch…` for another OS) when the TARGET* ARGs declared in
+    /// the stage so far name another platform than the stage's own; empty otherwise.
+    fn cross_target(&self) -> String {
+        let value = |key: &str| {
+            self.args
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, v)| v.clone())
+        };
+        let base = &self.platform;
+        let target = match value("TARGETPLATFORM").and_then(|v| Platform::parse(&v).ok()) {
+            Some(p) => p,
+            None => {
+                let (os, arch, variant) = (
+                    value("TARGETOS"),
+                    value("TARGETARCH"),
+                    value("TARGETVARIANT"),
+                );
+                if os.is_none() && arch.is_none() && variant.is_none() {
+                    return String::new();
+                }
+                let or =
+                    |v: Option<String>, d: &str| v.filter(|v| !v.is_empty()).unwrap_or(d.into());
+                Platform::new(
+                    &or(os, &base.os),
+                    &or(arch, &base.architecture),
+                    &variant.unwrap_or_default(),
+                )
+            }
+        };
+        if target.os != base.os {
+            format!("->{target}")
+        } else if target.architecture != base.architecture {
+            let mut out = format!("->{}", target.architecture);
+            if !target.variant.is_empty() {
+                out.push('/');
+                out.push_str(&target.variant);
+            }
+            out
+        } else {
+            String::new()
+        }
     }
 
     fn history(&mut self, created_by: String, layer_of: Option<VertexId>) {
@@ -763,31 +818,12 @@ impl Lowerer<'_> {
             stage_platform = Some(parsed);
         }
 
-        let mut prefix = match (&stage.name, self.stages.len()) {
+        let prefix = match (&stage.name, self.stages.len()) {
             (Some(name), _) => format!("{name} "),
             (None, 1) => String::new(),
             (None, _) => format!("stage-{index} "),
         };
-        if self.options.multi_platform {
-            // As BuildKit names steps of multi-platform builds: `[linux/arm64 build 2/4]`,
-            // `[linux/amd64->arm64 build 2/4]` for a stage on another platform than the target.
-            let platform = stage_platform.as_ref().unwrap_or(&self.target_platform);
-            let mut shown = platform.to_string();
-            if platform != &self.target_platform {
-                let t = &self.target_platform;
-                shown.push_str("->");
-                if t.os != platform.os {
-                    shown.push_str(&t.to_string());
-                } else {
-                    shown.push_str(&t.architecture);
-                    if !t.variant.is_empty() {
-                        shown.push('/');
-                        shown.push_str(&t.variant);
-                    }
-                }
-            }
-            prefix = format!("{shown} {prefix}");
-        }
+
         let from_span = stage.from.args_span;
         let base_name = self.expand(&stage.image, &self.global_env().as_slice(), from_span)?;
         if base_name.is_empty() {
@@ -808,6 +844,7 @@ impl Lowerer<'_> {
             platform: stage_platform
                 .clone()
                 .unwrap_or_else(|| self.target_platform.clone()),
+            platform_in_names: self.options.multi_platform,
         };
         // FROM refers to an earlier stage by name only; anything else is an image.
         let lower_name = base_name.to_ascii_lowercase();
@@ -2672,6 +2709,38 @@ mod tests {
         assert!(
             ten.iter().any(|n| n.starts_with("[ 1/10] FROM ")),
             "{ten:?}"
+        );
+    }
+
+    #[test]
+    fn multi_platform_names_say_the_platform_and_the_cross_target() {
+        let options = BuildOptions {
+            platform: Some(Platform::parse("linux/arm64").unwrap()),
+            multi_platform: true,
+            ..Default::default()
+        };
+        let b = lower_str(
+            "FROM --platform=$BUILDPLATFORM base AS a\nRUN x\nARG TARGETARCH\nRUN y\n",
+            &options,
+        )
+        .unwrap();
+        let mut names: Vec<String> = b
+            .graph
+            .needed_for(&[b.target])
+            .into_iter()
+            .filter_map(|v| b.graph.vertex(v).name.clone())
+            .collect();
+        names.sort();
+        assert!(
+            names[0].starts_with("[linux/amd64 a 1/3] FROM "),
+            "{names:?}"
+        );
+        assert_eq!(
+            names[1..],
+            [
+                "[linux/amd64 a 2/3] RUN x",
+                "[linux/amd64->arm64 a 3/3] RUN y"
+            ]
         );
     }
 
