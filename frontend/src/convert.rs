@@ -2681,19 +2681,21 @@ mod tests {
         assert!(history.iter().all(|h| !h.contains("proxy")), "{history:?}");
     }
 
+    /// The progress names of the steps the target needs, sorted.
+    fn step_names(b: &Build) -> Vec<String> {
+        let mut names: Vec<String> = b
+            .graph
+            .needed_for(&[b.target])
+            .into_iter()
+            .filter_map(|v| b.graph.vertex(v).name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
     fn steps_are_numbered_as_buildkit_numbers_them() {
-        let names = |text: &str| -> Vec<String> {
-            let b = lower_str(text, &BuildOptions::default()).unwrap();
-            let mut names: Vec<String> = b
-                .graph
-                .needed_for(&[b.target])
-                .into_iter()
-                .filter_map(|v| b.graph.vertex(v).name.clone())
-                .collect();
-            names.sort();
-            names
-        };
+        let names = |text: &str| step_names(&lower_str(text, &BuildOptions::default()).unwrap());
         // FROM scratch and FROM <stage> are no steps.
         assert_eq!(
             names("FROM scratch\nCOPY a /\nRUN x\n"),
@@ -2724,13 +2726,7 @@ mod tests {
             &options,
         )
         .unwrap();
-        let mut names: Vec<String> = b
-            .graph
-            .needed_for(&[b.target])
-            .into_iter()
-            .filter_map(|v| b.graph.vertex(v).name.clone())
-            .collect();
-        names.sort();
+        let names = step_names(&b);
         assert!(
             names[0].starts_with("[linux/amd64 a 1/3] FROM "),
             "{names:?}"
