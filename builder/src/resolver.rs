@@ -4,7 +4,7 @@
 use crate::reference;
 use crate::registry::Registry;
 use crate::state::State;
-use crate::store::{Index, Store};
+use crate::store::Store;
 use rbuild_frontend::image::Image;
 use rbuild_frontend::{ImageResolver, Platform, ResolvedImage};
 use rbuild_solver::Digest;
@@ -96,24 +96,15 @@ impl StoreThenRegistry<'_> {
     }
 }
 
-/// The image a local manifest or index blob gives for `platform`: its manifest digest, its
-/// config and whether it is for that platform. `None` when it is an index without a local
-/// entry for the platform.
+/// The image a local manifest or index blob gives for `platform` ([`Store::manifest_for`]):
+/// its manifest digest, its config and whether it is for that platform.
 fn local_image(
     store: &Store,
     digest: &Digest,
     platform: &Platform,
 ) -> anyhow::Result<Option<(Digest, Image, bool)>> {
-    let data = store.read_blob(digest)?;
-    let value: serde_json::Value = serde_json::from_slice(&data)?;
-    let digest = if value.get("manifests").is_some() {
-        let index: Index = serde_json::from_value(value)?;
-        match crate::store::entry_for(&index, platform) {
-            Some(entry) if store.has_blob(&entry.digest) => entry.digest.clone(),
-            _ => return Ok(None),
-        }
-    } else {
-        digest.clone()
+    let Some(digest) = store.manifest_for(digest, platform)? else {
+        return Ok(None);
     };
     let image = config_of(store, &digest)?;
     let matches = platform.matches(&image.os, &image.architecture, image.variant.as_deref());

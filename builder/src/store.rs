@@ -355,6 +355,36 @@ impl Store {
         let data = self.read_blob(digest)?;
         serde_json::from_slice(&data).with_context(|| format!("parsing manifest {digest}"))
     }
+
+    /// The manifest a stored manifest or index blob gives for `platform`: the blob itself if it
+    /// is a manifest; of an index (nested ones too), the entry for the platform, or else one
+    /// that names no platform. `None` when the index has no such entry stored here.
+    pub fn manifest_for(
+        &self,
+        digest: &Digest,
+        platform: &rbuild_frontend::Platform,
+    ) -> Result<Option<Digest>> {
+        let data = self.read_blob(digest)?;
+        #[derive(Deserialize)]
+        struct Kind {
+            manifests: Option<serde::de::IgnoredAny>,
+        }
+        let kind: Kind =
+            serde_json::from_slice(&data).with_context(|| format!("parsing blob {digest}"))?;
+        if kind.manifests.is_none() {
+            return Ok(Some(digest.clone()));
+        }
+        let index: Index =
+            serde_json::from_slice(&data).with_context(|| format!("parsing index {digest}"))?;
+        let entry = entry_for(&index, platform)
+            .or_else(|| index.manifests.iter().find(|d| d.platform.is_none()));
+        match entry {
+            Some(entry) if self.has_blob(&entry.digest) => {
+                self.manifest_for(&entry.digest, platform)
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2223,9 +2223,7 @@ fn registry_login_credential_helpers_and_tls() {
     ));
     assert!(inspect["Digest"].as_str().unwrap().starts_with("sha256:"));
     // Another root with the same credentials builds on the pushed image.
-    let fresh = Env::new();
-    std::fs::create_dir_all(fresh.docker_config()).unwrap();
-    std::fs::copy(&config_json, fresh.docker_config().join("config.json")).unwrap();
+    let fresh = env.with_same_logins();
     let from = fresh.context(
         "from",
         &[(
@@ -3089,13 +3087,7 @@ fn bearer_token_login_push_and_pull() {
         ],
     ));
     assert!(inspect["Digest"].as_str().unwrap().starts_with("sha256:"));
-    let fresh = Env::new();
-    std::fs::create_dir_all(fresh.docker_config()).unwrap();
-    std::fs::copy(
-        env.docker_config().join("config.json"),
-        fresh.docker_config().join("config.json"),
-    )
-    .unwrap();
+    let fresh = env.with_same_logins();
     fresh.rbuild(&["pull", &remote]).ok();
     let from = fresh.context(
         "from",

@@ -33,7 +33,7 @@ const KNOWN_OS: [&str; 14] = [
     "windows",
 ];
 
-const KNOWN_ARCH: [&str; 27] = [
+const KNOWN_ARCH: [&str; 30] = [
     "386",
     "amd64",
     "amd64p32",
@@ -61,7 +61,10 @@ const KNOWN_ARCH: [&str; 27] = [
     // Spellings normalized below.
     "aarch64",
     "x86_64",
+    "x86-64",
     "i386",
+    "armhf",
+    "armel",
 ];
 
 impl Platform {
@@ -115,9 +118,7 @@ impl Platform {
                 let lower = one.to_ascii_lowercase();
                 if KNOWN_OS.contains(&normalize_os(&lower).as_str()) {
                     Platform::new(&lower, &host.architecture, &host.variant)
-                } else if KNOWN_ARCH.contains(&lower.as_str())
-                    || ["armhf", "armel", "x86-64"].contains(&lower.as_str())
-                {
+                } else if KNOWN_ARCH.contains(&lower.as_str()) {
                     Platform::new(&host.os, &lower, "")
                 } else {
                     return Err(invalid("unknown operating system or architecture"));

@@ -7,8 +7,8 @@ use crate::Global;
 use crate::reference::{self, familiar};
 use crate::state::State;
 use crate::store::{
-    DOCKER_MANIFEST_LIST, Descriptor, Index, Manifest, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP,
-    OCI_LAYER_TAR, OCI_LAYER_ZSTD, OCI_MANIFEST, REF_NAME,
+    Descriptor, Index, Manifest, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD,
+    OCI_MANIFEST, REF_NAME,
 };
 use anyhow::{Context, Result, anyhow, bail};
 use rbuild_frontend::Platform;
@@ -145,8 +145,23 @@ fn load_oci(
         .context("parsing index.json")?;
     let mut loaded: Vec<(Vec<String>, Digest)> = Vec::new();
     for entry in index.manifests {
-        let manifest = resolve_platform(state, entry.clone(), platform)?;
-        let m = state.store.manifest(&manifest.digest)?;
+        let digest = state
+            .store
+            .manifest_for(&entry.digest, platform)?
+            .ok_or_else(|| {
+                anyhow!(
+                    "index {} has no {platform} image in the archive",
+                    entry.digest
+                )
+            })?;
+        let m = state.store.manifest(&digest)?;
+        let manifest = Descriptor {
+            media_type: m.media_type.clone().unwrap_or_else(|| OCI_MANIFEST.into()),
+            size: std::fs::metadata(state.store.blob_path(&digest))?.len(),
+            digest,
+            platform: None,
+            annotations: BTreeMap::new(),
+        };
         for layer in &m.layers {
             if !state.store.has_blob(&layer.digest) {
                 bail!(
@@ -183,21 +198,6 @@ fn load_oci(
         }
     }
     Ok(loaded)
-}
-
-/// For an index or manifest list, its manifest for `platform` (or the first entry without a
-/// platform); a manifest as it is.
-fn resolve_platform(state: &State, entry: Descriptor, platform: &Platform) -> Result<Descriptor> {
-    if entry.media_type != OCI_INDEX && entry.media_type != DOCKER_MANIFEST_LIST {
-        return Ok(entry);
-    }
-    let index: Index = serde_json::from_slice(&state.store.read_blob(&entry.digest)?)
-        .with_context(|| format!("parsing index {}", entry.digest))?;
-    let chosen = crate::store::entry_for(&index, platform)
-        .or_else(|| index.manifests.iter().find(|d| d.platform.is_none()))
-        .cloned()
-        .ok_or_else(|| anyhow!("index {} has no {platform} image", entry.digest))?;
-    resolve_platform(state, chosen, platform)
 }
 
 fn load_docker(

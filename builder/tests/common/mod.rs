@@ -102,6 +102,19 @@ impl Env {
         self.dir.path().join("docker-config")
     }
 
+    /// A new test root whose Docker client configuration is a copy of this one's (the same
+    /// registry logins).
+    pub fn with_same_logins(&self) -> Env {
+        let fresh = Env::new();
+        std::fs::create_dir_all(fresh.docker_config()).unwrap();
+        std::fs::copy(
+            self.docker_config().join("config.json"),
+            fresh.docker_config().join("config.json"),
+        )
+        .unwrap();
+        fresh
+    }
+
     /// Runs rbuild with `stdin` as its input and `envs` set.
     pub fn rbuild_with(&self, args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> Run {
         let mut c = self.command();
