@@ -6,12 +6,14 @@
 #   curl, procps    used by the tests
 #   python3         serves files over HTTP for the ADD-from-URL tests
 #   uidmap          newuidmap/newgidmap, for rootless builds with subordinate ids
+#   slirp4netns     the network of RUN steps (a namespace of their own, not the host's loopback)
+#   iproute2        the tests make a test host in a network namespace of their own
 #   gcc, make       build the bundled SQLite and jemalloc
-# rbuild itself needs only these and a Rust toolchain (rustup).
+# rbuild itself needs only busybox-static (for the demo), slirp4netns, uidmap and a Rust toolchain.
 set -eu
 need=""
 for pair in busybox-static:/bin/busybox docker-registry:/usr/bin/docker-registry skopeo:/usr/bin/skopeo \
-            umoci:/usr/bin/umoci curl:/usr/bin/curl procps:/usr/bin/ps python3:/usr/bin/python3 uidmap:/usr/bin/newuidmap gcc:/usr/bin/gcc make:/usr/bin/make; do
+            umoci:/usr/bin/umoci curl:/usr/bin/curl procps:/usr/bin/ps python3:/usr/bin/python3 uidmap:/usr/bin/newuidmap slirp4netns:/usr/bin/slirp4netns iproute2:/usr/bin/ip gcc:/usr/bin/gcc make:/usr/bin/make; do
   pkg=${pair%%:*}; file=${pair#*:}
   [ -e "$file" ] || need="$need $pkg"
 done

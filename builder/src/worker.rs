@@ -81,6 +81,8 @@ pub struct BuildWorker {
     pub runtime: tokio::runtime::Handle,
     /// Secrets and SSH agents for RUN mounts.
     pub provided: Arc<crate::mounts::Provided>,
+    /// The network namespace of steps with the default network, started by the first.
+    pub network: rbuild_runner::network::SharedUserNet,
 }
 
 /// The output of a step: `base`'s layers plus, if the step changed anything, the layer made
@@ -155,6 +157,16 @@ impl Worker for BuildWorker {
 }
 
 impl BuildWorker {
+    /// The sandbox's network for `mode`, starting the build's user-mode network if this is
+    /// the first step that needs it.
+    pub fn sandbox_network(&self, mode: NetworkMode) -> Result<Network, String> {
+        Ok(match mode {
+            NetworkMode::Private => Network::Join(self.network.get()?),
+            NetworkMode::Host => Network::Host,
+            NetworkMode::None => Network::None,
+        })
+    }
+
     /// The layers of an image, with their blobs in the store (pulled if missing). The image is
     /// tagged locally once complete, so later builds find it without the registry. `progress`
     /// hears how far each download has come (blob, bytes, total, done).
@@ -237,6 +249,7 @@ impl BuildWorker {
         let state = &self.state;
         let base = &inputs[0];
         ensure_snapshots(state, &base.layers).map_err(|e| format!("{e:#}"))?;
+        let network = self.sandbox_network(exec.network)?;
         let mut env = exec.env.clone();
         // Held until the step ends: the locks of its cache mounts, copies it mounts.
         let mut leases = Vec::new();
@@ -263,10 +276,7 @@ impl BuildWorker {
             cwd: exec.cwd.clone(),
             user: exec.user.clone(),
             hostname: sandbox::BUILD_HOSTNAME.into(),
-            network: match exec.network {
-                NetworkMode::Host => Network::Host,
-                NetworkMode::None => Network::None,
-            },
+            network,
             stdio: Stdio::Capture,
             dev_files: exec
                 .inline_files

@@ -120,6 +120,12 @@ pub struct BuildOptions {
     pub platform: Option<Platform>,
     /// This is one platform of several built at once: step names start with the platform.
     pub multi_platform: bool,
+    /// The network of RUN steps without `--network` (or with `--network=default`): the
+    /// build's `--network`.
+    pub network: NetworkMode,
+    /// The `network.host` entitlement (`--allow network.host`): `RUN --network=host` is
+    /// refused without it, as BuildKit refuses it.
+    pub allow_network_host: bool,
 }
 
 /// An image the resolver found: where it is pinned and its config.
@@ -1241,9 +1247,23 @@ impl Lowerer<'_> {
                     return Err(self.error(span, "RUN requires at least one argument"));
                 }
                 let network = match network {
-                    None => NetworkMode::Host,
+                    None => self.options.network,
                     Some(flag) => match self.expand(&flag.value, &*state, flag.span)?.as_str() {
-                        "default" | "host" => NetworkMode::Host,
+                        "default" => self.options.network,
+                        "host" if !self.options.allow_network_host => {
+                            return Err(self
+                                .error(
+                                    flag.span,
+                                    "RUN --network=host needs the network.host entitlement, \
+                                     which this build was not given",
+                                )
+                                .with_help(
+                                    "the step would share the build machine's network, its \
+                                     loopback services among it; allow it with --allow \
+                                     network.host",
+                                ));
+                        }
+                        "host" => NetworkMode::Host,
                         "none" => NetworkMode::None,
                         other => {
                             return Err(self

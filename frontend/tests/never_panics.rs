@@ -43,6 +43,7 @@ fn check(bytes: &[u8]) {
             all_stages: true,
             platform: None,
             multi_platform: false,
+            ..Default::default()
         };
         if let Err(d) = lower(&parsed.dockerfile, &options, &AnyImage) {
             let _ = d.render();

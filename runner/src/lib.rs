@@ -5,10 +5,12 @@
 //! and raw syscalls live in [`sys`] only.
 #![deny(missing_docs)]
 
+pub mod apifs;
 pub mod diff;
 pub mod extract;
 pub mod fileop;
 pub mod native;
+pub mod network;
 pub mod sandbox;
 pub mod snapshot;
 pub mod sys;

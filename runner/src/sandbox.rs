@@ -19,8 +19,10 @@
 //! whose changes [`crate::native::diff`] writes to the upper directory after the step. `/proc`, `/dev`
 //! (a tmpfs with the host's null, zero, full, random, urandom and tty bind-mounted, devpts, shm,
 //! mqueue), `/sys` (read-only) and read-only `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`
-//! are mounted over the stub mount points, so none of them is written into the upper directory.
+//! are mounted over the stub mount points, so none of them is written into the upper directory;
+//! [`crate::apifs`] then hides or write-protects the kernel's interfaces as runc does.
 
+use crate::apifs::mount_err;
 use crate::snapshot::{Snapshotter, Upper};
 use crate::sys::process::{close, close_fds_from, dup_onto, fork_child, write_all_fd};
 use crate::user;
@@ -53,12 +55,14 @@ pub enum Stream {
 }
 
 /// The network a sandboxed process sees.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Network {
     /// The host's network namespace.
     Host,
     /// A new network namespace with only loopback.
     None,
+    /// A namespace with user-mode networking (the default for RUN, see [`crate::network`]).
+    Join(std::sync::Arc<crate::network::UserNet>),
 }
 
 /// How the process's standard streams are connected.
@@ -317,7 +321,10 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
     std::fs::write(&hostname, format!("{}\n", process.hostname))
         .map_err(|e| err("writing /etc/hostname", e))?;
     let resolv = run_dir.join("resolv.conf");
-    let host_resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+    let mut host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if matches!(process.network, Network::Join(_)) {
+        host_resolv = crate::network::resolv_conf(&host_resolv);
+    }
     std::fs::write(&resolv, host_resolv).map_err(|e| err("writing /etc/resolv.conf", e))?;
     let mut lower: Vec<String> = rootfs
         .layers
@@ -686,8 +693,17 @@ fn intermediate(
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC;
-    if process.network == Network::None {
-        flags |= CloneFlags::CLONE_NEWNET;
+    match &process.network {
+        Network::None => flags |= CloneFlags::CLONE_NEWNET,
+        Network::Join(net) => {
+            if let Err(e) = nix::sched::setns(net.netns(), CloneFlags::CLONE_NEWNET) {
+                return report(
+                    err_fd,
+                    &format!("joining the build's network namespace: {e}"),
+                );
+            }
+        }
+        Network::Host => {}
     }
     if let Err(e) = unshare(flags) {
         return report(err_fd, &format!("creating namespaces: {e}"));
@@ -726,10 +742,6 @@ fn pid1(prepared: &Prepared, process: &Process, err_fd: i32) -> i32 {
 
 enum Never {}
 
-fn mount_err(what: &str, target: &Path, e: nix::errno::Errno) -> String {
-    format!("mounting {what} on {}: {e}", target.display())
-}
-
 fn setup_and_exec(prepared: &Prepared, process: &Process, err_fd: i32) -> Result<Never, String> {
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
@@ -759,96 +771,7 @@ fn setup_and_exec(prepared: &Prepared, process: &Process, err_fd: i32) -> Result
     }
 
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let proc_dir = root.join("proc");
-    mount(
-        Some("proc"),
-        &proc_dir,
-        Some("proc"),
-        nosuid_nodev_noexec,
-        none,
-    )
-    .map_err(|e| mount_err("proc", &proc_dir, e))?;
-    let dev = root.join("dev");
-    mount(
-        Some("tmpfs"),
-        &dev,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
-    )
-    .map_err(|e| mount_err("tmpfs", &dev, e))?;
-    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let target = dev.join(node);
-        std::fs::write(&target, b"").map_err(|e| format!("creating {}: {e}", target.display()))?;
-        let source = Path::new("/dev").join(node);
-        mount(Some(&source), &target, none, MsFlags::MS_BIND, none)
-            .map_err(|e| mount_err(&source.to_string_lossy(), &target, e))?;
-    }
-    for dir in ["pts", "shm", "mqueue"] {
-        std::fs::create_dir(dev.join(dir)).map_err(|e| format!("creating /dev/{dir}: {e}"))?;
-    }
-    let devpts = |options: &str| {
-        mount(
-            Some("devpts"),
-            &dev.join("pts"),
-            Some("devpts"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-            Some(options),
-        )
-    };
-    // Group 5 (tty) as runc gives it; a rootless sandbox that maps only the user's own ids has
-    // no group 5, and gets the mount without it.
-    devpts("newinstance,ptmxmode=0666,mode=0620,gid=5")
-        .or_else(|_| devpts("newinstance,ptmxmode=0666,mode=0620"))
-        .map_err(|e| mount_err("devpts", &dev.join("pts"), e))?;
-    mount(
-        Some("shm"),
-        &dev.join("shm"),
-        Some("tmpfs"),
-        nosuid_nodev_noexec,
-        Some("mode=1777,size=65536k"),
-    )
-    .map_err(|e| mount_err("shm", &dev.join("shm"), e))?;
-    // mqueue and sysfs are conveniences; a kernel without them still runs most builds.
-    let _ = mount(
-        Some("mqueue"),
-        &dev.join("mqueue"),
-        Some("mqueue"),
-        nosuid_nodev_noexec,
-        none,
-    );
-    for (rel, data, mode) in &process.dev_files {
-        use std::os::unix::fs::PermissionsExt;
-        let target = dev.join(rel);
-        if !target.starts_with(&dev) || rel.split('/').any(|c| c == "..") {
-            return Err(format!("{rel} is not a path under /dev"));
-        }
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
-        }
-        std::fs::write(&target, data).map_err(|e| format!("creating /dev/{rel}: {e}"))?;
-        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(*mode))
-            .map_err(|e| format!("chmod /dev/{rel}: {e}"))?;
-    }
-    for (link, target) in [
-        ("ptmx", "pts/ptmx"),
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        std::os::unix::fs::symlink(target, dev.join(link))
-            .map_err(|e| format!("creating /dev/{link}: {e}"))?;
-    }
-    let sys = root.join("sys");
-    let _ = mount(
-        Some("sysfs"),
-        &sys,
-        Some("sysfs"),
-        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
-        none,
-    );
+    crate::apifs::mount_all(root, &process.dev_files)?;
     for (source, name) in [
         (&prepared.hosts, "etc/hosts"),
         (&prepared.resolv, "etc/resolv.conf"),
@@ -874,7 +797,7 @@ fn setup_and_exec(prepared: &Prepared, process: &Process, err_fd: i32) -> Result
     }
     let trees = detach_mount_sources(prepared, process)?;
     nix::unistd::sethostname(&process.hostname).map_err(|e| format!("sethostname: {e}"))?;
-    if process.network == Network::None {
+    if matches!(process.network, Network::None) {
         crate::sys::net::loopback_up().map_err(|e| format!("bringing up lo: {e}"))?;
     }
 

@@ -56,8 +56,15 @@ impl PathOps for SolverPaths {
     }
 }
 
+/// Whether the tests that need root can run; under CI (`CI` set), where they must, a panic
+/// when they cannot.
 fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+    let root = nix::unistd::geteuid().is_root();
+    assert!(
+        root || std::env::var_os("CI").is_none(),
+        "this test needs root, and under CI every test must run"
+    );
+    root
 }
 
 fn base_layer(s: &Snapshotter) -> String {

@@ -18,14 +18,20 @@ fn open_snapshots(dir: &Path) -> Snapshotter {
     Snapshotter::open(dir).unwrap().with_native(native)
 }
 
+/// Why these tests cannot run here; under CI (`CI` set), where they must run, a panic.
 fn skip_reason() -> Option<&'static str> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root for namespaces and overlayfs");
-    }
-    if !Path::new("/bin/busybox").exists() {
-        return Some("needs /bin/busybox (Debian package busybox-static)");
-    }
-    None
+    let why = if !nix::unistd::geteuid().is_root() {
+        "needs root for namespaces and overlayfs"
+    } else if !Path::new("/bin/busybox").exists() {
+        "needs /bin/busybox (Debian package busybox-static)"
+    } else {
+        return None;
+    };
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "this test cannot run here ({why}), and under CI every test must run"
+    );
+    Some(why)
 }
 
 /// A layer with busybox and its applets, committed as snapshot `sha256:b…b`.
@@ -487,4 +493,65 @@ fn docker_capabilities_and_seccomp_filter() {
     )
     .unwrap();
     assert_eq!(r.stdout, "CapEff:0000000000000000\n");
+}
+
+/// The kernel's interfaces look from a step as they do from a BuildKit RUN step: runc's masked
+/// and read-only paths (`rbuild_runner::apifs`), compared line for line with what
+/// `testdata/sandbox/probe.sh` printed under BuildKit (`testdata/sandbox/buildkit.txt`), and a
+/// step as root cannot change the host's kernel settings.
+#[test]
+fn kernel_interfaces_are_masked_and_read_only_as_in_buildkit() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/sandbox");
+    let probe = std::fs::read_to_string(testdata.join("probe.sh")).unwrap();
+    let recorded = std::fs::read_to_string(testdata.join("buildkit.txt")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(dir.path(), &probe, "", Network::None, no_cancel()).unwrap();
+    assert_eq!(r.exit, Exit::Code(0), "{}{}", r.stdout, r.stderr);
+    let ours: Vec<&str> = r.stdout.lines().collect();
+    let theirs: Vec<&str> = recorded.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(ours.len(), theirs.len(), "{}", r.stdout);
+    for (ours, theirs) in ours.iter().zip(&theirs) {
+        let path = theirs.split(':').next().unwrap();
+        // A path the recording kernel lacked (or had) and this one has (or lacks) cannot be
+        // compared; it must still not be reachable unprotected.
+        let host_has = Path::new(path).exists();
+        if host_has == theirs.ends_with(": absent") {
+            assert!(!ours.contains("mount=none"), "{path} unprotected: {ours}");
+            continue;
+        }
+        assert_eq!(ours, theirs, "{path} differs from BuildKit's RUN step");
+    }
+    // Every path of the runtime defaults is protected, not only those the recording covered.
+    for path in rbuild_runner::apifs::MASKED_PATHS
+        .iter()
+        .chain(&rbuild_runner::apifs::READONLY_PATHS)
+    {
+        assert!(
+            theirs.iter().any(|l| l.starts_with(&format!("{path}:"))),
+            "{path} is not probed"
+        );
+    }
+
+    // A different value than the host's: refused, and the host keeps its own.
+    let host = std::fs::read_to_string("/proc/sys/vm/swappiness").unwrap();
+    let other = if host.trim() == "61" { "62" } else { "61" };
+    let script =
+        format!("echo {other} > /proc/sys/vm/swappiness; echo 3 > /proc/sys/vm/drop_caches");
+    let r = run(dir.path(), &script, "", Network::Host, no_cancel()).unwrap();
+    let after = std::fs::read_to_string("/proc/sys/vm/swappiness").unwrap();
+    if after != host {
+        std::fs::write("/proc/sys/vm/swappiness", &host).unwrap();
+    }
+    assert_eq!(after, host, "a step changed the host's vm.swappiness");
+    assert_ne!(r.exit, Exit::Code(0));
+    assert_eq!(
+        r.stderr.matches("Read-only file system").count(),
+        2,
+        "{}",
+        r.stderr
+    );
 }

@@ -16,8 +16,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use rbuild_frontend::diagnostic::Diagnostic;
 use rbuild_frontend::source::SourceFile;
 use rbuild_frontend::{BuildOptions, Platform, dockerignore, lower, parser};
-use rbuild_solver::Solver;
 use rbuild_solver::scheduler::SolveError;
+use rbuild_solver::{NetworkMode, Solver};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -100,9 +100,44 @@ pub struct BuildArgs {
     /// An SSH agent for `RUN --mount=type=ssh`: `default` ($SSH_AUTH_SOCK) or `ID=SOCKET`
     #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
     pub ssh: Vec<String>,
+    /// The network of RUN steps that do not name one: `default` (a network namespace of their
+    /// own with outbound access through slirp4netns, which cannot reach this machine's
+    /// loopback), `none` (loopback only) or `host` (this machine's network)
+    #[arg(long, value_name = "MODE", default_value = "default")]
+    pub network: String,
+    /// Grant an entitlement to the Dockerfile: `network.host` (for `RUN --network=host`)
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
+    pub allow: Vec<String>,
     /// The build context directory
     #[arg(value_name = "CONTEXT")]
     pub context: PathBuf,
+}
+
+/// The network of RUN steps without `--network` and whether `RUN --network=host` is allowed,
+/// from `--network` and `--allow`. As with buildx, `--network=host` on the command line grants
+/// `network.host` itself: the person running the build asked for it, not the Dockerfile.
+pub fn network_options(network: &str, allow: &[String]) -> Result<(NetworkMode, bool)> {
+    let mut allow_host = false;
+    for entitlement in allow {
+        match entitlement.as_str() {
+            "network.host" => allow_host = true,
+            "security.insecure" => bail!(
+                "--allow security.insecure: rbuild does not run privileged steps (RUN \
+                 --security=insecure)"
+            ),
+            other => bail!("--allow {other}: unknown entitlement (rbuild knows network.host)"),
+        }
+    }
+    let mode = match network {
+        "default" => NetworkMode::Private,
+        "none" => NetworkMode::None,
+        "host" => {
+            allow_host = true;
+            NetworkMode::Host
+        }
+        other => bail!("--network {other}: expected default, none or host"),
+    };
+    Ok((mode, allow_host))
 }
 
 /// An `--output` request (BuildKit's exporter names and options).
@@ -463,6 +498,7 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
     let registry = Arc::new(Registry::new(global.registries.clone()));
     let mut resolver = StoreThenRegistry::new(&state, &registry, &runtime);
     resolver.pull = args.pull;
+    let (network, allow_network_host) = network_options(&args.network, &args.allow)?;
     let mut builds = Vec::with_capacity(platforms.len());
     for platform in &platforms {
         let options = BuildOptions {
@@ -472,6 +508,8 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
             all_stages: false,
             platform: platform.clone(),
             multi_platform: multi,
+            network,
+            allow_network_host,
         };
         match lower(&parsed.dockerfile, &options, &resolver) {
             Ok(build) => builds.push(build),
@@ -522,6 +560,7 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         registry: registry.clone(),
         runtime: runtime.handle().clone(),
         provided: Arc::new(provided),
+        network: Default::default(),
     });
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut solver = Solver::new(worker.clone(), state.cache.clone(), Some(tx));

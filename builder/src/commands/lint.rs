@@ -126,6 +126,9 @@ pub fn inspect(
         dockerignore: ignore,
         platform,
         multi_platform: false,
+        // Entitlements are the build's business; lint and graph look at every step.
+        allow_network_host: true,
+        ..Default::default()
     };
     let build = match lower(&parsed.dockerfile, &options, &resolver) {
         Ok(build) => build,

@@ -10,7 +10,7 @@ use crate::worker::BuildWorker;
 use anyhow::{Context, Result, anyhow, bail};
 use rbuild_frontend::ImageResolver;
 use rbuild_runner::Upper;
-use rbuild_runner::sandbox::{self, Network, Process, Rootfs, Stdio};
+use rbuild_runner::sandbox::{self, Process, Rootfs, Stdio};
 use rbuild_solver::ImageSource;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -21,6 +21,10 @@ pub struct RunArgs {
     /// Remove the container's writable layer when it exits
     #[arg(long)]
     pub rm: bool,
+    /// The container's network: `default` (a namespace of its own with outbound access, which
+    /// cannot reach this machine's loopback), `none` or `host`
+    #[arg(long, value_name = "MODE", default_value = "default")]
+    pub network: String,
     /// The image (pulled if it is not in the local store)
     pub image: String,
     /// The command, replacing the image's CMD (arguments to its ENTRYPOINT, if any)
@@ -42,6 +46,7 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
         registry,
         runtime: runtime.handle().clone(),
         provided: Default::default(),
+        network: Default::default(),
     };
     let output = worker.pull(
         &ImageSource {
@@ -62,6 +67,8 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
     if argv.is_empty() {
         bail!("{} has no CMD or ENTRYPOINT; give a command", args.image);
     }
+    let (mode, _) = crate::commands::build::network_options(&args.network, &[])?;
+    let network = worker.sandbox_network(mode).map_err(|e| anyhow!(e))?;
     let id = rbuild_runner::snapshot::unique_name().replace('-', "");
     let dir = state.root.join("containers").join(&id);
     let upper = Upper {
@@ -90,7 +97,7 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
             .unwrap_or_else(|| "/".into()),
         user: config.user.clone().unwrap_or_default(),
         hostname: id.chars().take(12).collect(),
-        network: Network::Host,
+        network,
         stdio: Stdio::Inherit,
         dev_files: vec![],
         mounts: vec![],

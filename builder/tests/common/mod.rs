@@ -33,15 +33,31 @@ pub fn user_namespaces_work() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Returns early from a test that cannot run here, saying why.
+/// Returns early from a test that cannot run here, saying why; under CI (`CI` set), where
+/// everything must run, fails instead, so a CI that lost root cannot pass without the tests.
 #[macro_export]
 macro_rules! require_root {
     () => {
         if let Some(why) = common::skip_reason() {
-            eprintln!("skipped: {why}");
+            common::skip_or_fail(&why);
             return;
         }
     };
+}
+
+/// Says why a test skips, or panics under CI.
+pub fn skip_or_fail(why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("this test cannot run here ({why}), and under CI every test must run");
+    }
+    eprintln!("skipped: {why}");
+}
+
+/// Whether this is the rootless pass of the suite (`scripts/test.sh` runs the end-to-end tests
+/// once more as an unprivileged user): the few checks that need the real root to set up (a
+/// test host in a network namespace) are left to the rootful pass.
+pub fn rootless_pass() -> bool {
+    std::env::var_os("RBUILD_TEST_ROOTLESS").is_some() && !nix::unistd::geteuid().is_root()
 }
 
 /// The repository's testdata directory.

@@ -100,3 +100,27 @@ pub fn pidfd_open(pid: nix::unistd::Pid) -> std::io::Result<std::os::fd::OwnedFd
     // SAFETY: the descriptor is new and owned by nothing else.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
+
+/// Spawns `command` with the descriptors `keep` inherited under their own numbers (they are
+/// close-on-exec in rbuild, so no other child gets them), for helpers that are told a
+/// descriptor number on their command line (`slirp4netns --exit-fd`).
+pub fn spawn_keeping_fds(
+    command: &mut std::process::Command,
+    keep: &[i32],
+) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let keep = keep.to_vec();
+    // SAFETY: the hook runs in the forked child before exec and only calls fcntl, which is
+    // async-signal-safe, on descriptor numbers copied before the fork; it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            for &fd in &keep {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    command.spawn()
+}

@@ -141,8 +141,11 @@ pub struct InlineFile {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NetworkMode {
-    /// The host's network namespace.
+    /// A network namespace of the step's own with outbound access, which cannot reach the
+    /// build machine's loopback (BuildKit's `default`; the runner's user-mode network).
     #[default]
+    Private,
+    /// The host's network namespace (`--network=host`, an entitlement).
     Host,
     /// A new network namespace with only a loopback interface.
     None,
