@@ -22,7 +22,9 @@ pub fn print(diagnostics: &[Diagnostic], target: Target, fancy_allowed: bool) {
         Target::Stderr => std::io::stderr().is_terminal(),
     };
     for d in diagnostics {
-        if fancy_allowed && terminal && d.span.is_some() && fancy(d, target).is_ok() {
+        // ariadne shows whole lines; `render` cuts very long ones.
+        let fancy_fits = d.span.is_some() && !d.has_long_lines();
+        if fancy_allowed && terminal && fancy_fits && fancy(d, target).is_ok() {
             continue;
         }
         match target {

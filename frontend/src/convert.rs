@@ -748,7 +748,9 @@ impl Lowerer<'_> {
         }
         // A stage lowered because an instruction of another stage needs it has its own scope.
         let saved = self.check_undefined.replace(false);
-        let result = self.lower_stage_inner(index);
+        // A stage lowers the stages it needs first, so a chain of stages recurses as deep as
+        // it is long; the stack grows on the heap as needed (see `shell::grow_stack`).
+        let result = crate::shell::grow_stack(|| self.lower_stage_inner(index));
         self.check_undefined.set(saved);
         result
     }

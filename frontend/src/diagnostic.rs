@@ -110,19 +110,21 @@ impl Diagnostic {
                 } else {
                     (text.chars().count() + 1 - start.column).max(1)
                 };
+                let (text, column, underline) = window(text, start.column, underline);
                 let _ = writeln!(out, "{:>width$} | {}", start.line, text);
                 let _ = writeln!(
                     out,
                     "{:width$} | {}{}",
                     "",
-                    " ".repeat(start.column - 1),
+                    " ".repeat(column - 1),
                     "^".repeat(underline)
                 );
             } else {
                 // Several lines (a continued instruction): mark each, as BuildKit does.
                 const MAX_LINES: usize = 8;
                 for line in start.line..=last_line.min(start.line + MAX_LINES - 1) {
-                    let _ = writeln!(out, "{line:>width$} | >>> {}", self.file.line_text(line));
+                    let (text, _, _) = window(self.file.line_text(line), 1, 0);
+                    let _ = writeln!(out, "{line:>width$} | >>> {text}");
                 }
                 if last_line >= start.line + MAX_LINES {
                     let _ = writeln!(out, "{:width$} | ...", "");
@@ -140,6 +142,44 @@ impl Diagnostic {
     }
 }
 
+/// How many characters of a source line a diagnostic shows; a longer line (a generated
+/// Dockerfile, a hostile one) is cut to a window around the span.
+pub const MAX_SHOWN_LINE: usize = 160;
+
+impl Diagnostic {
+    /// Whether a line the span covers is longer than [`MAX_SHOWN_LINE`] (renderers that show
+    /// whole lines should then use [`Diagnostic::render`], which cuts them).
+    pub fn has_long_lines(&self) -> bool {
+        let Some(span) = self.span else { return false };
+        let first = self.file.position(span.start).line;
+        let last = self.file.position(span.end.max(span.start)).line;
+        (first..=last).any(|l| self.file.line_text(l).chars().count() > MAX_SHOWN_LINE)
+    }
+}
+
+/// `text` cut to at most [`MAX_SHOWN_LINE`] characters around `column` (1-based), with `…`
+/// where it was cut, and the column and underline length in the cut text.
+fn window(text: &str, column: usize, underline: usize) -> (String, usize, usize) {
+    let len = text.chars().count();
+    if len <= MAX_SHOWN_LINE {
+        return (text.to_string(), column, underline);
+    }
+    let from = column.saturating_sub(MAX_SHOWN_LINE / 4 + 1);
+    let to = (from + MAX_SHOWN_LINE).min(len);
+    let mut shown: String = text.chars().skip(from).take(to - from).collect();
+    let mut column = column - from;
+    if from > 0 {
+        shown.insert(0, '…');
+        column += 1;
+    }
+    if to < len {
+        shown.push('…');
+    }
+    // The underline stops where the shown text does.
+    let room = shown.chars().count() + 1 - column.min(shown.chars().count());
+    (shown, column, underline.min(room).max(1))
+}
+
 impl std::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.render().trim_end())
@@ -151,6 +191,30 @@ impl std::error::Error for Diagnostic {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_lines_are_cut_around_the_span() {
+        let mut text = b"FROM x\nENV A=".to_vec();
+        text.extend(std::iter::repeat_n(b'a', 1000));
+        text.extend(b" $B{");
+        text.extend(std::iter::repeat_n(b'b', 1000));
+        let file = SourceFile::new("Dockerfile", &text);
+        let at = 7 + 6 + 1000 + 1;
+        let d = Diagnostic::error(&file, Some(Span::new(at, at + 3)), "bad");
+        assert!(d.has_long_lines());
+        let rendered = d.render();
+        let lines: Vec<&str> = rendered.lines().collect();
+        assert_eq!(lines[0], "Dockerfile:2:1008: error: bad");
+        let shown = lines[2].strip_prefix("2 | ").unwrap();
+        assert_eq!(shown.chars().count(), MAX_SHOWN_LINE + 2, "{shown}");
+        assert!(shown.starts_with('…') && shown.ends_with('…'));
+        // The carets still point at `$B{`.
+        let carets = lines[3].strip_prefix("  | ").unwrap();
+        let col = carets.find('^').unwrap();
+        let chars: Vec<char> = shown.chars().collect();
+        assert_eq!(chars[col..col + 3].iter().collect::<String>(), "$B{");
+        assert_eq!(carets.trim(), "^^^");
+    }
 
     #[test]
     fn multi_line_spans_show_every_line() {

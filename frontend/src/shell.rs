@@ -77,12 +77,23 @@ impl Default for Lexer {
 
 /// An expansion error, e.g. an unterminated quote or `${X:?message}` with X unset.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("failed to process {source_word:?}: {message}")]
+#[error("failed to process {:?}: {message}", abbreviated(source_word))]
 pub struct ExpandError {
     /// The word being expanded.
     pub source_word: String,
     /// What went wrong.
     pub message: String,
+}
+
+/// A word as an error message quotes it: whole up to 100 characters, else its start and end.
+fn abbreviated(word: &str) -> Cow<'_, str> {
+    let len = word.chars().count();
+    if len <= 100 {
+        return Cow::Borrowed(word);
+    }
+    let head: String = word.chars().take(60).collect();
+    let tail: String = word.chars().skip(len - 30).collect();
+    Cow::Owned(format!("{head}…({} characters)…{tail}", len - 90))
 }
 
 impl Lexer {
@@ -191,6 +202,7 @@ impl Lexer {
             skip_quotes: self.skip_quotes,
             env,
             undefined,
+            depth: 0,
         };
         state
             .process_stop_on(None, self.raw_escapes)
@@ -213,6 +225,22 @@ struct State<'a> {
     skip_quotes: bool,
     env: &'a dyn Env,
     undefined: Option<&'a mut Vec<String>>,
+    /// How many `${…}` and quotes the lexer is inside.
+    depth: usize,
+}
+
+/// How deeply `${…}` and quotes may nest in one word. BuildKit's lexer recurses on a Go stack,
+/// which grows to 1 GiB, and takes words nested tens of thousands deep; rbuild's grows on the
+/// heap as it recurses ([`grow_stack`]) and stops here with an error, which no real Dockerfile
+/// comes near, rather than recurse until memory runs out.
+pub const MAX_NESTING: usize = 100_000;
+
+/// Runs `f`, first moving to a new stack segment on the heap when less than 128 KiB of the
+/// current one is left. The recursive parts of the frontend (the word lexer, stages lowered
+/// before the stages that need them) go through it, so that no input overflows the stack of
+/// the thread that parses, whatever its size.
+pub(crate) fn grow_stack<R>(f: impl FnOnce() -> R) -> R {
+    stacker::maybe_grow(128 * 1024, 4 * 1024 * 1024, f)
 }
 
 #[derive(Default)]
@@ -289,9 +317,18 @@ impl<'a> State<'a> {
         stop: Option<char>,
         raw_escapes: bool,
     ) -> Result<(String, Vec<String>), String> {
+        // Every recursion of the lexer (`${…}` inside `${…}`, quotes inside them) comes
+        // through here.
+        if self.depth >= MAX_NESTING {
+            return Err(format!(
+                "the word nests more than {MAX_NESTING} levels of ${{…}} or quotes"
+            ));
+        }
         let saved = self.raw_escapes;
         self.raw_escapes = raw_escapes;
-        let result = self.process_stop_on_inner(stop);
+        self.depth += 1;
+        let result = grow_stack(|| self.process_stop_on_inner(stop));
+        self.depth -= 1;
         self.raw_escapes = saved;
         result
     }
@@ -300,8 +337,14 @@ impl<'a> State<'a> {
         &mut self,
         stop: Option<char>,
     ) -> Result<(String, Vec<String>), String> {
-        // Room for the rest of the word and some growth from expanded variables.
-        let mut result = String::with_capacity(self.src.len() - self.pos + 32);
+        // At the top, room for the rest of the word and some growth from expanded variables;
+        // a nested part is usually short (and reserving the rest of the word at every level
+        // of a deeply nested word would take memory quadratic in its length).
+        let capacity = match stop {
+            None => self.src.len() - self.pos + 32,
+            Some(_) => 0,
+        };
+        let mut result = String::with_capacity(capacity);
         let mut words = Words {
             enabled: self.collect_words && stop.is_none(),
             ..Words::default()

@@ -138,3 +138,74 @@ proptest! {
         check(&bytes);
     }
 }
+
+/// Lowers `text` on a thread with a small stack (256 KiB), as a library caller might run it:
+/// the frontend's recursion must not depend on the size of the caller's stack.
+fn lower_on_small_stack(text: String) -> Result<rbuild_frontend::Build, String> {
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let file = SourceFile::new("Dockerfile", text.as_bytes());
+            let parsed = parser::parse(&file);
+            assert!(!parsed.has_errors(), "{:?}", parsed.diagnostics);
+            lower(&parsed.dockerfile, &BuildOptions::default(), &AnyImage).map_err(|d| d.render())
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+fn nested(levels: usize) -> String {
+    let mut word = String::from("deep");
+    for i in 0..levels {
+        word = format!("${{u{}:-{word}}}", i % 10);
+    }
+    word
+}
+
+/// Words nested thousands deep expand as BuildKit expands them (its Go stack grows to 1 GiB);
+/// past `MAX_NESTING` a clear error says so instead of the process overflowing its stack.
+#[test]
+fn deep_nesting_expands_or_fails_clearly() {
+    let build = lower_on_small_stack(format!("FROM scratch\nENV X={}\n", nested(12_000))).unwrap();
+    let env = build.image.config.env.unwrap_or_default();
+    assert!(env.contains(&"X=deep".to_string()), "{env:?}");
+
+    let quoted = format!(
+        "FROM scratch\nENV X=\"{}\"\n",
+        nested(3_000).replace("-", "-\"'x'\"")
+    );
+    lower_on_small_stack(quoted).unwrap();
+
+    let levels = rbuild_frontend::shell::MAX_NESTING + 1;
+    let err = lower_on_small_stack(format!("FROM scratch\nENV X={}\n", nested(levels)))
+        .err()
+        .unwrap();
+    assert!(
+        err.starts_with("Dockerfile:2:5: error: failed to process \"${u")
+            && err.contains("the word nests more than 100000 levels"),
+        "{}",
+        &err[..err.len().min(500)]
+    );
+    // The message and the snippet are cut, not the whole word repeated.
+    assert!(err.len() < 1000, "{} bytes", err.len());
+}
+
+/// A chain of stages, each built on the one before, lowers however long it is (each stage is
+/// lowered before the stage that needs it, recursively).
+#[test]
+fn long_chains_of_stages_lower() {
+    // (Each stage inherits its base's history, so stages that each add an instruction would
+    // make the test quadratic in memory; the depth is what is tested.)
+    let mut text = String::from("FROM scratch AS s0\nENV N=0\n");
+    for i in 1..20_000 {
+        text.push_str(&format!("FROM s{} AS s{i}\n", i - 1));
+    }
+    text.push_str("ENV M=last\n");
+    let build = lower_on_small_stack(text).unwrap();
+    let env = build.image.config.env.unwrap_or_default();
+    assert!(
+        env.ends_with(&["N=0".to_string(), "M=last".to_string()]),
+        "{env:?}"
+    );
+}
