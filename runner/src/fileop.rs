@@ -8,7 +8,7 @@
 //! the child. Paths are resolved inside their root by the [`PathOps`] the caller provides, so a
 //! symlink in a source or in the destination can never reach the host.
 
-use crate::snapshot::{Snapshotter, Upper};
+use crate::snapshot::{MAX_OVERLAY_LAYERS, OverlayMount, Snapshotter, Upper};
 use crate::sys::process::{fork_child, write_all_fd};
 use crate::sys::xattr;
 use crate::user;
@@ -150,13 +150,15 @@ pub fn run(
     let dest = run_dir.join("dest");
     std::fs::create_dir_all(&dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
     let native = spec.snapshots.is_native();
+    // More layers than one overlay takes are copied, as with the native snapshotter.
+    let copy_layers = |layers: &[String]| native || layers.len() + 1 > MAX_OVERLAY_LAYERS;
     // With the native snapshotter, the destination and the layer sources are copies, and the
     // changes are found by comparing the destination with its baseline afterwards.
     let materialize = |layers: &[String], dir: &Path| {
         crate::native::materialize(spec.snapshots, layers, dir)
             .map_err(|e| format!("copying layers into {}: {e}", dir.display()))
     };
-    let baseline = if native {
+    let baseline = if copy_layers(spec.base) {
         materialize(spec.base, &dest)?;
         Some(
             crate::native::baseline(&dest)
@@ -165,21 +167,18 @@ pub fn run(
     } else {
         None
     };
-    let mut dest_lower: Vec<String> = spec
-        .base
-        .iter()
-        .rev()
-        .map(|l| spec.snapshots.layer_rel(l))
-        .collect();
-    dest_lower.push("empty".into());
-    let dest_options = format!(
-        "lowerdir={},upperdir={},workdir={}{}",
-        dest_lower.join(":"),
-        spec.upper.fs.display(),
-        spec.upper.work.display(),
-        crate::sys::userns::overlay_mount_options()
-    );
-    let mut source_mounts: Vec<(PathBuf, Option<String>)> = Vec::new();
+    let dest_overlay = if baseline.is_some() {
+        None
+    } else {
+        let mut lowers = spec.snapshots.lowers(spec.base);
+        lowers.push(spec.snapshots.empty());
+        let upper = (spec.upper.fs.as_path(), spec.upper.work.as_path());
+        Some(
+            OverlayMount::prepare(&run_dir.join("destl"), &lowers, Some(upper))
+                .map_err(|e| format!("preparing the destination overlay: {e}"))?,
+        )
+    };
+    let mut source_mounts: Vec<(PathBuf, Option<OverlayMount>)> = Vec::new();
     for (i, source) in spec.sources.iter().enumerate() {
         match source {
             Source::Host(path) => source_mounts.push((path.clone(), None)),
@@ -187,7 +186,7 @@ pub fn run(
             Source::Layers(layers) if layers.is_empty() => {
                 source_mounts.push((spec.snapshots.empty(), None))
             }
-            Source::Layers(layers) if native => {
+            Source::Layers(layers) if copy_layers(layers) => {
                 let target = run_dir.join(format!("src{i}"));
                 std::fs::create_dir_all(&target)
                     .map_err(|e| format!("creating {}: {e}", target.display()))?;
@@ -198,21 +197,13 @@ pub fn run(
                 let target = run_dir.join(format!("src{i}"));
                 std::fs::create_dir_all(&target)
                     .map_err(|e| format!("creating {}: {e}", target.display()))?;
-                let mut lower: Vec<String> = layers
-                    .iter()
-                    .rev()
-                    .map(|l| spec.snapshots.layer_rel(l))
-                    .collect();
+                let mut lowers = spec.snapshots.lowers(layers);
                 // A read-only overlay needs two lower directories.
-                lower.push("empty".into());
-                source_mounts.push((
-                    target,
-                    Some(format!(
-                        "lowerdir={}{}",
-                        lower.join(":"),
-                        crate::sys::userns::overlay_mount_options()
-                    )),
-                ));
+                lowers.push(spec.snapshots.empty());
+                let overlay =
+                    OverlayMount::prepare(&run_dir.join(format!("src{i}l")), &lowers, None)
+                        .map_err(|e| format!("preparing a source overlay: {e}"))?;
+                source_mounts.push((target, Some(overlay)));
             }
         }
     }
@@ -221,16 +212,14 @@ pub fn run(
         .iter()
         .map(|s| matches!(s, Source::Layers(_)))
         .collect();
-    let root = spec.snapshots.root().to_path_buf();
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let err_fd = err_w.as_raw_fd();
     let child = fork_child(|| {
         let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
         let result = in_namespace(
-            &root,
             &dest,
-            (!native).then_some(dest_options.as_str()),
+            dest_overlay.as_ref(),
             &source_mounts,
             &keep_owner,
             actions,
@@ -271,10 +260,9 @@ pub fn run(
 }
 
 fn in_namespace(
-    snapshots_root: &Path,
     dest: &Path,
-    dest_options: Option<&str>,
-    sources: &[(PathBuf, Option<String>)],
+    dest_overlay: Option<&OverlayMount>,
+    sources: &[(PathBuf, Option<OverlayMount>)],
     keep_owner: &[bool],
     actions: &[Action],
     ops: &dyn PathOps,
@@ -283,28 +271,16 @@ fn in_namespace(
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("creating a mount namespace: {e}"))?;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(|e| format!("making the mount namespace private: {e}"))?;
-    nix::unistd::chdir(snapshots_root)
-        .map_err(|e| format!("chdir {}: {e}", snapshots_root.display()))?;
-    if let Some(options) = dest_options {
-        mount(
-            Some("overlay"),
-            dest,
-            Some("overlay"),
-            MsFlags::empty(),
-            Some(options),
-        )
-        .map_err(|e| format!("mounting the destination overlay: {e}"))?;
+    if let Some(overlay) = dest_overlay {
+        overlay
+            .mount(dest)
+            .map_err(|e| format!("mounting the destination overlay: {e}"))?;
     }
-    for (target, options) in sources {
-        if let Some(options) = options {
-            mount(
-                Some("overlay"),
-                target,
-                Some("overlay"),
-                MsFlags::MS_RDONLY,
-                Some(options.as_str()),
-            )
-            .map_err(|e| format!("mounting a source overlay: {e}"))?;
+    for (target, overlay) in sources {
+        if let Some(overlay) = overlay {
+            overlay
+                .mount(target)
+                .map_err(|e| format!("mounting a source overlay: {e}"))?;
         }
     }
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;

@@ -23,7 +23,7 @@
 //! [`crate::apifs`] then hides or write-protects the kernel's interfaces as runc does.
 
 use crate::apifs::mount_err;
-use crate::snapshot::{Snapshotter, Upper};
+use crate::snapshot::{MAX_OVERLAY_LAYERS, OverlayMount, Snapshotter, Upper};
 use crate::sys::process::{close, close_fds_from, dup_onto, fork_child, write_all_fd};
 use crate::user;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -190,19 +190,18 @@ impl Exit {
 
 /// Everything the children need, prepared before forking so the children allocate little.
 struct Prepared {
-    snapshots_root: PathBuf,
     rootfs: PathBuf,
-    /// The root overlay's options; `None` with the native snapshotter, whose root is a
-    /// materialized directory (bind-mounted onto itself).
-    overlay_options: Option<String>,
+    /// The root overlay; `None` with the native snapshotter (or more layers than an overlay
+    /// takes), whose root is a materialized directory (bind-mounted onto itself).
+    overlay: Option<OverlayMount>,
     /// With the native snapshotter: the root before the step, and the mount points made in it.
     native: Option<(crate::native::Baseline, std::collections::HashSet<PathBuf>)>,
     hosts: PathBuf,
     resolv: PathBuf,
     hostname: PathBuf,
-    /// Per mount of a `Layers` source: the overlay options to mount at its directory (`None`
-    /// when the native snapshotter materialized the layers there).
-    layer_mounts: Vec<Option<(Option<String>, PathBuf)>>,
+    /// Per mount of a `Layers` source: the overlay to mount at its directory (`None` when
+    /// the layers were materialized there instead).
+    layer_mounts: Vec<Option<(Option<OverlayMount>, PathBuf)>>,
     /// Where `File` sources are written (a tmpfs in the sandbox's mount namespace).
     files_dir: PathBuf,
     /// Throwaway uppers of writable `Layers` mounts, removed after the run.
@@ -326,13 +325,8 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
         host_resolv = crate::network::resolv_conf(&host_resolv);
     }
     std::fs::write(&resolv, host_resolv).map_err(|e| err("writing /etc/resolv.conf", e))?;
-    let mut lower: Vec<String> = rootfs
-        .layers
-        .iter()
-        .rev()
-        .map(|l| rootfs.snapshots.layer_rel(l))
-        .collect();
-    lower.push("stubs/fs".into());
+    let mut lower = rootfs.snapshots.lowers(rootfs.layers);
+    lower.push(rootfs.snapshots.stubs());
     let snapshots = rootfs.snapshots;
     let mut layer_mounts = Vec::with_capacity(process.mounts.len());
     let mut scratch = Vec::new();
@@ -358,7 +352,9 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
                 make_stub(&stubs, &m.target, kind).map_err(|e| err("creating mount stubs", e))?;
             }
             layer_mounts.push(match &m.source {
-                MountSource::Layers { layers, .. } if snapshots.is_native() => {
+                MountSource::Layers { layers, .. }
+                    if snapshots.is_native() || layers.len() + 1 > MAX_OVERLAY_LAYERS =>
+                {
                     // A copy, so writes are thrown away with the run directory.
                     let dir = run_dir.join(format!("m{i}"));
                     std::fs::create_dir(&dir).map_err(|e| err("creating a mount source", e))?;
@@ -369,37 +365,32 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
                 MountSource::Layers { layers, .. } => {
                     let point = run_dir.join(format!("m{i}"));
                     std::fs::create_dir(&point).map_err(|e| err("creating a mount point", e))?;
-                    let mut lowers: Vec<String> = layers
-                        .iter()
-                        .rev()
-                        .map(|l| snapshots.layer_dir(l).to_string_lossy().into_owned())
-                        .collect();
+                    let mut lowers = snapshots.lowers(layers);
                     // Overlayfs needs two lower directories when there is no upper.
-                    lowers.push(snapshots.empty().to_string_lossy().into_owned());
-                    let mut options = format!(
-                        "lowerdir={}{}",
-                        lowers.join(":"),
-                        crate::sys::userns::overlay_mount_options()
-                    );
-                    if !m.readonly {
+                    lowers.push(snapshots.empty());
+                    let upper = if m.readonly {
+                        None
+                    } else {
                         let upper = snapshots
                             .new_upper()
                             .map_err(|e| err("creating a scratch upper directory", e))?;
-                        options.push_str(&format!(
-                            ",upperdir={},workdir={}",
-                            upper.fs.display(),
-                            upper.work.display()
-                        ));
                         scratch.push(upper);
-                    }
-                    Some((Some(options), point))
+                        scratch.last()
+                    };
+                    let overlay = OverlayMount::prepare(
+                        &run_dir.join(format!("m{i}l")),
+                        &lowers,
+                        upper.map(|u| (u.fs.as_path(), u.work.as_path())),
+                    )
+                    .map_err(|e| err("preparing the overlay of a mount", e))?;
+                    Some((Some(overlay), point))
                 }
                 _ => None,
             });
         }
-        lower.push(stubs.to_string_lossy().into_owned());
+        lower.push(stubs);
     }
-    let (overlay_options, native) = if snapshots.is_native() {
+    let (overlay, native) = if snapshots.is_native() || lower.len() > MAX_OVERLAY_LAYERS {
         // The root is a copy of the layers; the mount points the overlay's stub layers would
         // provide are made in it, before the baseline, and left out of the diff.
         crate::native::materialize(snapshots, rootfs.layers, &root_dir)
@@ -427,13 +418,18 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
             .map_err(|e| err("recording the root filesystem", e))?;
         (None, Some((baseline, made)))
     } else {
-        (Some(overlay_options(rootfs, &lower)?), None)
+        let overlay = OverlayMount::prepare(
+            &run_dir.join("l"),
+            &lower,
+            Some((&rootfs.upper.fs, &rootfs.upper.work)),
+        )
+        .map_err(|e| err("preparing the root overlay", e))?;
+        (Some(overlay), None)
     };
 
     Ok(Prepared {
-        snapshots_root: rootfs.snapshots.root().to_path_buf(),
         rootfs: root_dir,
-        overlay_options,
+        overlay,
         native,
         hosts,
         resolv,
@@ -443,33 +439,6 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
         scratch,
         seccomp: crate::sys::seccomp::default_filter(),
     })
-}
-
-/// The options of the root overlay: `lower` (relative to the snapshot store, top first) under
-/// the step's upper directory.
-fn overlay_options(rootfs: &Rootfs, lower: &[String]) -> Result<String, SandboxError> {
-    for path in [&rootfs.upper.fs, &rootfs.upper.work] {
-        let s = path.to_string_lossy();
-        if s.contains([',', ':']) {
-            return Err(SandboxError::Prepare(format!(
-                "the state directory path {s} contains ',' or ':', which overlayfs options cannot express"
-            )));
-        }
-    }
-    let overlay_options = format!(
-        "lowerdir={},upperdir={},workdir={}{}",
-        lower.join(":"),
-        rootfs.upper.fs.display(),
-        rootfs.upper.work.display(),
-        crate::sys::userns::overlay_mount_options()
-    );
-    if overlay_options.len() >= 4000 {
-        return Err(SandboxError::Prepare(format!(
-            "the image has too many layers ({}) for one overlay mount",
-            rootfs.layers.len()
-        )));
-    }
-    Ok(overlay_options)
 }
 
 /// Runs `process` over `rootfs`, using `run_dir` (a fresh directory) for its mount point and
@@ -746,19 +715,11 @@ fn setup_and_exec(prepared: &Prepared, process: &Process, err_fd: i32) -> Result
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(|e| format!("making the mount namespace private: {e}"))?;
-    // Relative lowerdirs keep the option string short; they resolve against the cwd.
-    nix::unistd::chdir(&prepared.snapshots_root)
-        .map_err(|e| format!("chdir {}: {e}", prepared.snapshots_root.display()))?;
     let root = &prepared.rootfs;
-    match &prepared.overlay_options {
-        Some(options) => mount(
-            Some("overlay"),
-            root,
-            Some("overlay"),
-            MsFlags::empty(),
-            Some(options.as_str()),
-        )
-        .map_err(|e| mount_err("the overlay root filesystem", root, e))?,
+    match &prepared.overlay {
+        Some(overlay) => overlay
+            .mount(root)
+            .map_err(|e| mount_err("the overlay root filesystem", root, e))?,
         // pivot_root needs a mount point.
         None => mount(
             Some(root),
@@ -905,18 +866,13 @@ fn detach_mount_sources(prepared: &Prepared, process: &Process) -> Result<Vec<De
                 clone_tree(path).map_err(|e| format!("mount source {}: {e}", path.display()))?
             }
             MountSource::Layers { path, .. } => {
-                let (options, point) = prepared.layer_mounts[i]
+                let (overlay, point) = prepared.layer_mounts[i]
                     .as_ref()
                     .ok_or_else(|| "internal error: layer mount not prepared".to_string())?;
-                if let Some(options) = options {
-                    mount(
-                        Some("overlay"),
-                        point,
-                        Some("overlay"),
-                        MsFlags::empty(),
-                        Some(options.as_str()),
-                    )
-                    .map_err(|e| mount_err("the layers of a mount", point, e))?;
+                if let Some(overlay) = overlay {
+                    overlay
+                        .mount(point)
+                        .map_err(|e| mount_err("the layers of a mount", point, e))?;
                 }
                 let root = std::fs::File::open(point)
                     .map_err(|e| format!("opening {}: {e}", point.display()))?;

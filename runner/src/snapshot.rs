@@ -23,6 +23,80 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The most lower directories one overlay mount takes (the kernel's `OVL_MAX_STACK`). A
+/// step over more layers runs over a copy of them instead (the native snapshotter's way), so
+/// an image's layer count never fails a build.
+pub const MAX_OVERLAY_LAYERS: usize = 500;
+
+/// An overlay mount prepared for a child process to make. The kernel takes mount options of at
+/// most a page (4 KiB), which 64-hex-digit layer paths fill at ~57 layers, fewer the longer the
+/// state directory's path. So the layers are named through symlinks in `dir` (`0`, `1`, …, top
+/// first; `u` and `w` for the upper and work directories) and the options through those short
+/// names, relative to `dir`: [`MAX_OVERLAY_LAYERS`] fit wherever the state directory is. The
+/// child changes into `dir` before it mounts (see [`OverlayMount::mount`]).
+#[derive(Clone, Debug)]
+pub struct OverlayMount {
+    /// The directory of the links, and the working directory to mount from.
+    pub dir: PathBuf,
+    /// The mount options.
+    pub options: String,
+    /// Without an upper directory the overlay is read-only, and mounted so.
+    pub readonly: bool,
+}
+
+impl OverlayMount {
+    /// Links `lowers` (top first; at least two when there is no upper) and `upper` (its files
+    /// and work directories) into the new directory `dir`.
+    pub fn prepare(
+        dir: &Path,
+        lowers: &[PathBuf],
+        upper: Option<(&Path, &Path)>,
+    ) -> io::Result<OverlayMount> {
+        if lowers.len() > MAX_OVERLAY_LAYERS {
+            return Err(io::Error::other(format!(
+                "{} layers, more than the {MAX_OVERLAY_LAYERS} one overlay mount takes",
+                lowers.len()
+            )));
+        }
+        std::fs::create_dir(dir)?;
+        let mut names = Vec::with_capacity(lowers.len());
+        for (i, lower) in lowers.iter().enumerate() {
+            let name = i.to_string();
+            std::os::unix::fs::symlink(lower, dir.join(&name))?;
+            names.push(name);
+        }
+        let mut options = format!("lowerdir={}", names.join(":"));
+        if let Some((fs, work)) = upper {
+            std::os::unix::fs::symlink(fs, dir.join("u"))?;
+            std::os::unix::fs::symlink(work, dir.join("w"))?;
+            options.push_str(",upperdir=u,workdir=w");
+        }
+        options.push_str(crate::sys::userns::overlay_mount_options());
+        Ok(OverlayMount {
+            dir: dir.to_path_buf(),
+            options,
+            readonly: upper.is_none(),
+        })
+    }
+
+    /// Mounts the overlay on `target` (absolute). Changes the working directory; for a
+    /// single-threaded child process with a mount namespace of its own.
+    pub fn mount(&self, target: &Path) -> nix::Result<()> {
+        nix::unistd::chdir(&self.dir)?;
+        nix::mount::mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            if self.readonly {
+                nix::mount::MsFlags::MS_RDONLY
+            } else {
+                nix::mount::MsFlags::empty()
+            },
+            Some(self.options.as_str()),
+        )
+    }
+}
+
 /// The snapshot store under one directory.
 #[derive(Clone, Debug)]
 pub struct Snapshotter {
@@ -159,15 +233,14 @@ impl Snapshotter {
         self.root.join("empty")
     }
 
+    /// The directories of `layers` (bottom first) as overlay lower directories, top first.
+    pub fn lowers(&self, layers: &[String]) -> Vec<PathBuf> {
+        layers.iter().rev().map(|l| self.layer_dir(l)).collect()
+    }
+
     /// The files of the snapshot of layer `diff_id` (which may not exist).
     pub fn layer_dir(&self, diff_id: &str) -> PathBuf {
         self.root.join(hex_of(diff_id)).join("fs")
-    }
-
-    /// The lowerdir name of a layer relative to [`Snapshotter::root`] (short, so that many
-    /// layers fit in one mount option string).
-    pub fn layer_rel(&self, diff_id: &str) -> String {
-        format!("{}/fs", hex_of(diff_id))
     }
 
     /// Whether the snapshot of `diff_id` exists.

@@ -95,6 +95,13 @@ impl Env {
         }
     }
 
+    /// An `Env` whose directory (and so state directory) is made under `parent`.
+    pub fn new_in(parent: &Path) -> Env {
+        Env {
+            dir: tempfile::tempdir_in(parent).expect("temp dir"),
+        }
+    }
+
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("root")
     }
