@@ -165,6 +165,17 @@ pub fn parse(s: &str) -> Result<ImageRef, String> {
         if !valid_domain(domain) {
             return Err(bad("malformed registry host"));
         }
+        // Docker's grammar takes any digits as a port; the connection would fail later with
+        // a confusing error (Go's "invalid port", a Rust HTTP client's worse).
+        if let Some((_, port)) = domain.rsplit_once(':')
+            && !port.contains(']')
+            && !port.parse::<u16>().is_ok_and(|p| p > 0)
+        {
+            return Err(format!(
+                "invalid reference {s:?}: the registry address {domain} has an invalid port \
+                 {port} (1 to 65535)"
+            ));
+        }
         domain.to_string()
     } else {
         "docker.io".to_string()
@@ -274,6 +285,18 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(parse("Busybox").unwrap_err().contains("must be lowercase"));
+    }
+
+    #[test]
+    fn ports_out_of_range_are_refused() {
+        let e = parse("127.0.0.1:99999/x").unwrap_err();
+        assert!(e.contains("invalid port 99999"), "{e}");
+        assert!(parse("127.0.0.1:0/x").is_err());
+        assert_eq!(
+            parse("127.0.0.1:65535/x").unwrap().registry,
+            "127.0.0.1:65535"
+        );
+        assert_eq!(parse("[::1]:5000/x").unwrap().registry, "[::1]:5000");
     }
 
     #[test]

@@ -103,3 +103,37 @@ fn parse_errors_are_reported_all_at_once_with_locations() {
         "{err}"
     );
 }
+
+/// Hostile or broken input fails at once with an error that says what is wrong and where.
+#[test]
+fn bad_references_stage_names_and_oversized_dockerfiles_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let build = |dockerfile: &str| {
+        std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+        rbuild(&root, &["build", "."], dir.path())
+    };
+    let (code, _, err) = build("FROM 127.0.0.1:99999/x\n");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("Dockerfile:1:6: error: invalid reference \"127.0.0.1:99999/x\"")
+            && err.contains("invalid port 99999"),
+        "{err}"
+    );
+    let (code, _, err) = build("FROM scratch AS 1bad!\nCOPY a /\n");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(
+            "Dockerfile:1:6: error: invalid name for build stage: \"1bad!\", name can't start \
+             with a number or contain symbols"
+        ),
+        "{err}"
+    );
+    // Read with a bound, not until memory runs out.
+    let (code, _, err) = rbuild(&root, &["build", "-f", "/dev/zero", "."], dir.path());
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("failed to read the Dockerfile /dev/zero: it is larger than 32 MiB"),
+        "{err}"
+    );
+}

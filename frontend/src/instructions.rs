@@ -358,6 +358,14 @@ fn list(args: &Args) -> Vec<String> {
     }
 }
 
+/// Whether `name` may name a stage: BuildKit's `^[a-z][a-z0-9-_.]*$`, matched lowercased
+/// (StageNameCasing warns about the case).
+fn valid_stage_name(name: &str) -> bool {
+    let mut chars = name.chars().map(|c| c.to_ascii_lowercase());
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
+}
+
 /// Parses a Go-style duration (`30s`, `1m30s`, `500ms`, `1h`) into nanoseconds.
 pub fn parse_duration(s: &str) -> Option<i64> {
     if s == "0" {
@@ -418,11 +426,22 @@ pub fn parse_command(file: &Arc<SourceFile>, ins: &Instruction) -> Result<Comman
                     name: None,
                     platform,
                 },
-                [image, as_kw, stage] if as_kw.eq_ignore_ascii_case("as") => Command::From {
-                    image: image.clone(),
-                    name: Some(stage.clone()),
-                    platform,
-                },
+                [image, as_kw, stage] if as_kw.eq_ignore_ascii_case("as") => {
+                    if !valid_stage_name(stage) {
+                        return Err(err(
+                            ins.args_span,
+                            format!(
+                                "invalid name for build stage: {stage:?}, name can't start with \
+                                 a number or contain symbols"
+                            ),
+                        ));
+                    }
+                    Command::From {
+                        image: image.clone(),
+                        name: Some(stage.clone()),
+                        platform,
+                    }
+                }
                 [] => return Err(no_args()),
                 _ => {
                     return Err(err(
@@ -814,6 +833,21 @@ mod tests {
         let e = c[3].clone().unwrap_err();
         assert!(e.contains("missing a value on flag: --exclude"), "{e}");
         assert!(matches!(&c[4], Ok(Command::Copy { parents: false, .. })));
+    }
+
+    #[test]
+    fn stage_names_are_checked_as_buildkit_checks_them() {
+        let c = commands("FROM a AS 1bad!\nFROM a AS Build-1.x_y\nFROM a AS b@c\nFROM a AS -x\n");
+        let e = c[0].clone().unwrap_err();
+        assert!(
+            e.contains(
+                "invalid name for build stage: \"1bad!\", name can't start with a number or \
+                 contain symbols"
+            ),
+            "{e}"
+        );
+        assert!(c[1].is_ok(), "{:?}", c[1]);
+        assert!(c[2].is_err() && c[3].is_err());
     }
 
     #[test]

@@ -113,6 +113,31 @@ pub struct BuildArgs {
     pub context: PathBuf,
 }
 
+/// The largest Dockerfile rbuild reads (32 MiB): far above any written by hand or generated,
+/// and a bound for `-f /dev/zero` or a runaway generator, which would otherwise be read until
+/// memory runs out.
+pub const MAX_DOCKERFILE_SIZE: u64 = 32 << 20;
+
+/// Reads the Dockerfile at `path`, refusing one larger than [`MAX_DOCKERFILE_SIZE`].
+pub fn read_dockerfile(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let failed =
+        |e: std::io::Error| anyhow!("failed to read the Dockerfile {}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(failed)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_DOCKERFILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(failed)?;
+    if bytes.len() as u64 > MAX_DOCKERFILE_SIZE {
+        bail!(
+            "failed to read the Dockerfile {}: it is larger than {} MiB",
+            path.display(),
+            MAX_DOCKERFILE_SIZE >> 20
+        );
+    }
+    Ok(bytes)
+}
+
 /// The network of RUN steps without `--network` and whether `RUN --network=host` is allowed,
 /// from `--network` and `--allow`. As with buildx, `--network=host` on the command line grants
 /// `network.host` itself: the person running the build asked for it, not the Dockerfile.
@@ -457,12 +482,7 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         .file
         .clone()
         .unwrap_or_else(|| context_arg.join("Dockerfile"));
-    let bytes = std::fs::read(&dockerfile_path).map_err(|e| {
-        anyhow!(
-            "failed to read the Dockerfile {}: {e}",
-            dockerfile_path.display()
-        )
-    })?;
+    let bytes = read_dockerfile(&dockerfile_path)?;
     let file = SourceFile::new(display_name(&dockerfile_path), &bytes);
     printer.lock().expect("printer").step(
         &format!("[internal] load build definition from {}", file.name),

@@ -5,7 +5,7 @@ use crate::diagnostics::{self, Target};
 use crate::registry::Registry;
 use crate::resolver::StoreThenRegistry;
 use crate::state::State;
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use rbuild_frontend::diagnostic::Diagnostic;
 use rbuild_frontend::image::Image;
 use rbuild_frontend::source::SourceFile;
@@ -93,8 +93,7 @@ pub fn inspect(
     let path = file
         .map(std::path::Path::to_path_buf)
         .unwrap_or_else(|| context.join("Dockerfile"));
-    let bytes = std::fs::read(&path)
-        .map_err(|e| anyhow!("failed to read the Dockerfile {}: {e}", path.display()))?;
+    let bytes = crate::commands::build::read_dockerfile(&path)?;
     let name = path.to_string_lossy();
     let file = SourceFile::new(name.strip_prefix("./").unwrap_or(&name), &bytes);
     let parsed = parser::parse(&file);
