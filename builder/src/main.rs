@@ -74,6 +74,17 @@ struct Cli {
     #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
     insecure_registry: Vec<String>,
 
+    /// How long to wait for a registry to answer (to connect, to answer a request, between two
+    /// reads of a download) before giving up on it, in seconds
+    #[arg(
+        long = "registry-timeout",
+        global = true,
+        env = "RBUILD_REGISTRY_TIMEOUT",
+        value_name = "SECONDS",
+        default_value = "30"
+    )]
+    registry_timeout: u64,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -136,24 +147,28 @@ pub struct Global {
 
 /// Inserts `build` where the subcommand would be, when the command line has none: after the
 /// global options, if the next word is not a subcommand or a help/version flag.
+/// The global options that take a value (as `--root DIR` or `--root=DIR`).
+const GLOBAL_VALUE_OPTIONS: &[&str] = &[
+    "--root",
+    "--snapshotter",
+    "--registry-ca",
+    "--insecure-registry",
+    "--registry-timeout",
+];
+
 fn with_default_subcommand(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let mut i = 1;
     while i < args.len() {
         let arg = args[i].to_string_lossy();
+        let with_value = |a: &str| {
+            GLOBAL_VALUE_OPTIONS
+                .iter()
+                .any(|o| a.strip_prefix(o).is_some_and(|rest| rest.starts_with('=')))
+        };
         match arg.as_ref() {
-            "--root" | "--snapshotter" | "--registry-ca" | "--insecure-registry" => i += 2,
+            a if GLOBAL_VALUE_OPTIONS.contains(&a) => i += 2,
             "--debug" => i += 1,
-            a if [
-                "--root=",
-                "--snapshotter=",
-                "--registry-ca=",
-                "--insecure-registry=",
-            ]
-            .iter()
-            .any(|p| a.starts_with(p)) =>
-            {
-                i += 1
-            }
+            a if with_value(a) => i += 1,
             _ => break,
         }
     }
@@ -196,6 +211,7 @@ fn main() {
         registries: registry::RegistryOptions {
             ca_files: cli.registry_ca.clone(),
             insecure: cli.insecure_registry.clone(),
+            timeout: std::time::Duration::from_secs(cli.registry_timeout.max(1)),
         },
     };
     // Still single-threaded here, as entering a user namespace requires.
@@ -261,6 +277,10 @@ mod tests {
         assert_eq!(
             words("rbuild --root=/x ."),
             ["rbuild", "--root=/x", "build", "."]
+        );
+        assert_eq!(
+            words("rbuild --registry-timeout 5 pull x"),
+            ["rbuild", "--registry-timeout", "5", "pull", "x"]
         );
         assert_eq!(
             words("rbuild --root /x run --rm a"),

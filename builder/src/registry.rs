@@ -69,14 +69,28 @@ impl tokio::io::AsyncWrite for CountingWriter<'_> {
     }
 }
 
-/// How to reach registries: extra CA certificates (`--registry-ca`) and registries spoken to
-/// over plain HTTP (`--insecure-registry`).
-#[derive(Clone, Debug, Default)]
+/// How to reach registries: extra CA certificates (`--registry-ca`), registries spoken to
+/// over plain HTTP (`--insecure-registry`) and how long to wait for them
+/// (`--registry-timeout`).
+#[derive(Clone, Debug)]
 pub struct RegistryOptions {
     /// PEM files of CA certificates to trust besides the system's.
     pub ca_files: Vec<std::path::PathBuf>,
     /// Registries (host[:port]) to use plain HTTP with.
     pub insecure: Vec<String>,
+    /// How long a registry may take to connect, to answer a request, or between two reads
+    /// of a body.
+    pub timeout: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            ca_files: Vec::new(),
+            insecure: Vec::new(),
+            timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Registry clients, one per registry host, with their credentials.
@@ -144,6 +158,13 @@ impl Registry {
             .await;
         Ok(match probe {
             Ok(_) => true,
+            // A server that takes the connection and never answers would stall the plain
+            // HTTP attempt too: say so now.
+            Err(e) if e.is_timeout() => bail!(
+                "{registry} accepted a connection but did not answer within {} s \
+                 (--registry-timeout sets how long to wait)",
+                self.options.timeout.as_secs()
+            ),
             // A TLS server whose certificate is not trusted: HTTPS, so that the error says so.
             Err(e) => {
                 let text = chain(&e).to_lowercase();
@@ -155,8 +176,8 @@ impl Registry {
     /// A plain HTTP client trusting the extra CAs (for probes and login checks).
     fn http_client(&self) -> Result<reqwest::Client> {
         let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30));
+            .connect_timeout(self.options.timeout)
+            .timeout(self.options.timeout);
         for pem in self.certificates()? {
             for cert in reqwest::Certificate::from_pem_bundle(&pem)
                 .context("reading a --registry-ca certificate")?
@@ -189,8 +210,8 @@ impl Registry {
             extra_root_certificates,
             // One streamed PUT per blob, as Docker and Buildah push.
             use_monolithic_push: true,
-            connect_timeout: Some(Duration::from_secs(15)),
-            read_timeout: Some(Duration::from_secs(120)),
+            connect_timeout: Some(self.options.timeout),
+            read_timeout: Some(self.options.timeout),
             ..ClientConfig::default()
         });
         let auth = self.auth(registry)?;
@@ -212,6 +233,13 @@ impl Registry {
             return format!(
                 "{text} ({registry}'s TLS certificate is not trusted: give its CA with \
                  --registry-ca FILE, or use --insecure-registry {registry} for plain HTTP)"
+            );
+        }
+        if lower.contains("timed out") || lower.contains("timeout") {
+            return format!(
+                "{text} ({registry} did not answer within {} s; --registry-timeout sets how \
+                 long to wait)",
+                self.options.timeout.as_secs()
             );
         }
         if !(lower.contains("401")
@@ -317,10 +345,13 @@ impl Registry {
     ) -> Result<Digest> {
         let client = self.client(r.resolve_registry()).await?;
         let auth = self.auth(r.resolve_registry())?;
-        let (bytes, digest) = client
-            .pull_manifest_raw(r, &auth, ACCEPTED)
-            .await
-            .map_err(|e| anyhow!("failed to resolve {}: {}", describe(r), self.why(r, &e)))?;
+        let (bytes, digest) = with_retries("the manifest", || async {
+            client
+                .pull_manifest_raw(r, &auth, ACCEPTED)
+                .await
+                .map_err(|e| anyhow!("failed to resolve {}: {}", describe(r), self.why(r, &e)))
+        })
+        .await?;
         let mut bytes = bytes.to_vec();
         let mut digest = Digest::parse(&digest).unwrap_or_else(|| Digest::of(&bytes));
         let mut media_type = media_type_of(&bytes);
@@ -346,16 +377,19 @@ impl Registry {
                 r.repository().to_string(),
                 chosen.digest.to_string(),
             );
-            let (b, d) = client
-                .pull_manifest_raw(&by_digest, &auth, ACCEPTED)
-                .await
-                .map_err(|e| {
-                    anyhow!(
-                        "failed to fetch the {platform} manifest of {}: {}",
-                        describe(r),
-                        self.why(r, &e)
-                    )
-                })?;
+            let (b, d) = with_retries("the manifest", || async {
+                client
+                    .pull_manifest_raw(&by_digest, &auth, ACCEPTED)
+                    .await
+                    .map_err(|e| {
+                        anyhow!(
+                            "failed to fetch the {platform} manifest of {}: {}",
+                            describe(r),
+                            self.why(r, &e)
+                        )
+                    })
+            })
+            .await?;
             bytes = b.to_vec();
             digest = Digest::parse(&d).unwrap_or_else(|| Digest::of(&bytes));
             media_type = media_type_of(&bytes);
@@ -376,17 +410,21 @@ impl Registry {
         let manifest: Manifest = serde_json::from_slice(&bytes)
             .with_context(|| format!("parsing the manifest of {}", r.whole()))?;
         if !store.has_blob(&manifest.config.digest) {
-            let mut config = Vec::new();
-            client
-                .pull_blob(r, &oci_descriptor(&manifest.config), &mut config)
-                .await
-                .map_err(|e| {
-                    anyhow!(
-                        "failed to fetch the config of {}: {}",
-                        describe(r),
-                        self.why(r, &e)
-                    )
-                })?;
+            let config = with_retries("the image config", || async {
+                let mut config = Vec::new();
+                client
+                    .pull_blob(r, &oci_descriptor(&manifest.config), &mut config)
+                    .await
+                    .map_err(|e| {
+                        anyhow!(
+                            "failed to fetch the config of {}: {}",
+                            describe(r),
+                            self.why(r, &e)
+                        )
+                    })?;
+                Ok(config)
+            })
+            .await?;
             let (d, _) = store.write_blob(&config)?;
             if d != manifest.config.digest {
                 bail!("the config of {} does not match its digest", r.whole());
@@ -407,19 +445,10 @@ impl Registry {
         if store.has_blob(&blob.digest) {
             return Ok(());
         }
-        // Transient failures (a dropped connection, a 5xx) are tried again, twice.
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.pull_blob_once(r, blob, store, progress).await {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt < 3 && is_transient(&format!("{e:#}")) => {
-                    eprintln!("warning: retrying {} ({e:#})", blob.digest);
-                    tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        with_retries(blob.digest.as_str(), || {
+            self.pull_blob_once(r, blob, store, progress)
+        })
+        .await
     }
 
     async fn pull_blob_once(
@@ -515,36 +544,7 @@ impl Registry {
                     }
                 }
                 let started = std::time::Instant::now();
-                let path = store.blob_path(&blob.digest);
-                let file = tokio::fs::File::open(&path)
-                    .await
-                    .with_context(|| format!("opening blob {}", blob.digest))?;
-                let stream = futures_util::stream::unfold(file, |mut file| async move {
-                    use tokio::io::AsyncReadExt;
-                    let mut buf = vec![0u8; 1 << 20];
-                    match file.read(&mut buf).await {
-                        Ok(0) => None,
-                        Ok(n) => {
-                            buf.truncate(n);
-                            Some((Ok(bytes::Bytes::from(buf)), file))
-                        }
-                        Err(e) => Some((
-                            Err(oci_client::errors::OciDistributionError::IoError(e)),
-                            file,
-                        )),
-                    }
-                });
-                client
-                    .push_blob_stream(r, stream, blob.digest.as_str(), Some(blob.size))
-                    .await
-                    .map_err(|e| {
-                        anyhow!(
-                            "failed to push blob {} to {}: {}",
-                            blob.digest,
-                            describe(r),
-                            self.why(r, &e)
-                        )
-                    })?;
+                with_retries(blob.digest.as_str(), || self.upload(client, r, store, blob)).await?;
                 sources.add(&blob.digest, registry, repository);
                 report(format!(
                     "{} pushed",
@@ -564,18 +564,88 @@ impl Registry {
             .collect()
             .await;
         results.into_iter().collect::<Result<Vec<()>>>()?;
-        let content_type = media_type.parse().context("manifest media type")?;
+        let content_type: reqwest::header::HeaderValue =
+            media_type.parse().context("manifest media type")?;
+        with_retries("the manifest", || async {
+            client
+                .push_manifest_raw(r, manifest.to_vec(), content_type.clone())
+                .await
+                .map_err(|e| {
+                    anyhow!(
+                        "failed to push the manifest to {}: {}",
+                        describe(r),
+                        self.why(r, &e)
+                    )
+                })
+        })
+        .await?;
+        Ok(Digest::of(manifest))
+    }
+
+    /// Uploads one blob from the store, streamed from its file in one request.
+    async fn upload(
+        &self,
+        client: &Client,
+        r: &Reference,
+        store: &Store,
+        blob: &Descriptor,
+    ) -> Result<()> {
+        let path = store.blob_path(&blob.digest);
+        let file = tokio::fs::File::open(&path)
+            .await
+            .with_context(|| format!("opening blob {}", blob.digest))?;
+        let stream = futures_util::stream::unfold(file, |mut file| async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 1 << 20];
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(bytes::Bytes::from(buf)), file))
+                }
+                Err(e) => Some((
+                    Err(oci_client::errors::OciDistributionError::IoError(e)),
+                    file,
+                )),
+            }
+        });
         client
-            .push_manifest_raw(r, manifest.to_vec(), content_type)
+            .push_blob_stream(r, stream, blob.digest.as_str(), Some(blob.size))
             .await
             .map_err(|e| {
                 anyhow!(
-                    "failed to push the manifest to {}: {}",
+                    "failed to push blob {} to {}: {}",
+                    blob.digest,
                     describe(r),
                     self.why(r, &e)
                 )
             })?;
-        Ok(Digest::of(manifest))
+        Ok(())
+    }
+}
+
+/// How many times a registry request that failed transiently is made in all.
+const ATTEMPTS: u32 = 3;
+
+/// Runs `attempt` until it succeeds, fails for good (see [`is_transient`]) or has failed
+/// [`ATTEMPTS`] times, waiting 0.5 s, then 1 s, between tries; each retry is announced with
+/// what failed (`what`: a blob digest, "the manifest").
+async fn with_retries<T, F, Fut>(what: &str, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut tried = 0;
+    loop {
+        tried += 1;
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(e) if tried < ATTEMPTS && is_transient(&format!("{e:#}")) => {
+                eprintln!("warning: retrying {what} ({e:#})");
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(tried))).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -591,6 +661,9 @@ fn is_transient(message: &str) -> bool {
         "denied",
         "not found",
         "mismatch",
+        // A registry that took the connection and never answered: waiting as long again would
+        // only double the wait (see `Registry::why`).
+        "did not answer within",
     ]
     .iter()
     .any(|w| lower.contains(w))

@@ -649,3 +649,228 @@ fn ecdsa_der_to_raw(der: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// What a [`FaultProxy`] does to a request that matches a [`Rule`].
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// Answers with this status and no body, the registry never asked.
+    Status(u16),
+    /// Closes the connection without answering.
+    Close,
+    /// Takes the connection and never answers.
+    Stall,
+    /// Passes the registry's answer on, cut after this many bytes of its body.
+    Truncate(usize),
+    /// Passes the registry's answer on with one byte of its body changed.
+    Corrupt,
+}
+
+/// Which requests get a fault: the first `times` whose method is `method` and whose path
+/// contains `path_part`.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub method: &'static str,
+    pub path_part: &'static str,
+    pub fault: Fault,
+    pub times: usize,
+}
+
+/// A fault-injecting HTTP proxy on a free loopback port in front of a real registry. Each
+/// connection carries one request (the proxy tells both sides to close after it), so every
+/// request is seen; faults follow the rules, the rest passes through untouched. Counts the
+/// faults it injected.
+pub struct FaultProxy {
+    pub addr: String,
+    injected: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: &str, rules: Vec<Rule>) -> FaultProxy {
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let injected = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let rules = Arc::new(Mutex::new(rules));
+        let (upstream, counter, stopping) = (upstream.to_string(), injected.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let (upstream, rules, counter) = (upstream.clone(), rules.clone(), counter.clone());
+                let stopping = stopping.clone();
+                std::thread::spawn(move || {
+                    proxy_one(client, &upstream, &rules, &counter, &stopping);
+                });
+            }
+        });
+        FaultProxy {
+            addr,
+            injected,
+            stop,
+        }
+    }
+
+    /// How many faults were injected so far.
+    pub fn injected(&self) -> usize {
+        self.injected.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop.
+        let _ = std::net::TcpStream::connect(&self.addr);
+    }
+}
+
+/// Reads an HTTP message head (through the blank line); returns it and what came after it.
+fn read_head(stream: &mut std::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end + 4]).into_owned();
+            return Some((head, data[end + 4..].to_vec()));
+        }
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        data.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// `head` with its Connection header replaced by `Connection: close`.
+fn closing(head: &str) -> String {
+    let mut out: Vec<&str> = head
+        .trim_end_matches("\r\n")
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .collect();
+    out.push("Connection: close");
+    format!("{}\r\n\r\n", out.join("\r\n"))
+}
+
+fn content_length(head: &str) -> Option<usize> {
+    head.split("\r\n").find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    })
+}
+
+fn proxy_one(
+    mut client: std::net::TcpStream,
+    upstream: &str,
+    rules: &std::sync::Mutex<Vec<Rule>>,
+    injected: &std::sync::atomic::AtomicUsize,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use std::sync::atomic::Ordering;
+    // A TLS handshake (rbuild probes loopback registries for HTTPS first) goes to the
+    // registry as it is, which answers it as plain HTTP registries do.
+    let mut first = [0u8; 1];
+    if client.peek(&mut first).is_ok_and(|n| n == 1) && first[0] == 0x16 {
+        let Ok(mut server) = std::net::TcpStream::connect(upstream) else {
+            return;
+        };
+        let (mut from_client, mut to_server) =
+            (client.try_clone().unwrap(), server.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from_client, &mut to_server);
+        });
+        let _ = std::io::copy(&mut server, &mut client);
+        return;
+    }
+    let Some((head, rest)) = read_head(&mut client) else {
+        return;
+    };
+    let mut words = head.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let fault = {
+        let mut rules = rules.lock().unwrap();
+        rules
+            .iter_mut()
+            .find(|r| r.times > 0 && r.method == method && path.contains(r.path_part))
+            .map(|r| {
+                r.times -= 1;
+                r.fault
+            })
+    };
+    if fault.is_some() {
+        injected.fetch_add(1, Ordering::SeqCst);
+    }
+    match fault {
+        Some(Fault::Status(code)) => {
+            // Take the body first, so that the client reads the answer, not a broken pipe.
+            let mut left = content_length(&head)
+                .unwrap_or(0)
+                .saturating_sub(rest.len());
+            let mut buf = [0u8; 65536];
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            while left > 0 {
+                match client.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+            let _ = write!(
+                client,
+                "HTTP/1.1 {code} Injected Fault\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            return;
+        }
+        Some(Fault::Close) => return,
+        Some(Fault::Stall) => {
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            return;
+        }
+        _ => {}
+    }
+    let Ok(mut server) = std::net::TcpStream::connect(upstream) else {
+        return;
+    };
+    if server.write_all(closing(&head).as_bytes()).is_err() || server.write_all(&rest).is_err() {
+        return;
+    }
+    let (mut from_client, mut to_server) =
+        (client.try_clone().unwrap(), server.try_clone().unwrap());
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_client, &mut to_server);
+        let _ = to_server.shutdown(std::net::Shutdown::Write);
+    });
+    match fault {
+        Some(Fault::Truncate(_) | Fault::Corrupt) => {
+            let mut answer = Vec::new();
+            let _ = server.read_to_end(&mut answer);
+            let end = answer
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(answer.len(), |p| p + 4);
+            match fault {
+                Some(Fault::Truncate(keep)) => answer.truncate((end + keep).min(answer.len())),
+                _ => {
+                    if let Some(byte) = answer.get_mut(end) {
+                        *byte ^= 0xff;
+                    }
+                }
+            }
+            let _ = client.write_all(&answer);
+        }
+        _ => {
+            let _ = std::io::copy(&mut server, &mut client);
+        }
+    }
+    // The other direction's thread holds a clone of the socket: end it for both.
+    let _ = client.shutdown(std::net::Shutdown::Both);
+}
