@@ -64,6 +64,14 @@ impl PathOps for SolverPaths {
         // Validated by the frontend; an invalid spec (not from a Dockerfile) changes nothing.
         rbuild_solver::chmod::SymbolicMode::parse(spec).map_or(mode, |m| m.apply(mode, is_dir))
     }
+
+    fn name_of<'a>(&self, name: &'a std::ffi::OsStr) -> std::borrow::Cow<'a, str> {
+        rbuild_solver::pathname::from_os(name)
+    }
+
+    fn os_of<'a>(&self, rel: &'a str) -> std::borrow::Cow<'a, std::ffi::OsStr> {
+        rbuild_solver::pathname::to_os(rel)
+    }
 }
 
 /// Hears how far a download has come: the blob, bytes so far, its size, whether it is done.

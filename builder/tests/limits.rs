@@ -58,3 +58,70 @@ fn more_layers_than_one_overlay_takes_still_build() {
     env.base_image();
     build_and_read(&env, 505);
 }
+
+/// The names of the entries of a tar file, as bytes.
+fn tar_names(path: &std::path::Path) -> Vec<Vec<u8>> {
+    let file = std::fs::File::open(path).unwrap();
+    tar::Archive::new(file)
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path_bytes().into_owned())
+        .collect()
+}
+
+/// Linux file names are bytes; BuildKit copies a name that is not UTF-8 as it is. So must
+/// every part that touches one: hashing the context, `.dockerignore` and wildcards, copying,
+/// a step's layer, the exported tar.
+#[test]
+fn file_names_that_are_not_utf8_are_copied_byte_for_byte() {
+    use std::os::unix::ffi::OsStrExt;
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.context(
+        "bytes",
+        &[
+            (
+                "Dockerfile",
+                "FROM rbuild-demo/busybox\nCOPY . /ctx/\nCOPY bad?name /one/\n\
+                 RUN touch \"/made-$(printf '\\377')\"\n",
+            ),
+            (".dockerignore", "skip*\n"),
+        ],
+    );
+    let name = |bytes: &[u8]| ctx.join(std::ffi::OsStr::from_bytes(bytes));
+    std::fs::write(name(b"bad\xffname"), "ff\n").unwrap();
+    std::fs::create_dir(name(b"dir\xfe")).unwrap();
+    std::fs::write(name(b"dir\xfe/f\xe9"), "e9\n").unwrap();
+    std::fs::write(name(b"skip\xff"), "ignored\n").unwrap();
+    let out = env.path("rootfs.tar");
+    let dest = format!("type=tar,dest={}", out.display());
+    let ctx_arg = ctx.to_str().unwrap();
+    env.rbuild(&["build", "-o", &dest, ctx_arg]).ok();
+    let names = tar_names(&out);
+    for expected in [
+        &b"ctx/bad\xffname"[..],
+        b"ctx/dir\xfe/f\xe9",
+        b"one/bad\xffname",
+        b"made-\xff",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{:?} missing",
+            String::from_utf8_lossy(expected)
+        );
+    }
+    assert!(!names.iter().any(|n| n.starts_with(b"ctx/skip")));
+
+    // The context's hash is stable: a rebuild is cached; changing the file reruns the copy.
+    let r = env
+        .rbuild(&["build", "--progress=plain", "-o", &dest, ctx_arg])
+        .ok();
+    assert!(Progress::parse(&r.stderr).ran().is_empty(), "{}", r.stderr);
+    std::fs::write(name(b"dir\xfe/f\xe9"), "changed\n").unwrap();
+    let r = env
+        .rbuild(&["build", "--progress=plain", "-o", &dest, ctx_arg])
+        .ok();
+    let ran = Progress::parse(&r.stderr).ran();
+    assert!(ran.iter().any(|s| s.contains("COPY . /ctx/")), "{ran:?}");
+}

@@ -8,10 +8,11 @@
 
 use crate::sys::xattr;
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tar::{EntryType, Header};
 
 /// The name prefix of whiteout files in OCI layers.
@@ -71,16 +72,25 @@ pub fn write_layer(dir: &Path, out: impl Write) -> io::Result<()> {
     let mut builder = tar::Builder::new(out);
     builder.mode(tar::HeaderMode::Complete);
     builder.follow_symlinks(false);
-    let mut links: HashMap<(u64, u64), String> = HashMap::new();
-    walk(&mut builder, dir, "", &mut links)?;
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    walk(&mut builder, dir, OsStr::new(""), &mut links)?;
     builder.finish()
+}
+
+/// `parts` one after the other: entry names are bytes (a name need not be UTF-8).
+fn cat(parts: &[&OsStr]) -> PathBuf {
+    let mut out = OsString::new();
+    for part in parts {
+        out.push(part);
+    }
+    PathBuf::from(out)
 }
 
 fn walk<W: Write>(
     builder: &mut tar::Builder<W>,
     dir: &Path,
-    prefix: &str,
-    links: &mut HashMap<(u64, u64), String>,
+    prefix: &OsStr,
+    links: &mut HashMap<(u64, u64), PathBuf>,
 ) -> io::Result<()> {
     let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)?
         .map(|e| e.map(|e| e.file_name()))
@@ -88,33 +98,31 @@ fn walk<W: Write>(
     names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     for name in names {
         let path = dir.join(&name);
-        let name = name.to_string_lossy().into_owned();
-        let rel = format!("{prefix}{name}");
+        let rel = cat(&[prefix, &name]);
         let meta = std::fs::symlink_metadata(&path)?;
         let ft = meta.file_type();
         if ft.is_char_device() && meta.rdev() == 0 {
             let mut h = base_header(&meta, EntryType::Regular);
             h.set_mode(0);
             h.set_size(0);
-            builder.append_data(
-                &mut h,
-                format!("{prefix}{WHITEOUT_PREFIX}{name}"),
-                io::empty(),
-            )?;
+            let whiteout = cat(&[prefix, OsStr::new(WHITEOUT_PREFIX), &name]);
+            builder.append_data(&mut h, whiteout, io::empty())?;
             continue;
         }
         if ft.is_dir() {
             let mut h = base_header(&meta, EntryType::Directory);
             h.set_size(0);
             append_xattrs(builder, &path)?;
-            builder.append_data(&mut h, format!("{rel}/"), io::empty())?;
+            let dir_rel = cat(&[rel.as_os_str(), OsStr::new("/")]);
+            builder.append_data(&mut h, &dir_rel, io::empty())?;
             if xattr::get(&path, overlay_opaque_xattr())?.as_deref() == Some(b"y") {
                 let mut m = base_header(&meta, EntryType::Regular);
                 m.set_mode(0);
                 m.set_size(0);
-                builder.append_data(&mut m, format!("{rel}/{OPAQUE_MARKER}"), io::empty())?;
+                let marker = cat(&[dir_rel.as_os_str(), OsStr::new(OPAQUE_MARKER)]);
+                builder.append_data(&mut m, marker, io::empty())?;
             }
-            walk(builder, &path, &format!("{rel}/"), links)?;
+            walk(builder, &path, dir_rel.as_os_str(), links)?;
             continue;
         }
         if ft.is_file() && meta.nlink() > 1 {

@@ -43,6 +43,11 @@ pub trait PathOps: Sync {
     /// The permission bits `mode` becomes under the symbolic mode `spec` (`COPY --chmod=u+x`),
     /// for a directory or not; `spec` was validated when the graph was made.
     fn chmod(&self, spec: &str, mode: u32, is_dir: bool) -> u32;
+    /// A file name as the relative paths of these operations carry it: losslessly, also
+    /// when it is not UTF-8 (`rbuild_solver::pathname::from_os`).
+    fn name_of<'a>(&self, name: &'a std::ffi::OsStr) -> std::borrow::Cow<'a, str>;
+    /// A relative path made of such names, as the bytes it stands for.
+    fn os_of<'a>(&self, rel: &'a str) -> std::borrow::Cow<'a, std::ffi::OsStr>;
 }
 
 /// Decides what a copy does with an entry below a source path, given its path relative to the
@@ -405,8 +410,10 @@ struct CopyOptions<'a> {
 struct Walk<'a> {
     owner: Owner,
     mode: Option<u32>,
-    /// A symbolic mode, and the operations that apply it.
-    chmod: Option<(&'a str, &'a dyn PathOps)>,
+    /// A symbolic mode.
+    chmod: Option<&'a str>,
+    /// The path operations (symbolic modes, file names).
+    ops: &'a dyn PathOps,
     filter: &'a dyn Fn(&str, &str, bool) -> Visit,
     /// The [`Visit::WalkOnly`] directories being walked, outermost first: they are created
     /// when the first entry below them is copied.
@@ -461,7 +468,8 @@ fn copy(
     let walk = Walk {
         owner,
         mode: options.mode,
-        chmod: options.chmod.map(|spec| (spec, ops)),
+        chmod: options.chmod,
+        ops,
         filter: &*filter,
         pending: RefCell::new(Vec::new()),
     };
@@ -487,7 +495,7 @@ fn copy(
             continue;
         }
         let target = if dest_is_dir {
-            let name = Path::new(&rel)
+            let name = Path::new(&*ops.os_of(&rel))
                 .file_name()
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(host.file_name().unwrap_or_default()));
@@ -522,13 +530,13 @@ fn copy_dir_contents(
         .map_err(|e| format!("reading {}: {e}", src.display()))?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
-        let name = entry.file_name();
-        let child = src.join(&name);
-        let name = name.to_string_lossy();
+        let os_name = entry.file_name();
+        let child = src.join(&os_name);
+        let target = dst.join(&os_name);
+        let name = walk.ops.name_of(&os_name);
         let child_rel = join_rel(rel, &name);
         let child_below = join_rel(below, &name);
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        let target = dst.join(&*name);
         match (walk.filter)(&child_rel, &child_below, is_dir) {
             Visit::Skip => {}
             Visit::Include => {
@@ -689,7 +697,7 @@ fn copy_metadata(
         let own = meta.mode() & 0o7777;
         let bits = match (mode, walk.chmod) {
             (Some(bits), _) => bits,
-            (None, Some((spec, ops))) => ops.chmod(spec, own, ft.is_dir()),
+            (None, Some(spec)) => walk.ops.chmod(spec, own, ft.is_dir()),
             (None, None) => own,
         };
         let permissions = std::fs::Permissions::from_mode(bits);

@@ -54,6 +54,14 @@ impl PathOps for SolverPaths {
     fn chmod(&self, spec: &str, mode: u32, is_dir: bool) -> u32 {
         rbuild_solver::chmod::SymbolicMode::parse(spec).map_or(mode, |m| m.apply(mode, is_dir))
     }
+
+    fn name_of<'a>(&self, name: &'a std::ffi::OsStr) -> std::borrow::Cow<'a, str> {
+        rbuild_solver::pathname::from_os(name)
+    }
+
+    fn os_of<'a>(&self, rel: &'a str) -> std::borrow::Cow<'a, std::ffi::OsStr> {
+        rbuild_solver::pathname::to_os(rel)
+    }
 }
 
 /// Whether the tests that need root can run; under CI (`CI` set), where they must, a panic

@@ -11,6 +11,7 @@
 
 use crate::digest::Digest;
 use crate::ops::LocalSource;
+use crate::pathname;
 use crate::pattern::{self, CopyFilter, IgnoreMatcher, Visit};
 use crate::statcache::StatKey;
 use crate::{Error, Result};
@@ -63,7 +64,7 @@ pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> std::io::R
         if part == "." {
             continue;
         }
-        let candidate = join(root, &resolved).join(&part);
+        let candidate = join(root, &resolved).join(pathname::to_os(&part));
         let is_last = pending.is_empty();
         match std::fs::symlink_metadata(&candidate) {
             Ok(meta) if meta.file_type().is_symlink() && (!is_last || follow_last) => {
@@ -74,7 +75,7 @@ pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> std::io::R
                     )));
                 }
                 let target = std::fs::read_link(&candidate)?;
-                let target = target.to_string_lossy();
+                let target = pathname::of_path(&target);
                 if target.starts_with('/') {
                     resolved.clear();
                 }
@@ -104,7 +105,7 @@ pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> std::io::R
 
 fn join(root: &Path, parts: &[String]) -> PathBuf {
     let mut p = root.to_path_buf();
-    p.extend(parts);
+    p.extend(parts.iter().map(|part| pathname::to_os(part)));
     p
 }
 
@@ -159,7 +160,7 @@ pub fn expand(root: &Path, pattern: &str, ignore: &IgnoreMatcher) -> Result<Vec<
             let mut names = Vec::new();
             for entry in entries {
                 let entry = entry.map_err(|e| io_err(&host_dir, e))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
+                let name = pathname::from_os(&entry.file_name()).into_owned();
                 let ok = pattern::matches(segment, &name)
                     .map_err(|e| Error::SourceNotFound(e.to_string()))?;
                 if ok {
@@ -344,10 +345,10 @@ fn walk(
         children.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, entry) in children {
             let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-            let name = name.to_string_lossy();
+            let child = host.join(&name);
+            let name = pathname::from_os(&name);
             let child_rel = join_rel(rel, &name);
             let child_below = join_rel(below, &name);
-            let child = host.join(&*name);
             if filter.visit(&child_rel, &child_below, is_dir) != Visit::Skip {
                 let meta = entry.metadata().map_err(|e| io_err(&child, e))?;
                 walk(&child, &child_rel, &child_below, filter, Some(meta), out)?;

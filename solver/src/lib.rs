@@ -14,6 +14,7 @@ pub mod contenthash;
 pub mod digest;
 pub mod graph;
 pub mod ops;
+pub mod pathname;
 pub mod pattern;
 pub mod progress;
 pub mod scheduler;
