@@ -242,7 +242,11 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let message = format!("{e:#}");
+            eprintln!("error: {message}");
+            if let Some(hint) = state::full_disk_hint(&global.root, &message) {
+                eprintln!("  = help: {hint}");
+            }
             std::process::exit(1);
         }
     }

@@ -66,6 +66,23 @@ pub struct State {
 
 /// The default state directory: `/var/lib/rbuild` for root, `$XDG_DATA_HOME/rbuild` (or
 /// `~/.local/share/rbuild`) for other users.
+/// When `message` tells of a full file system (ENOSPC), what to say about it: how much room
+/// the state directory `root` has left, and how to make some. The failing write may also have
+/// been to an output's destination; the free space tells which.
+pub fn full_disk_hint(root: &Path, message: &str) -> Option<String> {
+    if !message.contains("os error 28") {
+        return None;
+    }
+    let free = nix::sys::statvfs::statvfs(root)
+        .map(|s| crate::gc::human(s.blocks_available() * s.fragment_size()))
+        .unwrap_or_else(|_| "an unknown amount".into());
+    Some(format!(
+        "a file system is full (the state directory {} has {free} free): `rbuild du` shows \
+         what it holds, `rbuild prune` frees build cache; nothing finished was lost",
+        root.display()
+    ))
+}
+
 pub fn default_root() -> PathBuf {
     if nix::unistd::geteuid().is_root() {
         return PathBuf::from("/var/lib/rbuild");

@@ -168,3 +168,231 @@ fn registry_faults_are_retried_or_reported_clearly() {
         r.stderr
     );
 }
+
+/// SIGKILL at pseudo-random moments of an export, a push and a pull (the moments are the
+/// same from one run of the test to the next, so a failure can be replayed): afterwards the
+/// state directory checks clean, nothing is left mounted, and doing it again succeeds.
+#[test]
+fn sigkill_during_export_push_and_pull_leaves_a_consistent_state() {
+    use std::process::Stdio;
+    use std::time::Duration;
+    require_root!();
+    let registry = Registry::start();
+    let env = Env::new();
+    env.base_image();
+    // A layer of ~40 MB that compresses (base64 of random bytes), so that exports and
+    // pushes take long enough to be interrupted.
+    let ctx = env.context(
+        "big",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox\nRUN head -c 30000000 /dev/urandom | base64 > /big\n",
+        )],
+    );
+    env.rbuild(&["build", "-q", "-t", "big", ctx.to_str().unwrap()])
+        .ok();
+    let size = |env: &Env, image: &str| {
+        env.rbuild(&["run", "--rm", image, "sh", "-c", "wc -c < /big"])
+            .ok()
+            .stdout
+    };
+    let expected = size(&env, "big");
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next_delay = || {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        Duration::from_millis(30 + (seed >> 33) % 700)
+    };
+    let killed_during = |env: &Env, args: &[&str], delay: Duration| {
+        let mut child = env
+            .command()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let finished = child.try_wait().unwrap().is_some();
+        let _ = child.kill();
+        let _ = child.wait();
+        finished
+    };
+    let consistent = |env: &Env, what: &str| {
+        let check = env.rbuild(&["check"]);
+        assert_eq!(check.code, 0, "{what}: {}{}", check.stdout, check.stderr);
+        assert!(
+            env.leaked_mounts().is_empty(),
+            "{what}: {:?}",
+            env.leaked_mounts()
+        );
+    };
+    let mut interrupted = 0;
+    for round in 0..4 {
+        // Export: a fresh compression each round (force-compression), to an OCI archive.
+        let archive = env.path(&format!("big-{round}.tar"));
+        let output = format!("type=oci,dest={},force-compression=true", archive.display());
+        let args = ["build", "-q", "-o", &output, ctx.to_str().unwrap()];
+        let delay = next_delay();
+        interrupted += usize::from(!killed_during(&env, &args, delay));
+        consistent(&env, &format!("export, round {round} ({delay:?})"));
+        env.rbuild(&args).ok();
+        tool(
+            "skopeo",
+            &["inspect", &format!("oci-archive:{}", archive.display())],
+        );
+
+        // Push to a repository of its own.
+        let remote = format!("{}/kill/big{round}:1", registry.addr);
+        let delay = next_delay();
+        interrupted += usize::from(!killed_during(&env, &["push", "big", &remote], delay));
+        consistent(&env, &format!("push, round {round} ({delay:?})"));
+        env.rbuild(&["push", "big", &remote]).ok();
+
+        // Pull into a fresh state directory.
+        let puller = Env::new();
+        let delay = next_delay();
+        interrupted += usize::from(!killed_during(&puller, &["pull", &remote], delay));
+        consistent(&puller, &format!("pull, round {round} ({delay:?})"));
+        puller.rbuild(&["pull", &remote]).ok();
+        assert_eq!(size(&puller, &remote), expected, "round {round}");
+        consistent(&puller, &format!("pull, round {round}, after"));
+    }
+    // The kills did land in the middle of operations (the test would prove nothing otherwise).
+    assert!(
+        interrupted >= 4,
+        "only {interrupted} of 12 operations were interrupted"
+    );
+}
+
+/// A tmpfs mounted for the test (root only), whose size the test changes; unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount() -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = SmallDisk { dir };
+        disk.mount_with("size=512m");
+        disk
+    }
+
+    fn mount_with(&self, options: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(self.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount -o {options}");
+    }
+
+    /// Leaves `room` bytes free (rounded to pages): the size becomes what is used plus that.
+    fn leave(&self, room: u64) {
+        let used = nix::sys::statvfs::statvfs(self.dir.path())
+            .map(|s| (s.blocks() - s.blocks_free()) * s.fragment_size())
+            .unwrap();
+        self.mount_with(&format!("remount,size={}", used + room));
+    }
+
+    /// Makes the disk big again: space is freed.
+    fn grow(&self) {
+        self.mount_with("remount,size=512m");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A full file system at each place rbuild writes (a step's files, an export's blobs, a
+/// pull's blobs and snapshots) fails with an error that says a file system is full and how
+/// much room the state directory has, leaves a consistent store, and the same command
+/// succeeds once there is space again.
+#[test]
+fn a_full_disk_fails_clearly_and_loses_nothing() {
+    require_root!();
+    if rootless_pass() {
+        eprintln!("skipped: mounting the small file system needs root; the rootful pass runs this");
+        return;
+    }
+    const MB: u64 = 1 << 20;
+    let registry = Registry::start();
+    // An image of ~30 MB in the registry, pushed from an ordinary state directory.
+    let seed = Env::new();
+    seed.base_image();
+    let big = seed.context(
+        "big",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox\nRUN head -c 30000000 /dev/urandom > /big\n",
+        )],
+    );
+    seed.rbuild(&["build", "-q", "-t", "big", big.to_str().unwrap()])
+        .ok();
+    let remote = format!("{}/full/big:1", registry.addr);
+    seed.rbuild(&["push", "big", &remote]).ok();
+
+    let disk = SmallDisk::mount();
+    let env = Env::new_in(disk.dir.path());
+    env.base_image();
+    let full = |r: &Run, what: &str| {
+        assert_ne!(r.code, 0, "{what} succeeded on a full disk");
+        let check = env.rbuild(&["check"]);
+        assert_eq!(check.code, 0, "{what}: {}{}", check.stdout, check.stderr);
+        assert!(
+            env.leaked_mounts().is_empty(),
+            "{what}: {:?}",
+            env.leaked_mounts()
+        );
+    };
+    let says_full = |r: &Run| {
+        r.stderr.contains("a file system is full")
+            && r.stderr
+                .contains(&format!("the state directory {}", env.root().display()))
+    };
+
+    // A step that writes more than there is room for.
+    let step = env.context(
+        "step",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox\nRUN head -c 20000000 /dev/urandom > /f\n",
+        )],
+    );
+    let step = step.to_str().unwrap();
+    disk.leave(8 * MB);
+    let r = env.rbuild(&["build", step]);
+    full(&r, "a step");
+    assert!(r.stderr.contains("Dockerfile:2:1"), "{}", r.stderr);
+    disk.grow();
+    env.rbuild(&["build", "-t", "step", step]).ok();
+
+    // An export whose compressed blob does not fit.
+    let archive = env.path("step.tar");
+    let output = format!("type=oci,dest={},force-compression=true", archive.display());
+    disk.leave(8 * MB);
+    let r = env.rbuild(&["build", "-o", &output, step]);
+    full(&r, "an export");
+    assert!(says_full(&r), "{}", r.stderr);
+    disk.grow();
+    env.rbuild(&["build", "-o", &output, step]).ok();
+
+    // A pull whose blobs and snapshot do not fit.
+    disk.leave(20 * MB);
+    let r = env.rbuild(&["pull", &remote]);
+    full(&r, "a pull");
+    assert!(says_full(&r), "{}", r.stderr);
+    disk.grow();
+    env.rbuild(&["pull", &remote]).ok();
+    let r = env
+        .rbuild(&["run", "--rm", &remote, "sh", "-c", "wc -c < /big"])
+        .ok();
+    assert_eq!(r.stdout.trim(), "30000000");
+    assert_eq!(env.rbuild(&["check"]).code, 0);
+}

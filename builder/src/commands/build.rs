@@ -472,10 +472,20 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
     let fancy = mode != Mode::Plain;
     let printer = Printer::new(mode);
     let print_diagnostics = |d: &[Diagnostic]| {
+        // A full disk says where, and what to do, whatever step or pull it stopped.
+        let d: Vec<Diagnostic> = d
+            .iter()
+            .map(
+                |d| match crate::state::full_disk_hint(&global.root, &d.message) {
+                    Some(hint) if d.help.is_none() => d.clone().with_help(hint),
+                    _ => d.clone(),
+                },
+            )
+            .collect();
         printer
             .lock()
             .expect("printer")
-            .diagnostics(d, |d| diagnostics::print(d, Target::Stderr, fancy))
+            .diagnostics(&d, |d| diagnostics::print(d, Target::Stderr, fancy))
     };
     let started = Instant::now();
     let dockerfile_path = args
