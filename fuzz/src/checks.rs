@@ -1,0 +1,157 @@
+//! What each fuzz target checks, shared by the fuzz targets (`fuzz/fuzz_targets/`, run with
+//! cargo-fuzz) and by the replay of their corpora and of every crash found on stable Rust
+//! (`builder/tests/fuzz_replay.rs`, which includes this file), so that a crash once found stays
+//! a regression test. Each function takes the fuzzer's bytes and panics on a defect: the
+//! frontend or the matchers panicking, a check that takes too long, a layer tar that writes
+//! outside its destination.
+
+use rbuild_frontend::image::Image;
+use rbuild_frontend::source::SourceFile;
+use rbuild_frontend::{BuildOptions, ImageResolver, Platform, ResolvedImage, lower, parser};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How long one input may take (the fuzzer's inputs are at most a few KiB).
+const LIMIT: Duration = Duration::from_secs(2);
+
+fn within_limit(started: Instant, what: &str, data: &[u8]) {
+    assert!(
+        started.elapsed() < LIMIT,
+        "{what} took {:?} on {:?}",
+        started.elapsed(),
+        String::from_utf8_lossy(data)
+    );
+}
+
+/// A resolver that knows every image, each with ONBUILD triggers of its own.
+struct AnyImage;
+
+impl ImageResolver for AnyImage {
+    fn resolve(&self, reference: &str, _platform: &Platform) -> Result<ResolvedImage, String> {
+        let mut image = Image::default();
+        image.config.on_build = Some(vec!["RUN echo ${X:-y}".into()]);
+        Ok(ResolvedImage {
+            reference: reference.into(),
+            digest: rbuild_solver::Digest::of(reference.as_bytes()),
+            image,
+        })
+    }
+}
+
+/// A Dockerfile: parsed, its diagnostics rendered, and lowered (every stage) when it parses.
+pub fn dockerfile(data: &[u8]) {
+    let started = Instant::now();
+    let file = SourceFile::new("Dockerfile", data);
+    let parsed = parser::parse(&file);
+    for d in &parsed.diagnostics {
+        let _ = d.render();
+    }
+    if !parsed.has_errors() {
+        let options = BuildOptions {
+            build_args: [("A".to_string(), "1".to_string())].into(),
+            all_stages: true,
+            allow_network_host: true,
+            ..Default::default()
+        };
+        if let Err(d) = lower(&parsed.dockerfile, &options, &AnyImage) {
+            let _ = d.render();
+        }
+    }
+    within_limit(started, "parsing and lowering", data);
+}
+
+/// A shell word (the first line) expanded against variables (`KEY=value` lines after it),
+/// by every lexer the frontend uses.
+pub fn expand(data: &[u8]) {
+    use rbuild_frontend::shell::Lexer;
+    let started = Instant::now();
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.lines();
+    let word = lines.next().unwrap_or_default();
+    let env: Vec<String> = lines.map(str::to_string).collect();
+    for lexer in [
+        Lexer::new('\\'),
+        Lexer::new('`'),
+        Lexer::for_display('\\'),
+        Lexer::for_heredoc_body('\\'),
+        Lexer::for_heredoc_markers(),
+    ] {
+        let _ = lexer.process_word(word, &env);
+        let _ = lexer.process_words(word, &env);
+    }
+    within_limit(started, "expanding", data);
+}
+
+/// `.dockerignore` and copy patterns (lines up to a blank line) against paths (the lines
+/// after it), through every matcher a copy uses.
+pub fn ignore(data: &[u8]) {
+    use rbuild_solver::pattern::{CopyFilter, IgnoreMatcher, matches};
+    let started = Instant::now();
+    let text = String::from_utf8_lossy(data);
+    let (patterns, paths) = text.split_once("\n\n").unwrap_or((&text, "a/b\nc"));
+    let patterns: Vec<String> = patterns.lines().map(str::to_string).collect();
+    let matcher = IgnoreMatcher::new(&patterns);
+    let filter = CopyFilter::new(&patterns, &patterns, &patterns);
+    for path in paths.lines() {
+        for is_dir in [false, true] {
+            let _ = matcher.visit(path, is_dir);
+            let _ = filter.visit(path, path, is_dir);
+        }
+        let _ = matcher.is_excluded(path);
+        for pattern in &patterns {
+            let _ = matches(pattern, path);
+        }
+    }
+    within_limit(started, "matching", data);
+}
+
+/// Every path under `root`, with its kind and, for files, its content.
+fn listing(root: &Path) -> Vec<(std::path::PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let what = if meta.is_dir() {
+                stack.push(path.clone());
+                "dir".to_string()
+            } else {
+                format!("{:?} {}", meta.file_type(), meta.len())
+            };
+            out.push((path, what));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A layer tar, extracted into a scratch directory: whatever it holds (`..`, absolute paths,
+/// symlinks and hard links that point out, devices), nothing outside the destination changes.
+pub fn layer_tar(data: &[u8]) {
+    let started = Instant::now();
+    let scratch = tempfile::tempdir().unwrap();
+    let dest = scratch.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    // Bait beside and above the destination, where escapes would land.
+    std::fs::write(scratch.path().join("outside"), "untouched").unwrap();
+    std::fs::create_dir(scratch.path().join("sibling")).unwrap();
+    let before: Vec<_> = listing(scratch.path())
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with(&dest))
+        .collect();
+    let _ = rbuild_runner::extract::extract_layer(data, &dest);
+    let after: Vec<_> = listing(scratch.path())
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with(&dest))
+        .collect();
+    assert_eq!(before, after, "the tar wrote outside its destination");
+    assert_eq!(
+        std::fs::read_to_string(scratch.path().join("outside")).unwrap(),
+        "untouched"
+    );
+    within_limit(started, "extracting", data);
+}
