@@ -345,7 +345,8 @@ impl Registry {
     ) -> Result<Digest> {
         let client = self.client(r.resolve_registry()).await?;
         let auth = self.auth(r.resolve_registry())?;
-        let (bytes, digest) = with_retries("the manifest", || async {
+        let wait = Some((r.resolve_registry(), self.options.timeout));
+        let (bytes, digest) = with_retries("the manifest", wait, || async {
             client
                 .pull_manifest_raw(r, &auth, ACCEPTED)
                 .await
@@ -377,7 +378,7 @@ impl Registry {
                 r.repository().to_string(),
                 chosen.digest.to_string(),
             );
-            let (b, d) = with_retries("the manifest", || async {
+            let (b, d) = with_retries("the manifest", wait, || async {
                 client
                     .pull_manifest_raw(&by_digest, &auth, ACCEPTED)
                     .await
@@ -410,7 +411,7 @@ impl Registry {
         let manifest: Manifest = serde_json::from_slice(&bytes)
             .with_context(|| format!("parsing the manifest of {}", r.whole()))?;
         if !store.has_blob(&manifest.config.digest) {
-            let config = with_retries("the image config", || async {
+            let config = with_retries("the image config", wait, || async {
                 let mut config = Vec::new();
                 client
                     .pull_blob(r, &oci_descriptor(&manifest.config), &mut config)
@@ -445,7 +446,7 @@ impl Registry {
         if store.has_blob(&blob.digest) {
             return Ok(());
         }
-        with_retries(blob.digest.as_str(), || {
+        with_retries(blob.digest.as_str(), None, || {
             self.pull_blob_once(r, blob, store, progress)
         })
         .await
@@ -544,7 +545,8 @@ impl Registry {
                     }
                 }
                 let started = std::time::Instant::now();
-                with_retries(blob.digest.as_str(), || self.upload(client, r, store, blob)).await?;
+                let upload = || self.upload(client, r, store, blob);
+                with_retries(blob.digest.as_str(), None, upload).await?;
                 sources.add(&blob.digest, registry, repository);
                 report(format!(
                     "{} pushed",
@@ -566,7 +568,8 @@ impl Registry {
         results.into_iter().collect::<Result<Vec<()>>>()?;
         let content_type: reqwest::header::HeaderValue =
             media_type.parse().context("manifest media type")?;
-        with_retries("the manifest", || async {
+        let wait = Some((registry, self.options.timeout));
+        with_retries("the manifest", wait, || async {
             client
                 .push_manifest_raw(r, manifest.to_vec(), content_type.clone())
                 .await
@@ -627,10 +630,20 @@ impl Registry {
 /// How many times a registry request that failed transiently is made in all.
 const ATTEMPTS: u32 = 3;
 
+/// How long a small request (a manifest, a config) may go unanswered before rbuild says it
+/// is waiting.
+const PATIENCE: Duration = Duration::from_secs(5);
+
 /// Runs `attempt` until it succeeds, fails for good (see [`is_transient`]) or has failed
 /// [`ATTEMPTS`] times, waiting 0.5 s, then 1 s, between tries; each retry is announced with
-/// what failed (`what`: a blob digest, "the manifest").
-async fn with_retries<T, F, Fut>(what: &str, mut attempt: F) -> Result<T>
+/// what failed (`what`: a blob digest, "the manifest"). With `wait` (the registry and
+/// `--registry-timeout`, for requests without a body to stream), an answer that takes longer
+/// than [`PATIENCE`] is announced too, with how long rbuild will wait for it.
+async fn with_retries<T, F, Fut>(
+    what: &str,
+    wait: Option<(&str, Duration)>,
+    mut attempt: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
@@ -638,7 +651,26 @@ where
     let mut tried = 0;
     loop {
         tried += 1;
-        match attempt().await {
+        let answer = attempt();
+        let answer = match wait {
+            Some((registry, timeout)) if timeout > PATIENCE => {
+                tokio::pin!(answer);
+                tokio::select! {
+                    result = &mut answer => result,
+                    () = tokio::time::sleep(PATIENCE) => {
+                        eprintln!(
+                            "waiting for {registry} to answer ({what}, {} s so far; giving up \
+                             after {} s, --registry-timeout)",
+                            PATIENCE.as_secs(),
+                            timeout.as_secs()
+                        );
+                        answer.await
+                    }
+                }
+            }
+            _ => answer.await,
+        };
+        match answer {
             Ok(value) => return Ok(value),
             Err(e) if tried < ATTEMPTS && is_transient(&format!("{e:#}")) => {
                 eprintln!("warning: retrying {what} ({e:#})");
