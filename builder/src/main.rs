@@ -11,6 +11,8 @@ mod compress;
 mod diagnostics;
 mod export;
 mod gc;
+#[cfg(test)]
+mod hostile_inputs;
 mod http;
 mod layer;
 mod local;

@@ -300,13 +300,13 @@ impl Registry {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let answer = if let Some(params) = challenge.strip_prefix("Bearer ") {
+        let answer = if let Some(params) = challenge_params(&challenge, "Bearer") {
             // realm="https://auth/token",service="registry"
             let field = |name: &str| {
-                params.split(',').find_map(|p| {
-                    let (k, v) = p.trim().split_once('=')?;
-                    (k == name).then(|| v.trim_matches('"').to_string())
-                })
+                params
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.clone())
             };
             let realm = field("realm")
                 .ok_or_else(|| anyhow!("{registry}: a token challenge without a realm"))?;
@@ -627,6 +627,43 @@ impl Registry {
     }
 }
 
+/// The parameters of a `WWW-Authenticate` challenge of `scheme` (RFC 7235: `Bearer
+/// realm="https://auth",service="registry",scope="repository:a:pull,push"`), quoted values
+/// unquoted (a quoted value may hold commas and `\"`); `None` for another scheme.
+pub fn challenge_params(header: &str, scheme: &str) -> Option<Vec<(String, String)>> {
+    let header = header.trim_start();
+    let (name, rest) = header.split_once(' ').unwrap_or((header, ""));
+    if !name.eq_ignore_ascii_case(scheme) {
+        return None;
+    }
+    let mut params = Vec::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.next_if(|c| *c == ',' || c.is_whitespace()).is_some() {}
+        let key: String =
+            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && *c != ',')).collect();
+        if key.is_empty() && chars.peek().is_none() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.next_if_eq(&'=').is_some() {
+            if chars.next_if_eq(&'"').is_some() {
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => value.extend(chars.next()),
+                        c => value.push(c),
+                    }
+                }
+            } else {
+                value = std::iter::from_fn(|| chars.next_if(|c| *c != ',')).collect();
+            }
+        }
+        params.push((key.trim().to_string(), value.trim().to_string()));
+    }
+    Some(params)
+}
+
 /// How many times a registry request that failed transiently is made in all.
 const ATTEMPTS: u32 = 3;
 
@@ -701,7 +738,7 @@ fn is_transient(message: &str) -> bool {
     .any(|w| lower.contains(w))
 }
 
-fn media_type_of(bytes: &[u8]) -> String {
+pub(crate) fn media_type_of(bytes: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Probe {

@@ -167,7 +167,7 @@ pub fn network_options(network: &str, allow: &[String]) -> Result<(NetworkMode, 
 
 /// An `--output` request (BuildKit's exporter names and options).
 #[derive(Debug, PartialEq)]
-enum OutputSpec {
+pub(crate) enum OutputSpec {
     /// `type=image` (the local store) or `type=registry` (also pushed).
     Image {
         names: Vec<String>,
@@ -218,7 +218,7 @@ fn parse_bool(key: &str, value: &str) -> Result<bool> {
 /// Parses one `--output`: `type=…,key=value,…`, or a bare path, which BuildKit takes as
 /// `type=local,dest=PATH` (and `-` as `type=tar,dest=-`). `tags` are the `-t` names, the
 /// default names of image outputs.
-fn parse_output(spec: &str, tags: &[String]) -> Result<OutputSpec> {
+pub(crate) fn parse_output(spec: &str, tags: &[String]) -> Result<OutputSpec> {
     if !spec.contains('=') {
         return Ok(if spec == "-" {
             OutputSpec::Tar { dest: Dest::Stdout }
