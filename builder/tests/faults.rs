@@ -175,6 +175,17 @@ fn registry_faults_are_retried_or_reported_clearly() {
     );
 }
 
+/// Builds the image `big` in `env` (the base image first): one layer of tens of MB made by
+/// the shell command `run`. Returns its context.
+fn build_big(env: &Env, run: &str) -> std::path::PathBuf {
+    env.base_image();
+    let dockerfile = format!("FROM rbuild-demo/busybox\nRUN {run}\n");
+    let ctx = env.context("big", &[("Dockerfile", &dockerfile)]);
+    env.rbuild(&["build", "-q", "-t", "big", ctx.to_str().unwrap()])
+        .ok();
+    ctx
+}
+
 /// SIGKILL at pseudo-random moments of an export, a push and a pull (the moments are the
 /// same from one run of the test to the next, so a failure can be replayed): afterwards the
 /// state directory checks clean, nothing is left mounted, and doing it again succeeds.
@@ -185,18 +196,9 @@ fn sigkill_during_export_push_and_pull_leaves_a_consistent_state() {
     require_root!();
     let registry = Registry::start();
     let env = Env::new();
-    env.base_image();
     // A layer of ~40 MB that compresses (base64 of random bytes), so that exports and
     // pushes take long enough to be interrupted.
-    let ctx = env.context(
-        "big",
-        &[(
-            "Dockerfile",
-            "FROM rbuild-demo/busybox\nRUN head -c 30000000 /dev/urandom | base64 > /big\n",
-        )],
-    );
-    env.rbuild(&["build", "-q", "-t", "big", ctx.to_str().unwrap()])
-        .ok();
+    let ctx = build_big(&env, "head -c 30000000 /dev/urandom | base64 > /big");
     let size = |env: &Env, image: &str| {
         env.rbuild(&["run", "--rm", image, "sh", "-c", "wc -c < /big"])
             .ok()
@@ -331,16 +333,7 @@ fn a_full_disk_fails_clearly_and_loses_nothing() {
     let registry = Registry::start();
     // An image of ~30 MB in the registry, pushed from an ordinary state directory.
     let seed = Env::new();
-    seed.base_image();
-    let big = seed.context(
-        "big",
-        &[(
-            "Dockerfile",
-            "FROM rbuild-demo/busybox\nRUN head -c 30000000 /dev/urandom > /big\n",
-        )],
-    );
-    seed.rbuild(&["build", "-q", "-t", "big", big.to_str().unwrap()])
-        .ok();
+    build_big(&seed, "head -c 30000000 /dev/urandom > /big");
     let remote = format!("{}/full/big:1", registry.addr);
     seed.rbuild(&["push", "big", &remote]).ok();
 
