@@ -30,6 +30,10 @@ use std::time::Duration;
 /// The address of the DNS forwarder slirp4netns provides in the namespace.
 pub const DNS_ADDRESS: &str = "10.0.2.3";
 
+/// What a build can do instead when the network cannot be set up.
+const INSTEAD: &str = "or build with --network=none, or with --network=host to share the \
+                       host's network";
+
 /// How long slirp4netns may take to configure the namespace before rbuild gives up.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -58,8 +62,7 @@ impl UserNet {
             return Err(format!(
                 "RUN steps get their network from slirp4netns, which needs /dev/net/tun: {e} \
                  (rootless, the device must be open to every user, as Debian's udev makes it: \
-                 chmod 0666 /dev/net/tun); or build with --network=none, or --network=host to \
-                 share the host's network"
+                 chmod 0666 /dev/net/tun); {INSTEAD}"
             ));
         }
         let netns = new_netns().map_err(|e| format!("creating a network namespace: {e}"))?;
@@ -86,12 +89,10 @@ impl UserNet {
         let helper = match spawned {
             Ok(child) => child,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(
-                    "RUN steps get their network from slirp4netns, which is not \
-                            installed (Debian package slirp4netns); or build with \
-                            --network=none, or --network=host to share the host's network"
-                        .into(),
-                );
+                return Err(format!(
+                    "RUN steps get their network from slirp4netns, which is not installed \
+                     (Debian package slirp4netns); {INSTEAD}"
+                ));
             }
             Err(e) => return Err(format!("starting slirp4netns: {e}")),
         };
@@ -107,6 +108,13 @@ impl UserNet {
             return Err(format!(
                 "slirp4netns did not set up the network: {e}{detail}"
             ));
+        }
+        // From now on its messages are not needed, but must be read: a full pipe would stop
+        // slirp4netns, and every step's network with it.
+        if let Some(mut stderr) = net.helper.stderr.take() {
+            let _ = std::thread::Builder::new()
+                .name("slirp4netns-stderr".into())
+                .spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
         }
         Ok(net)
     }
