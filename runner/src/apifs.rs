@@ -42,7 +42,8 @@ pub const READONLY_PATHS: [&str; 5] = [
     "/proc/sysrq-trigger",
 ];
 
-const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
+/// The flags of every API filesystem mount but `/dev`.
+pub(crate) const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
     .union(MsFlags::MS_NODEV)
     .union(MsFlags::MS_NOEXEC);
 
@@ -54,13 +55,12 @@ pub(crate) fn mount_err(what: &str, target: &Path, e: Errno) -> String {
 /// `root`, then masks and write-protects the kernel's interfaces in them.
 pub(crate) fn mount_all(root: &Path, dev_files: &[(String, Vec<u8>, u32)]) -> Result<(), String> {
     let none: Option<&str> = None;
-    let nosuid_nodev_noexec = NOSUID_NODEV_NOEXEC;
     let proc_dir = root.join("proc");
     mount(
         Some("proc"),
         &proc_dir,
         Some("proc"),
-        nosuid_nodev_noexec,
+        NOSUID_NODEV_NOEXEC,
         none,
     )
     .map_err(|e| mount_err("proc", &proc_dir, e))?;
@@ -70,7 +70,7 @@ pub(crate) fn mount_all(root: &Path, dev_files: &[(String, Vec<u8>, u32)]) -> Re
         Some("sysfs"),
         &sys,
         Some("sysfs"),
-        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+        NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY,
         none,
     );
     protect(root)
@@ -79,7 +79,6 @@ pub(crate) fn mount_all(root: &Path, dev_files: &[(String, Vec<u8>, u32)]) -> Re
 /// `/dev`: a tmpfs with the host's harmless devices bind-mounted, devpts, shm and mqueue.
 fn mount_dev(root: &Path, dev_files: &[(String, Vec<u8>, u32)]) -> Result<(), String> {
     let none: Option<&str> = None;
-    let nosuid_nodev_noexec = NOSUID_NODEV_NOEXEC;
     let dev = root.join("dev");
     mount(
         Some("tmpfs"),
@@ -117,7 +116,7 @@ fn mount_dev(root: &Path, dev_files: &[(String, Vec<u8>, u32)]) -> Result<(), St
         Some("shm"),
         &dev.join("shm"),
         Some("tmpfs"),
-        nosuid_nodev_noexec,
+        NOSUID_NODEV_NOEXEC,
         Some("mode=1777,size=65536k"),
     )
     .map_err(|e| mount_err("shm", &dev.join("shm"), e))?;
@@ -126,7 +125,7 @@ fn mount_dev(root: &Path, dev_files: &[(String, Vec<u8>, u32)]) -> Result<(), St
         Some("mqueue"),
         &dev.join("mqueue"),
         Some("mqueue"),
-        nosuid_nodev_noexec,
+        NOSUID_NODEV_NOEXEC,
         none,
     );
     for (rel, data, mode) in dev_files {

@@ -8,7 +8,7 @@
 //! the child. Paths are resolved inside their root by the [`PathOps`] the caller provides, so a
 //! symlink in a source or in the destination can never reach the host.
 
-use crate::snapshot::{MAX_OVERLAY_LAYERS, OverlayMount, Snapshotter, Upper};
+use crate::snapshot::{OverlayMount, Snapshotter, Upper};
 use crate::sys::process::{fork_child, write_all_fd};
 use crate::sys::xattr;
 use crate::user;
@@ -154,9 +154,9 @@ pub fn run(
 ) -> Result<(), String> {
     let dest = run_dir.join("dest");
     std::fs::create_dir_all(&dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
-    let native = spec.snapshots.is_native();
-    // More layers than one overlay takes are copied, as with the native snapshotter.
-    let copy_layers = |layers: &[String]| native || layers.len() + 1 > MAX_OVERLAY_LAYERS;
+    // A view of layers (over an empty directory) is a copy with the native snapshotter and
+    // past what one overlay takes.
+    let copy_layers = |layers: &[String]| spec.snapshots.copies(layers.len() + 1);
     // With the native snapshotter, the destination and the layer sources are copies, and the
     // changes are found by comparing the destination with its baseline afterwards.
     let materialize = |layers: &[String], dir: &Path| {

@@ -22,8 +22,8 @@
 //! are mounted over the stub mount points, so none of them is written into the upper directory;
 //! [`crate::apifs`] then hides or write-protects the kernel's interfaces as runc does.
 
-use crate::apifs::mount_err;
-use crate::snapshot::{MAX_OVERLAY_LAYERS, OverlayMount, Snapshotter, Upper};
+use crate::apifs::{NOSUID_NODEV_NOEXEC, mount_err};
+use crate::snapshot::{OverlayMount, Snapshotter, Upper};
 use crate::sys::process::{close, close_fds_from, dup_onto, fork_child, write_all_fd};
 use crate::user;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -352,9 +352,8 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
                 make_stub(&stubs, &m.target, kind).map_err(|e| err("creating mount stubs", e))?;
             }
             layer_mounts.push(match &m.source {
-                MountSource::Layers { layers, .. }
-                    if snapshots.is_native() || layers.len() + 1 > MAX_OVERLAY_LAYERS =>
-                {
+                // (A read-only overlay has an empty directory below its layers.)
+                MountSource::Layers { layers, .. } if snapshots.copies(layers.len() + 1) => {
                     // A copy, so writes are thrown away with the run directory.
                     let dir = run_dir.join(format!("m{i}"));
                     std::fs::create_dir(&dir).map_err(|e| err("creating a mount source", e))?;
@@ -390,7 +389,7 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
         }
         lower.push(stubs);
     }
-    let (overlay, native) = if snapshots.is_native() || lower.len() > MAX_OVERLAY_LAYERS {
+    let (overlay, native) = if snapshots.copies(lower.len()) {
         // The root is a copy of the layers; the mount points the overlay's stub layers would
         // provide are made in it, before the baseline, and left out of the diff.
         crate::native::materialize(snapshots, rootfs.layers, &root_dir)
@@ -731,7 +730,6 @@ fn setup_and_exec(prepared: &Prepared, process: &Process, err_fd: i32) -> Result
         .map_err(|e| mount_err("the root filesystem", root, e))?,
     }
 
-    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     crate::apifs::mount_all(root, &process.dev_files)?;
     for (source, name) in [
         (&prepared.hosts, "etc/hosts"),
@@ -751,7 +749,7 @@ fn setup_and_exec(prepared: &Prepared, process: &Process, err_fd: i32) -> Result
             none,
             &target,
             none,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev_noexec,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC,
             none,
         )
         .map_err(|e| mount_err("a read-only bind", &target, e))?;

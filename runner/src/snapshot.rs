@@ -186,6 +186,12 @@ impl Snapshotter {
         self.native
     }
 
+    /// Whether a view of `lowers` lower directories is made by copying them rather than by an
+    /// overlay: with the native snapshotter, and past what one overlay takes.
+    pub fn copies(&self, lowers: usize) -> bool {
+        self.native || lowers > MAX_OVERLAY_LAYERS
+    }
+
     /// Whether an overlay filesystem can be mounted here (in a child process with a mount
     /// namespace of its own, as steps do).
     pub fn overlay_works(&self) -> bool {
