@@ -7,11 +7,10 @@ use crate::state::State;
 use crate::timefmt;
 use anyhow::{Context, anyhow};
 use rbuild_frontend::image::Image;
-use rbuild_runner::fileop::{self, Action, FileOpSpec, Filter, PathOps, Selection, Source, Visit};
+use rbuild_runner::fileop::{self, FileOpSpec, Source};
 use rbuild_runner::sandbox::{
     self, Exit, Mount, MountSource, Network, Process, Rootfs, Stdio, Stream,
 };
-use rbuild_solver::pattern::{CopyFilter, Visit as SolverVisit};
 use rbuild_solver::progress::Stream as LogStream;
 use rbuild_solver::scheduler::BoxError;
 use rbuild_solver::{
@@ -20,59 +19,6 @@ use rbuild_solver::{
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// Path resolution for copies: the solver's, so that a copy selects exactly the files its cache
-/// key hashed.
-pub struct SolverPaths;
-
-fn copy_filter(selection: &Selection) -> CopyFilter {
-    CopyFilter::new(
-        &selection.ignore,
-        &selection.include_patterns,
-        &selection.exclude_patterns,
-    )
-}
-
-impl PathOps for SolverPaths {
-    fn expand(
-        &self,
-        root: &Path,
-        pattern: &str,
-        selection: &Selection,
-    ) -> Result<Vec<(String, PathBuf)>, String> {
-        rbuild_solver::contenthash::select(root, pattern, &copy_filter(selection))
-            .map(|v| v.into_iter().map(|s| (s.rel, s.host)).collect())
-            .map_err(|e| e.to_string())
-    }
-
-    fn filter<'a>(&'a self, selection: &'a Selection) -> Filter<'a> {
-        let filter = copy_filter(selection);
-        Box::new(
-            move |rel, below, is_dir| match filter.visit(rel, below, is_dir) {
-                SolverVisit::Include => Visit::Include,
-                SolverVisit::Skip => Visit::Skip,
-                SolverVisit::WalkOnly => Visit::WalkOnly,
-            },
-        )
-    }
-
-    fn resolve(&self, root: &Path, path: &str, follow_last: bool) -> std::io::Result<PathBuf> {
-        rbuild_solver::contenthash::resolve_in_root(root, path, follow_last)
-    }
-
-    fn chmod(&self, spec: &str, mode: u32, is_dir: bool) -> u32 {
-        // Validated by the frontend; an invalid spec (not from a Dockerfile) changes nothing.
-        rbuild_solver::chmod::SymbolicMode::parse(spec).map_or(mode, |m| m.apply(mode, is_dir))
-    }
-
-    fn name_of<'a>(&self, name: &'a std::ffi::OsStr) -> std::borrow::Cow<'a, str> {
-        rbuild_solver::pathname::from_os(name)
-    }
-
-    fn os_of<'a>(&self, rel: &'a str) -> std::borrow::Cow<'a, std::ffi::OsStr> {
-        rbuild_solver::pathname::to_os(rel)
-    }
-}
 
 /// Hears how far a download has come: the blob, bytes so far, its size, whether it is done.
 pub type PullProgress<'a> = dyn Fn(&rbuild_solver::Digest, u64, u64, bool) + Sync + 'a;
@@ -481,11 +427,7 @@ impl BuildWorker {
         if readonly && exclude.is_empty() {
             return Ok(MountSource::Host(host));
         }
-        let selection = Selection {
-            ignore: exclude.to_vec(),
-            ..Selection::default()
-        };
-        let upper = self.copy_into_upper(output, path, selection)?;
+        let upper = self.copy_into_upper(output, path, exclude.to_vec())?;
         let copy = if meta.is_dir() {
             upper.fs.clone()
         } else {
@@ -509,7 +451,7 @@ impl BuildWorker {
         tar: Option<&crate::export::Dest>,
         dir: Option<&Path>,
     ) -> anyhow::Result<()> {
-        let upper = self.copy_into_upper(output, "/", Selection::default())?;
+        let upper = self.copy_into_upper(output, "/", vec![])?;
         let result = (|| -> anyhow::Result<()> {
             if let Some(dest) = tar {
                 dest.write(|out| {
@@ -537,19 +479,19 @@ impl BuildWorker {
         result
     }
 
-    /// Copies what is below `path` in `output` (selected by `selection`) into a new upper
-    /// directory, as `COPY path /` would.
+    /// Copies what is below `path` in `output` (leaving out what the `.dockerignore` patterns
+    /// `ignore` exclude) into a new upper directory, as `COPY path /` would.
     fn copy_into_upper(
         &self,
         output: &Output,
         path: &str,
-        selection: Selection,
+        ignore: Vec<String>,
     ) -> anyhow::Result<rbuild_runner::Upper> {
         let source = self.file_source(output)?;
         self.run_file_actions(
             &[],
             &[Source::Layers(vec![]), source],
-            &[Action::Copy {
+            &[FileAction::Copy {
                 source: 1,
                 paths: vec![path.to_string()],
                 dest: "/".into(),
@@ -557,7 +499,9 @@ impl BuildWorker {
                 mode: None,
                 chmod: None,
                 unpack_archives: false,
-                selection,
+                ignore,
+                include_patterns: vec![],
+                exclude_patterns: vec![],
             }],
         )
     }
@@ -577,7 +521,7 @@ impl BuildWorker {
         &self,
         base: &[String],
         sources: &[Source],
-        actions: &[Action],
+        actions: &[FileAction],
     ) -> anyhow::Result<rbuild_runner::Upper> {
         let state = &self.state;
         let upper = state.snapshots.new_upper()?;
@@ -590,7 +534,6 @@ impl BuildWorker {
                 sources,
             },
             actions,
-            &SolverPaths,
             &run_dir,
         );
         let _ = std::fs::remove_dir_all(&run_dir);
@@ -606,7 +549,7 @@ impl BuildWorker {
     /// Copies what is below `path` in `output` into the empty directory `dir` (the seed of a
     /// cache mount made `from` a stage).
     fn copy_out(&self, output: &Output, path: &str, dir: &Path) -> anyhow::Result<()> {
-        let upper = self.copy_into_upper(output, path, Selection::default())?;
+        let upper = self.copy_into_upper(output, path, vec![])?;
         let moved = (|| -> anyhow::Result<()> {
             for entry in std::fs::read_dir(&upper.fs)? {
                 let entry = entry?;
@@ -624,54 +567,7 @@ impl BuildWorker {
             .iter()
             .map(|input| self.file_source(input))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let actions: Vec<Action> = file
-            .actions
-            .iter()
-            .map(|a| match a.clone() {
-                FileAction::Copy {
-                    source,
-                    paths,
-                    dest,
-                    owner,
-                    mode,
-                    chmod,
-                    unpack_archives,
-                    ignore,
-                    include_patterns,
-                    exclude_patterns,
-                } => Action::Copy {
-                    source,
-                    paths,
-                    dest,
-                    owner,
-                    mode,
-                    chmod,
-                    unpack_archives,
-                    selection: Selection {
-                        ignore,
-                        include_patterns,
-                        exclude_patterns,
-                    },
-                },
-                FileAction::Mkfile { path, data, mode } => Action::Mkfile {
-                    path,
-                    data: data.into_bytes(),
-                    mode,
-                },
-                FileAction::Mkdir {
-                    path,
-                    mode,
-                    parents,
-                    owner,
-                } => Action::Mkdir {
-                    path,
-                    mode,
-                    parents,
-                    owner,
-                },
-            })
-            .collect();
-        let upper = self.run_file_actions(&diff_ids(&base.layers), &sources, &actions)?;
+        let upper = self.run_file_actions(&diff_ids(&base.layers), &sources, &file.actions)?;
         on_top(&self.state, base, upper)
     }
 }

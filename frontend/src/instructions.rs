@@ -38,51 +38,13 @@ pub enum Command {
         platform: Option<FlagValue>,
     },
     /// `RUN`.
-    Run {
-        /// The command.
-        cmd: CommandLine,
-        /// `--network`.
-        network: Option<FlagValue>,
-        /// `--mount`s, with where each is written.
-        mounts: Vec<(crate::mounts::MountSpec, Span)>,
-        /// `--security`.
-        security: Option<FlagValue>,
-        /// Heredocs of a shell-form command.
-        heredocs: Vec<Heredoc>,
-    },
+    Run(RunCommand),
     /// `CMD`.
     Cmd(CommandLine),
     /// `ENTRYPOINT`.
     Entrypoint(CommandLine),
     /// `COPY` (or `ADD` when `add` is set).
-    Copy {
-        /// Whether this is `ADD` (local archives are extracted).
-        add: bool,
-        /// Sources (unexpanded).
-        srcs: Vec<String>,
-        /// Heredoc sources: files made from inline text.
-        contents: Vec<Heredoc>,
-        /// Destination (unexpanded).
-        dest: String,
-        /// `--from`.
-        from: Option<FlagValue>,
-        /// `--chown`.
-        chown: Option<FlagValue>,
-        /// `--chmod`.
-        chmod: Option<FlagValue>,
-        /// `--link` (accepted; the resulting filesystem is the same).
-        link: bool,
-        /// `--parents`: keep the sources' parent directories (below a `/./` pivot) in the
-        /// destination. Never set for `ADD`.
-        parents: bool,
-        /// `--exclude` patterns (not expanded), matched below each source as `.dockerignore`
-        /// patterns are.
-        exclude: Vec<String>,
-        /// `ADD --checksum` (only meaningful for URL and git sources).
-        checksum: Option<FlagValue>,
-        /// `ADD --unpack`: whether local archives are extracted (default: yes for `ADD`).
-        unpack: Option<bool>,
-    },
+    Copy(CopyCommand),
     /// `ENV` pairs (unexpanded, quotes still in place).
     Env(Vec<(String, String)>),
     /// `LABEL` pairs (unexpanded).
@@ -107,6 +69,52 @@ pub enum Command {
     Healthcheck(Option<Healthcheck>),
     /// `ONBUILD` and the trigger's text.
     OnBuild(String),
+}
+
+/// `RUN` and its flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunCommand {
+    /// The command.
+    pub cmd: CommandLine,
+    /// `--network`.
+    pub network: Option<FlagValue>,
+    /// `--mount`s, with where each is written.
+    pub mounts: Vec<(crate::mounts::MountSpec, Span)>,
+    /// `--security`.
+    pub security: Option<FlagValue>,
+    /// Heredocs of a shell-form command.
+    pub heredocs: Vec<Heredoc>,
+}
+
+/// `COPY` or `ADD` and their flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyCommand {
+    /// Whether this is `ADD` (local archives are extracted).
+    pub add: bool,
+    /// Sources (unexpanded).
+    pub srcs: Vec<String>,
+    /// Heredoc sources: files made from inline text.
+    pub contents: Vec<Heredoc>,
+    /// Destination (unexpanded).
+    pub dest: String,
+    /// `--from`.
+    pub from: Option<FlagValue>,
+    /// `--chown`.
+    pub chown: Option<FlagValue>,
+    /// `--chmod`.
+    pub chmod: Option<FlagValue>,
+    /// `--link` (accepted; the resulting filesystem is the same).
+    pub link: bool,
+    /// `--parents`: keep the sources' parent directories (below a `/./` pivot) in the
+    /// destination. Never set for `ADD`.
+    pub parents: bool,
+    /// `--exclude` patterns (not expanded), matched below each source as `.dockerignore`
+    /// patterns are.
+    pub exclude: Vec<String>,
+    /// `ADD --checksum` (only meaningful for URL and git sources).
+    pub checksum: Option<FlagValue>,
+    /// `ADD --unpack`: whether local archives are extracted (default: yes for `ADD`).
+    pub unpack: Option<bool>,
 }
 
 /// `HEALTHCHECK CMD` and its options.
@@ -306,7 +314,7 @@ impl<'a> Flags<'a> {
 
     /// Errors on flags this instruction does not know; `unsupported` are known to BuildKit but
     /// not implemented here yet.
-    fn finish(self, known: &[&str], unsupported: &[&str]) -> Result<(), Diagnostic> {
+    fn finish(&self, known: &[&str], unsupported: &[&str]) -> Result<(), Diagnostic> {
         for (flag, used) in self.flags.iter().zip(&self.used) {
             if *used {
                 continue;
@@ -403,95 +411,331 @@ pub fn parse_duration(s: &str) -> Option<i64> {
     Some(total as i64)
 }
 
+/// What the checks of one instruction share.
+struct Checker<'a> {
+    file: &'a Arc<SourceFile>,
+    ins: &'a Instruction,
+    /// The keyword in lower case (`copy`), and as messages write it (`COPY`).
+    name: &'static str,
+    upper: &'static str,
+    flags: Flags<'a>,
+}
+
+impl Checker<'_> {
+    fn err(&self, span: Span, message: String) -> Diagnostic {
+        Diagnostic::error(self.file, Some(span), message)
+    }
+
+    fn no_args(&self) -> Diagnostic {
+        self.err(
+            self.ins.keyword_span,
+            format!("{} requires at least one argument", self.upper),
+        )
+    }
+}
+
+/// `FROM image [AS name]` and `--platform`.
+fn check_from(mut c: Checker) -> Result<Command, Diagnostic> {
+    let ins = c.ins;
+    let platform = c.flags.string("platform")?;
+    c.flags.finish(&["platform"], &[])?;
+    let words = list(&ins.args);
+    Ok(match words.as_slice() {
+        [image] => Command::From {
+            image: image.clone(),
+            name: None,
+            platform,
+        },
+        [image, as_kw, stage] if as_kw.eq_ignore_ascii_case("as") => {
+            if !valid_stage_name(stage) {
+                return Err(c.err(
+                    ins.args_span,
+                    format!(
+                        "invalid name for build stage: {stage:?}, name can't start with \
+                             a number or contain symbols"
+                    ),
+                ));
+            }
+            Command::From {
+                image: image.clone(),
+                name: Some(stage.clone()),
+                platform,
+            }
+        }
+        [] => return Err(c.no_args()),
+        _ => {
+            return Err(c.err(
+                ins.args_span,
+                "FROM requires either one or three arguments: FROM image [AS name]".into(),
+            ));
+        }
+    })
+}
+
+/// `RUN` and its `--network`, `--security` and `--mount` flags.
+fn check_run(mut c: Checker) -> Result<Command, Diagnostic> {
+    let ins = c.ins;
+    let network = c.flags.string("network")?;
+    if let Some(n) = &network
+        && !n.value.contains('$')
+        && !matches!(n.value.as_str(), "default" | "none" | "host")
+    {
+        return Err(c
+            .err(n.span, format!("unsupported network mode \"{}\"", n.value))
+            .with_help("RUN --network accepts default, none or host"));
+    }
+    let security = c.flags.string("security")?;
+    if let Some(sec) = &security
+        && !matches!(sec.value.as_str(), "insecure" | "sandbox")
+    {
+        return Err(c
+            .err(
+                sec.span,
+                format!("unsupported security mode \"{}\"", sec.value),
+            )
+            .with_help("RUN --security accepts insecure or sandbox"));
+    }
+    let mut mounts = Vec::new();
+    for flag in c.flags.strings("mount")? {
+        let spec = crate::mounts::parse(&flag.value)
+            .map_err(|m| c.err(flag.span, format!("invalid --mount: {m}")))?;
+        mounts.push((spec, flag.span));
+    }
+    c.flags.finish(&["network", "mount", "security"], &[])?;
+    if ins.args == Args::Empty {
+        return Err(c.no_args());
+    }
+    Ok(Command::Run(RunCommand {
+        cmd: command_line(&ins.args),
+        network,
+        mounts,
+        security,
+        heredocs: ins.heredocs.clone(),
+    }))
+}
+
+/// `COPY` and `ADD`: flags, sources, destination, heredoc sources.
+fn check_copy(mut c: Checker) -> Result<Command, Diagnostic> {
+    let ins = c.ins;
+    let upper = c.upper;
+    let add = c.name == "add";
+    let from = if add { None } else { c.flags.string("from")? };
+    let chown = c.flags.string("chown")?;
+    let chmod = c.flags.string("chmod")?;
+    let link = c.flags.boolean("link")?;
+    let parents = !add && c.flags.boolean("parents")?;
+    // BuildKit takes the patterns as written: no variable expansion.
+    let exclude = c
+        .flags
+        .strings("exclude")?
+        .into_iter()
+        .map(|f| f.value)
+        .collect();
+    let (mut checksum, mut unpack) = (None, None);
+    if add {
+        checksum = c.flags.string("checksum")?;
+        if c.flags.has("unpack") {
+            unpack = Some(c.flags.boolean("unpack")?);
+        }
+        // Only git sources have a .git directory to keep; rbuild has none yet.
+        c.flags.boolean("keep-git-dir")?;
+        c.flags.finish(
+            &[
+                "chown",
+                "chmod",
+                "link",
+                "exclude",
+                "checksum",
+                "keep-git-dir",
+                "unpack",
+            ],
+            &[],
+        )?;
+    } else {
+        c.flags.finish(
+            &["from", "chown", "chmod", "link", "parents", "exclude"],
+            &[],
+        )?;
+    }
+    let mut items = list(&ins.args);
+    if items.len() < 2 {
+        return Err(c.err(
+                if items.is_empty() {
+                    ins.keyword_span
+                } else {
+                    ins.args_span
+                },
+                format!(
+                    "{upper} requires at least two arguments, but only {} provided: the destination could not be determined",
+                    if items.is_empty() {
+                        "none was".to_string()
+                    } else {
+                        "one was".to_string()
+                    }
+                ),
+            ));
+    }
+    let dest = items.pop().expect("two or more");
+    if crate::parser::parse_heredoc_word(&dest).is_some() {
+        return Err(c.err(
+            ins.args_span,
+            format!("{upper} cannot accept a heredoc as a destination"),
+        ));
+    }
+    // Heredoc markers among the sources stand for their bodies, in order.
+    let mut heredocs = ins.heredocs.iter();
+    let mut srcs = Vec::new();
+    let mut contents = Vec::new();
+    for item in items {
+        if crate::parser::parse_heredoc_word(&item).is_some()
+            && let Some(heredoc) = heredocs.next()
+        {
+            contents.push(heredoc.clone());
+        } else {
+            srcs.push(item);
+        }
+    }
+    Ok(Command::Copy(CopyCommand {
+        add,
+        srcs,
+        contents,
+        dest,
+        from,
+        chown,
+        chmod,
+        link,
+        parents,
+        exclude,
+        checksum,
+        unpack,
+    }))
+}
+
+/// `HEALTHCHECK NONE` or `HEALTHCHECK [options] CMD …`.
+fn check_healthcheck(mut c: Checker) -> Result<Command, Diagnostic> {
+    let ins = c.ins;
+    let interval = c.flags.string("interval")?;
+    let timeout = c.flags.string("timeout")?;
+    let start_period = c.flags.string("start-period")?;
+    let start_interval = c.flags.string("start-interval")?;
+    let retries = c.flags.string("retries")?;
+    c.flags.finish(
+        &[
+            "interval",
+            "timeout",
+            "start-period",
+            "start-interval",
+            "retries",
+        ],
+        &[],
+    )?;
+    let Args::Healthcheck { kind, cmd } = &ins.args else {
+        return Err(c.no_args());
+    };
+    Ok(match kind.to_ascii_uppercase().as_str() {
+        "NONE" => {
+            if **cmd != Args::Empty {
+                return Err(c.err(ins.args_span, "HEALTHCHECK NONE takes no arguments".into()));
+            }
+            Command::Healthcheck(None)
+        }
+        "CMD" => {
+            if **cmd == Args::Empty {
+                return Err(c.err(
+                    ins.args_span,
+                    "missing command after HEALTHCHECK CMD".into(),
+                ));
+            }
+            let duration = |f: Option<FlagValue>, n: &str| -> Result<Option<i64>, Diagnostic> {
+                let Some(f) = f else { return Ok(None) };
+                match parse_duration(&f.value) {
+                    Some(d) if d >= 0 => Ok(Some(d)),
+                    _ => Err(c.err(f.span, format!("invalid duration for --{n}: {:?}", f.value))),
+                }
+            };
+            let retries = match retries {
+                None => None,
+                Some(f) => Some(f.value.parse::<i64>().map_err(|_| {
+                    c.err(
+                        f.span,
+                        format!("invalid value for --retries: {:?}", f.value),
+                    )
+                })?),
+            };
+            Command::Healthcheck(Some(Healthcheck {
+                cmd: command_line(cmd),
+                interval: duration(interval, "interval")?,
+                timeout: duration(timeout, "timeout")?,
+                start_period: duration(start_period, "start-period")?,
+                start_interval: duration(start_interval, "start-interval")?,
+                retries,
+            }))
+        }
+        other => {
+            return Err(c.err(
+                ins.args_span,
+                format!("unknown type {other:?} in HEALTHCHECK (try CMD)"),
+            ));
+        }
+    })
+}
+
+/// `ONBUILD` and its trigger (itself checked, and not ONBUILD, FROM or MAINTAINER).
+fn check_onbuild(c: Checker) -> Result<Command, Diagnostic> {
+    let ins = c.ins;
+    let file = c.file;
+    c.flags.finish(&[], &[])?;
+    let Args::OnBuild(inner) = &ins.args else {
+        return Err(c.no_args());
+    };
+    match keyword_forms(&inner.keyword).map_or("", |k| k.0) {
+        "onbuild" => {
+            return Err(c.err(
+                inner.keyword_span,
+                "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into(),
+            ));
+        }
+        "from" | "maintainer" => {
+            return Err(c.err(
+                inner.keyword_span,
+                format!(
+                    "{} isn't allowed as an ONBUILD trigger",
+                    inner.keyword.to_ascii_uppercase()
+                ),
+            ));
+        }
+        _ => {}
+    }
+    parse_command(file, inner)?;
+    let start = inner.keyword_span.start;
+    let text = file.text[start..ins.span.end.max(start)].to_string();
+    Ok(Command::OnBuild(text))
+}
+
 /// Checks one instruction and gives its meaning.
 pub fn parse_command(file: &Arc<SourceFile>, ins: &Instruction) -> Result<Command, Diagnostic> {
     // An unknown keyword falls through to the error at the end of the match.
     let (name, upper) = keyword_forms(&ins.keyword).unwrap_or(("", ""));
+    let c = Checker {
+        file,
+        ins,
+        name,
+        upper,
+        flags: Flags::new(file, upper, &ins.flags),
+    };
     let err = |span: Span, message: String| Diagnostic::error(file, Some(span), message);
-    let mut flags = Flags::new(file, upper, &ins.flags);
     let no_args = || {
-        err(
-            ins.keyword_span,
+        Diagnostic::error(
+            file,
+            Some(ins.keyword_span),
             format!("{upper} requires at least one argument"),
         )
     };
     let command = match name {
-        "from" => {
-            let platform = flags.string("platform")?;
-            flags.finish(&["platform"], &[])?;
-            let words = list(&ins.args);
-            match words.as_slice() {
-                [image] => Command::From {
-                    image: image.clone(),
-                    name: None,
-                    platform,
-                },
-                [image, as_kw, stage] if as_kw.eq_ignore_ascii_case("as") => {
-                    if !valid_stage_name(stage) {
-                        return Err(err(
-                            ins.args_span,
-                            format!(
-                                "invalid name for build stage: {stage:?}, name can't start with \
-                                 a number or contain symbols"
-                            ),
-                        ));
-                    }
-                    Command::From {
-                        image: image.clone(),
-                        name: Some(stage.clone()),
-                        platform,
-                    }
-                }
-                [] => return Err(no_args()),
-                _ => {
-                    return Err(err(
-                        ins.args_span,
-                        "FROM requires either one or three arguments: FROM image [AS name]".into(),
-                    ));
-                }
-            }
-        }
-        "run" => {
-            let network = flags.string("network")?;
-            if let Some(n) = &network
-                && !n.value.contains('$')
-                && !matches!(n.value.as_str(), "default" | "none" | "host")
-            {
-                return Err(
-                    err(n.span, format!("unsupported network mode \"{}\"", n.value))
-                        .with_help("RUN --network accepts default, none or host"),
-                );
-            }
-            let security = flags.string("security")?;
-            if let Some(sec) = &security
-                && !matches!(sec.value.as_str(), "insecure" | "sandbox")
-            {
-                return Err(err(
-                    sec.span,
-                    format!("unsupported security mode \"{}\"", sec.value),
-                )
-                .with_help("RUN --security accepts insecure or sandbox"));
-            }
-            let mut mounts = Vec::new();
-            for flag in flags.strings("mount")? {
-                let spec = crate::mounts::parse(&flag.value)
-                    .map_err(|m| err(flag.span, format!("invalid --mount: {m}")))?;
-                mounts.push((spec, flag.span));
-            }
-            flags.finish(&["network", "mount", "security"], &[])?;
-            if ins.args == Args::Empty {
-                return Err(no_args());
-            }
-            Command::Run {
-                cmd: command_line(&ins.args),
-                network,
-                mounts,
-                security,
-                heredocs: ins.heredocs.clone(),
-            }
-        }
+        "from" => check_from(c)?,
+        "run" => check_run(c)?,
         "cmd" | "entrypoint" => {
-            flags.finish(&[], &[])?;
+            c.flags.finish(&[], &[])?;
             let cmd = command_line(&ins.args);
             if name == "cmd" {
                 Command::Cmd(cmd)
@@ -499,100 +743,9 @@ pub fn parse_command(file: &Arc<SourceFile>, ins: &Instruction) -> Result<Comman
                 Command::Entrypoint(cmd)
             }
         }
-        "copy" | "add" => {
-            let add = name == "add";
-            let from = if add { None } else { flags.string("from")? };
-            let chown = flags.string("chown")?;
-            let chmod = flags.string("chmod")?;
-            let link = flags.boolean("link")?;
-            let parents = !add && flags.boolean("parents")?;
-            // BuildKit takes the patterns as written: no variable expansion.
-            let exclude = flags
-                .strings("exclude")?
-                .into_iter()
-                .map(|f| f.value)
-                .collect();
-            let (mut checksum, mut unpack) = (None, None);
-            if add {
-                checksum = flags.string("checksum")?;
-                if flags.has("unpack") {
-                    unpack = Some(flags.boolean("unpack")?);
-                }
-                // Only git sources have a .git directory to keep; rbuild has none yet.
-                flags.boolean("keep-git-dir")?;
-                flags.finish(
-                    &[
-                        "chown",
-                        "chmod",
-                        "link",
-                        "exclude",
-                        "checksum",
-                        "keep-git-dir",
-                        "unpack",
-                    ],
-                    &[],
-                )?;
-            } else {
-                flags.finish(
-                    &["from", "chown", "chmod", "link", "parents", "exclude"],
-                    &[],
-                )?;
-            }
-            let mut items = list(&ins.args);
-            if items.len() < 2 {
-                return Err(err(
-                    if items.is_empty() {
-                        ins.keyword_span
-                    } else {
-                        ins.args_span
-                    },
-                    format!(
-                        "{upper} requires at least two arguments, but only {} provided: the destination could not be determined",
-                        if items.is_empty() {
-                            "none was".to_string()
-                        } else {
-                            "one was".to_string()
-                        }
-                    ),
-                ));
-            }
-            let dest = items.pop().expect("two or more");
-            if crate::parser::parse_heredoc_word(&dest).is_some() {
-                return Err(err(
-                    ins.args_span,
-                    format!("{upper} cannot accept a heredoc as a destination"),
-                ));
-            }
-            // Heredoc markers among the sources stand for their bodies, in order.
-            let mut heredocs = ins.heredocs.iter();
-            let mut srcs = Vec::new();
-            let mut contents = Vec::new();
-            for item in items {
-                if crate::parser::parse_heredoc_word(&item).is_some()
-                    && let Some(heredoc) = heredocs.next()
-                {
-                    contents.push(heredoc.clone());
-                } else {
-                    srcs.push(item);
-                }
-            }
-            Command::Copy {
-                add,
-                srcs,
-                contents,
-                dest,
-                from,
-                chown,
-                chmod,
-                link,
-                parents,
-                exclude,
-                checksum,
-                unpack,
-            }
-        }
+        "copy" | "add" => check_copy(c)?,
         "env" | "label" => {
-            flags.finish(&[], &[])?;
+            c.flags.finish(&[], &[])?;
             let Args::KeyValues(pairs) = &ins.args else {
                 return Err(no_args());
             };
@@ -607,7 +760,7 @@ pub fn parse_command(file: &Arc<SourceFile>, ins: &Instruction) -> Result<Comman
             }
         }
         "arg" => {
-            flags.finish(&[], &[])?;
+            c.flags.finish(&[], &[])?;
             let words = list(&ins.args);
             if words.is_empty() {
                 return Err(no_args());
@@ -623,7 +776,7 @@ pub fn parse_command(file: &Arc<SourceFile>, ins: &Instruction) -> Result<Comman
             )
         }
         "workdir" | "user" | "stopsignal" | "maintainer" => {
-            flags.finish(&[], &[])?;
+            c.flags.finish(&[], &[])?;
             let Args::Text(text) = &ins.args else {
                 return Err(err(
                     ins.keyword_span,
@@ -638,7 +791,7 @@ pub fn parse_command(file: &Arc<SourceFile>, ins: &Instruction) -> Result<Comman
             }
         }
         "expose" | "volume" => {
-            flags.finish(&[], &[])?;
+            c.flags.finish(&[], &[])?;
             let items = list(&ins.args);
             if items.is_empty() || items.iter().all(|i| i.trim().is_empty()) {
                 return Err(no_args());
@@ -650,7 +803,7 @@ pub fn parse_command(file: &Arc<SourceFile>, ins: &Instruction) -> Result<Comman
             }
         }
         "shell" => {
-            flags.finish(&[], &[])?;
+            c.flags.finish(&[], &[])?;
             match &ins.args {
                 Args::Json(items) if !items.is_empty() => Command::Shell(items.clone()),
                 _ => {
@@ -661,107 +814,8 @@ pub fn parse_command(file: &Arc<SourceFile>, ins: &Instruction) -> Result<Comman
                 }
             }
         }
-        "healthcheck" => {
-            let interval = flags.string("interval")?;
-            let timeout = flags.string("timeout")?;
-            let start_period = flags.string("start-period")?;
-            let start_interval = flags.string("start-interval")?;
-            let retries = flags.string("retries")?;
-            flags.finish(
-                &[
-                    "interval",
-                    "timeout",
-                    "start-period",
-                    "start-interval",
-                    "retries",
-                ],
-                &[],
-            )?;
-            let Args::Healthcheck { kind, cmd } = &ins.args else {
-                return Err(no_args());
-            };
-            match kind.to_ascii_uppercase().as_str() {
-                "NONE" => {
-                    if **cmd != Args::Empty {
-                        return Err(err(
-                            ins.args_span,
-                            "HEALTHCHECK NONE takes no arguments".into(),
-                        ));
-                    }
-                    Command::Healthcheck(None)
-                }
-                "CMD" => {
-                    if **cmd == Args::Empty {
-                        return Err(err(
-                            ins.args_span,
-                            "missing command after HEALTHCHECK CMD".into(),
-                        ));
-                    }
-                    let duration =
-                        |f: Option<FlagValue>, n: &str| -> Result<Option<i64>, Diagnostic> {
-                            let Some(f) = f else { return Ok(None) };
-                            match parse_duration(&f.value) {
-                                Some(d) if d >= 0 => Ok(Some(d)),
-                                _ => Err(err(
-                                    f.span,
-                                    format!("invalid duration for --{n}: {:?}", f.value),
-                                )),
-                            }
-                        };
-                    let retries = match retries {
-                        None => None,
-                        Some(f) => Some(f.value.parse::<i64>().map_err(|_| {
-                            err(
-                                f.span,
-                                format!("invalid value for --retries: {:?}", f.value),
-                            )
-                        })?),
-                    };
-                    Command::Healthcheck(Some(Healthcheck {
-                        cmd: command_line(cmd),
-                        interval: duration(interval, "interval")?,
-                        timeout: duration(timeout, "timeout")?,
-                        start_period: duration(start_period, "start-period")?,
-                        start_interval: duration(start_interval, "start-interval")?,
-                        retries,
-                    }))
-                }
-                other => {
-                    return Err(err(
-                        ins.args_span,
-                        format!("unknown type {other:?} in HEALTHCHECK (try CMD)"),
-                    ));
-                }
-            }
-        }
-        "onbuild" => {
-            flags.finish(&[], &[])?;
-            let Args::OnBuild(inner) = &ins.args else {
-                return Err(no_args());
-            };
-            match keyword_forms(&inner.keyword).map_or("", |k| k.0) {
-                "onbuild" => {
-                    return Err(err(
-                        inner.keyword_span,
-                        "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into(),
-                    ));
-                }
-                "from" | "maintainer" => {
-                    return Err(err(
-                        inner.keyword_span,
-                        format!(
-                            "{} isn't allowed as an ONBUILD trigger",
-                            inner.keyword.to_ascii_uppercase()
-                        ),
-                    ));
-                }
-                _ => {}
-            }
-            parse_command(file, inner)?;
-            let start = inner.keyword_span.start;
-            let text = file.text[start..ins.span.end.max(start)].to_string();
-            Command::OnBuild(text)
-        }
+        "healthcheck" => check_healthcheck(c)?,
+        "onbuild" => check_onbuild(c)?,
         _ => {
             let mut d = err(
                 ins.keyword_span,
@@ -820,9 +874,9 @@ mod tests {
              COPY --exclude s /d/\nCOPY --parents=false s /d/\n",
         );
         match &c[1] {
-            Ok(Command::Copy {
+            Ok(Command::Copy(CopyCommand {
                 parents, exclude, ..
-            }) => {
+            })) => {
                 assert!(parents);
                 assert_eq!(exclude, &["a", "b/**"]);
             }
@@ -832,7 +886,10 @@ mod tests {
         assert!(e.contains("unknown flag: --parents"), "{e}");
         let e = c[3].clone().unwrap_err();
         assert!(e.contains("missing a value on flag: --exclude"), "{e}");
-        assert!(matches!(&c[4], Ok(Command::Copy { parents: false, .. })));
+        assert!(matches!(
+            &c[4],
+            Ok(Command::Copy(CopyCommand { parents: false, .. }))
+        ));
     }
 
     #[test]
@@ -862,13 +919,13 @@ mod tests {
             })
         );
         match &c[1] {
-            Ok(Command::Copy {
+            Ok(Command::Copy(CopyCommand {
                 srcs,
                 dest,
                 from,
                 chown,
                 ..
-            }) => {
+            })) => {
                 assert_eq!(srcs, &["x", "y"]);
                 assert_eq!(dest, "/z/");
                 assert_eq!(from.as_ref().unwrap().value, "b");

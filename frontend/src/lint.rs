@@ -9,7 +9,7 @@
 
 use crate::ast::{Args, Dockerfile, Instruction};
 use crate::diagnostic::Diagnostic;
-use crate::instructions::{Command, CommandLine, parse_command};
+use crate::instructions::{Command, CommandLine, FlagValue, parse_command};
 use crate::source::Span;
 use std::collections::HashMap;
 
@@ -188,6 +188,9 @@ pub fn syntactic(dockerfile: &Dockerfile) -> Vec<Diagnostic> {
     syntactic_with(dockerfile, &commands)
 }
 
+/// A finding's rule, where, and message.
+type Push<'a> = dyn FnMut(&'static Rule, Span, String) + 'a;
+
 /// [`syntactic`] over instructions already parsed into commands.
 pub fn syntactic_with(
     dockerfile: &Dockerfile,
@@ -204,8 +207,33 @@ pub fn syntactic_with(
             "Empty continuation line".into(),
         );
     }
+    check_casing(dockerfile, &mut push);
+    let mut stage_names: HashMap<String, usize> = HashMap::new();
+    let mut stage: Vec<(&Instruction, &Command)> = Vec::new();
+    let mut stages: Vec<Vec<(&Instruction, &Command)>> = Vec::new();
+    for (ins, command) in commands {
+        let ins = *ins;
+        if let Command::From { name, platform, .. } = command {
+            if !stage.is_empty() {
+                stages.push(std::mem::take(&mut stage));
+            }
+            let (name, platform) = (name.as_deref(), platform.as_ref());
+            check_from(dockerfile, ins, name, platform, &mut stage_names, &mut push);
+        }
+        stage.push((ins, command));
+    }
+    if !stage.is_empty() {
+        stages.push(stage);
+    }
+    for stage in &stages {
+        check_stage(stage, &mut push);
+    }
+    out.sort_by_key(|d| d.span.map(|s| s.start));
+    out
+}
 
-    // ConsistentInstructionCasing: against the majority of upper- or lowercase keywords.
+/// ConsistentInstructionCasing: against the majority of upper- or lowercase keywords.
+fn check_casing(dockerfile: &Dockerfile, push: &mut Push) {
     let keywords: Vec<&Instruction> = dockerfile.instructions.iter().collect();
     let upper = keywords
         .iter()
@@ -233,192 +261,184 @@ pub fn syntactic_with(
             );
         }
     }
+}
 
-    let mut stage_names: HashMap<String, usize> = HashMap::new();
-    let mut stage: Vec<(&Instruction, &Command)> = Vec::new();
-    let mut stages: Vec<Vec<(&Instruction, &Command)>> = Vec::new();
-    for (ins, command) in commands {
-        let ins = *ins;
-        if let Command::From { name, platform, .. } = command {
-            if !stage.is_empty() {
-                stages.push(std::mem::take(&mut stage));
-            }
-            if let Args::Words(words) = &ins.args
-                && words.len() == 3
-                && let (Some(from_upper), Some(as_upper)) =
-                    (casing(&ins.keyword), casing(&words[1]))
-                && from_upper != as_upper
-            {
-                let span = word_span(dockerfile, ins.args_span, &words[1], words[2].len() + 1);
-                push(
-                    &FROM_AS_CASING,
-                    span,
-                    format!(
-                        "'{}' and '{}' keywords' casing do not match",
-                        words[1], ins.keyword
-                    ),
-                );
-            }
-            if let Some(name) = name {
-                let name_span = word_span(dockerfile, ins.args_span, name, 0);
-                if name.chars().any(|c| c.is_ascii_uppercase()) {
+/// The checks of a FROM line: FromAsCasing, StageNameCasing, ReservedStageName,
+/// DuplicateStageName, RedundantTargetPlatform, FromPlatformFlagConstDisallowed.
+fn check_from(
+    dockerfile: &Dockerfile,
+    ins: &Instruction,
+    name: Option<&str>,
+    platform: Option<&FlagValue>,
+    stage_names: &mut HashMap<String, usize>,
+    push: &mut Push,
+) {
+    if let Args::Words(words) = &ins.args
+        && words.len() == 3
+        && let (Some(from_upper), Some(as_upper)) = (casing(&ins.keyword), casing(&words[1]))
+        && from_upper != as_upper
+    {
+        let span = word_span(dockerfile, ins.args_span, &words[1], words[2].len() + 1);
+        push(
+            &FROM_AS_CASING,
+            span,
+            format!(
+                "'{}' and '{}' keywords' casing do not match",
+                words[1], ins.keyword
+            ),
+        );
+    }
+    if let Some(name) = name {
+        let name_span = word_span(dockerfile, ins.args_span, name, 0);
+        if name.chars().any(|c| c.is_ascii_uppercase()) {
+            push(
+                &STAGE_NAME_CASING,
+                name_span,
+                format!("Stage name '{name}' should be lowercase"),
+            );
+        }
+        let lower = name.to_ascii_lowercase();
+        if matches!(lower.as_str(), "scratch" | "context") {
+            push(
+                &RESERVED_STAGE_NAME,
+                name_span,
+                format!("Stage name should not use the same name as reserved stage \"{lower}\""),
+            );
+        }
+        let seen = stage_names.entry(lower).or_insert(0);
+        *seen += 1;
+        if *seen > 1 {
+            push(
+                &DUPLICATE_STAGE_NAME,
+                name_span,
+                format!(
+                    "Duplicate stage name \"{}\", stage names should be unique",
+                    name.to_ascii_lowercase()
+                ),
+            );
+        }
+    }
+    if let Some(p) = platform {
+        if p.value.contains("TARGETPLATFORM")
+            && ["$TARGETPLATFORM", "${TARGETPLATFORM}"].contains(&p.value.as_str())
+        {
+            push(
+                &REDUNDANT_TARGET_PLATFORM,
+                p.span,
+                format!(
+                    "Setting platform to predefined {} in FROM is redundant as this is the default behavior",
+                    p.value
+                ),
+            );
+        } else if !p.value.contains('$') {
+            push(
+                &FROM_PLATFORM_FLAG_CONST_DISALLOWED,
+                p.span,
+                format!(
+                    "FROM --platform flag should not use constant value \"{}\"",
+                    p.value
+                ),
+            );
+        }
+    }
+}
+
+/// The checks within one stage's instructions.
+fn check_stage(stage: &[(&Instruction, &Command)], push: &mut Push) {
+    let mut shell_set = false;
+    let mut last: HashMap<&'static str, Vec<Span>> = HashMap::new();
+    for (ins, command) in stage {
+        match command {
+            Command::Maintainer(_) => push(
+                &MAINTAINER_DEPRECATED,
+                ins.keyword_span,
+                "Maintainer instruction is deprecated in favor of using label".into(),
+            ),
+            Command::Shell(_) => shell_set = true,
+            Command::Cmd(cmd) | Command::Entrypoint(cmd) => {
+                let name = if matches!(command, Command::Cmd(_)) {
+                    "CMD"
+                } else {
+                    "ENTRYPOINT"
+                };
+                if matches!(cmd, CommandLine::Shell(_)) && !shell_set {
                     push(
-                        &STAGE_NAME_CASING,
-                        name_span,
-                        format!("Stage name '{name}' should be lowercase"),
-                    );
-                }
-                let lower = name.to_ascii_lowercase();
-                if matches!(lower.as_str(), "scratch" | "context") {
-                    push(
-                        &RESERVED_STAGE_NAME,
-                        name_span,
+                        &JSON_ARGS_RECOMMENDED,
+                        ins.args_span,
                         format!(
-                            "Stage name should not use the same name as reserved stage \"{lower}\""
+                            "JSON arguments recommended for {name} to prevent unintended behavior related to OS signals"
                         ),
                     );
                 }
-                let seen = stage_names.entry(lower).or_insert(0);
-                *seen += 1;
-                if *seen > 1 {
-                    push(
-                        &DUPLICATE_STAGE_NAME,
-                        name_span,
-                        format!(
-                            "Duplicate stage name \"{}\", stage names should be unique",
-                            name.to_ascii_lowercase()
-                        ),
-                    );
-                }
+                last.entry(name).or_default().push(ins.keyword_span);
             }
-            if let Some(p) = platform {
-                if p.value.contains("TARGETPLATFORM")
-                    && ["$TARGETPLATFORM", "${TARGETPLATFORM}"].contains(&p.value.as_str())
+            Command::Healthcheck(_) => last
+                .entry("HEALTHCHECK")
+                .or_default()
+                .push(ins.keyword_span),
+            Command::Env(_) | Command::Label(_) | Command::Arg(_) => {
+                let word = ins.keyword.to_ascii_uppercase();
+                if let Args::KeyValues(pairs) = &ins.args
+                    && pairs.iter().any(|kv| kv.separator.is_empty())
                 {
                     push(
-                        &REDUNDANT_TARGET_PLATFORM,
-                        p.span,
+                        &LEGACY_KEY_VALUE_FORMAT,
+                        ins.args_span,
                         format!(
-                            "Setting platform to predefined {} in FROM is redundant as this is the default behavior",
-                            p.value
+                            "\"{word} key=value\" should be used instead of legacy \"{word} key value\" format"
                         ),
                     );
-                } else if !p.value.contains('$') {
+                }
+                let names: Vec<String> = match command {
+                    Command::Env(pairs) => pairs.iter().map(|(k, _)| k.clone()).collect(),
+                    Command::Arg(args) => args.iter().map(|(k, _)| k.clone()).collect(),
+                    _ => vec![],
+                };
+                for name in names.iter().filter(|n| is_secret_name(n)) {
                     push(
-                        &FROM_PLATFORM_FLAG_CONST_DISALLOWED,
-                        p.span,
+                        &SECRETS_USED_IN_ARG_OR_ENV,
+                        ins.args_span,
                         format!(
-                            "FROM --platform flag should not use constant value \"{}\"",
-                            p.value
+                            "Do not use ARG or ENV instructions for sensitive data ({word} \"{name}\")"
                         ),
                     );
                 }
             }
-        }
-        stage.push((ins, command));
-    }
-    if !stage.is_empty() {
-        stages.push(stage);
-    }
-
-    for stage in &stages {
-        let mut shell_set = false;
-        let mut last: HashMap<&'static str, Vec<Span>> = HashMap::new();
-        for (ins, command) in stage {
-            match command {
-                Command::Maintainer(_) => push(
-                    &MAINTAINER_DEPRECATED,
-                    ins.keyword_span,
-                    "Maintainer instruction is deprecated in favor of using label".into(),
-                ),
-                Command::Shell(_) => shell_set = true,
-                Command::Cmd(cmd) | Command::Entrypoint(cmd) => {
-                    let name = if matches!(command, Command::Cmd(_)) {
-                        "CMD"
-                    } else {
-                        "ENTRYPOINT"
-                    };
-                    if matches!(cmd, CommandLine::Shell(_)) && !shell_set {
+            Command::Expose(ports) => {
+                for port in ports.iter().flat_map(|p| p.split_whitespace()) {
+                    if port.contains(':') {
                         push(
-                            &JSON_ARGS_RECOMMENDED,
+                            &EXPOSE_INVALID_FORMAT,
                             ins.args_span,
                             format!(
-                                "JSON arguments recommended for {name} to prevent unintended behavior related to OS signals"
+                                "EXPOSE instruction should not define an IP address or host-port mapping, found '{port}'"
                             ),
                         );
-                    }
-                    last.entry(name).or_default().push(ins.keyword_span);
-                }
-                Command::Healthcheck(_) => last
-                    .entry("HEALTHCHECK")
-                    .or_default()
-                    .push(ins.keyword_span),
-                Command::Env(_) | Command::Label(_) | Command::Arg(_) => {
-                    let word = ins.keyword.to_ascii_uppercase();
-                    if let Args::KeyValues(pairs) = &ins.args
-                        && pairs.iter().any(|kv| kv.separator.is_empty())
+                    } else if let Some((_, proto)) = port.split_once('/')
+                        && proto != proto.to_ascii_lowercase()
                     {
                         push(
-                            &LEGACY_KEY_VALUE_FORMAT,
+                            &EXPOSE_PROTO_CASING,
                             ins.args_span,
                             format!(
-                                "\"{word} key=value\" should be used instead of legacy \"{word} key value\" format"
-                            ),
-                        );
-                    }
-                    let names: Vec<String> = match command {
-                        Command::Env(pairs) => pairs.iter().map(|(k, _)| k.clone()).collect(),
-                        Command::Arg(args) => args.iter().map(|(k, _)| k.clone()).collect(),
-                        _ => vec![],
-                    };
-                    for name in names.iter().filter(|n| is_secret_name(n)) {
-                        push(
-                            &SECRETS_USED_IN_ARG_OR_ENV,
-                            ins.args_span,
-                            format!(
-                                "Do not use ARG or ENV instructions for sensitive data ({word} \"{name}\")"
+                                "Defined protocol '{port}' in EXPOSE instruction should be lowercase"
                             ),
                         );
                     }
                 }
-                Command::Expose(ports) => {
-                    for port in ports.iter().flat_map(|p| p.split_whitespace()) {
-                        if port.contains(':') {
-                            push(
-                                &EXPOSE_INVALID_FORMAT,
-                                ins.args_span,
-                                format!(
-                                    "EXPOSE instruction should not define an IP address or host-port mapping, found '{port}'"
-                                ),
-                            );
-                        } else if let Some((_, proto)) = port.split_once('/')
-                            && proto != proto.to_ascii_lowercase()
-                        {
-                            push(
-                                &EXPOSE_PROTO_CASING,
-                                ins.args_span,
-                                format!(
-                                    "Defined protocol '{port}' in EXPOSE instruction should be lowercase"
-                                ),
-                            );
-                        }
-                    }
-                }
-                _ => {}
             }
-        }
-        for (name, spans) in last {
-            for span in &spans[..spans.len() - 1] {
-                push(
-                    &MULTIPLE_INSTRUCTIONS_DISALLOWED,
-                    *span,
-                    format!(
-                        "Multiple {name} instructions should not be used in the same stage because only the last one will be used"
-                    ),
-                );
-            }
+            _ => {}
         }
     }
-    out.sort_by_key(|d| d.span.map(|s| s.start));
-    out
+    for (name, spans) in last {
+        for span in &spans[..spans.len() - 1] {
+            push(
+                &MULTIPLE_INSTRUCTIONS_DISALLOWED,
+                *span,
+                format!(
+                    "Multiple {name} instructions should not be used in the same stage because only the last one will be used"
+                ),
+            );
+        }
+    }
 }

@@ -5,8 +5,10 @@
 //! is a read-only overlay of its layers. The kernel then does the work overlayfs is good at
 //! (copy-up of parent directories with their metadata, whiteouts when a file replaces a
 //! directory), the upper directory receives exactly the changes, and the mounts disappear with
-//! the child. Paths are resolved inside their root by the [`PathOps`] the caller provides, so a
-//! symlink in a source or in the destination can never reach the host.
+//! the child. Paths are resolved inside their root by the solver's path functions
+//! (`rbuild_solver::contenthash`), which also select what a copy takes
+//! (`rbuild_solver::pattern::CopyFilter`), so a symlink in a source or in the destination can
+//! never reach the host, and a copy takes exactly the files its cache key hashed.
 
 use crate::snapshot::{OverlayMount, Snapshotter, Upper};
 use crate::sys::process::{fork_child, write_all_fd};
@@ -18,65 +20,16 @@ use nix::sys::signal::Signal;
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags, mknod, utimensat};
 use nix::sys::time::TimeSpec;
 use nix::sys::wait::{WaitStatus, waitpid};
+use rbuild_solver::FileAction;
+use rbuild_solver::chmod::SymbolicMode;
+use rbuild_solver::contenthash::{resolve_in_root, select};
+use rbuild_solver::pathname;
+use rbuild_solver::pattern::{CopyFilter, Visit};
 use std::cell::RefCell;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-/// Path resolution, source pattern expansion and exclusion, implemented by the caller (the
-/// builder passes the solver's, so copies select exactly the files the cache key hashed).
-pub trait PathOps: Sync {
-    /// Expands a source pattern inside `root` into `(path as named, host path)` pairs, with the
-    /// host path's symlinks resolved inside `root`, leaving out what `selection.ignore`
-    /// excludes, and failing if a path the selection requires below a source is missing.
-    fn expand(
-        &self,
-        root: &Path,
-        pattern: &str,
-        selection: &Selection,
-    ) -> Result<Vec<(String, PathBuf)>, String>;
-    /// Resolves `path` inside `root`, following symlinks as if `root` were `/`.
-    fn resolve(&self, root: &Path, path: &str, follow_last: bool) -> io::Result<PathBuf>;
-    /// What to do with an entry met while copying a directory.
-    fn filter<'a>(&'a self, selection: &'a Selection) -> Filter<'a>;
-    /// The permission bits `mode` becomes under the symbolic mode `spec` (`COPY --chmod=u+x`),
-    /// for a directory or not; `spec` was validated when the graph was made.
-    fn chmod(&self, spec: &str, mode: u32, is_dir: bool) -> u32;
-    /// A file name as the relative paths of these operations carry it: losslessly, also
-    /// when it is not UTF-8 (`rbuild_solver::pathname::from_os`).
-    fn name_of<'a>(&self, name: &'a std::ffi::OsStr) -> std::borrow::Cow<'a, str>;
-    /// A relative path made of such names, as the bytes it stands for.
-    fn os_of<'a>(&self, rel: &'a str) -> std::borrow::Cow<'a, std::ffi::OsStr>;
-}
-
-/// Decides what a copy does with an entry below a source path, given its path relative to the
-/// source root, its path relative to the source path, and whether it is a directory.
-pub type Filter<'a> = Box<dyn Fn(&str, &str, bool) -> Visit + 'a>;
-
-/// Which files below its source paths a copy takes; the fields mean what
-/// `rbuild_solver::FileAction::Copy`'s of the same names mean.
-#[derive(Clone, Debug, Default)]
-pub struct Selection {
-    /// `.dockerignore` patterns, relative to the source root.
-    pub ignore: Vec<String>,
-    /// Include patterns (`COPY --parents`), relative to each source path.
-    pub include_patterns: Vec<String>,
-    /// Exclude patterns (`--exclude`), relative to each source path.
-    pub exclude_patterns: Vec<String>,
-}
-
-/// What a copy does with an entry of a source directory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Visit {
-    /// Copy it.
-    Include,
-    /// Leave it (and everything below) out.
-    Skip,
-    /// Not selected itself, but something below it may be: look inside, and create it only
-    /// when something below it is copied (then with the source directory's metadata).
-    WalkOnly,
-}
 
 /// Where a copy reads from.
 #[derive(Clone, Debug)]
@@ -87,50 +40,6 @@ pub enum Source {
     /// Layers of the snapshot store, bottom first. Copied files keep their owners unless an
     /// owner is given.
     Layers(Vec<String>),
-}
-
-/// One file action.
-#[derive(Clone, Debug)]
-pub enum Action {
-    /// Dockerfile `COPY`/`ADD` semantics; see `rbuild_solver::FileAction::Copy`.
-    Copy {
-        /// Index into the sources.
-        source: usize,
-        /// Source patterns.
-        paths: Vec<String>,
-        /// Absolute destination; a trailing `/` means a directory.
-        dest: String,
-        /// `user[:group]` for the copied files.
-        owner: Option<String>,
-        /// Permission bits for the copied files.
-        mode: Option<u32>,
-        /// A symbolic mode applied to each copied file's own mode ([`PathOps::chmod`]).
-        chmod: Option<String>,
-        /// Extract tar archives (plain, gzip or zstd) instead of copying them.
-        unpack_archives: bool,
-        /// Which files below the source paths are copied.
-        selection: Selection,
-    },
-    /// Creates a file with this content (its directory must exist).
-    Mkfile {
-        /// Absolute path.
-        path: String,
-        /// Content.
-        data: Vec<u8>,
-        /// Permission bits.
-        mode: u32,
-    },
-    /// `mkdir [-p]` with a mode and owner for the new directories.
-    Mkdir {
-        /// Absolute path.
-        path: String,
-        /// Permission bits.
-        mode: u32,
-        /// Create missing parents.
-        parents: bool,
-        /// `user[:group]` owning the new directories.
-        owner: Option<String>,
-    },
 }
 
 /// The filesystems a file op works on.
@@ -146,12 +55,7 @@ pub struct FileOpSpec<'a> {
 }
 
 /// Runs `actions` in a child process; `run_dir` is a fresh directory for mount points.
-pub fn run(
-    spec: &FileOpSpec,
-    actions: &[Action],
-    ops: &dyn PathOps,
-    run_dir: &Path,
-) -> Result<(), String> {
+pub fn run(spec: &FileOpSpec, actions: &[FileAction], run_dir: &Path) -> Result<(), String> {
     let dest = run_dir.join("dest");
     std::fs::create_dir_all(&dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
     // A view of layers (over an empty directory) is a copy with the native snapshotter and
@@ -228,7 +132,6 @@ pub fn run(
             &source_mounts,
             &keep_owner,
             actions,
-            ops,
         );
         match result {
             Ok(()) => 0,
@@ -269,8 +172,7 @@ fn in_namespace(
     dest_overlay: Option<&OverlayMount>,
     sources: &[(PathBuf, Option<OverlayMount>)],
     keep_owner: &[bool],
-    actions: &[Action],
-    ops: &dyn PathOps,
+    actions: &[FileAction],
 ) -> Result<(), String> {
     let none: Option<&str> = None;
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("creating a mount namespace: {e}"))?;
@@ -291,7 +193,7 @@ fn in_namespace(
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     for action in actions {
         match action {
-            Action::Copy {
+            FileAction::Copy {
                 source,
                 paths,
                 dest: to,
@@ -299,7 +201,9 @@ fn in_namespace(
                 mode,
                 chmod,
                 unpack_archives,
-                selection,
+                ignore,
+                include_patterns,
+                exclude_patterns,
             } => {
                 let (src_root, _) = sources
                     .get(*source)
@@ -307,24 +211,23 @@ fn in_namespace(
                 let options = CopyOptions {
                     owner: owner.as_deref(),
                     mode: *mode,
-                    chmod: chmod.as_deref(),
+                    chmod: chmod.as_ref(),
                     unpack_archives: *unpack_archives,
                     keep_owner: keep_owner.get(*source).copied().unwrap_or(false),
-                    selection,
+                    filter: CopyFilter::new(ignore, include_patterns, exclude_patterns),
                 };
-                copy(src_root, dest, paths, to, &options, ops)?;
+                copy(src_root, dest, paths, to, &options)?;
             }
-            Action::Mkdir {
+            FileAction::Mkdir {
                 path,
                 mode,
                 parents,
                 owner,
             } => {
-                mkdir(dest, path, *mode, *parents, owner.as_deref(), ops)?;
+                mkdir(dest, path, *mode, *parents, owner.as_deref())?;
             }
-            Action::Mkfile { path, data, mode } => {
-                let target = ops
-                    .resolve(dest, path, false)
+            FileAction::Mkfile { path, data, mode } => {
+                let target = resolve_in_root(dest, path, false)
                     .map_err(|e| format!("resolving {path}: {e}"))?;
                 std::fs::write(&target, data).map_err(|e| format!("creating {path}: {e}"))?;
                 std::fs::set_permissions(&target, std::fs::Permissions::from_mode(*mode))
@@ -399,11 +302,12 @@ fn chown_error(path: &Path, uid: u32, gid: u32, e: io::Error) -> String {
 struct CopyOptions<'a> {
     owner: Option<&'a str>,
     mode: Option<u32>,
-    chmod: Option<&'a str>,
+    chmod: Option<&'a SymbolicMode>,
     unpack_archives: bool,
     /// Keep the sources' owners (a stage or image) rather than root's (the context).
     keep_owner: bool,
-    selection: &'a Selection,
+    /// What below the sources is copied.
+    filter: CopyFilter,
 }
 
 /// The part of a copy that is the same for every entry below a selected directory.
@@ -411,10 +315,8 @@ struct Walk<'a> {
     owner: Owner,
     mode: Option<u32>,
     /// A symbolic mode.
-    chmod: Option<&'a str>,
-    /// The path operations (symbolic modes, file names).
-    ops: &'a dyn PathOps,
-    filter: &'a dyn Fn(&str, &str, bool) -> Visit,
+    chmod: Option<&'a SymbolicMode>,
+    filter: &'a CopyFilter,
     /// The [`Visit::WalkOnly`] directories being walked, outermost first: they are created
     /// when the first entry below them is copied.
     pending: RefCell<Vec<PendingDir>>,
@@ -457,25 +359,22 @@ fn copy(
     patterns: &[String],
     dest: &str,
     options: &CopyOptions,
-    ops: &dyn PathOps,
 ) -> Result<(), String> {
     let mut selected = Vec::new();
     for pattern in patterns {
-        selected.extend(ops.expand(src_root, pattern, options.selection)?);
+        let found = select(src_root, pattern, &options.filter).map_err(|e| e.to_string())?;
+        selected.extend(found.into_iter().map(|s| (s.rel, s.host)));
     }
     let owner = owner_of(dest_root, options.owner, options.keep_owner)?;
-    let filter = ops.filter(options.selection);
     let walk = Walk {
         owner,
         mode: options.mode,
         chmod: options.chmod,
-        ops,
-        filter: &*filter,
+        filter: &options.filter,
         pending: RefCell::new(Vec::new()),
     };
-    let dest_host = ops
-        .resolve(dest_root, dest, true)
-        .map_err(|e| format!("resolving {dest}: {e}"))?;
+    let dest_host =
+        resolve_in_root(dest_root, dest, true).map_err(|e| format!("resolving {dest}: {e}"))?;
     let dest_is_dir = dest.ends_with('/')
         || selected.len() > 1
         || std::fs::metadata(&dest_host).is_ok_and(|m| m.is_dir());
@@ -495,7 +394,7 @@ fn copy(
             continue;
         }
         let target = if dest_is_dir {
-            let name = Path::new(&*ops.os_of(&rel))
+            let name = Path::new(&*pathname::to_os(&rel))
                 .file_name()
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(host.file_name().unwrap_or_default()));
@@ -533,11 +432,11 @@ fn copy_dir_contents(
         let os_name = entry.file_name();
         let child = src.join(&os_name);
         let target = dst.join(&os_name);
-        let name = walk.ops.name_of(&os_name);
+        let name = pathname::from_os(&os_name);
         let child_rel = join_rel(rel, &name);
         let child_below = join_rel(below, &name);
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        match (walk.filter)(&child_rel, &child_below, is_dir) {
+        match walk.filter.visit(&child_rel, &child_below, is_dir) {
             Visit::Skip => {}
             Visit::Include => {
                 let meta = entry
@@ -697,7 +596,7 @@ fn copy_metadata(
         let own = meta.mode() & 0o7777;
         let bits = match (mode, walk.chmod) {
             (Some(bits), _) => bits,
-            (None, Some(spec)) => walk.ops.chmod(spec, own, ft.is_dir()),
+            (None, Some(spec)) => spec.apply(own, ft.is_dir()),
             (None, None) => own,
         };
         let permissions = std::fs::Permissions::from_mode(bits);
@@ -857,11 +756,9 @@ fn mkdir(
     mode: u32,
     parents: bool,
     owner: Option<&str>,
-    ops: &dyn PathOps,
 ) -> Result<(), String> {
-    let target = ops
-        .resolve(dest_root, path, true)
-        .map_err(|e| format!("resolving {path}: {e}"))?;
+    let target =
+        resolve_in_root(dest_root, path, true).map_err(|e| format!("resolving {path}: {e}"))?;
     match std::fs::metadata(&target) {
         Ok(m) if m.is_dir() => return Ok(()),
         Ok(_) => return Err(format!("mkdir {path}: not a directory")),

@@ -1,67 +1,25 @@
 //! COPY/ADD/mkdir semantics against real overlay mounts. Needs root (CI runs as root); skips
 //! elsewhere with a message.
 
-use rbuild_runner::fileop::{self, Action, FileOpSpec, Filter, PathOps, Selection, Source, Visit};
+use rbuild_runner::fileop::{self, FileOpSpec, Source};
 use rbuild_runner::snapshot::Snapshotter;
-use rbuild_solver::pattern::CopyFilter;
+use rbuild_solver::FileAction;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// The same adapter the builder uses: the solver's resolution, so copies select what the cache
-/// key hashed.
-struct SolverPaths;
+/// The three pattern lists of a copy (the fields of `FileAction::Copy` of the same names).
+#[derive(Default)]
+struct Selection {
+    ignore: Vec<String>,
+    include_patterns: Vec<String>,
+    exclude_patterns: Vec<String>,
+}
 
 /// The snapshot store under `dir`, with the snapshotter `RBUILD_SNAPSHOTTER` names (CI runs
 /// these tests once with overlayfs and once with `native`).
 fn open_snapshots(dir: &Path) -> Snapshotter {
     let native = std::env::var("RBUILD_SNAPSHOTTER").as_deref() == Ok("native");
     Snapshotter::open(dir).unwrap().with_native(native)
-}
-
-fn copy_filter(selection: &Selection) -> CopyFilter {
-    CopyFilter::new(
-        &selection.ignore,
-        &selection.include_patterns,
-        &selection.exclude_patterns,
-    )
-}
-
-impl PathOps for SolverPaths {
-    fn expand(
-        &self,
-        root: &Path,
-        pattern: &str,
-        selection: &Selection,
-    ) -> Result<Vec<(String, PathBuf)>, String> {
-        rbuild_solver::contenthash::select(root, pattern, &copy_filter(selection))
-            .map(|v| v.into_iter().map(|s| (s.rel, s.host)).collect())
-            .map_err(|e| e.to_string())
-    }
-    fn filter<'a>(&'a self, selection: &'a Selection) -> Filter<'a> {
-        let filter = copy_filter(selection);
-        Box::new(
-            move |rel, below, is_dir| match filter.visit(rel, below, is_dir) {
-                rbuild_solver::pattern::Visit::Include => Visit::Include,
-                rbuild_solver::pattern::Visit::Skip => Visit::Skip,
-                rbuild_solver::pattern::Visit::WalkOnly => Visit::WalkOnly,
-            },
-        )
-    }
-    fn resolve(&self, root: &Path, path: &str, follow_last: bool) -> std::io::Result<PathBuf> {
-        rbuild_solver::contenthash::resolve_in_root(root, path, follow_last)
-    }
-
-    fn chmod(&self, spec: &str, mode: u32, is_dir: bool) -> u32 {
-        rbuild_solver::chmod::SymbolicMode::parse(spec).map_or(mode, |m| m.apply(mode, is_dir))
-    }
-
-    fn name_of<'a>(&self, name: &'a std::ffi::OsStr) -> std::borrow::Cow<'a, str> {
-        rbuild_solver::pathname::from_os(name)
-    }
-
-    fn os_of<'a>(&self, rel: &'a str) -> std::borrow::Cow<'a, std::ffi::OsStr> {
-        rbuild_solver::pathname::to_os(rel)
-    }
 }
 
 /// Whether the tests that need root can run; under CI (`CI` set), where they must, a panic
@@ -154,7 +112,7 @@ fn copy_semantics() {
                 dest: &str,
                 owner: Option<&str>,
                 mode: Option<u32>,
-                unpack: bool| Action::Copy {
+                unpack: bool| FileAction::Copy {
         source,
         paths: paths.iter().map(|p| p.to_string()).collect(),
         dest: dest.into(),
@@ -162,9 +120,11 @@ fn copy_semantics() {
         mode,
         chmod: None,
         unpack_archives: unpack,
-        selection: Selection::default(),
+        ignore: vec![],
+        include_patterns: vec![],
+        exclude_patterns: vec![],
     };
-    let filtered = |paths: &[&str], dest: &str, selection: Selection| Action::Copy {
+    let filtered = |paths: &[&str], dest: &str, selection: Selection| FileAction::Copy {
         source: 1,
         paths: paths.iter().map(|p| p.to_string()).collect(),
         dest: dest.into(),
@@ -172,7 +132,9 @@ fn copy_semantics() {
         mode: None,
         chmod: None,
         unpack_archives: false,
-        selection,
+        ignore: selection.ignore,
+        include_patterns: selection.include_patterns,
+        exclude_patterns: selection.exclude_patterns,
     };
     let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let actions = vec![
@@ -190,7 +152,7 @@ fn copy_semantics() {
             None,
             false,
         ),
-        Action::Mkdir {
+        FileAction::Mkdir {
             path: "/w/x/y".into(),
             mode: 0o755,
             parents: true,
@@ -249,7 +211,6 @@ fn copy_semantics() {
             sources: &sources,
         },
         &actions,
-        &SolverPaths,
         &run_dir,
     )
     .unwrap();
@@ -360,7 +321,7 @@ fn missing_source_is_reported() {
             upper: &upper,
             sources: &[Source::Layers(vec![]), Source::Host(ctx)],
         },
-        &[Action::Copy {
+        &[FileAction::Copy {
             source: 1,
             paths: vec!["nope".into()],
             dest: "/x".into(),
@@ -368,9 +329,10 @@ fn missing_source_is_reported() {
             mode: None,
             chmod: None,
             unpack_archives: false,
-            selection: Selection::default(),
+            ignore: vec![],
+            include_patterns: vec![],
+            exclude_patterns: vec![],
         }],
-        &SolverPaths,
         &dir.path().join("run"),
     )
     .unwrap_err();

@@ -9,20 +9,73 @@
 //! No `who` means `a`. `X` is execute for directories and for files that are executable by
 //! someone already; `u`, `g`, `o` after an operator copy that class's current permissions.
 
-/// A parsed symbolic mode.
-#[derive(Clone, Debug, PartialEq, Eq)]
+use serde::{Deserialize, Serialize};
+
+/// What `COPY --chmod` gives: permission bits, or a symbolic mode applied to each file's own.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Chmod {
+    /// An octal mode (at most 0o7777).
+    Octal(u32),
+    /// A symbolic mode (`u+x`, `a=rX,u+w`).
+    Symbolic(SymbolicMode),
+}
+
+impl Chmod {
+    /// The permission bits, for an octal mode.
+    pub fn octal(&self) -> Option<u32> {
+        match self {
+            Chmod::Octal(m) => Some(*m),
+            Chmod::Symbolic(_) => None,
+        }
+    }
+
+    /// The symbolic mode, for one.
+    pub fn symbolic(&self) -> Option<&SymbolicMode> {
+        match self {
+            Chmod::Octal(_) => None,
+            Chmod::Symbolic(m) => Some(m),
+        }
+    }
+}
+
+/// A parsed symbolic mode. It keeps the text it was parsed from, which is what it serializes
+/// to (so a graph's op definitions, and the cache keys made from them, hold the mode as
+/// written).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct SymbolicMode {
+    text: String,
     clauses: Vec<Clause>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+impl TryFrom<String> for SymbolicMode {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        SymbolicMode::parse(&text)
+    }
+}
+
+impl From<SymbolicMode> for String {
+    fn from(mode: SymbolicMode) -> String {
+        mode.text
+    }
+}
+
+impl std::fmt::Display for SymbolicMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Clause {
     /// Bits of the classes named (`u` = 0o4700, `g` = 0o2070, `o` = 0o1007).
     who: u32,
     actions: Vec<(u8, Perms)>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Perms {
     /// Letters of `rwxXst`.
     Letters(Vec<u8>),
@@ -79,7 +132,10 @@ impl SymbolicMode {
             }
             clauses.push(Clause { who, actions });
         }
-        Ok(SymbolicMode { clauses })
+        Ok(SymbolicMode {
+            text: spec.to_string(),
+            clauses,
+        })
     }
 
     /// The permission bits (0o7777) that `mode` becomes.

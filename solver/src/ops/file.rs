@@ -31,7 +31,7 @@ pub enum FileAction {
         /// A symbolic mode (`u+x`, see [`crate::chmod`]) applied to each copied file's own
         /// mode, when `mode` is not given.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        chmod: Option<String>,
+        chmod: Option<crate::chmod::SymbolicMode>,
         /// Extract recognized local tar archives instead of copying them (`ADD`).
         unpack_archives: bool,
         /// `.dockerignore` patterns of files to leave out, relative to the input's root; they
