@@ -14,8 +14,8 @@ const CONFIG: &str = r#"{"architecture":"amd64","os":"linux","config":{"Env":["P
 /// Every decoder of registry answers, on `bytes`.
 fn decode_registry_answer(bytes: &[u8]) {
     let started = Instant::now();
-    let _ = serde_json::from_slice::<crate::store::Manifest>(bytes);
-    let _ = serde_json::from_slice::<crate::store::Index>(bytes);
+    let _ = serde_json::from_slice::<crate::store::layout::Manifest>(bytes);
+    let _ = serde_json::from_slice::<crate::store::layout::Index>(bytes);
     let _ = serde_json::from_slice::<rbuild_frontend::image::Image>(bytes);
     let _ = crate::registry::media_type_of(bytes);
     assert!(started.elapsed() < Duration::from_secs(1));
@@ -84,10 +84,10 @@ proptest! {
 
     #[test]
     fn specs_references_and_challenges_never_panic(text in spec_text()) {
-        let _ = crate::commands::build::parse_output(&text, &["a:1".to_string()]);
-        let _ = crate::mounts::parse_secret(&text, &|_| None);
-        let _ = crate::mounts::parse_ssh(&text, &|_| None);
-        let _ = crate::reference::parse(&text);
+        let _ = crate::cli::commands::build::parse_output(&text, &["a:1".to_string()]);
+        let _ = crate::worker::mounts::parse_secret(&text, &|_| None);
+        let _ = crate::worker::mounts::parse_ssh(&text, &|_| None);
+        let _ = crate::registry::reference::parse(&text);
         let _ = crate::registry::challenge_params(&text, "Bearer");
     }
 }

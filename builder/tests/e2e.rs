@@ -2449,6 +2449,47 @@ fn graph_shows_stages_and_cached_steps() {
     };
     assert_eq!(run_cached(&epoch), serde_json::json!(true));
     assert_eq!(run_cached(&[]), serde_json::json!(false));
+
+    // `--build-arg NAME` takes the value from the environment in graph as in build (one
+    // pipeline), so the same environment finds the same keys, with SOURCE_DATE_EPOCH too.
+    let args = env.context(
+        "args",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox\nARG NAME\nRUN echo $NAME > /name\nCOPY --chmod=u+x Dockerfile /d\n",
+        )],
+    );
+    let dir = args.to_str().unwrap();
+    let with = |value: &'static str| [("NAME", value), epoch[0]];
+    env.rbuild_with(
+        &["build", "-q", "--build-arg", "NAME", dir],
+        "",
+        &with("one"),
+    )
+    .ok();
+    let steps = |value: &'static str| {
+        let text = env
+            .rbuild_with(
+                &["graph", "--format", "json", "--build-arg", "NAME", dir],
+                "",
+                &with(value),
+            )
+            .ok()
+            .stdout;
+        cached(&text)
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("RUN ") || n.starts_with("COPY "))
+            .map(|(_, c)| c)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        steps("one"),
+        [serde_json::json!(true), serde_json::json!(true)]
+    );
+    assert_eq!(
+        steps("two"),
+        [serde_json::json!(false), serde_json::json!(false)]
+    );
 }
 
 #[test]

@@ -22,6 +22,17 @@ pub enum Severity {
     Error,
 }
 
+/// A build check (the rules are in `crate::lint`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// BuildKit's rule name.
+    pub name: &'static str,
+    /// What the rule wants.
+    pub description: &'static str,
+    /// Its documentation.
+    pub url: &'static str,
+}
+
 /// One error or warning about a source file.
 #[derive(Clone, Debug)]
 pub struct Diagnostic {
@@ -36,7 +47,7 @@ pub struct Diagnostic {
     /// The file.
     pub file: Arc<SourceFile>,
     /// The build check (lint rule) that found it, if any.
-    pub rule: Option<&'static crate::lint::Rule>,
+    pub rule: Option<&'static Rule>,
 }
 
 impl Diagnostic {

@@ -134,37 +134,7 @@ pub struct Healthcheck {
     pub retries: Option<i64>,
 }
 
-/// Every instruction keyword, lower and upper case (for matching without allocating, and for
-/// "did you mean" suggestions).
-pub const KEYWORDS: &[(&str, &str)] = &[
-    ("add", "ADD"),
-    ("arg", "ARG"),
-    ("cmd", "CMD"),
-    ("copy", "COPY"),
-    ("entrypoint", "ENTRYPOINT"),
-    ("env", "ENV"),
-    ("expose", "EXPOSE"),
-    ("from", "FROM"),
-    ("healthcheck", "HEALTHCHECK"),
-    ("label", "LABEL"),
-    ("maintainer", "MAINTAINER"),
-    ("onbuild", "ONBUILD"),
-    ("run", "RUN"),
-    ("shell", "SHELL"),
-    ("stopsignal", "STOPSIGNAL"),
-    ("user", "USER"),
-    ("volume", "VOLUME"),
-    ("workdir", "WORKDIR"),
-];
-
-/// The lower and upper case forms of an instruction keyword written in any case, or `None` if
-/// it is no keyword.
-pub fn keyword_forms(keyword: &str) -> Option<(&'static str, &'static str)> {
-    KEYWORDS
-        .iter()
-        .find(|(lower, _)| lower.eq_ignore_ascii_case(keyword))
-        .copied()
-}
+pub use crate::parser::{KEYWORDS, keyword_forms};
 
 /// The closest candidate within a small edit distance, compared case-insensitively.
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {

@@ -13,16 +13,7 @@ use crate::instructions::{Command, CommandLine, FlagValue, parse_command};
 use crate::source::Span;
 use std::collections::HashMap;
 
-/// A build check.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Rule {
-    /// BuildKit's rule name.
-    pub name: &'static str,
-    /// What the rule wants.
-    pub description: &'static str,
-    /// Its documentation.
-    pub url: &'static str,
-}
+pub use crate::diagnostic::Rule;
 
 macro_rules! rules {
     ($($id:ident $name:literal $slug:literal $desc:literal;)*) => {

@@ -34,6 +34,22 @@ pub fn compute(op: &Op, inputs: &[Digest], content: Option<&Digest>) -> Digest {
     })
 }
 
+/// The key of a vertex as the solver gives it, in `solve` and `plan` alike: sources (scratch,
+/// local directories, downloads) keyed by their content and never salted; every step that
+/// makes layers salted with `salt`. Anything that predicts keys must use this.
+pub fn of_vertex(
+    op: &Op,
+    inputs: &[Digest],
+    content: Option<&Digest>,
+    salt: Option<&str>,
+) -> Digest {
+    let key = compute(op, inputs, content);
+    match op {
+        Op::Scratch | Op::Local(_) | Op::Http(_) => key,
+        _ => salted(key, salt),
+    }
+}
+
 /// `key` with `salt` mixed in, if any: the key of a layer-making step under a build setting
 /// that changes its layers without being part of its op (see
 /// [`crate::Solver::with_key_salt`]). Anything that predicts the solver's keys must salt

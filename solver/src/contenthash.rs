@@ -24,25 +24,7 @@ use std::path::{Path, PathBuf};
 /// Symlinks followed while resolving one path before giving up, as Linux's limit of 40 would.
 const MAX_SYMLINKS: usize = 255;
 
-/// Cleans a path the way Go's `path.Clean` does, relative to a root: no leading `/`, no `.`
-/// segments, `..` resolved lexically and never above the root. The root itself is `""`.
-pub fn clean_relative(path: &str) -> String {
-    // Most paths are clean already: no empty, `.` or `..` segment.
-    if path.split('/').all(|part| !matches!(part, "" | "." | "..")) {
-        return path.to_string();
-    }
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    parts.join("/")
-}
+pub use crate::pathname::clean_relative;
 
 /// Resolves `path` inside `root`, following symlinks as if `root` were `/`. The last component is
 /// followed only if `follow_last`. Components that do not exist are appended unresolved, so the

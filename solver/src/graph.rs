@@ -22,8 +22,24 @@ pub struct Vertex {
     /// The vertices whose outputs this op reads, in the order the op refers to them.
     pub inputs: Vec<VertexId>,
     /// The name shown in progress output (`[stage 2/5] RUN make`); `None` hides the vertex.
-    /// Not part of the cache key.
+    /// Not part of the cache key, nor are `stage` and `label`.
     pub name: Option<String>,
+    /// The stage the step belongs to, as the Dockerfile names it (`stage-1` for an unnamed
+    /// stage of several); `None` for sources and the steps of a single unnamed stage.
+    pub stage: Option<String>,
+    /// The instruction, as the step's name shows it (`RUN make`).
+    pub label: Option<String>,
+}
+
+/// How a step is named: its progress name, its stage and its instruction (see [`Vertex`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    /// The progress name.
+    pub name: String,
+    /// The stage, if it has a name.
+    pub stage: Option<String>,
+    /// The instruction.
+    pub label: String,
 }
 
 /// A DAG of build steps.
@@ -53,6 +69,19 @@ impl Graph {
     /// Adds a vertex, or returns the existing vertex with the same op and inputs. The first name
     /// given to a vertex is kept.
     pub fn add(&mut self, op: Op, inputs: Vec<VertexId>, name: Option<String>) -> VertexId {
+        let step = name.map(|name| Step {
+            name,
+            ..Step::default()
+        });
+        self.add_vertex(op, inputs, step)
+    }
+
+    /// Adds a step of a stage (as [`Graph::add`]; the first step naming a vertex names it).
+    pub fn add_step(&mut self, op: Op, inputs: Vec<VertexId>, step: Step) -> VertexId {
+        self.add_vertex(op, inputs, Some(step))
+    }
+
+    fn add_vertex(&mut self, op: Op, inputs: Vec<VertexId>, step: Option<Step>) -> VertexId {
         let hash = {
             let mut hasher = rustc_hash::FxHasher::default();
             op.hash(&mut hasher);
@@ -67,13 +96,22 @@ impl Graph {
                 .and_then(|more| more.iter().copied().find(same))
         });
         if let Some(id) = existing {
-            if self.dag[id].name.is_none() {
-                self.dag[id].name = name;
+            if let Some(step) = step {
+                self.name_if_unnamed(id, step);
             }
             return id;
         }
         let count = inputs.len();
-        let id = self.dag.add_node(Vertex { op, inputs, name });
+        let id = self.dag.add_node(Vertex {
+            op,
+            inputs,
+            name: None,
+            stage: None,
+            label: None,
+        });
+        if let Some(step) = step {
+            self.name_if_unnamed(id, step);
+        }
         for index in 0..count {
             let input = self.dag[id].inputs[index];
             self.dag.add_edge(input, id, index);
@@ -94,17 +132,24 @@ impl Graph {
         for id in other.dag.node_indices() {
             let v = &other.dag[id];
             let inputs = v.inputs.iter().map(|i| map[i.index()]).collect();
-            map.push(self.add(v.op.clone(), inputs, v.name.clone()));
+            let step = v.name.clone().map(|name| Step {
+                name,
+                stage: v.stage.clone(),
+                label: v.label.clone().unwrap_or_default(),
+            });
+            map.push(self.add_vertex(v.op.clone(), inputs, step));
         }
         map
     }
 
-    /// Gives `id` the progress name `name` unless it has one (as [`Graph::add`] does for a
-    /// vertex added twice).
-    pub fn name_if_unnamed(&mut self, id: VertexId, name: String) {
+    /// Names `id` as `step` says unless it has a name (as [`Graph::add`] does for a vertex
+    /// added twice).
+    pub fn name_if_unnamed(&mut self, id: VertexId, step: Step) {
         let vertex = &mut self.dag[id];
         if vertex.name.is_none() {
-            vertex.name = Some(name);
+            vertex.name = Some(step.name);
+            vertex.stage = step.stage;
+            vertex.label = (!step.label.is_empty()).then_some(step.label);
         }
     }
 

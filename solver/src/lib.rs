@@ -22,7 +22,7 @@ pub mod statcache;
 
 pub use cache::CacheIndex;
 pub use digest::Digest;
-pub use graph::{Graph, Vertex, VertexId};
+pub use graph::{Graph, Step, Vertex, VertexId};
 pub use ops::{
     CacheSharing, ExecMount, ExecOp, FileAction, FileOp, HttpSource, ImageSource, InlineFile,
     LocalSource, MountKind, NetworkMode, Op, Output, OutputLayer,

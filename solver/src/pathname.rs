@@ -57,6 +57,26 @@ pub fn of_path(path: &Path) -> Cow<'_, str> {
     from_os(path.as_os_str())
 }
 
+/// Cleans a path the way Go's `path.Clean` does, relative to a root: no leading `/`, no `.`
+/// segments, `..` resolved lexically and never above the root. The root itself is `""`.
+pub fn clean_relative(path: &str) -> String {
+    // Most paths are clean already: no empty, `.` or `..` segment.
+    if path.split('/').all(|part| !matches!(part, "" | "." | "..")) {
+        return path.to_string();
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -249,7 +249,7 @@ impl CopyFilter {
             required: include
                 .iter()
                 .filter(|p| !has_wildcard(p))
-                .map(|p| crate::contenthash::clean_relative(p))
+                .map(|p| crate::pathname::clean_relative(p))
                 .collect(),
         }
     }
@@ -348,7 +348,7 @@ impl IgnoreMatcher {
                 if text == ".." || text.starts_with("../") {
                     return None;
                 }
-                let text = crate::contenthash::clean_relative(text);
+                let text = crate::pathname::clean_relative(text);
                 if text.is_empty() {
                     return None;
                 }
@@ -374,7 +374,7 @@ impl IgnoreMatcher {
         if self.patterns.is_empty() {
             return false;
         }
-        let path = crate::contenthash::clean_relative(path);
+        let path = crate::pathname::clean_relative(path);
         if path.is_empty() {
             return false;
         }
@@ -418,7 +418,7 @@ impl IgnoreMatcher {
     /// re-include something below it (Docker's own test: an exception that starts with the
     /// directory's path).
     pub fn may_include_below(&self, dir: &str) -> bool {
-        let prefix = format!("{}/", crate::contenthash::clean_relative(dir));
+        let prefix = format!("{}/", crate::pathname::clean_relative(dir));
         self.patterns
             .iter()
             .any(|p| p.exclusion && format!("{}/", p.text).starts_with(&prefix))

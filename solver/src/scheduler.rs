@@ -313,6 +313,63 @@ impl<W: Worker> Solver<W> {
     }
 }
 
+/// What a solve would do with one vertex, found without running anything ([`Solver::plan`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Planned {
+    /// The vertex's cache key, as `solve` computes it; `None` when it depends on a download
+    /// (whose content is known only by fetching it) or on a local source that cannot be read.
+    pub key: Option<Digest>,
+    /// For a step that makes layers with a known key: whether `solve` would take its result
+    /// from the cache (a usable record, and the cache not turned off for it).
+    pub cached: Option<bool>,
+}
+
+impl<W: Worker> Solver<W> {
+    /// Plans `targets` without running anything: the key of every vertex they need, and
+    /// whether the cache has it, by the rules `solve` follows (the same key function, salt,
+    /// stat cache and cache switches), so what it says is what a build would do.
+    pub fn plan(
+        &self,
+        graph: &Graph,
+        targets: &[VertexId],
+    ) -> Result<HashMap<VertexId, Planned>, SolveError> {
+        let mut planned: HashMap<VertexId, Planned> = HashMap::new();
+        for v in graph.needed_for(targets) {
+            let vertex = graph.vertex(v);
+            let inputs: Option<Vec<Digest>> = vertex
+                .inputs
+                .iter()
+                .map(|i| planned.get(i).and_then(|p| p.key.clone()))
+                .collect();
+            let salt = self.salt.as_deref();
+            let key = match (&vertex.op, inputs) {
+                (Op::Http(_), _) | (_, None) => None,
+                (Op::Local(local), Some(inputs)) => {
+                    let root = self.worker.local_root(&local.name).ok();
+                    let stats = self.stats.as_deref();
+                    root.and_then(|root| {
+                        let stats = stats.filter(|s| s.root() == root);
+                        contenthash::hash_local_with(&root, local, stats).ok()
+                    })
+                    .map(|content| cachekey::of_vertex(&vertex.op, &inputs, Some(&content), salt))
+                }
+                (op, Some(inputs)) => Some(cachekey::of_vertex(op, &inputs, None, salt)),
+            };
+            let cached = match (&vertex.op, &key) {
+                (Op::Scratch | Op::Local(_) | Op::Http(_) | Op::Image(_), _) | (_, None) => None,
+                (_, Some(_)) if self.no_cache || self.no_cache_for.contains(&v) => Some(false),
+                (_, Some(key)) => Some(
+                    self.cache
+                        .get(key)?
+                        .is_some_and(|output| self.worker.is_usable(&output)),
+                ),
+            };
+            planned.insert(v, Planned { key, cached });
+        }
+        Ok(planned)
+    }
+}
+
 struct Step<W: Worker> {
     worker: Arc<W>,
     cache: Arc<CacheIndex>,
@@ -410,7 +467,7 @@ impl<W: Worker> Step<W> {
         // is computed).
         match &vertex.op {
             Op::Scratch => {
-                let key = cachekey::compute(&vertex.op, &input_keys, None);
+                let key = cachekey::of_vertex(&vertex.op, &input_keys, None, None);
                 self.send(Event::Done {
                     vertex: self.vertex,
                     elapsed: started.elapsed(),
@@ -434,7 +491,7 @@ impl<W: Worker> Step<W> {
                 .await
                 .expect("hashing does not panic");
                 let (root, content) = hashed.map_err(|e| fail(e.to_string(), vec![]))?;
-                let key = cachekey::compute(&vertex.op, &input_keys, Some(&content));
+                let key = cachekey::of_vertex(&vertex.op, &input_keys, Some(&content), None);
                 self.send(Event::Done {
                     vertex: self.vertex,
                     elapsed: started.elapsed(),
@@ -448,8 +505,7 @@ impl<W: Worker> Step<W> {
             _ => {}
         }
 
-        let key = cachekey::compute(&vertex.op, &input_keys, None);
-        let key = cachekey::salted(key, self.salt.as_deref());
+        let key = cachekey::of_vertex(&vertex.op, &input_keys, None, self.salt.as_deref());
         if let Some(output) = self.lookup(&key).await? {
             return Ok((key, output));
         }
@@ -739,9 +795,9 @@ mod tests {
         assert_eq!(cached, 2);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn changing_local_content_reruns_only_dependents() {
-        let (dir, worker, cache) = setup();
+    /// scratch → exec "first"; the context's file `a`; exec "after" over both (a stand-in for
+    /// a COPY, which takes the local source as a second input). Returns the four vertices.
+    fn first_then_copy() -> (Graph, [VertexId; 4]) {
         let mut g = Graph::new();
         let base = g.add(Op::Scratch, vec![], None);
         let first = g.add(exec("first"), vec![base], None);
@@ -754,8 +810,51 @@ mod tests {
             vec![],
             None,
         );
-        // Stand-in for a COPY: an exec that takes the local source as a second input.
         let after = g.add(exec("after"), vec![first, local], None);
+        (g, [base, first, local, after])
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn plan_says_what_solve_does() {
+        let (dir, worker, cache) = setup();
+        let (g, [base, first, local, after]) = first_then_copy();
+        let g = Arc::new(g);
+        let solver = |salt: Option<&str>| {
+            Solver::new(worker.clone(), cache.clone(), None).with_key_salt(salt.map(String::from))
+        };
+        let cached = |salt: Option<&str>| {
+            let plan = solver(salt).plan(&g, &[after]).unwrap();
+            assert_eq!(plan[&base].cached, None, "sources are never looked up");
+            assert!(plan[&local].key.is_some(), "the context is hashed");
+            (plan[&first].cached, plan[&after].cached)
+        };
+        assert_eq!(cached(None), (Some(false), Some(false)));
+        solver(None).solve(g.clone(), &[after]).await.unwrap();
+        assert_eq!(cached(None), (Some(true), Some(true)));
+        // Keyed as the solve keys them: another salt, or a changed file, misses.
+        assert_eq!(cached(Some("1")), (Some(false), Some(false)));
+        std::fs::write(dir.path().join("ctx/a"), "2").unwrap();
+        assert_eq!(cached(None), (Some(true), Some(false)));
+        let plan = solver(None)
+            .without_cache_lookups()
+            .plan(&g, &[after])
+            .unwrap();
+        assert_eq!(
+            plan[&first].cached,
+            Some(false),
+            "--no-cache runs everything"
+        );
+        assert_eq!(
+            *worker.executed.lock().unwrap(),
+            ["first", "after"],
+            "plan runs nothing"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn changing_local_content_reruns_only_dependents() {
+        let (dir, worker, cache) = setup();
+        let (g, [_, _, _, after]) = first_then_copy();
         let g = Arc::new(g);
         let solve = || async {
             Solver::new(worker.clone(), cache.clone(), None)

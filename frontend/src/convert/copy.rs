@@ -121,10 +121,10 @@ impl Lowerer<'_> {
             actions.push(target.plain_copy(inputs.len() - 1, path));
             sources.names.push(format!("<<{}", heredoc.name));
         }
-        let name = state.next_name(&self.display_name(ins, &*state));
+        let step = state.next_step(&self.display_name(ins, &*state));
         let mut vertex = self
             .graph
-            .add(Op::File(FileOp { actions }), inputs, Some(name));
+            .add_step(Op::File(FileOp { actions }), inputs, step);
         self.locations.entry(vertex).or_insert(ins.span);
         if copy.link {
             vertex = self.graph.add(Op::Merge, vec![state.vertex, vertex], None);

@@ -43,9 +43,9 @@ impl Lowerer<'_> {
             concat(&["/", &clean_relative(&concat(&[&current, "/", &path]))])
         };
         state.image.config.working_dir = Some(wd.clone());
-        let name = state.next_name(&self.display_name(ins, &*state));
+        let step = state.next_step(&self.display_name(ins, &*state));
         if wd != "/" {
-            let vertex = self.graph.add(
+            let vertex = self.graph.add_step(
                 Op::File(FileOp {
                     actions: vec![FileAction::Mkdir {
                         path: wd.clone(),
@@ -55,7 +55,7 @@ impl Lowerer<'_> {
                     }],
                 }),
                 vec![state.vertex],
-                Some(name),
+                step,
             );
             self.locations.entry(vertex).or_insert(ins.span);
             state.vertex = vertex;

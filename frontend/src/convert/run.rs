@@ -48,9 +48,9 @@ impl Lowerer<'_> {
         let mut run_env = self.run_env(state);
         let mut inputs = vec![state.vertex];
         let mounts = self.lower_mounts(state, &run.mounts, &mut inputs, &mut run_env)?;
-        let name = state.next_name(&self.display_name(ins, &*state));
+        let step = state.next_step(&self.display_name(ins, &*state));
         let created_by = run_history(state, &args.join(" "));
-        let vertex = self.graph.add(
+        let vertex = self.graph.add_step(
             Op::Exec(ExecOp {
                 args,
                 env: run_env,
@@ -63,7 +63,7 @@ impl Lowerer<'_> {
                     .then(|| state.platform.to_string()),
             }),
             inputs,
-            Some(name),
+            step,
         );
         self.locations.entry(vertex).or_insert(ins.span);
         state.vertex = vertex;

@@ -9,7 +9,7 @@ use crate::lint;
 use crate::platform::Platform;
 use crate::shell::Env;
 use crate::source::Span;
-use rbuild_solver::VertexId;
+use rbuild_solver::{Step, VertexId};
 
 /// The state of a stage while its instructions are lowered.
 pub(super) struct StageState {
@@ -30,7 +30,9 @@ pub(super) struct StageState {
 }
 
 impl StageState {
-    pub(super) fn next_name(&mut self, text: &str) -> String {
+    /// The next step of the stage: its progress name (`[build 2/4] RUN make`), stage and
+    /// instruction text.
+    pub(super) fn next_step(&mut self, text: &str) -> Step {
         self.index += 1;
         let mut name = String::with_capacity(self.prefix.len() + text.len() + 32);
         name.push('[');
@@ -53,7 +55,12 @@ impl StageState {
         push_number(&mut name, self.total);
         name.push_str("] ");
         name.push_str(text);
-        name
+        let stage = self.prefix.trim_end();
+        Step {
+            name,
+            stage: (!stage.is_empty()).then(|| stage.to_string()),
+            label: text.to_string(),
+        }
     }
 
     /// `->arch[/variant]` (or `->os/arch…` for another OS) when the TARGET* ARGs declared in

@@ -236,8 +236,8 @@ impl Lowerer<'_> {
                 })
                 .count();
         if let Some(text) = from_text {
-            let name = state.next_name(&text);
-            self.graph.name_if_unnamed(state.vertex, name);
+            let step = state.next_step(&text);
+            self.graph.name_if_unnamed(state.vertex, step);
         }
         for (ins, command) in commands {
             self.lower_command(&mut state, ins, command)?;

@@ -396,7 +396,7 @@ impl Parser {
         let args_str = args_trimmed.trim_end_matches(is_space);
         let args_span = logical.span(args_start, args_start + args_str.len());
         // Unknown keywords parse as text; the error comes when the instruction is checked.
-        let name = crate::instructions::keyword_forms(kw).map_or("", |k| k.0);
+        let name = keyword_forms(kw).map_or("", |k| k.0);
         let escape = self.directives.escape;
         let parsed = match name {
             "onbuild" => {
@@ -496,6 +496,38 @@ pub fn chomp_heredoc(content: &str) -> String {
         .split_inclusive('\n')
         .map(|line| line.trim_start_matches('\t'))
         .collect()
+}
+
+/// Every instruction keyword, lower and upper case (for matching without allocating, and for
+/// "did you mean" suggestions).
+pub const KEYWORDS: &[(&str, &str)] = &[
+    ("add", "ADD"),
+    ("arg", "ARG"),
+    ("cmd", "CMD"),
+    ("copy", "COPY"),
+    ("entrypoint", "ENTRYPOINT"),
+    ("env", "ENV"),
+    ("expose", "EXPOSE"),
+    ("from", "FROM"),
+    ("healthcheck", "HEALTHCHECK"),
+    ("label", "LABEL"),
+    ("maintainer", "MAINTAINER"),
+    ("onbuild", "ONBUILD"),
+    ("run", "RUN"),
+    ("shell", "SHELL"),
+    ("stopsignal", "STOPSIGNAL"),
+    ("user", "USER"),
+    ("volume", "VOLUME"),
+    ("workdir", "WORKDIR"),
+];
+
+/// The lower and upper case forms of an instruction keyword written in any case, or `None` if
+/// it is no keyword.
+pub fn keyword_forms(keyword: &str) -> Option<(&'static str, &'static str)> {
+    KEYWORDS
+        .iter()
+        .find(|(lower, _)| lower.eq_ignore_ascii_case(keyword))
+        .copied()
 }
 
 #[cfg(test)]

@@ -1,0 +1,341 @@
+//! Compressed layer blobs for images that leave the machine (pushes, OCI archives).
+//!
+//! Layers made by steps are uncompressed and live as snapshots (see
+//! [`crate::store::layer::commit_upper`]). When an image is pushed or exported, each such layer is
+//! written as a tar from its snapshot, compressed on the way, checked against its diff id and
+//! stored as a blob; the cache index remembers the blob per diff id and media type, so the
+//! next push or export of any image with that layer reuses it. Layers that are compressed
+//! already (pulled ones) are used as they are unless `force` asks for the other compression,
+//! as BuildKit's `force-compression` does.
+
+use crate::store::layer::oci_layer_media_type;
+use crate::store::layout::{
+    DOCKER_CONFIG, DOCKER_MANIFEST, Descriptor, Manifest, OCI_LAYER_GZIP, OCI_LAYER_TAR,
+    OCI_LAYER_ZSTD,
+};
+use crate::store::state::State;
+use anyhow::{Context, Result, anyhow, bail};
+use rayon::prelude::*;
+use rbuild_frontend::image::Image;
+use rbuild_solver::Digest;
+use sha2::{Digest as _, Sha256};
+use std::io::{BufReader, BufWriter, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How layers are compressed for an export (`compression=`, `compression-level=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compression {
+    /// The OCI layer media type to produce.
+    pub media_type: &'static str,
+    /// The level (gzip 0–9, zstd 1–22); `None` for the codec's default.
+    pub level: Option<u32>,
+    /// Recompress layers that are compressed otherwise already.
+    pub force: bool,
+}
+
+impl Default for Compression {
+    fn default() -> Compression {
+        Compression {
+            media_type: OCI_LAYER_GZIP,
+            level: None,
+            force: false,
+        }
+    }
+}
+
+impl Compression {
+    /// Parses `compression=`'s value: `gzip`, `zstd` or `uncompressed`.
+    pub fn with_kind(self, kind: &str) -> Result<Compression> {
+        let media_type = match kind {
+            "gzip" => OCI_LAYER_GZIP,
+            "zstd" => OCI_LAYER_ZSTD,
+            "uncompressed" => OCI_LAYER_TAR,
+            other => bail!("unknown compression {other:?} (expected gzip, zstd or uncompressed)"),
+        };
+        Ok(Compression { media_type, ..self })
+    }
+}
+
+/// Counts the uncompressed bytes an export compresses (or writes), for progress.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Bytes counted so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn add(&self, n: usize) {
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// Hashes (for the diff id check) and counts the uncompressed stream on its way to the
+/// compressor.
+struct Tee<'a, W> {
+    inner: W,
+    hasher: Sha256,
+    counter: &'a Counter,
+}
+
+impl<W: Write> Write for Tee<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.counter.add(n);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A compressing writer that hands its inner writer back.
+enum Encoder<W: Write> {
+    Gzip(crate::export::pgzip::ParGzWriter<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    None(W),
+}
+
+impl<W: Write> Encoder<W> {
+    fn new(inner: W, compression: &Compression) -> Result<Encoder<W>> {
+        Ok(match compression.media_type {
+            OCI_LAYER_GZIP => Encoder::Gzip(crate::export::pgzip::ParGzWriter::new(
+                inner,
+                compression
+                    .level
+                    .map_or(flate2::Compression::default(), |l| {
+                        flate2::Compression::new(l.min(9))
+                    }),
+            )?),
+            OCI_LAYER_ZSTD => {
+                let level = compression.level.map_or(3, |l| l.clamp(1, 22) as i32);
+                let mut encoder = zstd::stream::write::Encoder::new(inner, level)?;
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                encoder.multithread(threads as u32)?;
+                Encoder::Zstd(encoder)
+            }
+            _ => Encoder::None(inner),
+        })
+    }
+
+    fn finish(self) -> std::io::Result<W> {
+        match self {
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+            Encoder::None(w) => Ok(w),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::Zstd(e) => e.write(buf),
+            Encoder::None(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::Zstd(e) => e.flush(),
+            Encoder::None(w) => w.flush(),
+        }
+    }
+}
+
+/// The blob to export for the layer `layer` (diff id `diff_id`) compressed as `compression`
+/// asks: the layer's own blob when it can stay as it is, else a blob made from it (or from its
+/// snapshot) and remembered.
+pub fn layer_blob(
+    state: &State,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    compression: &Compression,
+    counter: &Counter,
+) -> Result<Descriptor> {
+    let media_type = oci_layer_media_type(&layer.media_type)?;
+    let keep =
+        media_type == compression.media_type || (media_type != OCI_LAYER_TAR && !compression.force);
+    if keep && state.store.has_blob(&layer.digest) {
+        return Ok(layer.clone());
+    }
+    let target = Descriptor {
+        media_type: compression.media_type.to_string(),
+        platform: None,
+        annotations: layer.annotations.clone(),
+        ..layer.clone()
+    };
+    if compression.media_type == OCI_LAYER_TAR {
+        // The blob of an uncompressed layer is its tar, whose digest is the diff id.
+        if !state.store.has_blob(diff_id) {
+            write_blob(state, layer, diff_id, compression, counter)?;
+        }
+        let size = std::fs::metadata(state.store.blob_path(diff_id))?.len();
+        return Ok(Descriptor {
+            digest: diff_id.clone(),
+            size,
+            ..target
+        });
+    }
+    if let Some((digest, size)) = state.cache.compressed(diff_id, compression.media_type)?
+        && state.store.has_blob(&digest)
+    {
+        return Ok(Descriptor {
+            digest,
+            size,
+            ..target
+        });
+    }
+    let (digest, size) = write_blob(state, layer, diff_id, compression, counter)?;
+    state
+        .cache
+        .remember_compressed(diff_id, compression.media_type, &digest, size)?;
+    Ok(Descriptor {
+        digest,
+        size,
+        ..target
+    })
+}
+
+/// Writes the layer as a new blob compressed as asked: from its blob if it has one, else from
+/// its snapshot. The uncompressed stream must hash to `diff_id`.
+fn write_blob(
+    state: &State,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    compression: &Compression,
+    counter: &Counter,
+) -> Result<(Digest, u64)> {
+    let ingest = state.store.ingest()?;
+    let encoder = Encoder::new(BufWriter::with_capacity(1 << 20, ingest), compression)?;
+    let mut tee = Tee {
+        inner: BufWriter::with_capacity(1 << 20, encoder),
+        hasher: Sha256::new(),
+        counter,
+    };
+    if state.store.has_blob(&layer.digest) {
+        let file = std::fs::File::open(state.store.blob_path(&layer.digest))
+            .with_context(|| format!("opening layer blob {}", layer.digest))?;
+        let mut reader = crate::store::layer::decompress(
+            BufReader::with_capacity(1 << 20, file),
+            &layer.media_type,
+        )?;
+        std::io::copy(&mut reader, &mut tee)
+            .with_context(|| format!("recompressing layer {}", layer.digest))?;
+    } else if state.snapshots.has(diff_id.as_str()) {
+        let dir = state.snapshots.layer_dir(diff_id.as_str());
+        rbuild_runner::diff::write_layer(&dir, &mut tee)
+            .with_context(|| format!("archiving the snapshot of layer {diff_id}"))?;
+    } else {
+        bail!("layer {diff_id} is missing: neither its blob nor its snapshot is here");
+    }
+    let actual = Digest::from_hasher(tee.hasher.clone());
+    if actual != *diff_id {
+        bail!(
+            "layer {diff_id} no longer matches its content (it gives {actual}); \
+             run `rbuild check`, and build again with --no-cache"
+        );
+    }
+    let encoder = tee.inner.into_inner().map_err(|e| e.into_error())?;
+    let ingest = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;
+    let expected = (compression.media_type == OCI_LAYER_TAR).then_some(diff_id);
+    ingest.commit(expected)
+}
+
+/// The manifest to export for the stored manifest `manifest`: the same one if every layer
+/// blob can stay as it is, else a new one (stored as a blob) naming compressed blobs, made in
+/// parallel. Returns its descriptor and bytes.
+pub fn export_manifest(
+    state: &State,
+    manifest: &Descriptor,
+    compression: &Compression,
+    counter: &Counter,
+) -> Result<(Descriptor, Vec<u8>)> {
+    let bytes = state.store.read_blob(&manifest.digest)?;
+    let m: Manifest = serde_json::from_slice(&bytes)
+        .with_context(|| format!("parsing manifest {}", manifest.digest))?;
+    let config: Image = serde_json::from_slice(&state.store.read_blob(&m.config.digest)?)
+        .with_context(|| format!("parsing config {}", m.config.digest))?;
+    if config.rootfs.diff_ids.len() != m.layers.len() {
+        bail!(
+            "image {} is inconsistent: {} layers but {} diff ids",
+            manifest.digest,
+            m.layers.len(),
+            config.rootfs.diff_ids.len()
+        );
+    }
+    let docker = m.media_type.as_deref() == Some(DOCKER_MANIFEST);
+    let layers = m
+        .layers
+        .par_iter()
+        .zip(&config.rootfs.diff_ids)
+        .map(|(layer, diff_id)| {
+            let diff_id = Digest::parse(diff_id).ok_or_else(|| anyhow!("bad diff id {diff_id}"))?;
+            let mut blob = layer_blob(state, layer, &diff_id, compression, counter)?;
+            if blob.digest != layer.digest && docker {
+                blob.media_type = docker_layer_media_type(&blob.media_type).to_string();
+            }
+            Ok(blob)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if layers == m.layers {
+        return Ok((manifest.clone(), bytes));
+    }
+    let new = Manifest { layers, ..m };
+    let bytes = serde_json::to_vec(&new)?;
+    let (digest, size) = state.store.write_blob(&bytes)?;
+    Ok((
+        Descriptor {
+            digest,
+            size,
+            ..manifest.clone()
+        },
+        bytes,
+    ))
+}
+
+/// The stored manifest `manifest` with Docker schema 2 media types (manifest, config, gzip
+/// and plain layers; zstd layers have no Docker type and keep theirs), as `docker load` and
+/// BuildKit's Docker exporter expect. The new manifest is stored; its descriptor returned.
+pub fn with_docker_media_types(state: &State, manifest: &Descriptor) -> Result<Descriptor> {
+    if manifest.media_type == DOCKER_MANIFEST {
+        return Ok(manifest.clone());
+    }
+    let m = state.store.manifest(&manifest.digest)?;
+    let docker = Manifest {
+        schema_version: 2,
+        media_type: Some(DOCKER_MANIFEST.into()),
+        config: Descriptor {
+            media_type: DOCKER_CONFIG.into(),
+            ..m.config.clone()
+        },
+        layers: m
+            .layers
+            .iter()
+            .map(|l| Descriptor {
+                media_type: docker_layer_media_type(&l.media_type).to_string(),
+                ..l.clone()
+            })
+            .collect(),
+    };
+    let bytes = serde_json::to_vec(&docker)?;
+    let (digest, size) = state.store.write_blob(&bytes)?;
+    Ok(Descriptor {
+        media_type: DOCKER_MANIFEST.into(),
+        digest,
+        size,
+        platform: None,
+        annotations: Default::default(),
+    })
+}
+
+/// Docker schema 2's name for an OCI layer media type.
+fn docker_layer_media_type(oci: &str) -> &str {
+    match oci {
+        OCI_LAYER_GZIP => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        OCI_LAYER_TAR => "application/vnd.docker.image.rootfs.diff.tar",
+        other => other,
+    }
+}

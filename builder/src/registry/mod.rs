@@ -1,0 +1,774 @@
+//! Talking to registries with oci-client: resolving and pulling images, pushing them.
+//!
+//! Registries are reached over HTTPS (trusting `--registry-ca` certificates besides the
+//! system's), except those named by `--insecure-registry` and loopback registries that do not
+//! speak TLS, which get plain HTTP as Docker allows. Credentials come from Docker's client
+//! configuration (see `crate::registry::auth`); oci-client does the basic and bearer-token flows.
+
+pub mod auth;
+pub mod reference;
+pub mod resolver;
+pub mod sources;
+
+use crate::registry::reference::is_loopback;
+use crate::store::layout::{
+    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Descriptor, Index, Manifest, OCI_INDEX, OCI_MANIFEST,
+    Store,
+};
+use anyhow::{Context, Result, anyhow, bail};
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use rbuild_frontend::Platform;
+use rbuild_solver::Digest;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+const ACCEPTED: &[&str] = &[
+    OCI_MANIFEST,
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    DOCKER_MANIFEST_LIST,
+];
+
+/// A file being downloaded to, reporting how much was written.
+struct CountingWriter<'a> {
+    inner: tokio::fs::File,
+    written: u64,
+    last_report: std::time::Instant,
+    progress: &'a (dyn Fn(u64, bool) + Sync),
+}
+
+impl tokio::io::AsyncWrite for CountingWriter<'_> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let poll = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &poll {
+            this.written += *n as u64;
+            if this.last_report.elapsed() >= Duration::from_millis(200) {
+                this.last_report = std::time::Instant::now();
+                (this.progress)(this.written, false);
+            }
+        }
+        poll
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// How to reach registries: extra CA certificates (`--registry-ca`), registries spoken to
+/// over plain HTTP (`--insecure-registry`) and how long to wait for them
+/// (`--registry-timeout`).
+#[derive(Clone, Debug)]
+pub struct RegistryOptions {
+    /// PEM files of CA certificates to trust besides the system's.
+    pub ca_files: Vec<std::path::PathBuf>,
+    /// Registries (host[:port]) to use plain HTTP with.
+    pub insecure: Vec<String>,
+    /// How long a registry may take to connect, to answer a request, or between two reads
+    /// of a body.
+    pub timeout: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            ca_files: Vec::new(),
+            insecure: Vec::new(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Registry clients, one per registry host, with their credentials.
+#[derive(Default)]
+pub struct Registry {
+    options: RegistryOptions,
+    clients: Mutex<HashMap<String, Client>>,
+    auths: Mutex<HashMap<String, RegistryAuth>>,
+}
+
+/// An error with its causes, `outer: inner: root cause` (reqwest hides "connection refused" in
+/// its sources).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn describe(r: &Reference) -> String {
+    format!("{} (registry {})", r.whole(), r.resolve_registry())
+}
+
+impl Registry {
+    /// Clients for registries reached as `options` says.
+    pub fn new(options: RegistryOptions) -> Registry {
+        Registry {
+            options,
+            ..Registry::default()
+        }
+    }
+
+    /// The extra CA certificates, read.
+    fn certificates(&self) -> Result<Vec<Vec<u8>>> {
+        self.options
+            .ca_files
+            .iter()
+            .map(|p| {
+                std::fs::read(p).with_context(|| format!("reading --registry-ca {}", p.display()))
+            })
+            .collect()
+    }
+
+    /// Whether `registry` is reached over HTTPS: always, except registries named by
+    /// `--insecure-registry`, and loopback registries that do not speak TLS (Docker tries
+    /// HTTPS first for those too).
+    async fn uses_https(&self, registry: &str) -> Result<bool> {
+        if self.options.insecure.iter().any(|h| h == registry) {
+            return Ok(false);
+        }
+        if !is_loopback(registry) {
+            return Ok(true);
+        }
+        let probe = self
+            .http_client()?
+            .get(format!("https://{registry}/v2/"))
+            .send()
+            .await;
+        Ok(match probe {
+            Ok(_) => true,
+            // A server that takes the connection and never answers would stall the plain
+            // HTTP attempt too: say so now.
+            Err(e) if e.is_timeout() => bail!(
+                "{registry} accepted a connection but did not answer within {} s \
+                 (--registry-timeout sets how long to wait)",
+                self.options.timeout.as_secs()
+            ),
+            // A TLS server whose certificate is not trusted: HTTPS, so that the error says so.
+            Err(e) => {
+                let text = chain(&e).to_lowercase();
+                text.contains("certificate") || text.contains("unknownissuer")
+            }
+        })
+    }
+
+    /// A plain HTTP client trusting the extra CAs (for probes and login checks).
+    fn http_client(&self) -> Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(self.options.timeout)
+            .timeout(self.options.timeout);
+        for pem in self.certificates()? {
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .context("reading a --registry-ca certificate")?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        builder.build().context("making an HTTP client")
+    }
+
+    async fn client(&self, registry: &str) -> Result<Client> {
+        if let Some(client) = self.clients.lock().expect("registry clients").get(registry) {
+            return Ok(client.clone());
+        }
+        let protocol = if self.uses_https(registry).await? {
+            ClientProtocol::Https
+        } else {
+            ClientProtocol::Http
+        };
+        let extra_root_certificates = self
+            .certificates()?
+            .into_iter()
+            .map(|data| oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data,
+            })
+            .collect();
+        let client = Client::new(ClientConfig {
+            protocol,
+            extra_root_certificates,
+            // One streamed PUT per blob, as Docker and Buildah push.
+            use_monolithic_push: true,
+            connect_timeout: Some(self.options.timeout),
+            read_timeout: Some(self.options.timeout),
+            ..ClientConfig::default()
+        });
+        let auth = self.auth(registry)?;
+        client.store_auth_if_needed(registry, &auth).await;
+        self.clients
+            .lock()
+            .expect("registry clients")
+            .insert(registry.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// An error of a registry operation on `r`, with its causes and, when the registry refused
+    /// the request for want of (good) credentials, what to do about it.
+    fn why(&self, r: &Reference, e: &dyn std::error::Error) -> String {
+        let text = chain(e);
+        let lower = text.to_lowercase();
+        let registry = r.resolve_registry();
+        if lower.contains("certificate") || lower.contains("unknownissuer") {
+            return format!(
+                "{text} ({registry}'s TLS certificate is not trusted: give its CA with \
+                 --registry-ca FILE, or use --insecure-registry {registry} for plain HTTP)"
+            );
+        }
+        if lower.contains("timed out") || lower.contains("timeout") {
+            return format!(
+                "{text} ({registry} did not answer within {} s; --registry-timeout sets how \
+                 long to wait)",
+                self.options.timeout.as_secs()
+            );
+        }
+        if !(lower.contains("401")
+            || lower.contains("unauthorized")
+            || lower.contains("authentication"))
+        {
+            return text;
+        }
+        let anonymous = matches!(self.auth(registry), Ok(RegistryAuth::Anonymous));
+        if anonymous {
+            format!("{text} ({registry} wants credentials: rbuild login {registry})")
+        } else {
+            format!(
+                "{text} ({registry} refused the credentials stored for it in {}: rbuild login {registry} again)",
+                crate::registry::auth::config_path().display()
+            )
+        }
+    }
+
+    /// The credentials for `registry` from Docker's configuration (see [`crate::registry::auth`]).
+    fn auth(&self, registry: &str) -> Result<RegistryAuth> {
+        if let Some(auth) = self.auths.lock().expect("registry auths").get(registry) {
+            return Ok(auth.clone());
+        }
+        let auth = match crate::registry::auth::credentials(registry)? {
+            Some(c) => RegistryAuth::Basic(c.username, c.secret),
+            None => RegistryAuth::Anonymous,
+        };
+        self.auths
+            .lock()
+            .expect("registry auths")
+            .insert(registry.to_string(), auth.clone());
+        Ok(auth)
+    }
+
+    /// Checks `credentials` against `registry` as `docker login` does: `/v2/` with basic
+    /// authentication, or the token service its challenge names.
+    pub async fn check_login(
+        &self,
+        registry: &str,
+        credentials: &crate::registry::auth::Credentials,
+    ) -> Result<()> {
+        let scheme = if self.uses_https(registry).await? {
+            "https"
+        } else {
+            "http"
+        };
+        let http = self.http_client()?;
+        let url = format!("{scheme}://{registry}/v2/");
+        let reach = |e: reqwest::Error| anyhow!("cannot reach {registry}: {}", chain(&e));
+        let first = http.get(&url).send().await.map_err(reach)?;
+        if first.status().is_success() {
+            return Ok(());
+        }
+        let challenge = first
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let answer = if let Some(params) = challenge_params(&challenge, "Bearer") {
+            // realm="https://auth/token",service="registry"
+            let field = |name: &str| {
+                params
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.clone())
+            };
+            let realm = field("realm")
+                .ok_or_else(|| anyhow!("{registry}: a token challenge without a realm"))?;
+            let mut request = http
+                .get(&realm)
+                .basic_auth(&credentials.username, Some(&credentials.secret));
+            if let Some(service) = field("service") {
+                request = request.query(&[("service", service)]);
+            }
+            request.send().await.map_err(reach)?
+        } else {
+            http.get(&url)
+                .basic_auth(&credentials.username, Some(&credentials.secret))
+                .send()
+                .await
+                .map_err(reach)?
+        };
+        if answer.status().is_success() {
+            Ok(())
+        } else {
+            bail!(
+                "login to {registry} failed: {} (wrong user name or password?)",
+                answer.status()
+            )
+        }
+    }
+
+    /// Finds the image of `r` for `platform` (of a multi-platform image, the entry for it;
+    /// a single image whatever its platform), stores its manifest and config blobs in `store`,
+    /// and returns the manifest's digest.
+    pub async fn resolve(
+        &self,
+        r: &Reference,
+        store: &Store,
+        platform: &Platform,
+    ) -> Result<Digest> {
+        let client = self.client(r.resolve_registry()).await?;
+        let auth = self.auth(r.resolve_registry())?;
+        let wait = Some((r.resolve_registry(), self.options.timeout));
+        let (bytes, digest) = with_retries("the manifest", wait, || async {
+            client
+                .pull_manifest_raw(r, &auth, ACCEPTED)
+                .await
+                .map_err(|e| anyhow!("failed to resolve {}: {}", describe(r), self.why(r, &e)))
+        })
+        .await?;
+        let mut bytes = bytes.to_vec();
+        let mut digest = Digest::parse(&digest).unwrap_or_else(|| Digest::of(&bytes));
+        let mut media_type = media_type_of(&bytes);
+        if media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST {
+            let index: Index = serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing the manifest list of {}", r.whole()))?;
+            let chosen = crate::store::layout::entry_for(&index, platform).ok_or_else(|| {
+                let available: Vec<String> = index
+                    .manifests
+                    .iter()
+                    .filter_map(|m| m.platform.as_ref())
+                    .filter(|p| p.os != "unknown")
+                    .map(|p| p.to_platform().to_string())
+                    .collect();
+                anyhow!(
+                    "{} has no {platform} image (it has: {})",
+                    r.whole(),
+                    available.join(", ")
+                )
+            })?;
+            let by_digest = Reference::with_digest(
+                r.registry().to_string(),
+                r.repository().to_string(),
+                chosen.digest.to_string(),
+            );
+            let (b, d) = with_retries("the manifest", wait, || async {
+                client
+                    .pull_manifest_raw(&by_digest, &auth, ACCEPTED)
+                    .await
+                    .map_err(|e| {
+                        anyhow!(
+                            "failed to fetch the {platform} manifest of {}: {}",
+                            describe(r),
+                            self.why(r, &e)
+                        )
+                    })
+            })
+            .await?;
+            bytes = b.to_vec();
+            digest = Digest::parse(&d).unwrap_or_else(|| Digest::of(&bytes));
+            media_type = media_type_of(&bytes);
+        }
+        if media_type != OCI_MANIFEST && media_type != DOCKER_MANIFEST {
+            bail!(
+                "{} has an unsupported manifest type {media_type:?}",
+                r.whole()
+            );
+        }
+        let (stored, _) = store.write_blob(&bytes)?;
+        if stored != digest {
+            bail!(
+                "the manifest of {} does not match its digest {digest}",
+                r.whole()
+            );
+        }
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .with_context(|| format!("parsing the manifest of {}", r.whole()))?;
+        if !store.has_blob(&manifest.config.digest) {
+            let config = with_retries("the image config", wait, || async {
+                let mut config = Vec::new();
+                client
+                    .pull_blob(r, &oci_descriptor(&manifest.config), &mut config)
+                    .await
+                    .map_err(|e| {
+                        anyhow!(
+                            "failed to fetch the config of {}: {}",
+                            describe(r),
+                            self.why(r, &e)
+                        )
+                    })?;
+                Ok(config)
+            })
+            .await?;
+            let (d, _) = store.write_blob(&config)?;
+            if d != manifest.config.digest {
+                bail!("the config of {} does not match its digest", r.whole());
+            }
+        }
+        Ok(digest)
+    }
+
+    /// Downloads a blob of image `r` into the store (verifying its digest). `progress` hears
+    /// the bytes written so far, a few times a second, and once more (`true`) at the end.
+    pub async fn pull_blob(
+        &self,
+        r: &Reference,
+        blob: &Descriptor,
+        store: &Store,
+        progress: &(dyn Fn(u64, bool) + Sync),
+    ) -> Result<()> {
+        if store.has_blob(&blob.digest) {
+            return Ok(());
+        }
+        with_retries(blob.digest.as_str(), None, || {
+            self.pull_blob_once(r, blob, store, progress)
+        })
+        .await
+    }
+
+    async fn pull_blob_once(
+        &self,
+        r: &Reference,
+        blob: &Descriptor,
+        store: &Store,
+        progress: &(dyn Fn(u64, bool) + Sync),
+    ) -> Result<()> {
+        let client = self.client(r.resolve_registry()).await?;
+        let path = store.ingest_path();
+        let file = tokio::fs::File::create(&path)
+            .await
+            .with_context(|| format!("creating {}", path.display()))?;
+        let mut counting = CountingWriter {
+            inner: file,
+            written: 0,
+            last_report: std::time::Instant::now(),
+            progress,
+        };
+        let result = client
+            .pull_blob(r, &oci_descriptor(blob), &mut counting)
+            .await;
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&path);
+            return Err(anyhow!(
+                "failed to pull layer {} of {}: {}",
+                blob.digest,
+                describe(r),
+                self.why(r, &e)
+            ));
+        }
+        let written = counting.written;
+        use tokio::io::AsyncWriteExt;
+        counting.inner.flush().await?;
+        drop(counting);
+        store.commit_file(&path, &blob.digest)?;
+        progress(written, true);
+        Ok(())
+    }
+
+    /// Pushes the blobs and manifest of an image to `r`; returns the manifest digest. `report`
+    /// hears a line per blob: pushed (bytes, rate) or already there.
+    pub async fn push(
+        &self,
+        r: &Reference,
+        store: &Store,
+        blobs: &[Descriptor],
+        (manifest, media_type): (&[u8], &str),
+        sources: &crate::registry::sources::BlobSources,
+        report: &(dyn Fn(String) + Sync),
+    ) -> Result<Digest> {
+        let (registry, repository) = (r.resolve_registry(), r.repository());
+        let client = self.client(r.resolve_registry()).await?;
+        // Up to four blobs at once, each streamed from its file in one request (never held in
+        // memory whole).
+        let uploads = blobs.iter().map(|blob| {
+            let client = &client;
+            async move {
+                let exists = client
+                    .blob_exists(r, blob.digest.as_str())
+                    .await
+                    .map_err(|e| {
+                        anyhow!("failed to push to {}: {}", describe(r), self.why(r, &e))
+                    })?;
+                if exists {
+                    report(format!("{}: layer already exists", blob.digest));
+                    sources.add(&blob.digest, registry, repository);
+                    return Ok(());
+                }
+                // In another repository of this registry: ask it to mount the blob.
+                for location in sources.get(&blob.digest) {
+                    let Some(from) = location
+                        .strip_prefix(registry)
+                        .and_then(|rest| rest.strip_prefix('/'))
+                        .filter(|from| *from != repository)
+                    else {
+                        continue;
+                    };
+                    let source = Reference::with_tag(
+                        registry.to_string(),
+                        from.to_string(),
+                        "latest".to_string(),
+                    );
+                    if client
+                        .mount_blob(r, &source, blob.digest.as_str())
+                        .await
+                        .is_ok()
+                    {
+                        report(format!("{}: mounted from {from}", blob.digest));
+                        sources.add(&blob.digest, registry, repository);
+                        return Ok(());
+                    }
+                }
+                let started = std::time::Instant::now();
+                let upload = || self.upload(client, r, store, blob);
+                with_retries(blob.digest.as_str(), None, upload).await?;
+                sources.add(&blob.digest, registry, repository);
+                report(format!(
+                    "{} pushed",
+                    crate::units::transfer_line(
+                        blob.digest.as_str(),
+                        blob.size,
+                        None,
+                        started.elapsed()
+                    )
+                ));
+                anyhow::Ok(())
+            }
+        });
+        use futures_util::StreamExt as _;
+        let results: Vec<Result<()>> = futures_util::stream::iter(uploads)
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>>>()?;
+        let content_type: reqwest::header::HeaderValue =
+            media_type.parse().context("manifest media type")?;
+        let wait = Some((registry, self.options.timeout));
+        with_retries("the manifest", wait, || async {
+            client
+                .push_manifest_raw(r, manifest.to_vec(), content_type.clone())
+                .await
+                .map_err(|e| {
+                    anyhow!(
+                        "failed to push the manifest to {}: {}",
+                        describe(r),
+                        self.why(r, &e)
+                    )
+                })
+        })
+        .await?;
+        Ok(Digest::of(manifest))
+    }
+
+    /// Uploads one blob from the store, streamed from its file in one request.
+    async fn upload(
+        &self,
+        client: &Client,
+        r: &Reference,
+        store: &Store,
+        blob: &Descriptor,
+    ) -> Result<()> {
+        let path = store.blob_path(&blob.digest);
+        let file = tokio::fs::File::open(&path)
+            .await
+            .with_context(|| format!("opening blob {}", blob.digest))?;
+        let stream = futures_util::stream::unfold(file, |mut file| async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 1 << 20];
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(bytes::Bytes::from(buf)), file))
+                }
+                Err(e) => Some((
+                    Err(oci_client::errors::OciDistributionError::IoError(e)),
+                    file,
+                )),
+            }
+        });
+        client
+            .push_blob_stream(r, stream, blob.digest.as_str(), Some(blob.size))
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "failed to push blob {} to {}: {}",
+                    blob.digest,
+                    describe(r),
+                    self.why(r, &e)
+                )
+            })?;
+        Ok(())
+    }
+}
+
+/// The parameters of a `WWW-Authenticate` challenge of `scheme` (RFC 7235: `Bearer
+/// realm="https://auth",service="registry",scope="repository:a:pull,push"`), quoted values
+/// unquoted (a quoted value may hold commas and `\"`); `None` for another scheme.
+pub fn challenge_params(header: &str, scheme: &str) -> Option<Vec<(String, String)>> {
+    let header = header.trim_start();
+    let (name, rest) = header.split_once(' ').unwrap_or((header, ""));
+    if !name.eq_ignore_ascii_case(scheme) {
+        return None;
+    }
+    let mut params = Vec::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.next_if(|c| *c == ',' || c.is_whitespace()).is_some() {}
+        let key: String =
+            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && *c != ',')).collect();
+        if key.is_empty() && chars.peek().is_none() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.next_if_eq(&'=').is_some() {
+            if chars.next_if_eq(&'"').is_some() {
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => value.extend(chars.next()),
+                        c => value.push(c),
+                    }
+                }
+            } else {
+                value = std::iter::from_fn(|| chars.next_if(|c| *c != ',')).collect();
+            }
+        }
+        params.push((key.trim().to_string(), value.trim().to_string()));
+    }
+    Some(params)
+}
+
+/// How many times a registry request that failed transiently is made in all.
+const ATTEMPTS: u32 = 3;
+
+/// How long a small request (a manifest, a config) may go unanswered before rbuild says it
+/// is waiting.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// Runs `attempt` until it succeeds, fails for good (see [`is_transient`]) or has failed
+/// [`ATTEMPTS`] times, waiting 0.5 s, then 1 s, between tries; each retry is announced with
+/// what failed (`what`: a blob digest, "the manifest"). With `wait` (the registry and
+/// `--registry-timeout`, for requests without a body to stream), an answer that takes longer
+/// than [`PATIENCE`] is announced too, with how long rbuild will wait for it.
+async fn with_retries<T, F, Fut>(
+    what: &str,
+    wait: Option<(&str, Duration)>,
+    mut attempt: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut tried = 0;
+    loop {
+        tried += 1;
+        let answer = attempt();
+        let answer = match wait {
+            Some((registry, timeout)) if timeout > PATIENCE => {
+                tokio::pin!(answer);
+                tokio::select! {
+                    result = &mut answer => result,
+                    () = tokio::time::sleep(PATIENCE) => {
+                        eprintln!(
+                            "waiting for {registry} to answer ({what}, {} s so far; giving up \
+                             after {} s, --registry-timeout)",
+                            PATIENCE.as_secs(),
+                            timeout.as_secs()
+                        );
+                        answer.await
+                    }
+                }
+            }
+            _ => answer.await,
+        };
+        match answer {
+            Ok(value) => return Ok(value),
+            Err(e) if tried < ATTEMPTS && is_transient(&format!("{e:#}")) => {
+                eprintln!("warning: retrying {what} ({e:#})");
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(tried))).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether a failed download is worth trying again: not a refusal, a missing blob or a
+/// content mismatch.
+fn is_transient(message: &str) -> bool {
+    let lower = message.to_lowercase();
+    ![
+        "401",
+        "403",
+        "404",
+        "unauthorized",
+        "denied",
+        "not found",
+        "mismatch",
+        // A registry that took the connection and never answered: waiting as long again would
+        // only double the wait (see `Registry::why`).
+        "did not answer within",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
+}
+
+pub(crate) fn media_type_of(bytes: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe {
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<Probe>(bytes) {
+        Ok(Probe {
+            media_type: Some(m),
+            ..
+        }) => m,
+        Ok(Probe {
+            manifests: Some(_), ..
+        }) => OCI_INDEX.into(),
+        _ => OCI_MANIFEST.into(),
+    }
+}
+
+fn oci_descriptor(d: &Descriptor) -> OciDescriptor {
+    OciDescriptor {
+        media_type: d.media_type.clone(),
+        digest: d.digest.to_string(),
+        size: d.size as i64,
+        urls: None,
+        annotations: None,
+        artifact_type: None,
+    }
+}
