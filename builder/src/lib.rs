@@ -7,9 +7,11 @@
 //! downloads, gc); [`registry`] talks to registries (client, auth, references, base-image
 //! resolution, where blobs are known to be); [`export`] makes images leave the machine
 //! (configs, manifests, archives, compression); [`worker`] is the solver's `Worker` over the
-//! runner and the store, with RUN's secrets and cache mounts. The binary (`main.rs`) only
-//! calls [`cli::main`].
+//! runner and the store, with RUN's secrets and cache mounts. [`pipeline`] is the one way
+//! `build`, `lint` and `graph` load, lower and set up a solve; [`units`] formats times and
+//! sizes. The binary (`main.rs`) only calls [`cli::main`].
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod cli;
 pub mod export;
@@ -17,6 +19,9 @@ pub mod export;
 mod hostile_inputs;
 pub mod pipeline;
 pub mod registry;
+// The builder's only unsafe code: forking the helper that writes a rootless process's id
+// maps, while still single-threaded (the block says why that is sound).
+#[allow(unsafe_code)]
 pub mod rootless;
 pub mod store;
 pub mod units;

@@ -1,6 +1,7 @@
 //! The rbuild Dockerfile frontend: parsing, semantics, diagnostics and lowering to a
 //! [`rbuild_solver::Graph`].
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod ast;
 pub mod convert;

@@ -6,6 +6,7 @@
 //! cache key for every vertex, skips vertices whose key is already in the [`CacheIndex`], and asks
 //! a [`Worker`] to execute the rest. Progress is reported as [`progress::Event`]s.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod cache;
 pub mod cachekey;

@@ -3,6 +3,10 @@
 //! (skopeo, umoci) to check what rbuild produced.
 #![allow(dead_code)]
 
+mod checks;
+#[allow(unused_imports)]
+pub use checks::*;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
