@@ -54,8 +54,51 @@ pub struct FileOpSpec<'a> {
     pub sources: &'a [Source],
 }
 
+/// Why a file operation failed.
+///
+/// The copies themselves run in a child process, which can only say what went wrong as text
+/// (over a pipe): inside this module errors are messages, and they become an [`Error`] here.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Preparing the mounts and directories, or finding the changes afterwards, failed.
+    #[error("{0}")]
+    Setup(String),
+    /// An action failed in the child: a source that names nothing, an owner that does not
+    /// exist, a refused chown, …
+    #[error("{0}")]
+    Action(String),
+    /// The child died without saying why.
+    #[error("the file operation's process died")]
+    Died,
+}
+
 /// Runs `actions` in a child process; `run_dir` is a fresh directory for mount points.
-pub fn run(spec: &FileOpSpec, actions: &[FileAction], run_dir: &Path) -> Result<(), String> {
+pub fn run(spec: &FileOpSpec, actions: &[FileAction], run_dir: &Path) -> Result<(), Error> {
+    prepare_and_run(spec, actions, run_dir).map_err(|e| match e {
+        Outcome::Setup(m) => Error::Setup(m),
+        Outcome::Action(m) => Error::Action(m),
+        Outcome::Died => Error::Died,
+    })
+}
+
+/// How [`prepare_and_run`] failed (setup messages convert with `?`).
+enum Outcome {
+    Setup(String),
+    Action(String),
+    Died,
+}
+
+impl From<String> for Outcome {
+    fn from(message: String) -> Self {
+        Outcome::Setup(message)
+    }
+}
+
+fn prepare_and_run(
+    spec: &FileOpSpec,
+    actions: &[FileAction],
+    run_dir: &Path,
+) -> Result<(), Outcome> {
     let dest = run_dir.join("dest");
     std::fs::create_dir_all(&dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
     // A view of layers (over an empty directory) is a copy with the native snapshotter and
@@ -156,13 +199,13 @@ pub fn run(spec: &FileOpSpec, actions: &[FileAction], run_dir: &Path) -> Result<
             }
             Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => {
                 return Err(if message.is_empty() {
-                    "the file operation's process died".into()
+                    Outcome::Died
                 } else {
-                    message
+                    Outcome::Action(message)
                 });
             }
             Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(format!("waitpid: {e}")),
+            Err(e) => return Err(Outcome::Setup(format!("waitpid: {e}"))),
         }
     }
 }

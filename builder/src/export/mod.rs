@@ -399,3 +399,88 @@ pub fn write_archive(
     })?;
     Ok(exported)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rbuild_frontend::{ImageResolver, Platform, ResolvedImage};
+    use rbuild_solver::{Digest, Op};
+
+    struct NoImages;
+
+    impl ImageResolver for NoImages {
+        fn resolve(&self, reference: &str, _: &Platform) -> Result<ResolvedImage, String> {
+            Err(format!("{reference}: no images here"))
+        }
+    }
+
+    /// Lowers `dockerfile` and makes up the outputs a solve would give: each file op adds one
+    /// layer, made at the next of `times`.
+    fn solved(dockerfile: &str, times: &[&str]) -> (Build, HashMap<VertexId, Arc<Output>>) {
+        let file = rbuild_frontend::SourceFile::new("Dockerfile", dockerfile.as_bytes());
+        let parsed = rbuild_frontend::parser::parse(&file);
+        let build =
+            rbuild_frontend::lower(&parsed.dockerfile, &Default::default(), &NoImages).unwrap();
+        let mut outputs: HashMap<VertexId, Arc<Output>> = HashMap::new();
+        let mut times = times.iter();
+        for v in build.graph.needed_for(&[build.target]) {
+            let vertex = build.graph.vertex(v);
+            let output = match &vertex.op {
+                Op::File(_) => {
+                    let mut layers = outputs[&vertex.inputs[0]].layers.clone();
+                    let diff_id = Digest::of(format!("layer {}", layers.len()).as_bytes());
+                    layers.push(OutputLayer {
+                        digest: diff_id.clone(),
+                        diff_id,
+                        size: 1,
+                        media_type: crate::store::layout::OCI_LAYER_TAR.into(),
+                        created: times.next().map(|t| t.to_string()),
+                    });
+                    Output {
+                        layers,
+                        local: None,
+                    }
+                }
+                _ => Output::default(),
+            };
+            outputs.insert(v, Arc::new(output));
+        }
+        (build, outputs)
+    }
+
+    #[test]
+    fn history_dates_come_from_the_layers_and_the_config_is_deterministic() {
+        let (build, outputs) = solved(
+            "FROM scratch\nCOPY a /a\nENV X=1\nCOPY b /b\nLABEL l=1\n",
+            &["2026-01-01T00:00:01Z", "2026-01-01T00:00:02Z"],
+        );
+        let image = finalize(&build, &outputs);
+        assert_eq!(image.image.rootfs.diff_ids.len(), 2);
+        let dates: Vec<(bool, Option<&str>)> = image
+            .image
+            .history
+            .iter()
+            .map(|h| (h.empty_layer, h.created.as_deref()))
+            .collect();
+        // COPY a; ENV (the date of the last layer before it); COPY b; LABEL.
+        assert_eq!(
+            dates,
+            [
+                (false, Some("2026-01-01T00:00:01Z")),
+                (true, Some("2026-01-01T00:00:01Z")),
+                (false, Some("2026-01-01T00:00:02Z")),
+                (true, Some("2026-01-01T00:00:02Z")),
+            ]
+        );
+        assert_eq!(image.image.created.as_deref(), Some("2026-01-01T00:00:02Z"));
+        // The same solve gives the same config and manifest bytes.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (first, _, config) = store_image(&store, &image).unwrap();
+        let (again, _, config_again) = store_image(&store, &finalize(&build, &outputs)).unwrap();
+        assert_eq!(
+            (first.digest, config.digest),
+            (again.digest, config_again.digest)
+        );
+    }
+}

@@ -772,3 +772,73 @@ fn oci_descriptor(d: &Descriptor) -> OciDescriptor {
         artifact_type: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn challenges_are_read_as_rfc_7235_writes_them() {
+        let bearer = r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#;
+        assert_eq!(
+            challenge_params(bearer, "bearer"),
+            Some(pairs(&[
+                ("realm", "https://auth.example/token"),
+                ("service", "registry.example"),
+                ("scope", "repository:a/b:pull,push"),
+            ]))
+        );
+        // Spaces after commas, unquoted values, escapes inside quotes.
+        assert_eq!(
+            challenge_params(r#"Basic realm=plain, x="a\"b""#, "Basic"),
+            Some(pairs(&[("realm", "plain"), ("x", "a\"b")]))
+        );
+        assert_eq!(challenge_params("Basic", "basic"), Some(vec![]));
+        assert_eq!(challenge_params(bearer, "basic"), None, "another scheme");
+        // An unterminated quote ends the value; nothing panics.
+        assert_eq!(
+            challenge_params(r#"Bearer realm="open"#, "bearer"),
+            Some(pairs(&[("realm", "open")]))
+        );
+    }
+
+    #[test]
+    fn refusals_and_mismatches_are_not_retried() {
+        for permanent in [
+            "401 Unauthorized",
+            "denied: requested access to the resource is denied",
+            "manifest unknown: not found",
+            "digest mismatch",
+            "the registry did not answer within 30s",
+        ] {
+            assert!(!is_transient(permanent), "{permanent}");
+        }
+        for transient in ["connection reset by peer", "502 Bad Gateway", "broken pipe"] {
+            assert!(is_transient(transient), "{transient}");
+        }
+    }
+
+    #[test]
+    fn media_types_are_found_in_the_manifest_or_from_its_shape() {
+        let docker = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#;
+        assert_eq!(
+            media_type_of(docker),
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
+        assert_eq!(
+            media_type_of(br#"{"schemaVersion":2,"manifests":[]}"#),
+            OCI_INDEX
+        );
+        assert_eq!(
+            media_type_of(br#"{"schemaVersion":2,"layers":[]}"#),
+            OCI_MANIFEST
+        );
+        assert_eq!(media_type_of(b"not json"), OCI_MANIFEST);
+    }
+}

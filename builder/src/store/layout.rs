@@ -392,6 +392,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_entry_for_a_platform_is_the_first_that_matches() {
+        let entry = |arch: &str, variant: Option<&str>, n: u8| Descriptor {
+            media_type: OCI_MANIFEST.into(),
+            digest: rbuild_solver::Digest::of(&[n]),
+            size: 1,
+            platform: Some(Platform {
+                architecture: arch.into(),
+                os: "linux".into(),
+                variant: variant.map(String::from),
+            }),
+            annotations: BTreeMap::new(),
+        };
+        let index = Index {
+            schema_version: 2,
+            manifests: vec![
+                entry("amd64", None, 1),
+                entry("arm", Some("v6"), 2),
+                entry("arm", Some("v7"), 3),
+                entry("arm64", Some("v8"), 4),
+                entry("amd64", None, 5),
+            ],
+            ..Index::default()
+        };
+        let pick = |p: &str| {
+            let p = rbuild_frontend::Platform::parse(p).unwrap();
+            entry_for(&index, &p).map(|d| d.digest.clone())
+        };
+        let digest = |n: u8| Some(rbuild_solver::Digest::of(&[n]));
+        assert_eq!(pick("linux/amd64"), digest(1), "the first of two");
+        assert_eq!(pick("linux/arm/v7"), digest(3));
+        assert_eq!(
+            pick("linux/arm"),
+            digest(3),
+            "linux/arm means v7, as containerd says"
+        );
+        assert_eq!(pick("linux/arm64"), digest(4), "arm64 matches its v8 entry");
+        assert_eq!(pick("linux/s390x"), None);
+    }
+
+    #[test]
     fn blobs_and_tags() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
