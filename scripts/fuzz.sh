@@ -12,7 +12,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-60}
-targets=${FUZZ_TARGETS:-"dockerfile expand ignore layer_tar"}
+targets=${FUZZ_TARGETS:-"dockerfile expand ignore layer_tar registry_answer cli_specs"}
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
   if [ "${FUZZ_REQUIRED:-0}" = 1 ]; then
     echo "fuzz.sh: no nightly toolchain (rustup toolchain list), which cargo-fuzz needs" >&2

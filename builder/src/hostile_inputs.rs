@@ -1,8 +1,8 @@
 //! Random and mutated input through every parser of untrusted text the builder has: registry
 //! answers (manifests, indexes, image configs, `WWW-Authenticate` challenges), image
 //! references, and the specs of `--output`, `--secret` and `--ssh`. None may panic or take
-//! long. (The frontend's parsers and the layer extractor are also fuzzed with coverage
-//! guidance, `fuzz/`; these join them there once the builder is a library.)
+//! long. The same parsers are fuzzed with coverage guidance too (`fuzz/`: `registry_answer`,
+//! `cli_specs`); these property tests cover them on stable Rust in every test run.
 
 use proptest::prelude::*;
 use std::time::{Duration, Instant};

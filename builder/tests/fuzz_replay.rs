@@ -51,3 +51,13 @@ fn ignore_inputs() {
 fn layer_tar_inputs() {
     replay("layer_tar", checks::layer_tar);
 }
+
+#[test]
+fn registry_answer_inputs() {
+    replay("registry_answer", checks::registry_answer);
+}
+
+#[test]
+fn cli_specs_inputs() {
+    replay("cli_specs", checks::cli_specs);
+}

@@ -2,8 +2,8 @@
 //! cargo-fuzz) and by the replay of their corpora and of every crash found on stable Rust
 //! (`builder/tests/fuzz_replay.rs`, which includes this file), so that a crash once found stays
 //! a regression test. Each function takes the fuzzer's bytes and panics on a defect: the
-//! frontend or the matchers panicking, a check that takes too long, a layer tar that writes
-//! outside its destination.
+//! frontend, the matchers or the builder's parsers panicking, a check that takes too long, a
+//! layer tar that writes outside its destination.
 
 use rbuild_frontend::image::Image;
 use rbuild_frontend::source::SourceFile;
@@ -154,4 +154,41 @@ pub fn layer_tar(data: &[u8]) {
         "untouched"
     );
     within_limit(started, "extracting", data);
+}
+
+/// A registry's answer (a manifest, an index, an image config), through every decoder the
+/// builder applies to one.
+pub fn registry_answer(data: &[u8]) {
+    let started = Instant::now();
+    let _ = serde_json::from_slice::<rbuild_builder::store::layout::Manifest>(data);
+    if let Ok(index) = serde_json::from_slice::<rbuild_builder::store::layout::Index>(data) {
+        for platform in ["linux/amd64", "linux/arm/v7", "linux/arm64"] {
+            let platform = Platform::parse(platform).unwrap();
+            let _ = rbuild_builder::store::layout::entry_for(&index, &platform);
+        }
+    }
+    let _ = serde_json::from_slice::<Image>(data);
+    let _ = rbuild_builder::registry::media_type_of(data);
+    within_limit(started, "decoding a registry answer", data);
+}
+
+/// Text the builder parses from a command line or a registry header: `--output`, `--secret`
+/// and `--ssh` specs, image references, `WWW-Authenticate` challenges. Each line is tried as
+/// each.
+pub fn cli_specs(data: &[u8]) {
+    let started = Instant::now();
+    let text = String::from_utf8_lossy(data);
+    let tags = ["docker.io/library/app:1".to_string()];
+    for line in text.lines() {
+        let _ = rbuild_builder::cli::commands::build::parse_output(line, &tags);
+        let _ = rbuild_builder::worker::mounts::parse_secret(line, &|_| Some("v".into()));
+        let _ = rbuild_builder::worker::mounts::parse_ssh(line, &|_| Some("/s".into()));
+        if let Ok(reference) = rbuild_builder::registry::reference::parse(line) {
+            let _ = reference.whole();
+        }
+        for scheme in ["Bearer", "Basic"] {
+            let _ = rbuild_builder::registry::challenge_params(line, scheme);
+        }
+    }
+    within_limit(started, "parsing specs", data);
 }

@@ -29,6 +29,9 @@ pub struct Vertex {
     pub stage: Option<String>,
     /// The instruction, as the step's name shows it (`RUN make`).
     pub label: Option<String>,
+    /// Where in the build definition (byte offsets into the Dockerfile) the instruction that
+    /// made this vertex is, for error messages; the first instruction to make it wins.
+    pub location: Option<(usize, usize)>,
 }
 
 /// How a step is named: its progress name, its stage and its instruction (see [`Vertex`]).
@@ -108,6 +111,7 @@ impl Graph {
             name: None,
             stage: None,
             label: None,
+            location: None,
         });
         if let Some(step) = step {
             self.name_if_unnamed(id, step);
@@ -137,7 +141,11 @@ impl Graph {
                 stage: v.stage.clone(),
                 label: v.label.clone().unwrap_or_default(),
             });
-            map.push(self.add_vertex(v.op.clone(), inputs, step));
+            let id = self.add_vertex(v.op.clone(), inputs, step);
+            if let Some((start, end)) = v.location {
+                self.locate(id, start, end);
+            }
+            map.push(id);
         }
         map
     }
@@ -151,6 +159,12 @@ impl Graph {
             vertex.stage = step.stage;
             vertex.label = (!step.label.is_empty()).then_some(step.label);
         }
+    }
+
+    /// Records where the instruction that made `id` is (`start..end`, byte offsets), unless
+    /// an earlier instruction made it.
+    pub fn locate(&mut self, id: VertexId, start: usize, end: usize) {
+        self.dag[id].location.get_or_insert((start, end));
     }
 
     /// The vertex with this id.

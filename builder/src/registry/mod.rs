@@ -743,7 +743,9 @@ fn is_transient(message: &str) -> bool {
     .any(|w| lower.contains(w))
 }
 
-pub(crate) fn media_type_of(bytes: &[u8]) -> String {
+/// The media type of a manifest or index from the registry: the one it names, else what its
+/// shape says (`manifests` makes an index).
+pub fn media_type_of(bytes: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Probe {

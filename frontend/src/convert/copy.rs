@@ -111,7 +111,7 @@ impl Lowerer<'_> {
                 vec![],
                 Some(url),
             );
-            self.locations.entry(download).or_insert(ins.span);
+            self.locate(download, ins.span);
             inputs.push(download);
             actions.push(target.plain_copy(inputs.len() - 1, filename));
         }
@@ -125,7 +125,7 @@ impl Lowerer<'_> {
         let mut vertex = self
             .graph
             .add_step(Op::File(FileOp { actions }), inputs, step);
-        self.locations.entry(vertex).or_insert(ins.span);
+        self.locate(vertex, ins.span);
         if copy.link {
             vertex = self.graph.add(Op::Merge, vec![state.vertex, vertex], None);
         }
@@ -296,7 +296,7 @@ impl Lowerer<'_> {
                         None,
                     );
                     // A missing source is reported at the COPY that names it.
-                    self.locations.entry(local).or_insert(ins.span);
+                    self.locate(local, ins.span);
                     inputs.push(local);
                 }
             }

@@ -57,7 +57,7 @@ impl Lowerer<'_> {
                 vec![state.vertex],
                 step,
             );
-            self.locations.entry(vertex).or_insert(ins.span);
+            self.locate(vertex, ins.span);
             state.vertex = vertex;
             state.history(concat(&["WORKDIR ", &wd]), Some(vertex));
         } else {

@@ -165,8 +165,6 @@ pub struct Build {
     pub target: VertexId,
     /// The target stage's image config; history entries of this build link to their vertices.
     pub image: Image,
-    /// The instruction each vertex came from, for error messages.
-    pub locations: HashMap<VertexId, Span>,
     /// Warnings found while lowering, build-check findings among them (`Diagnostic::rule`).
     pub warnings: Vec<Diagnostic>,
     /// `# check=error=true` and some build check found something: the build must fail.
@@ -174,17 +172,19 @@ pub struct Build {
 }
 
 impl Build {
+    /// Where the instruction that made `vertex` is in the Dockerfile (see
+    /// `rbuild_solver::Vertex::location`).
+    pub fn location(&self, vertex: VertexId) -> Option<Span> {
+        let (start, end) = self.graph.vertex(vertex).location?;
+        Some(Span::new(start, end))
+    }
+
     /// Moves this build's vertices into `graph` (where equal vertices of other builds merge
     /// with them) and renumbers what refers to them. The build's own graph becomes a copy of
     /// the result only when [`Build::share`] is called, once every build is merged.
     pub fn merge_into(&mut self, graph: &mut Graph) {
         let map = graph.absorb(&self.graph);
         self.target = map[self.target.index()];
-        self.locations = self
-            .locations
-            .drain()
-            .map(|(v, span)| (map[v.index()], span))
-            .collect();
         for entry in &mut self.image.history {
             if let Some(v) = &mut entry.layer_of {
                 *v = map[v.index()];
@@ -250,7 +250,6 @@ pub fn lower(
         graph: lowerer.graph,
         target,
         image,
-        locations: lowerer.locations,
         warnings,
         failing_checks,
     })
@@ -391,7 +390,6 @@ pub(super) struct Lowerer<'a> {
     pub(super) options: &'a BuildOptions,
     pub(super) resolver: &'a dyn ImageResolver,
     pub(super) graph: Graph,
-    pub(super) locations: HashMap<VertexId, Span>,
     pub(super) warnings: Vec<Diagnostic>,
     pub(super) global_args: Vec<(String, Option<String>)>,
     pub(super) lowered: Vec<Option<Lowered>>,
@@ -437,7 +435,6 @@ impl<'a> Lowerer<'a> {
             resolver,
             // About one vertex per instruction, plus sources.
             graph: Graph::with_capacity(dockerfile.instructions.len() + 16),
-            locations: HashMap::new(),
             warnings: Vec::new(),
             global_args,
             lowered: vec![None; stages.len()],
@@ -473,6 +470,11 @@ impl<'a> Lowerer<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Records `span` as where `vertex` came from (unless an earlier instruction made it).
+    fn locate(&mut self, vertex: VertexId, span: Span) {
+        self.graph.locate(vertex, span.start, span.end);
     }
 
     /// Lowers one instruction of a stage; its words are checked for undefined variables.

@@ -65,7 +65,7 @@ impl Lowerer<'_> {
             inputs,
             step,
         );
-        self.locations.entry(vertex).or_insert(ins.span);
+        self.locate(vertex, ins.span);
         state.vertex = vertex;
         state.history(created_by, Some(vertex));
         Ok(())
@@ -313,7 +313,7 @@ impl Lowerer<'_> {
                     vec![],
                     None,
                 );
-                self.locations.entry(local).or_insert(span);
+                self.locate(local, span);
                 push_input(inputs, local)
             }
         };

@@ -324,9 +324,7 @@ impl Lowerer<'_> {
                 vec![],
                 None,
             );
-            self.locations
-                .entry(state.vertex)
-                .or_insert(stage.from.span);
+            self.locate(state.vertex, stage.from.span);
             state.image = resolved.image.clone();
             state.image.rootfs.diff_ids.clear();
             if !explicit_platform

@@ -142,26 +142,41 @@ pub fn network_options(network: &str, allow: &[String]) -> Result<(NetworkMode, 
 
 /// An `--output` request (BuildKit's exporter names and options).
 #[derive(Debug, PartialEq)]
-pub(crate) enum OutputSpec {
+pub enum OutputSpec {
     /// `type=image` (the local store) or `type=registry` (also pushed).
     Image {
+        /// The names to tag (and push) it as.
         names: Vec<String>,
+        /// Push it (`push=true`, `type=registry`).
         push: bool,
+        /// How pushed layers are compressed.
         compression: Compression,
+        /// Push with OCI media types rather than Docker's.
         oci_mediatypes: bool,
     },
     /// `type=oci` or `type=docker`: an image archive.
     Archive {
+        /// OCI layout or Docker's `docker save` format.
         format: ArchiveFormat,
+        /// Docker media types in the manifests.
         docker_media_types: bool,
+        /// Where it is written.
         dest: Dest,
+        /// The names recorded in it.
         names: Vec<String>,
+        /// How its layers are compressed.
         compression: Compression,
     },
     /// `type=local`: the root filesystem as a directory.
-    Local { dest: PathBuf },
+    Local {
+        /// The directory.
+        dest: PathBuf,
+    },
     /// `type=tar`: the root filesystem as one tar.
-    Tar { dest: Dest },
+    Tar {
+        /// Where it is written.
+        dest: Dest,
+    },
 }
 
 /// `compression=`, `compression-level=` and `force-compression=` of an `--output`.
@@ -193,7 +208,7 @@ fn parse_bool(key: &str, value: &str) -> Result<bool> {
 /// Parses one `--output`: `type=…,key=value,…`, or a bare path, which BuildKit takes as
 /// `type=local,dest=PATH` (and `-` as `type=tar,dest=-`). `tags` are the `-t` names, the
 /// default names of image outputs.
-pub(crate) fn parse_output(spec: &str, tags: &[String]) -> Result<OutputSpec> {
+pub fn parse_output(spec: &str, tags: &[String]) -> Result<OutputSpec> {
     if !spec.contains('=') {
         return Ok(if spec == "-" {
             OutputSpec::Tar { dest: Dest::Stdout }
@@ -552,10 +567,7 @@ fn step_failure(
     log_tail: &[String],
 ) -> Diagnostic {
     // The snippet shows the instruction; without one, the step's name says which it was.
-    let location = builds
-        .iter()
-        .find_map(|b| b.locations.get(&vertex))
-        .copied();
+    let location = builds.iter().find_map(|b| b.location(vertex));
     let message = match (&location, &builds[0].graph.vertex(vertex).name) {
         (None, Some(name)) => format!("{name}: {message}"),
         _ => message,
