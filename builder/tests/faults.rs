@@ -189,9 +189,11 @@ fn build_big(env: &Env, run: &str) -> std::path::PathBuf {
     ctx
 }
 
-/// SIGKILL at pseudo-random moments of an export, a push and a pull (the moments are the
-/// same from one run of the test to the next, so a failure can be replayed): afterwards the
-/// state directory checks clean, nothing is left mounted, and doing it again succeeds.
+/// SIGKILL at pseudo-random moments of an export, a push and a pull: afterwards the state
+/// directory checks clean, nothing is left mounted, and doing it again succeeds. The moments
+/// are fractions of how long each operation took when it last ran whole (the fractions are
+/// the same from one run of the test to the next), so the kills land inside the operations
+/// however fast this machine is.
 #[test]
 fn sigkill_during_export_push_and_pull_leaves_a_consistent_state() {
     use std::process::Stdio;
@@ -209,11 +211,17 @@ fn sigkill_during_export_push_and_pull_leaves_a_consistent_state() {
     };
     let expected = size(&env, "big");
     let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next_delay = || {
+    // A moment within an operation that took `whole`: between 5% and 90% of it.
+    let mut next_delay = |whole: Duration| {
         seed = seed
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
-        Duration::from_millis(30 + (seed >> 33) % 700)
+        whole.mul_f64(0.05 + ((seed >> 33) % 1000) as f64 / 1000.0 * 0.85)
+    };
+    let timed = |env: &Env, args: &[&str]| {
+        let started = std::time::Instant::now();
+        env.rbuild(args).ok();
+        started.elapsed()
     };
     let killed_during = |env: &Env, args: &[&str], delay: Duration| {
         let mut child = env
@@ -238,16 +246,28 @@ fn sigkill_during_export_push_and_pull_leaves_a_consistent_state() {
             env.leaked_mounts()
         );
     };
+    // How long each operation takes whole, measured once before any kill and again after each.
+    let first = format!("{}/kill/first:1", registry.addr);
+    let output = |archive: &std::path::Path| {
+        format!("type=oci,dest={},force-compression=true", archive.display())
+    };
+    let first_archive = output(&env.path("first.tar"));
+    let mut export_time = timed(
+        &env,
+        &["build", "-q", "-o", &first_archive, ctx.to_str().unwrap()],
+    );
+    let mut push_time = timed(&env, &["push", "big", &first]);
+    let mut pull_time = timed(&Env::new(), &["pull", &first]);
     let mut interrupted = 0;
     for round in 0..4 {
         // Export: a fresh compression each round (force-compression), to an OCI archive.
         let archive = env.path(&format!("big-{round}.tar"));
-        let output = format!("type=oci,dest={},force-compression=true", archive.display());
+        let output = output(&archive);
         let args = ["build", "-q", "-o", &output, ctx.to_str().unwrap()];
-        let delay = next_delay();
+        let delay = next_delay(export_time);
         interrupted += usize::from(!killed_during(&env, &args, delay));
         consistent(&env, &format!("export, round {round} ({delay:?})"));
-        env.rbuild(&args).ok();
+        export_time = timed(&env, &args);
         tool(
             "skopeo",
             &["inspect", &format!("oci-archive:{}", archive.display())],
@@ -255,17 +275,17 @@ fn sigkill_during_export_push_and_pull_leaves_a_consistent_state() {
 
         // Push to a repository of its own.
         let remote = format!("{}/kill/big{round}:1", registry.addr);
-        let delay = next_delay();
+        let delay = next_delay(push_time);
         interrupted += usize::from(!killed_during(&env, &["push", "big", &remote], delay));
         consistent(&env, &format!("push, round {round} ({delay:?})"));
-        env.rbuild(&["push", "big", &remote]).ok();
+        push_time = timed(&env, &["push", "big", &remote]);
 
         // Pull into a fresh state directory.
         let puller = Env::new();
-        let delay = next_delay();
+        let delay = next_delay(pull_time);
         interrupted += usize::from(!killed_during(&puller, &["pull", &remote], delay));
         consistent(&puller, &format!("pull, round {round} ({delay:?})"));
-        puller.rbuild(&["pull", &remote]).ok();
+        pull_time = timed(&puller, &["pull", &remote]);
         assert_eq!(size(&puller, &remote), expected, "round {round}");
         consistent(&puller, &format!("pull, round {round}, after"));
     }

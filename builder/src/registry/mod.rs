@@ -15,7 +15,6 @@ use crate::store::layout::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Descriptor, Index, Manifest, OCI_INDEX, OCI_MANIFEST,
     Store,
 };
-use anyhow::{Context, Result, anyhow, bail};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
@@ -25,6 +24,123 @@ use rbuild_solver::Digest;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request failed: what rbuild was doing, and the error with its causes and, where it
+    /// helps, what to do about it (`Registry::why`).
+    #[error("{action}: {detail}")]
+    Request {
+        /// What rbuild was doing, and with which image (`failed to resolve a:1 (registry …)`).
+        action: String,
+        /// The error, its causes and the advice.
+        detail: String,
+        /// What kind of failure it was, which decides whether it is tried again.
+        failure: Failure,
+    },
+    /// The registry answered, but not with something rbuild can use (an unsupported or
+    /// unparsable manifest, content that does not match its digest, no image for the
+    /// platform).
+    #[error("{0}")]
+    Answer(String),
+    /// Something on this machine failed: reading `--registry-ca` files or credentials, or
+    /// writing what was fetched to the store.
+    #[error("{what}")]
+    Local {
+        /// What rbuild was doing.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+}
+
+/// The kind of a failed request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Credentials wanted or refused (401, 403, `UNAUTHORIZED`, `DENIED`).
+    Refused,
+    /// Nothing there (404, `MANIFEST_UNKNOWN`, `BLOB_UNKNOWN`, `NAME_UNKNOWN`).
+    NotFound,
+    /// The registry did not answer within `--registry-timeout`: waiting as long again would
+    /// only double the wait.
+    Timeout,
+    /// The registry sent content that does not match its digest.
+    Mismatch,
+    /// Anything else (a dropped connection, a 5xx): worth trying again.
+    Transient,
+}
+
+impl Error {
+    fn local(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Error {
+        Error::Local {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Whether the request is worth making again (see [`Failure::Transient`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Request {
+                failure: Failure::Transient,
+                ..
+            }
+        )
+    }
+}
+
+/// A registry operation's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of failure `e` is, from oci-client's error (its variant, the HTTP status, the
+/// registry's error codes), not from its text.
+fn failure_of(e: &oci_client::errors::OciDistributionError) -> Failure {
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode as Code};
+    let by_status = |code: u16| match code {
+        401 | 403 => Failure::Refused,
+        404 => Failure::NotFound,
+        _ => Failure::Transient,
+    };
+    match e {
+        E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => Failure::Refused,
+        E::ImageManifestNotFoundError(_) => Failure::NotFound,
+        E::DigestError(_) => Failure::Mismatch,
+        E::ServerError { code, .. } => by_status(*code),
+        E::RegistryError { envelope, .. } => {
+            let codes: Vec<&Code> = envelope.errors.iter().map(|e| &e.code).collect();
+            if codes
+                .iter()
+                .any(|c| matches!(c, Code::Unauthorized | Code::Denied))
+            {
+                Failure::Refused
+            } else if codes.iter().any(|c| {
+                matches!(
+                    c,
+                    Code::ManifestUnknown
+                        | Code::BlobUnknown
+                        | Code::NameUnknown
+                        | Code::NotFound
+                        | Code::ManifestBlobUnknown
+                )
+            }) {
+                Failure::NotFound
+            } else {
+                Failure::Transient
+            }
+        }
+        E::RequestError(e) if e.is_timeout() => Failure::Timeout,
+        E::RequestError(e) => e
+            .status()
+            .map_or(Failure::Transient, |s| by_status(s.as_u16())),
+        _ => Failure::Transient,
+    }
+}
 
 const ACCEPTED: &[&str] = &[
     OCI_MANIFEST,
@@ -141,7 +257,8 @@ impl Registry {
             .ca_files
             .iter()
             .map(|p| {
-                std::fs::read(p).with_context(|| format!("reading --registry-ca {}", p.display()))
+                std::fs::read(p)
+                    .map_err(|e| Error::local(format!("reading --registry-ca {}", p.display()), e))
             })
             .collect()
     }
@@ -165,11 +282,17 @@ impl Registry {
             Ok(_) => true,
             // A server that takes the connection and never answers would stall the plain
             // HTTP attempt too: say so now.
-            Err(e) if e.is_timeout() => bail!(
-                "{registry} accepted a connection but did not answer within {} s \
-                 (--registry-timeout sets how long to wait)",
-                self.options.timeout.as_secs()
-            ),
+            Err(e) if e.is_timeout() => {
+                return Err(Error::Request {
+                    action: format!("{registry} accepted a connection"),
+                    detail: format!(
+                        "it did not answer within {} s (--registry-timeout sets how long to \
+                         wait)",
+                        self.options.timeout.as_secs()
+                    ),
+                    failure: Failure::Timeout,
+                });
+            }
             // A TLS server whose certificate is not trusted: HTTPS, so that the error says so.
             Err(e) => {
                 let text = chain(&e).to_lowercase();
@@ -185,12 +308,14 @@ impl Registry {
             .timeout(self.options.timeout);
         for pem in self.certificates()? {
             for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .context("reading a --registry-ca certificate")?
+                .map_err(|e| Error::local("reading a --registry-ca certificate", e))?
             {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        builder.build().context("making an HTTP client")
+        builder
+            .build()
+            .map_err(|e| Error::local("making an HTTP client", e))
     }
 
     async fn client(&self, registry: &str) -> Result<Client> {
@@ -264,12 +389,29 @@ impl Registry {
         }
     }
 
+    /// The error of a failed request on `r`: `action` (`failed to resolve`) and the image,
+    /// with [`Registry::why`]'s explanation and the kind of failure.
+    fn request_error(
+        &self,
+        r: &Reference,
+        action: &str,
+        e: &oci_client::errors::OciDistributionError,
+    ) -> Error {
+        Error::Request {
+            action: format!("{action} {}", describe(r)),
+            detail: self.why(r, e),
+            failure: failure_of(e),
+        }
+    }
+
     /// The credentials for `registry` from Docker's configuration (see [`crate::registry::auth`]).
     fn auth(&self, registry: &str) -> Result<RegistryAuth> {
         if let Some(auth) = self.auths.lock().expect("registry auths").get(registry) {
             return Ok(auth.clone());
         }
-        let auth = match crate::registry::auth::credentials(registry)? {
+        let credentials = crate::registry::auth::credentials(registry)
+            .map_err(|e| Error::local(format!("reading the credentials for {registry}"), e))?;
+        let auth = match credentials {
             Some(c) => RegistryAuth::Basic(c.username, c.secret),
             None => RegistryAuth::Anonymous,
         };
@@ -294,7 +436,11 @@ impl Registry {
         };
         let http = self.http_client()?;
         let url = format!("{scheme}://{registry}/v2/");
-        let reach = |e: reqwest::Error| anyhow!("cannot reach {registry}: {}", chain(&e));
+        let reach = |e: reqwest::Error| Error::Request {
+            action: format!("cannot reach {registry}"),
+            detail: chain(&e),
+            failure: Failure::Transient,
+        };
         let first = http.get(&url).send().await.map_err(reach)?;
         if first.status().is_success() {
             return Ok(());
@@ -313,8 +459,9 @@ impl Registry {
                     .find(|(k, _)| k.eq_ignore_ascii_case(name))
                     .map(|(_, v)| v.clone())
             };
-            let realm = field("realm")
-                .ok_or_else(|| anyhow!("{registry}: a token challenge without a realm"))?;
+            let realm = field("realm").ok_or_else(|| {
+                Error::Answer(format!("{registry}: a token challenge without a realm"))
+            })?;
             let mut request = http
                 .get(&realm)
                 .basic_auth(&credentials.username, Some(&credentials.secret));
@@ -332,10 +479,11 @@ impl Registry {
         if answer.status().is_success() {
             Ok(())
         } else {
-            bail!(
-                "login to {registry} failed: {} (wrong user name or password?)",
-                answer.status()
-            )
+            Err(Error::Request {
+                action: format!("login to {registry} failed"),
+                detail: format!("{} (wrong user name or password?)", answer.status()),
+                failure: Failure::Refused,
+            })
         }
     }
 
@@ -355,15 +503,16 @@ impl Registry {
             client
                 .pull_manifest_raw(r, &auth, ACCEPTED)
                 .await
-                .map_err(|e| anyhow!("failed to resolve {}: {}", describe(r), self.why(r, &e)))
+                .map_err(|e| self.request_error(r, "failed to resolve", &e))
         })
         .await?;
         let mut bytes = bytes.to_vec();
         let mut digest = Digest::parse(&digest).unwrap_or_else(|| Digest::of(&bytes));
         let mut media_type = media_type_of(&bytes);
         if media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST {
-            let index: Index = serde_json::from_slice(&bytes)
-                .with_context(|| format!("parsing the manifest list of {}", r.whole()))?;
+            let index: Index = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Answer(format!("parsing the manifest list of {}: {e}", r.whole()))
+            })?;
             let chosen = crate::store::layout::entry_for(&index, platform).ok_or_else(|| {
                 let available: Vec<String> = index
                     .manifests
@@ -372,11 +521,11 @@ impl Registry {
                     .filter(|p| p.os != "unknown")
                     .map(|p| p.to_platform().to_string())
                     .collect();
-                anyhow!(
+                Error::Answer(format!(
                     "{} has no {platform} image (it has: {})",
                     r.whole(),
                     available.join(", ")
-                )
+                ))
             })?;
             let by_digest = Reference::with_digest(
                 r.registry().to_string(),
@@ -388,11 +537,8 @@ impl Registry {
                     .pull_manifest_raw(&by_digest, &auth, ACCEPTED)
                     .await
                     .map_err(|e| {
-                        anyhow!(
-                            "failed to fetch the {platform} manifest of {}: {}",
-                            describe(r),
-                            self.why(r, &e)
-                        )
+                        let action = format!("failed to fetch the {platform} manifest of");
+                        self.request_error(r, &action, &e)
                     })
             })
             .await?;
@@ -401,39 +547,37 @@ impl Registry {
             media_type = media_type_of(&bytes);
         }
         if media_type != OCI_MANIFEST && media_type != DOCKER_MANIFEST {
-            bail!(
+            return Err(Error::Answer(format!(
                 "{} has an unsupported manifest type {media_type:?}",
                 r.whole()
-            );
+            )));
         }
-        let (stored, _) = store.write_blob(&bytes)?;
+        let storing = |e| Error::local(format!("storing the image {}", r.whole()), e);
+        let (stored, _) = store.write_blob(&bytes).map_err(storing)?;
         if stored != digest {
-            bail!(
+            return Err(Error::Answer(format!(
                 "the manifest of {} does not match its digest {digest}",
                 r.whole()
-            );
+            )));
         }
         let manifest: Manifest = serde_json::from_slice(&bytes)
-            .with_context(|| format!("parsing the manifest of {}", r.whole()))?;
+            .map_err(|e| Error::Answer(format!("parsing the manifest of {}: {e}", r.whole())))?;
         if !store.has_blob(&manifest.config.digest) {
             let config = with_retries("the image config", wait, || async {
                 let mut config = Vec::new();
                 client
                     .pull_blob(r, &oci_descriptor(&manifest.config), &mut config)
                     .await
-                    .map_err(|e| {
-                        anyhow!(
-                            "failed to fetch the config of {}: {}",
-                            describe(r),
-                            self.why(r, &e)
-                        )
-                    })?;
+                    .map_err(|e| self.request_error(r, "failed to fetch the config of", &e))?;
                 Ok(config)
             })
             .await?;
-            let (d, _) = store.write_blob(&config)?;
+            let (d, _) = store.write_blob(&config).map_err(storing)?;
             if d != manifest.config.digest {
-                bail!("the config of {} does not match its digest", r.whole());
+                return Err(Error::Answer(format!(
+                    "the config of {} does not match its digest",
+                    r.whole()
+                )));
             }
         }
         Ok(digest)
@@ -468,7 +612,7 @@ impl Registry {
         let path = store.ingest_path();
         let file = tokio::fs::File::create(&path)
             .await
-            .with_context(|| format!("creating {}", path.display()))?;
+            .map_err(|e| Error::local(format!("creating {}", path.display()), e))?;
         let mut counting = CountingWriter {
             inner: file,
             written: 0,
@@ -480,18 +624,20 @@ impl Registry {
             .await;
         if let Err(e) = result {
             let _ = std::fs::remove_file(&path);
-            return Err(anyhow!(
-                "failed to pull layer {} of {}: {}",
-                blob.digest,
-                describe(r),
-                self.why(r, &e)
-            ));
+            let action = format!("failed to pull layer {} of", blob.digest);
+            return Err(self.request_error(r, &action, &e));
         }
         let written = counting.written;
         use tokio::io::AsyncWriteExt;
-        counting.inner.flush().await?;
+        counting
+            .inner
+            .flush()
+            .await
+            .map_err(|e| Error::local(format!("writing {}", path.display()), e))?;
         drop(counting);
-        store.commit_file(&path, &blob.digest)?;
+        store.commit_file(&path, &blob.digest).map_err(|e| {
+            Error::local(format!("storing layer {} of {}", blob.digest, r.whole()), e)
+        })?;
         progress(written, true);
         Ok(())
     }
@@ -517,9 +663,7 @@ impl Registry {
                 let exists = client
                     .blob_exists(r, blob.digest.as_str())
                     .await
-                    .map_err(|e| {
-                        anyhow!("failed to push to {}: {}", describe(r), self.why(r, &e))
-                    })?;
+                    .map_err(|e| self.request_error(r, "failed to push to", &e))?;
                 if exists {
                     report(format!("{}: layer already exists", blob.digest));
                     sources.add(&blob.digest, registry, repository);
@@ -562,7 +706,7 @@ impl Registry {
                         started.elapsed()
                     )
                 ));
-                anyhow::Ok(())
+                Ok::<(), Error>(())
             }
         });
         use futures_util::StreamExt as _;
@@ -571,20 +715,15 @@ impl Registry {
             .collect()
             .await;
         results.into_iter().collect::<Result<Vec<()>>>()?;
-        let content_type: reqwest::header::HeaderValue =
-            media_type.parse().context("manifest media type")?;
+        let content_type: reqwest::header::HeaderValue = media_type
+            .parse()
+            .map_err(|e| Error::local("manifest media type", e))?;
         let wait = Some((registry, self.options.timeout));
         with_retries("the manifest", wait, || async {
             client
                 .push_manifest_raw(r, manifest.to_vec(), content_type.clone())
                 .await
-                .map_err(|e| {
-                    anyhow!(
-                        "failed to push the manifest to {}: {}",
-                        describe(r),
-                        self.why(r, &e)
-                    )
-                })
+                .map_err(|e| self.request_error(r, "failed to push the manifest to", &e))
         })
         .await?;
         Ok(Digest::of(manifest))
@@ -601,7 +740,7 @@ impl Registry {
         let path = store.blob_path(&blob.digest);
         let file = tokio::fs::File::open(&path)
             .await
-            .with_context(|| format!("opening blob {}", blob.digest))?;
+            .map_err(|e| Error::local(format!("opening blob {}", blob.digest), e))?;
         let stream = futures_util::stream::unfold(file, |mut file| async move {
             use tokio::io::AsyncReadExt;
             let mut buf = vec![0u8; 1 << 20];
@@ -621,12 +760,8 @@ impl Registry {
             .push_blob_stream(r, stream, blob.digest.as_str(), Some(blob.size))
             .await
             .map_err(|e| {
-                anyhow!(
-                    "failed to push blob {} to {}: {}",
-                    blob.digest,
-                    describe(r),
-                    self.why(r, &e)
-                )
+                let action = format!("failed to push blob {} to", blob.digest);
+                self.request_error(r, &action, &e)
             })?;
         Ok(())
     }
@@ -714,33 +849,13 @@ where
         };
         match answer {
             Ok(value) => return Ok(value),
-            Err(e) if tried < ATTEMPTS && is_transient(&format!("{e:#}")) => {
-                eprintln!("warning: retrying {what} ({e:#})");
+            Err(e) if tried < ATTEMPTS && e.is_transient() => {
+                eprintln!("warning: retrying {what} ({e})");
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(tried))).await;
             }
             Err(e) => return Err(e),
         }
     }
-}
-
-/// Whether a failed download is worth trying again: not a refusal, a missing blob or a
-/// content mismatch.
-fn is_transient(message: &str) -> bool {
-    let lower = message.to_lowercase();
-    ![
-        "401",
-        "403",
-        "404",
-        "unauthorized",
-        "denied",
-        "not found",
-        "mismatch",
-        // A registry that took the connection and never answered: waiting as long again would
-        // only double the wait (see `Registry::why`).
-        "did not answer within",
-    ]
-    .iter()
-    .any(|w| lower.contains(w))
 }
 
 /// The media type of a manifest or index from the registry: the one it names, else what its
@@ -811,19 +926,53 @@ mod tests {
     }
 
     #[test]
-    fn refusals_and_mismatches_are_not_retried() {
-        for permanent in [
-            "401 Unauthorized",
-            "denied: requested access to the resource is denied",
-            "manifest unknown: not found",
-            "digest mismatch",
-            "the registry did not answer within 30s",
+    fn failures_are_classified_by_kind_not_by_text() {
+        use oci_client::errors::{OciDistributionError as E, OciEnvelope};
+        let server = |code| E::ServerError {
+            code,
+            url: "u".into(),
+            message: "not found".into(),
+        };
+        let envelope = |code: &str| E::RegistryError {
+            envelope: serde_json::from_str::<OciEnvelope>(&format!(
+                r#"{{"errors":[{{"code":"{code}","message":"m"}}]}}"#
+            ))
+            .unwrap(),
+            url: "u".into(),
+        };
+        for (e, expected) in [
+            (E::UnauthorizedError { url: "u".into() }, Failure::Refused),
+            (server(403), Failure::Refused),
+            (server(404), Failure::NotFound),
+            // The status decides, not the text ("not found" above, here too).
+            (server(502), Failure::Transient),
+            (E::ImageManifestNotFoundError("x".into()), Failure::NotFound),
+            (envelope("DENIED"), Failure::Refused),
+            (envelope("MANIFEST_UNKNOWN"), Failure::NotFound),
+            (envelope("TOOMANYREQUESTS"), Failure::Transient),
+            (
+                E::IoError(std::io::Error::other("reset")),
+                Failure::Transient,
+            ),
         ] {
-            assert!(!is_transient(permanent), "{permanent}");
+            assert_eq!(failure_of(&e), expected, "{e}");
         }
-        for transient in ["connection reset by peer", "502 Bad Gateway", "broken pipe"] {
-            assert!(is_transient(transient), "{transient}");
+        let request = |failure| Error::Request {
+            action: "a".into(),
+            detail: "d".into(),
+            failure,
+        };
+        assert!(request(Failure::Transient).is_transient());
+        for failure in [
+            Failure::Refused,
+            Failure::NotFound,
+            Failure::Timeout,
+            Failure::Mismatch,
+        ] {
+            assert!(!request(failure).is_transient(), "{failure:?}");
         }
+        assert!(!Error::local("writing", std::io::Error::other("full")).is_transient());
+        assert!(!Error::Answer("bad".into()).is_transient());
     }
 
     #[test]

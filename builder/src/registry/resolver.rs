@@ -83,7 +83,7 @@ impl StoreThenRegistry<'_> {
                     }
                     Err(e) => match other {
                         Some((digest, image, false)) => (digest, image),
-                        _ => return Err(text(e)),
+                        _ => return Err(text(e.into())),
                     },
                 }
             }
