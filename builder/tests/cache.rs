@@ -107,10 +107,19 @@ fn graph_shows_stages_and_cached_steps() {
         &with("one"),
     )
     .ok();
-    let steps = |value: &'static str| {
+    let steps_on = |value: &'static str, network: &str| {
         let text = env
             .rbuild_with(
-                &["graph", "--format", "json", "--build-arg", "NAME", dir],
+                &[
+                    "graph",
+                    "--format",
+                    "json",
+                    "--build-arg",
+                    "NAME",
+                    "--network",
+                    network,
+                    dir,
+                ],
                 "",
                 &with(value),
             )
@@ -122,12 +131,19 @@ fn graph_shows_stages_and_cached_steps() {
             .map(|(_, c)| c)
             .collect::<Vec<_>>()
     };
+    let steps = |value: &'static str| steps_on(value, "default");
     assert_eq!(
         steps("one"),
         [serde_json::json!(true), serde_json::json!(true)]
     );
     assert_eq!(
         steps("two"),
+        [serde_json::json!(false), serde_json::json!(false)]
+    );
+    // The build's network is part of a RUN's key (and so of what follows it): graph takes
+    // the flag too.
+    assert_eq!(
+        steps_on("one", "none"),
         [serde_json::json!(false), serde_json::json!(false)]
     );
 }

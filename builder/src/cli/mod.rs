@@ -146,12 +146,12 @@ pub struct Global {
 impl Global {
     /// Opens the state directory, shared with other rbuild processes.
     pub fn state(&self) -> anyhow::Result<state::State> {
-        state::State::open(&self.root, self.snapshotter)
+        Ok(state::State::open(&self.root, self.snapshotter)?)
     }
 
     /// Opens the state directory alone (`prune`, `check`).
     pub fn state_exclusive(&self) -> anyhow::Result<state::State> {
-        state::State::open_exclusive(&self.root, self.snapshotter)
+        Ok(state::State::open_exclusive(&self.root, self.snapshotter)?)
     }
 }
 

@@ -241,7 +241,7 @@ fn write_blob(
     let encoder = tee.inner.into_inner().map_err(|e| e.into_error())?;
     let ingest = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;
     let expected = (compression.media_type == OCI_LAYER_TAR).then_some(diff_id);
-    ingest.commit(expected)
+    Ok(ingest.commit(expected)?)
 }
 
 /// The manifest to export for the stored manifest `manifest`: the same one if every layer

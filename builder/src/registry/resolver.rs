@@ -58,12 +58,13 @@ impl StoreThenRegistry<'_> {
         let r = reference::parse(name)?;
         let store = &self.state.store;
         let text = |e: anyhow::Error| format!("{e:#}");
+        let stored = |e: crate::store::Error| text(e.into());
         let local = match r.digest.as_deref() {
             Some(d) => Digest::parse(d).filter(|d| store.has_blob(d)),
             // A tag is looked up locally first, as BuildKit's docker driver does, unless
             // --pull asks the registry.
             None if self.pull => None,
-            None => store.lookup(&r.whole()).map_err(text)?.map(|d| d.digest),
+            None => store.lookup(&r.whole()).map_err(stored)?.map(|d| d.digest),
         };
         // A local image of another platform is used only when the registry has none.
         let local = match local {

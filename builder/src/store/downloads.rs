@@ -12,7 +12,7 @@
 //! again on every build (with `If-None-Match`/`If-Modified-Since`, so an unchanged file costs a
 //! 304), except when `--checksum` names content that is already here.
 
-use anyhow::{Context, Result, anyhow, bail};
+use crate::store::{Context, Result};
 use futures_util::StreamExt;
 use rbuild_solver::{Digest, HttpSource};
 use serde::{Deserialize, Serialize};
@@ -89,8 +89,9 @@ pub fn fetch(
     if let (Some(r), Some(sum)) = (&known, &source.checksum)
         && &r.content == sum
     {
-        let key = Digest::parse(&format!("sha256:{}", r.key))
-            .ok_or_else(|| anyhow!("bad download record {}", record_file.display()))?;
+        let key = Digest::parse(&format!("sha256:{}", r.key)).ok_or_else(|| {
+            crate::store::Error::Other(format!("bad download record {}", record_file.display()))
+        })?;
         return Ok((dir.join(&r.key), key));
     }
     runtime.block_on(download(dir, source, known.as_ref()))
@@ -105,7 +106,8 @@ async fn download(
     let client = reqwest::Client::builder()
         .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(30))
-        .build()?;
+        .build()
+        .context("making an HTTP client")?;
     let mut request = client.get(url);
     if let Some(r) = known {
         if let Some(etag) = &r.etag {
@@ -125,7 +127,7 @@ async fn download(
     {
         verify(source, &r.content)?;
         let key = Digest::parse(&format!("sha256:{}", r.key))
-            .ok_or_else(|| anyhow!("bad download record for {url}"))?;
+            .ok_or_else(|| crate::store::Error::Other(format!("bad download record for {url}")))?;
         return Ok((dir.join(&r.key), key));
     }
     if !status.is_success() {
@@ -166,7 +168,7 @@ async fn download(
         if let Some(t) = mtime {
             file.set_modified(t)?;
         }
-        Ok::<_, anyhow::Error>(content)
+        Ok::<_, crate::store::Error>(content)
     }
     .await;
     let content = match result {
@@ -216,7 +218,10 @@ fn write_record(path: &Path, record: &Record) -> Result<()> {
     let dir = path.parent().expect("records live in a directory");
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".tmp-{}", rbuild_runner::snapshot::unique_name()));
-    std::fs::write(&tmp, serde_json::to_vec(record)?)?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(record).context("encoding a download record")?,
+    )?;
     std::fs::rename(&tmp, path)?;
     Ok(())
 }

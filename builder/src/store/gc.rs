@@ -10,7 +10,7 @@
 //! build is running.
 
 use crate::store::state::State;
-use anyhow::{Context, Result};
+use crate::store::{Context, Result};
 use rbuild_solver::{Digest, Output};
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;

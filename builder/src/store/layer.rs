@@ -3,7 +3,7 @@
 
 use crate::store::layout::{OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD};
 use crate::store::state::State;
-use anyhow::{Context, Result, bail};
+use crate::store::{Context, Result};
 use rayon::prelude::*;
 use rbuild_runner::Upper;
 use rbuild_solver::{Digest, OutputLayer};

@@ -6,7 +6,7 @@
 //! normalized reference (`docker.io/library/hello:1.0`); `index.json` is replaced atomically,
 //! and changed under `index.lock` (processes share the store).
 
-use anyhow::{Context, Result, bail};
+use crate::store::{Context, Result};
 use rbuild_solver::Digest;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -153,7 +153,10 @@ impl Ingest {
             && *expected != digest
         {
             let _ = std::fs::remove_file(&self.path);
-            bail!("content digest mismatch: expected {expected}, got {digest}");
+            return Err(crate::store::Error::Mismatch {
+                expected: expected.clone(),
+                got: digest,
+            });
         }
         let target = self.blobs.join(digest.hex());
         std::fs::rename(&self.path, &target)
@@ -282,7 +285,10 @@ impl Store {
         let digest = Digest::from_hasher(hasher);
         if digest != *expected {
             let _ = std::fs::remove_file(path);
-            bail!("content digest mismatch: expected {expected}, got {digest}");
+            return Err(crate::store::Error::Mismatch {
+                expected: expected.clone(),
+                got: digest,
+            });
         }
         std::fs::rename(path, self.blob_path(expected))
             .with_context(|| format!("storing blob {expected}"))
@@ -302,7 +308,10 @@ impl Store {
     }
 
     fn write_index(&self, index: &Index) -> Result<()> {
-        write_atomic(&self.root.join("index.json"), &serde_json::to_vec(index)?)
+        write_atomic(
+            &self.root.join("index.json"),
+            &serde_json::to_vec(index).context("encoding index.json")?,
+        )
     }
 
     /// The manifest tagged `name` (a full normalized reference).

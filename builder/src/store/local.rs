@@ -5,7 +5,7 @@
 use crate::registry::reference;
 use crate::store::layout::{Descriptor, Manifest, REF_NAME};
 use crate::store::state::State;
-use anyhow::{Context, Result, anyhow, bail};
+use crate::store::{Context, Result};
 use rbuild_frontend::image::Image;
 use rbuild_solver::Digest;
 
@@ -146,10 +146,14 @@ pub fn find(state: &State, arg: &str) -> Result<LocalImage> {
         bail!("no image {arg} in the local store (see `rbuild images`)");
     }
     let name = reference::parse(arg)
-        .map_err(|e| anyhow!("{arg}: {e}"))?
+        .map_err(|e| crate::store::Error::Other(format!("{arg}: {e}")))?
         .whole();
     images
         .into_iter()
         .find(|i| i.names.contains(&name))
-        .ok_or_else(|| anyhow!("no image {arg} in the local store (see `rbuild images`)"))
+        .ok_or_else(|| {
+            crate::store::Error::Other(format!(
+                "no image {arg} in the local store (see `rbuild images`)"
+            ))
+        })
 }

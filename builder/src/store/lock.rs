@@ -2,7 +2,7 @@
 //! and for cleaning up after killed processes), and exclusive locks on files (`index.lock`,
 //! step claims).
 
-use anyhow::{Context, Result};
+use crate::store::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
 use std::path::Path;
@@ -20,14 +20,13 @@ pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
 /// Takes an exclusive `flock` on the lock file `path` (created if needed), waiting for other
 /// holders. It is released when the returned lock is dropped or the process ends.
 pub fn lock_exclusive(path: &Path) -> Result<Flock<File>> {
-    Flock::lock(open_lock_file(path)?, FlockArg::LockExclusive)
-        .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", path.display()))
+    Flock::lock(open_lock_file(path)?, FlockArg::LockExclusive).map_err(|(_, e)| locking(path, e))
 }
 
 /// Locks the state directory: exclusively if `exclusive`, else shared, but exclusively
 /// (returning `true`) when no other process holds it, so that the caller can clean up.
 pub(crate) fn take_lock(file: File, path: &Path, exclusive: bool) -> Result<(Flock<File>, bool)> {
-    let err = |e: nix::errno::Errno| anyhow::anyhow!("locking {}: {e}", path.display());
+    let err = |e: nix::errno::Errno| locking(path, e);
     let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => return Ok((lock, true)),
         Err((file, nix::errno::Errno::EWOULDBLOCK)) => file,
@@ -55,4 +54,12 @@ pub(crate) fn take_lock(file: File, path: &Path, exclusive: bool) -> Result<(Flo
     Flock::lock(file, FlockArg::LockShared)
         .map(|lock| (lock, false))
         .map_err(|(_, e)| err(e))
+}
+
+/// A failed `flock` of `path`.
+pub(crate) fn locking(path: &Path, e: nix::errno::Errno) -> crate::store::Error {
+    crate::store::Error::Io {
+        what: format!("locking {}", path.display()),
+        source: e.into(),
+    }
 }

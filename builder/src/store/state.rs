@@ -11,7 +11,7 @@
 
 use crate::store::layout::Store;
 use crate::store::lock::{lock_exclusive, open_lock_file, take_lock};
-use anyhow::{Context, Result};
+use crate::store::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 use rbuild_runner::Snapshotter;
 use rbuild_solver::CacheIndex;
@@ -167,7 +167,7 @@ impl State {
                 let guard = state.lock.lock().expect("state lock");
                 if let Some(lock) = guard.as_ref() {
                     lock.relock(FlockArg::LockShared)
-                        .map_err(|e| anyhow::anyhow!("locking {}: {e}", lock_path.display()))?;
+                        .map_err(|e| crate::store::lock::locking(&lock_path, e))?;
                 }
             }
         }

@@ -22,6 +22,12 @@ use rbuild_solver::{
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// An error for the solver, with all its causes (`outer: inner: root cause`), whatever room
+/// of the builder it came from.
+fn described(e: impl Into<anyhow::Error>) -> BoxError {
+    format!("{:#}", e.into()).into()
+}
+
 /// Hears how far a download has come: the blob, bytes so far, its size, whether it is done.
 pub type PullProgress<'a> = dyn Fn(&rbuild_solver::Digest, u64, u64, bool) + Sync + 'a;
 
@@ -70,7 +76,7 @@ impl Worker for BuildWorker {
         source: &HttpSource,
     ) -> Result<(PathBuf, rbuild_solver::Digest), BoxError> {
         crate::store::downloads::fetch(&self.state.downloads_dir(), &self.runtime, source)
-            .map_err(|e| format!("{e:#}").into())
+            .map_err(described)
     }
 
     fn execute(
@@ -84,11 +90,10 @@ impl Worker for BuildWorker {
                 let progress = |digest: &rbuild_solver::Digest, bytes, total, done| {
                     ctx.progress(digest.as_str(), bytes, Some(total), done)
                 };
-                self.pull(image, &progress)
-                    .map_err(|e| format!("{e:#}").into())
+                self.pull(image, &progress).map_err(described)
             }
             Op::Exec(exec) => self.exec(exec, inputs, ctx),
-            Op::File(file) => self.file(file, inputs).map_err(|e| format!("{e:#}").into()),
+            Op::File(file) => self.file(file, inputs).map_err(described),
             Op::Merge => Ok(Output {
                 layers: inputs.iter().flat_map(|i| i.layers.clone()).collect(),
                 local: None,
@@ -101,7 +106,7 @@ impl Worker for BuildWorker {
         &self,
         key: &rbuild_solver::Digest,
     ) -> Result<Option<rbuild_solver::scheduler::Claim>, BoxError> {
-        let lock = self.state.claim(key).map_err(|e| format!("{e:#}"))?;
+        let lock = self.state.claim(key).map_err(described)?;
         Ok(Some(Box::new(lock)))
     }
 
@@ -205,7 +210,7 @@ impl BuildWorker {
     ) -> Result<Output, BoxError> {
         let state = &self.state;
         let base = &inputs[0];
-        ensure_snapshots(state, &base.layers).map_err(|e| format!("{e:#}"))?;
+        ensure_snapshots(state, &base.layers).map_err(described)?;
         let network = self.sandbox_network(exec.network)?;
         let mut env = exec.env.clone();
         // Held until the step ends: the locks of its cache mounts, copies it mounts.
@@ -221,11 +226,11 @@ impl BuildWorker {
             Ok(m) => m,
             Err(e) => {
                 discard(scratch);
-                return Err(format!("{e:#}").into());
+                return Err(described(e));
             }
         };
         let upper = state.snapshots.new_upper()?;
-        let run_dir = state.run_dir().map_err(|e| format!("{e:#}"))?;
+        let run_dir = state.run_dir().map_err(described)?;
         let layers = diff_ids(&base.layers);
         let process = Process {
             args: exec.args.clone(),
@@ -284,7 +289,7 @@ impl BuildWorker {
                 return Err(format!("process \"{command}\" could not be started: {e}").into());
             }
         }
-        on_top(state, base, upper).map_err(|e| format!("{e:#}").into())
+        on_top(state, base, upper).map_err(described)
     }
 
     /// The sandbox mounts of an exec op's `--mount`s. Secret values given as environment

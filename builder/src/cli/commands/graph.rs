@@ -43,6 +43,10 @@ pub struct GraphArgs {
     /// that build's) [default: this machine's]
     #[arg(long, value_parser = super::pull::parse_platform)]
     pub platform: Option<rbuild_frontend::Platform>,
+    /// The network of RUN steps that do not name one, as `build --network` (it is part of
+    /// their cache keys)
+    #[arg(long, value_name = "MODE", default_value = "default")]
+    pub network: String,
     /// The build context
     #[arg(value_name = "CONTEXT", default_value = ".")]
     pub context: PathBuf,
@@ -60,7 +64,9 @@ struct Shown {
 
 /// Prints the graph; returns 1 if the Dockerfile has errors.
 pub fn run(global: &Global, args: GraphArgs) -> Result<i32> {
+    let (network, _) = super::build::network_options(&args.network, &[])?;
     let request = BuildRequest {
+        network,
         all_stages: args.target.is_none(),
         target: args.target.clone(),
         platforms: vec![args.platform.clone()],
