@@ -1,0 +1,272 @@
+//! Writing the outputs of a finished build: the local store (tags), pushes, image archives,
+//! root filesystems; then `--iidfile` and `--metadata-file`.
+
+use super::*;
+
+/// Everything the outputs of a finished build need.
+pub(super) struct Export<'a> {
+    pub(super) session: &'a Session,
+    pub(super) args: &'a BuildArgs,
+    pub(super) request: &'a BuildRequest,
+    pub(super) state: &'a State,
+    pub(super) registry: &'a Registry,
+    pub(super) runtime: &'a tokio::runtime::Runtime,
+    pub(super) worker: &'a BuildWorker,
+    pub(super) builds: &'a [Build],
+    pub(super) solved: &'a Solved,
+}
+
+/// The image the outputs export: its manifest (or index), its config (one platform), and the
+/// metadata `--metadata-file` writes.
+struct Stored {
+    manifest: crate::store::layout::Descriptor,
+    config: Option<crate::store::layout::Descriptor>,
+    metadata: serde_json::Value,
+}
+
+impl Export<'_> {
+    fn multi(&self) -> bool {
+        self.builds.len() > 1
+    }
+
+    /// Stores the image (one per platform; several make an index), writes the outputs, the
+    /// id and the metadata.
+    pub(super) fn run(&self, outputs: &[OutputSpec]) -> Result<i32> {
+        let mut stored = self.store()?;
+        let mut named = Vec::new();
+        for output in outputs {
+            self.output(output, &mut stored, &mut named)?;
+        }
+        if !named.is_empty() {
+            stored.metadata["image.name"] = named.join(",").into();
+        }
+        // The image id: the config's digest, or for several platforms the index's as the
+        // outputs last reported it (pushed with Docker media types, say), as buildx's
+        // --iidfile.
+        let image_id = match &stored.config {
+            Some(config) => config.digest.to_string(),
+            None => stored.metadata["containerimage.digest"]
+                .as_str()
+                .unwrap_or(stored.manifest.digest.as_str())
+                .to_string(),
+        };
+        if let Some(path) = &self.args.iidfile {
+            std::fs::write(path, image_id.as_str())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        if let Some(path) = &self.args.metadata_file {
+            std::fs::write(path, serde_json::to_vec_pretty(&stored.metadata)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        self.session.printer.lock().expect("printer").summary(true);
+        let to_stdout = outputs.iter().any(|o| {
+            matches!(
+                o,
+                OutputSpec::Archive {
+                    dest: Dest::Stdout,
+                    ..
+                } | OutputSpec::Tar { dest: Dest::Stdout }
+            )
+        });
+        if self.session.mode == Mode::Quiet && !to_stdout {
+            println!("{image_id}");
+        }
+        Ok(0)
+    }
+
+    /// Stores each platform's image (with `--label`s) and, for several, their index.
+    fn store(&self) -> Result<Stored> {
+        let mut manifests = Vec::with_capacity(self.builds.len());
+        let mut config = None;
+        for build in self.builds {
+            let mut image = finalize(build, self.solved);
+            // --label: set on the final config, with no history entry, as BuildKit does.
+            for label in &self.args.labels {
+                let (key, value) = label.split_once('=').unwrap_or((label.as_str(), ""));
+                image
+                    .image
+                    .config
+                    .labels
+                    .get_or_insert_with(Default::default)
+                    .insert(key.to_string(), value.to_string());
+            }
+            let (mut manifest, _, image_config) = store_image(&self.state.store, &image)?;
+            if self.multi() {
+                manifest.platform = Some(crate::store::layout::Platform {
+                    os: image.image.os.clone(),
+                    architecture: image.image.architecture.clone(),
+                    variant: image.image.variant.clone(),
+                });
+            }
+            manifests.push(manifest);
+            config = Some(image_config);
+        }
+        let (manifest, config) = match self.multi() {
+            true => (store_index(&self.state.store, &manifests, false)?, None),
+            false => (manifests[0].clone(), config),
+        };
+        let mut metadata = serde_json::json!({
+            "containerimage.digest": manifest.digest,
+            "containerimage.descriptor": {
+                "mediaType": manifest.media_type,
+                "digest": manifest.digest,
+                "size": manifest.size,
+            },
+        });
+        if let Some(config) = &config {
+            metadata["containerimage.config.digest"] = config.digest.to_string().into();
+        }
+        Ok(Stored {
+            manifest,
+            config,
+            metadata,
+        })
+    }
+
+    /// Writes one output.
+    fn output(
+        &self,
+        output: &OutputSpec,
+        stored: &mut Stored,
+        named: &mut Vec<String>,
+    ) -> Result<()> {
+        let started = Instant::now();
+        match output {
+            OutputSpec::Image {
+                names,
+                push,
+                compression,
+                oci_mediatypes,
+            } => {
+                let mut lines = match &stored.config {
+                    Some(config) => vec![
+                        format!("writing image {} done", config.digest),
+                        format!("writing manifest {} done", stored.manifest.digest),
+                    ],
+                    None => vec![format!(
+                        "writing manifest list {} done",
+                        stored.manifest.digest
+                    )],
+                };
+                // A multi-platform image is only pushed (refused otherwise).
+                if !self.multi() {
+                    for name in names {
+                        self.state.store.tag(name, &stored.manifest)?;
+                        lines.push(format!("naming to {name} done"));
+                    }
+                }
+                named.extend(names.iter().cloned());
+                self.session.step("exporting to image", &lines, started);
+                if *push {
+                    self.push(names, (compression, *oci_mediatypes), stored)?;
+                }
+            }
+            OutputSpec::Archive {
+                format,
+                docker_media_types,
+                dest,
+                names,
+                compression,
+            } => {
+                let counter = Arc::new(Counter::default());
+                let live = self
+                    .session
+                    .printer
+                    .lock()
+                    .expect("printer")
+                    .live("exporting layers", counter.clone());
+                let exported = write_archive(
+                    self.state,
+                    &[ArchiveImage {
+                        manifest: stored.manifest.clone(),
+                        names: names.clone(),
+                    }],
+                    *format,
+                    *docker_media_types,
+                    dest,
+                    compression,
+                    &counter,
+                )?;
+                drop(live);
+                let mut lines = vec![
+                    format!(
+                        "exporting layers {} {} done",
+                        crate::units::human(counter.get()),
+                        crate::units::rate(counter.get(), started.elapsed())
+                    ),
+                    format!("exporting manifest {} done", exported[0].digest),
+                ];
+                if let Some(config) = &stored.config {
+                    lines.push(format!("exporting config {} done", config.digest));
+                }
+                lines.push(format!("sending tarball to {dest} done"));
+                let what = match format {
+                    ArchiveFormat::Oci => "exporting to oci image format",
+                    ArchiveFormat::Docker => "exporting to docker image format",
+                };
+                self.session.step(what, &lines, started);
+            }
+            OutputSpec::Local { dest } => {
+                for (build, platform) in self.builds.iter().zip(&self.request.platforms) {
+                    // Several platforms: a directory each, named as BuildKit names them.
+                    let dest = match (self.multi(), platform) {
+                        (true, Some(p)) => dest.join(p.to_string().replace('/', "_")),
+                        _ => dest.clone(),
+                    };
+                    self.worker
+                        .export_rootfs(&self.solved[&build.target], None, Some(&dest))?;
+                }
+                self.session.step(
+                    "exporting to client directory",
+                    &[format!("copying files to {} done", dest.display())],
+                    started,
+                );
+            }
+            OutputSpec::Tar { dest } => {
+                self.worker.export_rootfs(
+                    &self.solved[&self.builds[0].target],
+                    Some(dest),
+                    None,
+                )?;
+                self.session.step(
+                    "exporting to client tarball",
+                    &[format!("sending tarball to {dest} done")],
+                    started,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Pushes the image under each of `names`.
+    fn push(
+        &self,
+        names: &[String],
+        format: (&Compression, bool),
+        stored: &mut Stored,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let mut lines = Vec::new();
+        for name in names {
+            let report = |line: String| {
+                if self.session.mode == Mode::Plain {
+                    eprintln!("{line}");
+                }
+            };
+            let digest = crate::cli::commands::push::push_image(
+                self.state,
+                self.registry,
+                self.runtime,
+                &stored.manifest,
+                name,
+                format,
+                &report,
+            )?;
+            lines.push(format!("pushing {name}@{digest} done"));
+            stored.metadata["containerimage.digest"] = digest.to_string().into();
+        }
+        self.session
+            .step("pushing layers and manifest", &lines, started);
+        Ok(())
+    }
+}

@@ -1,0 +1,486 @@
+//! `rbuild build`: Dockerfile → image. This file turns the command line into a
+//! `pipeline::BuildRequest` and runs it; [`output`] parses `--output`, [`export`] writes the
+//! outputs of a finished build.
+
+mod export;
+mod output;
+
+use export::Export;
+pub use output::{OutputSpec, parse_output};
+
+use crate::cli::Global;
+use crate::cli::diagnostics::{self, Target};
+use crate::cli::progress::{Mode, Printer};
+use crate::export::compress::{Compression, Counter};
+use crate::export::{
+    ArchiveFormat, ArchiveImage, Dest, finalize, store_image, store_index, write_archive,
+};
+use crate::pipeline::{BuildRequest, Loaded};
+use crate::registry::Registry;
+use crate::registry::reference;
+use crate::registry::resolver::StoreThenRegistry;
+use crate::store::state::State;
+use crate::worker::BuildWorker;
+use anyhow::{Context, Result, anyhow, bail};
+use rbuild_frontend::diagnostic::Diagnostic;
+use rbuild_frontend::{Build, Platform};
+use rbuild_solver::NetworkMode;
+use rbuild_solver::scheduler::SolveError;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// Arguments of `rbuild build`.
+#[derive(clap::Args, Clone)]
+pub struct BuildArgs {
+    /// Name and tag of the image (`name:tag`); may be repeated
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    pub tags: Vec<String>,
+    /// The Dockerfile [default: CONTEXT/Dockerfile]
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// A build argument `KEY=VALUE`, or `KEY` to take its value from the environment
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+    /// The stage to build [default: the last]
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The platform to build for, `os/arch[/variant]` (`linux/arm64`): base images are
+    /// chosen for it, TARGETPLATFORM and its kin name it, the image config says it. Several,
+    /// comma-separated, make a multi-platform index (pushed, or written by type=oci; type=local
+    /// gets a directory per platform). RUN steps for another CPU run only where an emulator is
+    /// registered (binfmt_misc) [default: this machine's, and the base image's platform in the
+    /// config]
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// Progress output
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: Mode,
+    /// Print only the image id (same as --progress=quiet)
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Where the result goes, as BuildKit's exporters: `type=image[,name=N,push=true]`,
+    /// `type=registry`, `type=oci|docker,dest=FILE.tar|-`, `type=local,dest=DIR`,
+    /// `type=tar,dest=FILE.tar|-`, with `compression=gzip|zstd|uncompressed`,
+    /// `compression-level=N`, `force-compression=true`, `oci-mediatypes=true|false`
+    /// [default: type=image with the -t names]
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+    /// Set a label on the image (`KEY=VALUE`; after the Dockerfile's LABELs, as BuildKit)
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Push the image to its registry (shorthand for --output type=registry)
+    #[arg(long)]
+    pub push: bool,
+    /// Keep the image in the local store even when other outputs are given (type=image)
+    #[arg(long)]
+    pub load: bool,
+    /// Write the image id (its config digest) to this file
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Write the build result's metadata (digests, names) as JSON to this file
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// Do not use the cache for any step
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Do not use the cache for the steps of these stages (comma-separated names)
+    #[arg(
+        long = "no-cache-filter",
+        value_name = "STAGE[,STAGE]",
+        value_delimiter = ','
+    )]
+    pub no_cache_filter: Vec<String>,
+    /// Ask registries for base image tags even when the local store has them
+    #[arg(long)]
+    pub pull: bool,
+    /// How many RUN steps may run at once [default: the number of CPUs]
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Fail the build when a build check (see `rbuild lint`) finds something
+    #[arg(long)]
+    pub check: bool,
+    /// A secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`
+    #[arg(long = "secret", value_name = "SPEC")]
+    pub secrets: Vec<String>,
+    /// An SSH agent for `RUN --mount=type=ssh`: `default` ($SSH_AUTH_SOCK) or `ID=SOCKET`
+    #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
+    pub ssh: Vec<String>,
+    /// The network of RUN steps that do not name one: `default` (a network namespace of their
+    /// own with outbound access through slirp4netns, which cannot reach this machine's
+    /// loopback), `none` (loopback only) or `host` (this machine's network)
+    #[arg(long, value_name = "MODE", default_value = "default")]
+    pub network: String,
+    /// Grant an entitlement to the Dockerfile: `network.host` (for `RUN --network=host`)
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
+    pub allow: Vec<String>,
+    /// The build context directory
+    #[arg(value_name = "CONTEXT")]
+    pub context: PathBuf,
+}
+
+/// The network of RUN steps without `--network` and whether `RUN --network=host` is allowed,
+/// from `--network` and `--allow`. As with buildx, `--network=host` on the command line grants
+/// `network.host` itself: the person running the build asked for it, not the Dockerfile.
+pub fn network_options(network: &str, allow: &[String]) -> Result<(NetworkMode, bool)> {
+    let mut allow_host = false;
+    for entitlement in allow {
+        match entitlement.as_str() {
+            "network.host" => allow_host = true,
+            "security.insecure" => bail!(
+                "--allow security.insecure: rbuild does not run privileged steps (RUN \
+                 --security=insecure)"
+            ),
+            other => bail!("--allow {other}: unknown entitlement (rbuild knows network.host)"),
+        }
+    }
+    let mode = match network {
+        "default" => NetworkMode::Private,
+        "none" => NetworkMode::None,
+        "host" => {
+            allow_host = true;
+            NetworkMode::Host
+        }
+        other => bail!("--network {other}: expected default, none or host"),
+    };
+    Ok((mode, allow_host))
+}
+
+/// What a build command line asks for besides the pipeline's request: where the result goes
+/// and how the command reports.
+struct Session {
+    mode: Mode,
+    printer: Arc<std::sync::Mutex<Printer>>,
+    /// The state directory, for hints about a full disk.
+    root: PathBuf,
+}
+
+impl Session {
+    /// Reports diagnostics: a full disk says where, and what to do, whatever step or pull it
+    /// stopped.
+    fn diagnostics(&self, d: &[Diagnostic]) {
+        let fancy = self.mode != Mode::Plain;
+        let d: Vec<Diagnostic> = d
+            .iter()
+            .map(
+                |d| match crate::store::state::full_disk_hint(&self.root, &d.message) {
+                    Some(hint) if d.help.is_none() => d.clone().with_help(hint),
+                    _ => d.clone(),
+                },
+            )
+            .collect();
+        self.printer
+            .lock()
+            .expect("printer")
+            .diagnostics(&d, |d| diagnostics::print(d, Target::Stderr, fancy))
+    }
+
+    fn step(&self, name: &str, lines: &[String], started: Instant) {
+        self.printer
+            .lock()
+            .expect("printer")
+            .step(name, lines, started.elapsed())
+    }
+}
+
+/// The pipeline's request for `rbuild build`'s arguments.
+fn request(args: &BuildArgs) -> Result<BuildRequest> {
+    // --platform: none (the machine's), one, or several (a multi-platform index).
+    let platforms: Vec<Option<Platform>> = match args.platform.as_deref() {
+        None => vec![None],
+        Some(list) => {
+            let list =
+                Platform::parse_list(list).map_err(|e| anyhow!("invalid --platform: {e}"))?;
+            match list.is_empty() {
+                true => vec![None],
+                false => list.into_iter().map(Some).collect(),
+            }
+        }
+    };
+    let (network, allow_network_host) = network_options(&args.network, &args.allow)?;
+    Ok(BuildRequest {
+        target: args.target.clone(),
+        platforms,
+        network,
+        allow_network_host,
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        jobs: args.jobs,
+        ..BuildRequest::new(args.file.as_deref(), &args.context, &args.build_args)
+    })
+}
+
+/// The outputs asked for (`--output`, `--push`, `--load`, the default local image), checked
+/// against the number of platforms.
+fn outputs(args: &BuildArgs, tags: &[String], multi: bool) -> Result<Vec<OutputSpec>> {
+    let mut outputs = args
+        .outputs
+        .iter()
+        .map(|o| parse_output(o, tags))
+        .collect::<Result<Vec<_>>>()?;
+    let image_output = |push: bool| OutputSpec::Image {
+        names: tags.to_vec(),
+        push,
+        compression: Compression::default(),
+        oci_mediatypes: false,
+    };
+    if args.push {
+        if tags.is_empty() {
+            bail!("--push needs an image name (-t NAME)");
+        }
+        outputs.push(image_output(true));
+    }
+    let has_image = outputs
+        .iter()
+        .any(|o| matches!(o, OutputSpec::Image { .. }));
+    if outputs.is_empty() || (args.load && !has_image) {
+        outputs.insert(0, image_output(false));
+    }
+    for output in &outputs {
+        match output {
+            OutputSpec::Image {
+                names, push: true, ..
+            } if names.is_empty() => bail!("pushing needs an image name (-t NAME or name=)"),
+            OutputSpec::Image { push: false, .. } if multi => bail!(
+                "a multi-platform image cannot go to the local image store yet: push it \
+                 (--push or -o type=registry) or write it with -o type=oci,dest=FILE"
+            ),
+            OutputSpec::Archive {
+                format: ArchiveFormat::Docker,
+                ..
+            } if multi => bail!(
+                "type=docker holds one platform per image (Docker's manifest.json); use \
+                 type=oci for a multi-platform image"
+            ),
+            OutputSpec::Tar { .. } if multi => bail!(
+                "type=tar of several platforms is not supported yet; type=local writes a \
+                 directory per platform"
+            ),
+            _ => {}
+        }
+    }
+    Ok(outputs)
+}
+
+/// The secrets and SSH agents given for RUN mounts.
+fn provided(args: &BuildArgs) -> Result<crate::worker::mounts::Provided> {
+    let getenv = |k: &str| std::env::var(k).ok();
+    let mut provided = crate::worker::mounts::Provided::default();
+    for spec in &args.secrets {
+        let (id, value) = crate::worker::mounts::parse_secret(spec, &getenv)?;
+        provided.secrets.insert(id, value);
+    }
+    for spec in &args.ssh {
+        let (id, socket) = crate::worker::mounts::parse_ssh(spec, &getenv)?;
+        provided.ssh.insert(id, socket);
+    }
+    Ok(provided)
+}
+
+/// Prints what loading read, as BuildKit's `[internal]` steps.
+fn report_load(session: &Session, loaded: &Loaded) {
+    let (read, ignore) = loaded.read_time;
+    let printer = &mut *session.printer.lock().expect("printer");
+    printer.step(
+        &format!("[internal] load build definition from {}", loaded.file.name),
+        &[format!(
+            "transferring dockerfile: {}B done",
+            loaded.file.text.len()
+        )],
+        read,
+    );
+    let size = loaded.ignore_file.as_ref().map_or(2, |(_, size)| *size);
+    printer.step(
+        "[internal] load .dockerignore",
+        &[format!("transferring context: {size}B done")],
+        ignore,
+    );
+}
+
+/// Prints the lowering's warnings (each platform's, each once); returns whether the build
+/// must stop because a build check failed (`--check`, `# check=error=true`).
+fn report_warnings(session: &Session, builds: &[Build], check: bool) -> bool {
+    let mut warnings: Vec<Diagnostic> = Vec::new();
+    for d in builds.iter().flat_map(|b| &b.warnings) {
+        if !warnings
+            .iter()
+            .any(|w| w.message == d.message && w.span == d.span)
+        {
+            warnings.push(d.clone());
+        }
+    }
+    session.diagnostics(&warnings);
+    let findings = warnings.iter().filter(|d| d.rule.is_some()).count();
+    if findings > 0 && (check || builds.iter().any(|b| b.failing_checks)) {
+        eprintln!(
+            "error: {findings} build check{} failed ({})",
+            if findings == 1 { "" } else { "s" },
+            if check {
+                "--check"
+            } else {
+                "# check=error=true"
+            }
+        );
+        return true;
+    }
+    false
+}
+
+/// Solves the builds' targets with progress and Ctrl-C handling; keeps what hashing learned.
+fn solve(
+    session: &Session,
+    request: &BuildRequest,
+    state: &State,
+    worker: Arc<BuildWorker>,
+    runtime: &tokio::runtime::Runtime,
+    builds: &[Build],
+) -> Result<Result<Solved, SolveError>> {
+    let graph = Arc::new(builds[0].graph.clone());
+    let targets: Vec<rbuild_solver::VertexId> = builds.iter().map(|b| b.target).collect();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (solver, stats) = request.solver(worker, state, &graph, &targets, Some(tx))?;
+    let cancel = solver.cancel_flag();
+    let events_printer = session.printer.clone();
+    let result = runtime.block_on(async {
+        let printing = tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                events_printer.lock().expect("printer").event(event);
+            }
+        });
+        let interrupt = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupted: stopping the build…");
+                cancel.store(true, Ordering::Relaxed);
+            }
+        });
+        let result = solver.solve(graph.clone(), &targets).await;
+        drop(solver);
+        let _ = printing.await;
+        interrupt.abort();
+        result
+    });
+    // What the hashing learned is kept even if the build failed.
+    if let Err(e) = state.cache.save_stats(&stats) {
+        eprintln!("warning: could not save the stat cache: {e}");
+    }
+    Ok(result)
+}
+
+/// The outputs of a solve, by vertex.
+type Solved = std::collections::HashMap<rbuild_solver::VertexId, Arc<rbuild_solver::Output>>;
+
+/// A failed step as a diagnostic: at its instruction, with the last lines of its output.
+fn step_failure(
+    loaded: &Loaded,
+    builds: &[Build],
+    vertex: rbuild_solver::VertexId,
+    message: String,
+    log_tail: &[String],
+) -> Diagnostic {
+    // The snippet shows the instruction; without one, the step's name says which it was.
+    let location = builds.iter().find_map(|b| b.location(vertex));
+    let message = match (&location, &builds[0].graph.vertex(vertex).name) {
+        (None, Some(name)) => format!("{name}: {message}"),
+        _ => message,
+    };
+    let mut d = Diagnostic::error(&loaded.file, location, message);
+    if !log_tail.is_empty() {
+        let lines: Vec<String> = log_tail.iter().map(|l| format!("      > {l}")).collect();
+        d = d.with_help(format!(
+            "last {} lines of output:\n{}",
+            log_tail.len(),
+            lines.join("\n")
+        ));
+    }
+    d
+}
+
+/// Runs a build; returns the process exit code.
+pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
+    let mode = if args.quiet {
+        Mode::Quiet
+    } else {
+        args.progress
+    };
+    let mut request = request(&args)?;
+    let provided = provided(&args)?;
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| {
+            reference::parse(t)
+                .map(|r| r.whole())
+                .map_err(|e| anyhow!("invalid tag: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let outputs = outputs(&args, &tags, request.platforms.len() > 1)?;
+    let session = Session {
+        mode,
+        printer: Printer::new(mode),
+        root: global.root.clone(),
+    };
+    let loaded = request.load()?;
+    report_load(&session, &loaded);
+    session.diagnostics(&loaded.parsed.diagnostics);
+    if loaded.parsed.has_errors() {
+        return Ok(1);
+    }
+
+    let state = Arc::new(global.state()?);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let registry = Arc::new(Registry::new(global.registries.clone()));
+    let mut resolver = StoreThenRegistry::new(&state, &registry, &runtime);
+    resolver.pull = args.pull;
+    let builds = match request.lower(&loaded, &resolver) {
+        Ok(builds) => builds,
+        Err(d) => {
+            session.diagnostics(&[d]);
+            return Ok(1);
+        }
+    };
+    if report_warnings(&session, &builds, args.check) {
+        return Ok(1);
+    }
+    let worker = Arc::new(BuildWorker {
+        state: state.clone(),
+        context: request.context.clone(),
+        registry: registry.clone(),
+        runtime: runtime.handle().clone(),
+        provided: Arc::new(provided),
+        network: Default::default(),
+    });
+    let solved = match solve(
+        &session,
+        &request,
+        &state,
+        worker.clone(),
+        &runtime,
+        &builds,
+    )? {
+        Ok(solved) => solved,
+        Err(SolveError::Step {
+            vertex,
+            message,
+            log_tail,
+        }) => {
+            session.diagnostics(&[step_failure(&loaded, &builds, vertex, message, &log_tail)]);
+            session.printer.lock().expect("printer").summary(false);
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let export = Export {
+        session: &session,
+        args: &args,
+        request: &request,
+        state: &state,
+        registry: &registry,
+        runtime: &runtime,
+        worker: &worker,
+        builds: &builds,
+        solved: &solved,
+    };
+    export.run(&outputs)
+}
