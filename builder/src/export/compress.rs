@@ -8,13 +8,13 @@
 //! already (pulled ones) are used as they are unless `force` asks for the other compression,
 //! as BuildKit's `force-compression` does.
 
+use crate::export::{Error, Result};
 use crate::store::layer::oci_layer_media_type;
 use crate::store::layout::{
     DOCKER_CONFIG, DOCKER_MANIFEST, Descriptor, Manifest, OCI_LAYER_GZIP, OCI_LAYER_TAR,
     OCI_LAYER_ZSTD,
 };
 use crate::store::state::State;
-use anyhow::{Context, Result, anyhow, bail};
 use rayon::prelude::*;
 use rbuild_frontend::image::Image;
 use rbuild_solver::Digest;
@@ -50,7 +50,11 @@ impl Compression {
             "gzip" => OCI_LAYER_GZIP,
             "zstd" => OCI_LAYER_ZSTD,
             "uncompressed" => OCI_LAYER_TAR,
-            other => bail!("unknown compression {other:?} (expected gzip, zstd or uncompressed)"),
+            other => {
+                return Err(Error::Other(format!(
+                    "unknown compression {other:?} (expected gzip, zstd or uncompressed)"
+                )));
+            }
         };
         Ok(Compression { media_type, ..self })
     }
@@ -217,26 +221,29 @@ fn write_blob(
     };
     if state.store.has_blob(&layer.digest) {
         let file = std::fs::File::open(state.store.blob_path(&layer.digest))
-            .with_context(|| format!("opening layer blob {}", layer.digest))?;
+            .map_err(Error::io(format!("opening layer blob {}", layer.digest)))?;
         let mut reader = crate::store::layer::decompress(
             BufReader::with_capacity(1 << 20, file),
             &layer.media_type,
         )?;
         std::io::copy(&mut reader, &mut tee)
-            .with_context(|| format!("recompressing layer {}", layer.digest))?;
+            .map_err(Error::io(format!("recompressing layer {}", layer.digest)))?;
     } else if state.snapshots.has(diff_id.as_str()) {
         let dir = state.snapshots.layer_dir(diff_id.as_str());
-        rbuild_runner::diff::write_layer(&dir, &mut tee)
-            .with_context(|| format!("archiving the snapshot of layer {diff_id}"))?;
+        rbuild_runner::diff::write_layer(&dir, &mut tee).map_err(Error::io(format!(
+            "archiving the snapshot of layer {diff_id}"
+        )))?;
     } else {
-        bail!("layer {diff_id} is missing: neither its blob nor its snapshot is here");
+        return Err(Error::Other(format!(
+            "layer {diff_id} is missing: neither its blob nor its snapshot is here"
+        )));
     }
     let actual = Digest::from_hasher(tee.hasher.clone());
     if actual != *diff_id {
-        bail!(
+        return Err(Error::Other(format!(
             "layer {diff_id} no longer matches its content (it gives {actual}); \
              run `rbuild check`, and build again with --no-cache"
-        );
+        )));
     }
     let encoder = tee.inner.into_inner().map_err(|e| e.into_error())?;
     let ingest = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;
@@ -255,16 +262,16 @@ pub fn export_manifest(
 ) -> Result<(Descriptor, Vec<u8>)> {
     let bytes = state.store.read_blob(&manifest.digest)?;
     let m: Manifest = serde_json::from_slice(&bytes)
-        .with_context(|| format!("parsing manifest {}", manifest.digest))?;
+        .map_err(Error::json(format!("parsing manifest {}", manifest.digest)))?;
     let config: Image = serde_json::from_slice(&state.store.read_blob(&m.config.digest)?)
-        .with_context(|| format!("parsing config {}", m.config.digest))?;
+        .map_err(Error::json(format!("parsing config {}", m.config.digest)))?;
     if config.rootfs.diff_ids.len() != m.layers.len() {
-        bail!(
+        return Err(Error::Other(format!(
             "image {} is inconsistent: {} layers but {} diff ids",
             manifest.digest,
             m.layers.len(),
             config.rootfs.diff_ids.len()
-        );
+        )));
     }
     let docker = m.media_type.as_deref() == Some(DOCKER_MANIFEST);
     let layers = m
@@ -272,7 +279,8 @@ pub fn export_manifest(
         .par_iter()
         .zip(&config.rootfs.diff_ids)
         .map(|(layer, diff_id)| {
-            let diff_id = Digest::parse(diff_id).ok_or_else(|| anyhow!("bad diff id {diff_id}"))?;
+            let diff_id = Digest::parse(diff_id)
+                .ok_or_else(|| Error::Other(format!("bad diff id {diff_id}")))?;
             let mut blob = layer_blob(state, layer, &diff_id, compression, counter)?;
             if blob.digest != layer.digest && docker {
                 blob.media_type = docker_layer_media_type(&blob.media_type).to_string();

@@ -11,13 +11,72 @@ use crate::store::layout::{
 };
 use crate::store::state::State;
 use crate::units;
-use anyhow::{Context, Result, bail};
 use rbuild_frontend::Build;
 use rbuild_frontend::image::Image;
 use rbuild_solver::{Output, OutputLayer, VertexId};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::Arc;
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file operation failed.
+    #[error("{what}")]
+    Io {
+        /// What rbuild was doing (`creating …/out.tar`).
+        what: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A write failed, with nothing more to say than the system's error (a closed stdout,
+    /// a full disk while streaming a layer).
+    #[error(transparent)]
+    System(#[from] std::io::Error),
+    /// A blob of the store is not what it should be.
+    #[error("{what}")]
+    Json {
+        /// What rbuild was reading.
+        what: String,
+        /// Why it is not JSON of that kind.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The state directory.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// The cache index (where compressed blobs are remembered).
+    #[error(transparent)]
+    Cache(#[from] rbuild_solver::Error),
+    /// Something else, said in words: an unknown compression, a layer that is missing, a
+    /// format that cannot hold the image.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    /// A failed file operation, with what rbuild was doing.
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Io { what, source }
+    }
+
+    /// A blob that is not the JSON it should be.
+    pub(crate) fn json(what: impl Into<String>) -> impl FnOnce(serde_json::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Json { what, source }
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(source: serde_json::Error) -> Self {
+        Error::json("encoding JSON")(source)
+    }
+}
+
+/// An export's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The final image config and its layers.
 pub struct FinalImage {
@@ -187,7 +246,7 @@ pub fn export_image(
         });
     }
     let index: Index = serde_json::from_slice(&state.store.read_blob(&descriptor.digest)?)
-        .with_context(|| format!("parsing index {}", descriptor.digest))?;
+        .map_err(Error::json(format!("parsing index {}", descriptor.digest)))?;
     let manifests = index
         .manifests
         .iter()
@@ -249,7 +308,7 @@ impl Dest {
                 ));
                 let result = (|| -> Result<()> {
                     let file = std::fs::File::create(&tmp)
-                        .with_context(|| format!("creating {}", tmp.display()))?;
+                        .map_err(Error::io(format!("creating {}", tmp.display())))?;
                     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
                     write(&mut out)?;
                     let file = out.into_inner().map_err(|e| e.into_error())?;
@@ -260,7 +319,8 @@ impl Dest {
                     let _ = std::fs::remove_file(&tmp);
                     return Err(e);
                 }
-                std::fs::rename(&tmp, dest).with_context(|| format!("writing {}", dest.display()))
+                std::fs::rename(&tmp, dest)
+                    .map_err(Error::io(format!("writing {}", dest.display())))
             }
         }
     }
@@ -315,10 +375,11 @@ pub fn write_archive(
             counter,
         )?;
         if format == ArchiveFormat::Docker && is_index(&ready.top) {
-            bail!(
+            return Err(Error::Other(
                 "the docker archive format holds one platform per image (Docker's manifest.json); \
                  use type=oci for a multi-platform image"
-            );
+                    .into(),
+            ));
         }
         let mut m = None;
         for manifest in &ready.manifests {
@@ -390,7 +451,7 @@ pub fn write_archive(
         for digest in &blobs {
             let path = store.blob_path(digest);
             let mut f =
-                std::fs::File::open(&path).with_context(|| format!("reading blob {digest}"))?;
+                std::fs::File::open(&path).map_err(Error::io(format!("reading blob {digest}")))?;
             let size = f.metadata()?.len();
             add(&format!("blobs/sha256/{}", digest.hex()), &mut f, size)?;
         }
