@@ -31,21 +31,34 @@ struct CopyTarget {
 }
 
 impl CopyTarget {
-    /// A copy of one file of a source made for this instruction (a download, a heredoc),
-    /// never extracted.
-    fn plain_copy(&self, source: usize, path: String) -> FileAction {
+    /// A copy action of `paths` of input `source` to this target, selected by `selection`
+    /// (the `.dockerignore`, include and exclude patterns of `FileAction::Copy`).
+    fn copy(
+        &self,
+        source: usize,
+        paths: Vec<String>,
+        unpack_archives: bool,
+        selection: [Vec<String>; 3],
+    ) -> FileAction {
+        let [ignore, include_patterns, exclude_patterns] = selection;
         FileAction::Copy {
             source,
-            paths: vec![path],
+            paths,
             dest: self.dest.clone(),
             owner: self.owner.clone(),
             mode: self.chmod.as_ref().and_then(Chmod::octal),
             chmod: self.chmod.as_ref().and_then(Chmod::symbolic).cloned(),
-            unpack_archives: false,
-            ignore: vec![],
-            include_patterns: vec![],
-            exclude_patterns: vec![],
+            unpack_archives,
+            ignore,
+            include_patterns,
+            exclude_patterns,
         }
+    }
+
+    /// A copy of one file of a source made for this instruction (a download, a heredoc),
+    /// never extracted.
+    fn plain_copy(&self, source: usize, path: String) -> FileAction {
+        self.copy(source, vec![path], false, Default::default())
     }
 }
 
@@ -310,23 +323,17 @@ impl Lowerer<'_> {
         let actions = selections
             .into_iter()
             .enumerate()
-            .map(|(i, (paths, include_patterns))| FileAction::Copy {
-                // The context's local sources come one per action, a stage's once.
-                source: if from_context { 1 + i } else { 1 },
-                paths,
-                dest: target.dest.clone(),
-                owner: target.owner.clone(),
-                mode: target.chmod.as_ref().and_then(Chmod::octal),
-                chmod: target.chmod.as_ref().and_then(Chmod::symbolic).cloned(),
-                unpack_archives: unpack,
+            .map(|(i, (paths, include_patterns))| {
                 // The context's ignore file applies to copies from the context.
-                ignore: if from_context {
+                let ignore = if from_context {
                     self.options.dockerignore.clone()
                 } else {
                     vec![]
-                },
-                include_patterns,
-                exclude_patterns: copy.exclude.clone(),
+                };
+                // The context's local sources come one per action, a stage's once.
+                let source = if from_context { 1 + i } else { 1 };
+                let selection = [ignore, include_patterns, copy.exclude.clone()];
+                target.copy(source, paths, unpack, selection)
             })
             .collect();
         Ok(actions)
