@@ -14,6 +14,7 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod errors;
 pub mod export;
 #[cfg(test)]
 mod hostile_inputs;

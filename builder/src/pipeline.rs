@@ -7,7 +7,6 @@
 //! build args, stages or cache keys.
 
 use crate::store::state::State;
-use anyhow::{Context, Result, anyhow, bail};
 use rbuild_frontend::diagnostic::Diagnostic;
 use rbuild_frontend::parser::{self, Parsed};
 use rbuild_frontend::source::SourceFile;
@@ -23,6 +22,49 @@ use std::time::{Duration, Instant};
 /// and a bound for `-f /dev/zero` or a runaway generator, which would otherwise be read until
 /// memory runs out.
 pub const MAX_DOCKERFILE_SIZE: u64 = 32 << 20;
+
+/// Why a build request could not be loaded or set up. (Errors in the Dockerfile itself are
+/// [`Diagnostic`]s, with their place in the file.)
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The build context cannot be used.
+    #[error("build context {}", .path.display())]
+    Context {
+        /// The context as given.
+        path: PathBuf,
+        /// Why it cannot be opened.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The build context is a file, not a directory.
+    #[error("build context {} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    /// The Dockerfile cannot be read.
+    #[error("failed to read the Dockerfile {}", .path.display())]
+    Dockerfile {
+        /// The Dockerfile.
+        path: PathBuf,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Dockerfile is larger than [`MAX_DOCKERFILE_SIZE`].
+    #[error(
+        "failed to read the Dockerfile {}: it is larger than {} MiB",
+        .0.display(),
+        MAX_DOCKERFILE_SIZE >> 20
+    )]
+    TooLarge(PathBuf),
+    /// The `.dockerignore` that applies cannot be read.
+    #[error("reading the .dockerignore file")]
+    Ignore(#[source] std::io::Error),
+    /// The cache index (the context's stat cache).
+    #[error(transparent)]
+    Cache(#[from] rbuild_solver::Error),
+}
+
+/// A pipeline step's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What to build, with every option that changes what the Dockerfile lowers to or how its
 /// steps are keyed and looked up.
@@ -92,19 +134,17 @@ pub fn parse_build_args(
 /// Reads the Dockerfile at `path`, refusing one larger than [`MAX_DOCKERFILE_SIZE`].
 pub fn read_dockerfile(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
-    let failed =
-        |e: std::io::Error| anyhow!("failed to read the Dockerfile {}: {e}", path.display());
+    let failed = |source| Error::Dockerfile {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(failed)?;
     let mut bytes = Vec::new();
     file.take(MAX_DOCKERFILE_SIZE + 1)
         .read_to_end(&mut bytes)
         .map_err(failed)?;
     if bytes.len() as u64 > MAX_DOCKERFILE_SIZE {
-        bail!(
-            "failed to read the Dockerfile {}: it is larger than {} MiB",
-            path.display(),
-            MAX_DOCKERFILE_SIZE >> 20
-        );
+        return Err(Error::TooLarge(path.to_path_buf()));
     }
     Ok(bytes)
 }
@@ -127,11 +167,12 @@ impl BuildRequest {
     /// applies. Parse errors are in `parsed`; the caller reports them.
     pub fn load(&mut self) -> Result<Loaded> {
         let given = self.context.clone();
-        self.context = given
-            .canonicalize()
-            .with_context(|| format!("build context {}", given.display()))?;
+        self.context = given.canonicalize().map_err(|source| Error::Context {
+            path: given.clone(),
+            source,
+        })?;
         if !self.context.is_dir() {
-            bail!("build context {} is not a directory", given.display());
+            return Err(Error::NotADirectory(given));
         }
         let started = Instant::now();
         let bytes = read_dockerfile(&self.dockerfile)?;
@@ -139,15 +180,14 @@ impl BuildRequest {
         let file = SourceFile::new(name.strip_prefix("./").unwrap_or(&name), &bytes);
         let read = started.elapsed();
         let started = Instant::now();
-        let (ignore_file, dockerignore) = match dockerignore::load(&self.context, &self.dockerfile)
-            .context("reading the .dockerignore file")?
-        {
-            Some((path, patterns)) => {
-                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                (Some((path, size)), patterns)
-            }
-            None => (None, vec![]),
-        };
+        let (ignore_file, dockerignore) =
+            match dockerignore::load(&self.context, &self.dockerfile).map_err(Error::Ignore)? {
+                Some((path, patterns)) => {
+                    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    (Some((path, size)), patterns)
+                }
+                None => (None, vec![]),
+            };
         let read_time = (read, started.elapsed());
         let parsed = parser::parse(&file);
         Ok(Loaded {

@@ -12,10 +12,36 @@
 //! `userxattr` (see `rbuild_runner::sys::userns`). Where an overlay cannot be mounted, the
 //! native snapshotter is chosen automatically.
 
-use anyhow::{Context, Result, bail};
 use nix::unistd::{Gid, Pid, Uid};
 use std::io::{Read, Write};
 use std::path::Path;
+
+/// Why rbuild could not enter a user namespace.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A system call failed.
+    #[error("{what}")]
+    System {
+        /// What rbuild was doing.
+        what: &'static str,
+        /// The system's error.
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// Writing an id map or talking to the helper failed.
+    #[error(transparent)]
+    Io(#[from] crate::errors::Io),
+    /// `newuidmap`/`newgidmap` refused.
+    #[error("newuidmap/newgidmap could not map the subordinate ids of {0}")]
+    Helpers(String),
+}
+
+/// Entering's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn system(what: &'static str) -> impl FnOnce(nix::errno::Errno) -> Error {
+    move |source| Error::System { what, source }
+}
 
 /// A range of subordinate ids: the first host id and how many.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +99,7 @@ pub fn enter() -> Result<()> {
     // maps our ids with the setuid helpers.
     let sync = match &helpers {
         Some((u, g, newuidmap, newgidmap)) => {
-            let (r, w) = nix::unistd::pipe()?;
+            let (r, w) = nix::unistd::pipe().map_err(system("making a pipe to the id mapper"))?;
             let map = |program: &Path, own: u32, range: &Range| {
                 std::process::Command::new(program)
                     .arg(pid.as_raw().to_string())
@@ -83,7 +109,7 @@ pub fn enter() -> Result<()> {
             };
             // SAFETY: the process is single-threaded here (the caller's contract), so the child
             // may do anything.
-            match unsafe { nix::unistd::fork() }? {
+            match unsafe { nix::unistd::fork() }.map_err(system("starting the id mapper"))? {
                 nix::unistd::ForkResult::Child => {
                     drop(w);
                     let mut byte = [0u8; 1];
@@ -97,15 +123,17 @@ pub fn enter() -> Result<()> {
         }
         None => None,
     };
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).context(
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).map_err(system(
         "creating a user namespace for a rootless build (is kernel.unprivileged_userns_clone enabled?)",
-    )?;
+    ))?;
     match sync {
         Some((helper, w)) => {
-            std::fs::File::from(w).write_all(b"x")?;
-            let status = nix::sys::wait::waitpid(helper, None)?;
+            let told = std::fs::File::from(w).write_all(b"x");
+            let status = nix::sys::wait::waitpid(helper, None)
+                .map_err(system("waiting for the id mapper"))?;
+            told.map_err(crate::errors::io("telling the id mapper to start"))?;
             if !matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)) {
-                bail!("newuidmap/newgidmap could not map the subordinate ids of {name}");
+                return Err(Error::Helpers(name));
             }
         }
         None => map_self(pid, uid, gid)?,
@@ -116,9 +144,12 @@ pub fn enter() -> Result<()> {
 /// Maps only our own ids (no helper needed); setgroups must be denied first.
 fn map_self(pid: Pid, uid: Uid, gid: Gid) -> Result<()> {
     let proc = Path::new("/proc").join(pid.as_raw().to_string());
-    std::fs::write(proc.join("setgroups"), "deny").context("writing setgroups")?;
-    std::fs::write(proc.join("uid_map"), format!("0 {uid} 1")).context("writing uid_map")?;
-    std::fs::write(proc.join("gid_map"), format!("0 {gid} 1")).context("writing gid_map")?;
+    std::fs::write(proc.join("setgroups"), "deny")
+        .map_err(crate::errors::io("writing setgroups"))?;
+    std::fs::write(proc.join("uid_map"), format!("0 {uid} 1"))
+        .map_err(crate::errors::io("writing uid_map"))?;
+    std::fs::write(proc.join("gid_map"), format!("0 {gid} 1"))
+        .map_err(crate::errors::io("writing gid_map"))?;
     Ok(())
 }
 

@@ -27,6 +27,34 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// Why the default network could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// What slirp4netns needs is missing here (the TUN device, the program); the message says
+    /// what to install or how to build instead.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A system call failed.
+    #[error("{what}")]
+    System {
+        /// What rbuild was doing.
+        what: &'static str,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// slirp4netns started but did not configure the namespace.
+    #[error("slirp4netns did not set up the network: {0}")]
+    NotReady(String),
+}
+
+/// Starting's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn system(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::System { what, source }
+}
+
 /// The address of the DNS forwarder slirp4netns provides in the namespace.
 pub const DNS_ADDRESS: &str = "10.0.2.3";
 
@@ -56,19 +84,19 @@ impl std::fmt::Debug for UserNet {
 
 impl UserNet {
     /// Makes the namespace and starts slirp4netns for it; returns once its interface is up.
-    pub fn start() -> Result<UserNet, String> {
+    pub fn start() -> Result<UserNet> {
         use nix::unistd::{AccessFlags, access};
         if let Err(e) = access("/dev/net/tun", AccessFlags::R_OK | AccessFlags::W_OK) {
-            return Err(format!(
+            return Err(Error::Unavailable(format!(
                 "RUN steps get their network from slirp4netns, which needs /dev/net/tun: {e} \
                  (rootless, the device must be open to every user, as Debian's udev makes it: \
                  chmod 0666 /dev/net/tun); {INSTEAD}"
-            ));
+            )));
         }
-        let netns = new_netns().map_err(|e| format!("creating a network namespace: {e}"))?;
+        let netns = new_netns().map_err(system("creating a network namespace"))?;
         let pipe = || {
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                .map_err(|e| format!("creating a pipe: {e}"))
+                .map_err(|e| system("creating a pipe to slirp4netns")(e.into()))
         };
         let (exit_r, exit_w) = pipe()?;
         let (ready_r, ready_w) = pipe()?;
@@ -89,12 +117,12 @@ impl UserNet {
         let helper = match spawned {
             Ok(child) => child,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(format!(
+                return Err(Error::Unavailable(format!(
                     "RUN steps get their network from slirp4netns, which is not installed \
                      (Debian package slirp4netns); {INSTEAD}"
-                ));
+                )));
             }
-            Err(e) => return Err(format!("starting slirp4netns: {e}")),
+            Err(e) => return Err(system("starting slirp4netns")(e)),
         };
         drop(exit_r);
         drop(ready_w);
@@ -105,9 +133,7 @@ impl UserNet {
         };
         if let Err(e) = wait_ready(ready_r.as_fd()) {
             let detail = net.stop_and_read_stderr();
-            return Err(format!(
-                "slirp4netns did not set up the network: {e}{detail}"
-            ));
+            return Err(Error::NotReady(format!("{e}{detail}")));
         }
         // From now on its messages are not needed, but must be read: a full pipe would stop
         // slirp4netns, and every step's network with it.
@@ -166,7 +192,7 @@ pub struct SharedUserNet(std::sync::Mutex<Option<std::sync::Arc<UserNet>>>);
 impl SharedUserNet {
     /// The network, started now if no step started it yet. A failure is not remembered: the
     /// next step tries again (and reports the error again).
-    pub fn get(&self) -> Result<std::sync::Arc<UserNet>, String> {
+    pub fn get(&self) -> Result<std::sync::Arc<UserNet>> {
         let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(net) = &*slot {
             return Ok(net.clone());
@@ -193,7 +219,7 @@ fn new_netns() -> std::io::Result<OwnedFd> {
 }
 
 /// Waits for slirp4netns to write its ready byte.
-fn wait_ready(ready: BorrowedFd) -> Result<(), String> {
+fn wait_ready(ready: BorrowedFd) -> std::result::Result<(), String> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let mut fds = [PollFd::new(ready, PollFlags::POLLIN)];
     let timeout = PollTimeout::try_from(READY_TIMEOUT).unwrap_or(PollTimeout::MAX);

@@ -220,17 +220,20 @@ fn write_blob(
         counter,
     };
     if state.store.has_blob(&layer.digest) {
-        let file = std::fs::File::open(state.store.blob_path(&layer.digest))
-            .map_err(Error::io(format!("opening layer blob {}", layer.digest)))?;
+        let file = std::fs::File::open(state.store.blob_path(&layer.digest)).map_err(
+            crate::errors::io(format!("opening layer blob {}", layer.digest)),
+        )?;
         let mut reader = crate::store::layer::decompress(
             BufReader::with_capacity(1 << 20, file),
             &layer.media_type,
         )?;
-        std::io::copy(&mut reader, &mut tee)
-            .map_err(Error::io(format!("recompressing layer {}", layer.digest)))?;
+        std::io::copy(&mut reader, &mut tee).map_err(crate::errors::io(format!(
+            "recompressing layer {}",
+            layer.digest
+        )))?;
     } else if state.snapshots.has(diff_id.as_str()) {
         let dir = state.snapshots.layer_dir(diff_id.as_str());
-        rbuild_runner::diff::write_layer(&dir, &mut tee).map_err(Error::io(format!(
+        rbuild_runner::diff::write_layer(&dir, &mut tee).map_err(crate::errors::io(format!(
             "archiving the snapshot of layer {diff_id}"
         )))?;
     } else {
@@ -261,10 +264,13 @@ pub fn export_manifest(
     counter: &Counter,
 ) -> Result<(Descriptor, Vec<u8>)> {
     let bytes = state.store.read_blob(&manifest.digest)?;
-    let m: Manifest = serde_json::from_slice(&bytes)
-        .map_err(Error::json(format!("parsing manifest {}", manifest.digest)))?;
-    let config: Image = serde_json::from_slice(&state.store.read_blob(&m.config.digest)?)
-        .map_err(Error::json(format!("parsing config {}", m.config.digest)))?;
+    let m: Manifest = serde_json::from_slice(&bytes).map_err(crate::errors::json(format!(
+        "parsing manifest {}",
+        manifest.digest
+    )))?;
+    let config: Image = serde_json::from_slice(&state.store.read_blob(&m.config.digest)?).map_err(
+        crate::errors::json(format!("parsing config {}", m.config.digest)),
+    )?;
     if config.rootfs.diff_ids.len() != m.layers.len() {
         return Err(Error::Other(format!(
             "image {} is inconsistent: {} layers but {} diff ids",

@@ -22,27 +22,15 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file operation failed.
-    #[error("{what}")]
-    Io {
-        /// What rbuild was doing (`creating …/out.tar`).
-        what: String,
-        /// The system's error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::errors::Io),
     /// A write failed, with nothing more to say than the system's error (a closed stdout,
     /// a full disk while streaming a layer).
     #[error(transparent)]
     System(#[from] std::io::Error),
-    /// A blob of the store is not what it should be.
-    #[error("{what}")]
-    Json {
-        /// What rbuild was reading.
-        what: String,
-        /// Why it is not JSON of that kind.
-        #[source]
-        source: serde_json::Error,
-    },
+    /// A blob of the store is not the JSON it should be.
+    #[error(transparent)]
+    Json(#[from] crate::errors::Json),
     /// The state directory.
     #[error(transparent)]
     Store(#[from] crate::store::Error),
@@ -55,23 +43,9 @@ pub enum Error {
     Other(String),
 }
 
-impl Error {
-    /// A failed file operation, with what rbuild was doing.
-    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-        let what = what.into();
-        move |source| Error::Io { what, source }
-    }
-
-    /// A blob that is not the JSON it should be.
-    pub(crate) fn json(what: impl Into<String>) -> impl FnOnce(serde_json::Error) -> Error {
-        let what = what.into();
-        move |source| Error::Json { what, source }
-    }
-}
-
 impl From<serde_json::Error> for Error {
     fn from(source: serde_json::Error) -> Self {
-        Error::json("encoding JSON")(source)
+        crate::errors::json("encoding JSON")(source).into()
     }
 }
 
@@ -245,8 +219,10 @@ pub fn export_image(
             manifests: vec![manifest],
         });
     }
-    let index: Index = serde_json::from_slice(&state.store.read_blob(&descriptor.digest)?)
-        .map_err(Error::json(format!("parsing index {}", descriptor.digest)))?;
+    let index: Index =
+        serde_json::from_slice(&state.store.read_blob(&descriptor.digest)?).map_err(
+            crate::errors::json(format!("parsing index {}", descriptor.digest)),
+        )?;
     let manifests = index
         .manifests
         .iter()
@@ -308,7 +284,7 @@ impl Dest {
                 ));
                 let result = (|| -> Result<()> {
                     let file = std::fs::File::create(&tmp)
-                        .map_err(Error::io(format!("creating {}", tmp.display())))?;
+                        .map_err(crate::errors::io(format!("creating {}", tmp.display())))?;
                     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
                     write(&mut out)?;
                     let file = out.into_inner().map_err(|e| e.into_error())?;
@@ -320,7 +296,7 @@ impl Dest {
                     return Err(e);
                 }
                 std::fs::rename(&tmp, dest)
-                    .map_err(Error::io(format!("writing {}", dest.display())))
+                    .map_err(|e| crate::errors::io(format!("writing {}", dest.display()))(e).into())
             }
         }
     }
@@ -450,8 +426,8 @@ pub fn write_archive(
         }
         for digest in &blobs {
             let path = store.blob_path(digest);
-            let mut f =
-                std::fs::File::open(&path).map_err(Error::io(format!("reading blob {digest}")))?;
+            let mut f = std::fs::File::open(&path)
+                .map_err(crate::errors::io(format!("reading blob {digest}")))?;
             let size = f.metadata()?.len();
             add(&format!("blobs/sha256/{}", digest.hex()), &mut f, size)?;
         }

@@ -9,11 +9,48 @@
 //!
 //! Docker Hub's key is `https://index.docker.io/v1/`; other registries use their host[:port].
 
-use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+/// Why credentials could not be read, stored or erased.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration file, or a credential helper's pipes.
+    #[error(transparent)]
+    Io(#[from] crate::errors::Io),
+    /// JSON that does not parse: the configuration file, or what a helper answered.
+    #[error(transparent)]
+    Json(#[from] crate::errors::Json),
+    /// A credential helper ran and refused.
+    #[error("docker-credential-{helper} {action}: {message}")]
+    Helper {
+        /// The helper's name (`pass`, `secretservice`).
+        helper: String,
+        /// What it was asked (`get localhost:5000`, `store`).
+        action: String,
+        /// What it said.
+        message: String,
+    },
+    /// Stored credentials that are not base64 of `user:password`.
+    #[error("the credentials for {key} in {}: {problem}", .file.display())]
+    Malformed {
+        /// The registry's key.
+        key: String,
+        /// The configuration file.
+        file: PathBuf,
+        /// What is wrong with them.
+        problem: String,
+    },
+}
+
+/// A credential operation's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> crate::errors::Io {
+    crate::errors::io(format!("{what} {}", path.display()))
+}
 
 /// A user name and password (or token).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,11 +83,10 @@ pub fn server_key(registry: &str) -> String {
 fn read_config() -> Result<serde_json::Value> {
     let path = config_path();
     match std::fs::read(&path) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
-        }
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes)
+            .map_err(crate::errors::json(format!("parsing {}", path.display())))?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(serde_json::json!({})),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(e) => Err(io("reading", &path)(e).into()),
     }
 }
 
@@ -58,19 +94,25 @@ fn write_config(config: &serde_json::Value) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = config_path();
     let dir = path.parent().expect("config.json has a directory");
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
     let tmp = dir.join(format!(".config.json.tmp-{}", std::process::id()));
-    let mut file = std::fs::File::options()
+    let mut text = serde_json::to_vec_pretty(config).expect("a JSON value serializes");
+    text.push(b'\n');
+    let written = std::fs::File::options()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.write_all(&serde_json::to_vec_pretty(config)?)?;
-    file.write_all(b"\n")?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))
+        .and_then(|mut file| {
+            file.write_all(&text)?;
+            file.sync_all()
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io("writing", &tmp)(e).into());
+    }
+    Ok(std::fs::rename(&tmp, &path).map_err(io("replacing", &path))?)
 }
 
 /// The helper configured for `key`, if any.
@@ -85,19 +127,21 @@ fn helper_for(config: &serde_json::Value, key: &str) -> Option<String> {
 /// Runs `docker-credential-HELPER ACTION` with `input` on stdin; its stdout.
 fn run_helper(helper: &str, action: &str, input: &str) -> Result<Result<String, String>> {
     let program = format!("docker-credential-{helper}");
+    let failed = |what: &str| crate::errors::io(format!("{what} the credential helper {program}"));
     let mut child = Command::new(&program)
         .arg(action)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("running the credential helper {program} (is it installed?)"))?;
-    child
+        .map_err(failed("running (is it installed?)"))?;
+    let fed = child
         .stdin
         .take()
         .expect("piped")
-        .write_all(input.as_bytes())?;
-    let out = child.wait_with_output()?;
+        .write_all(input.as_bytes());
+    let out = child.wait_with_output().map_err(failed("waiting for"))?;
+    fed.map_err(failed("writing to"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if out.status.success() {
         Ok(Ok(stdout))
@@ -114,32 +158,38 @@ pub fn credentials(registry: &str) -> Result<Option<Credentials>> {
     if let Some(helper) = helper_for(&config, &key) {
         return match run_helper(&helper, "get", &key)? {
             Ok(out) => {
-                let v: serde_json::Value = serde_json::from_str(&out)
-                    .with_context(|| format!("reading what docker-credential-{helper} answered"))?;
+                let v: serde_json::Value =
+                    serde_json::from_str(&out).map_err(crate::errors::json(format!(
+                        "reading what docker-credential-{helper} answered"
+                    )))?;
                 Ok(Some(Credentials {
                     username: v["Username"].as_str().unwrap_or_default().to_string(),
                     secret: v["Secret"].as_str().unwrap_or_default().to_string(),
                 }))
             }
             Err(message) if message.contains("credentials not found") => Ok(None),
-            Err(message) => bail!("docker-credential-{helper} get {key}: {message}"),
+            Err(message) => Err(Error::Helper {
+                helper,
+                action: format!("get {key}"),
+                message,
+            }),
         };
     }
     let Some(encoded) = config["auths"][&key]["auth"].as_str() else {
         return Ok(None);
     };
+    let malformed = |problem: String| Error::Malformed {
+        key: key.clone(),
+        file: config_path(),
+        problem,
+    };
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
-        .map_err(|e| {
-            anyhow!(
-                "the credentials for {key} in {}: {e}",
-                config_path().display()
-            )
-        })?;
+        .map_err(|e| malformed(e.to_string()))?;
     let text = String::from_utf8_lossy(&decoded);
     let (username, secret) = text
         .split_once(':')
-        .ok_or_else(|| anyhow!("the credentials for {key} are not user:password"))?;
+        .ok_or_else(|| malformed("not user:password".to_string()))?;
     Ok(Some(Credentials {
         username: username.to_string(),
         secret: secret.to_string(),
@@ -157,7 +207,11 @@ pub fn store(registry: &str, credentials: &Credentials) -> Result<()> {
             "Secret": credentials.secret,
         });
         if let Err(message) = run_helper(&helper, "store", &input.to_string())? {
-            bail!("docker-credential-{helper} store: {message}");
+            return Err(Error::Helper {
+                helper,
+                action: "store".to_string(),
+                message,
+            });
         }
         // Docker leaves an empty entry in auths to list the registry.
         config["auths"][&key] = serde_json::json!({});

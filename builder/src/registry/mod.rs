@@ -222,22 +222,6 @@ pub struct Registry {
     auths: Mutex<HashMap<String, RegistryAuth>>,
 }
 
-/// An error with its causes, `outer: inner: root cause` (reqwest hides "connection refused" in
-/// its sources).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
-}
-
 fn describe(r: &Reference) -> String {
     format!("{} (registry {})", r.whole(), r.resolve_registry())
 }
@@ -295,7 +279,7 @@ impl Registry {
             }
             // A TLS server whose certificate is not trusted: HTTPS, so that the error says so.
             Err(e) => {
-                let text = chain(&e).to_lowercase();
+                let text = crate::errors::chain(&e).to_lowercase();
                 text.contains("certificate") || text.contains("unknownissuer")
             }
         })
@@ -356,7 +340,7 @@ impl Registry {
     /// An error of a registry operation on `r`, with its causes and, when the registry refused
     /// the request for want of (good) credentials, what to do about it.
     fn why(&self, r: &Reference, e: &dyn std::error::Error) -> String {
-        let text = chain(e);
+        let text = crate::errors::chain(e);
         let lower = text.to_lowercase();
         let registry = r.resolve_registry();
         if lower.contains("certificate") || lower.contains("unknownissuer") {
@@ -438,7 +422,7 @@ impl Registry {
         let url = format!("{scheme}://{registry}/v2/");
         let reach = |e: reqwest::Error| Error::Request {
             action: format!("cannot reach {registry}"),
-            detail: chain(&e),
+            detail: crate::errors::chain(&e),
             failure: Failure::Transient,
         };
         let first = http.get(&url).send().await.map_err(reach)?;

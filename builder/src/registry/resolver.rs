@@ -57,8 +57,8 @@ impl StoreThenRegistry<'_> {
     fn resolve_uncached(&self, name: &str, platform: &Platform) -> Result<ResolvedImage, String> {
         let r = reference::parse(name)?;
         let store = &self.state.store;
-        let text = |e: anyhow::Error| format!("{e:#}");
-        let stored = |e: crate::store::Error| text(e.into());
+        let text = |e: &dyn std::error::Error| crate::errors::chain(e);
+        let stored = |e: crate::store::Error| text(&e);
         let local = match r.digest.as_deref() {
             Some(d) => Digest::parse(d).filter(|d| store.has_blob(d)),
             // A tag is looked up locally first, as BuildKit's docker driver does, unless
@@ -68,7 +68,7 @@ impl StoreThenRegistry<'_> {
         };
         // A local image of another platform is used only when the registry has none.
         let local = match local {
-            Some(d) => local_image(store, &d, platform).map_err(text)?,
+            Some(d) => local_image(store, &d, platform).map_err(stored)?,
             None => None,
         };
         let (digest, image) = match local {
@@ -79,12 +79,12 @@ impl StoreThenRegistry<'_> {
                     .block_on(self.registry.resolve(&r.to_oci(), store, platform))
                 {
                     Ok(digest) => {
-                        let image = config_of(store, &digest).map_err(text)?;
+                        let image = config_of(store, &digest).map_err(stored)?;
                         (digest, image)
                     }
                     Err(e) => match other {
                         Some((digest, image, false)) => (digest, image),
-                        _ => return Err(text(e.into())),
+                        _ => return Err(text(&e)),
                     },
                 }
             }
@@ -103,7 +103,7 @@ fn local_image(
     store: &Store,
     digest: &Digest,
     platform: &Platform,
-) -> anyhow::Result<Option<(Digest, Image, bool)>> {
+) -> crate::store::Result<Option<(Digest, Image, bool)>> {
     let Some(digest) = store.manifest_for(digest, platform)? else {
         return Ok(None);
     };
@@ -113,8 +113,8 @@ fn local_image(
 }
 
 /// The config of a stored image manifest.
-fn config_of(store: &Store, digest: &Digest) -> anyhow::Result<Image> {
-    use anyhow::Context;
+fn config_of(store: &Store, digest: &Digest) -> crate::store::Result<Image> {
+    use crate::store::Context;
     let manifest = store.manifest(digest)?;
     let config = store.read_blob(&manifest.config.digest)?;
     serde_json::from_slice(&config).with_context(|| format!("parsing the config of {digest}"))

@@ -58,8 +58,5 @@ pub(crate) fn take_lock(file: File, path: &Path, exclusive: bool) -> Result<(Flo
 
 /// A failed `flock` of `path`.
 pub(crate) fn locking(path: &Path, e: nix::errno::Errno) -> crate::store::Error {
-    crate::store::Error::Io {
-        what: format!("locking {}", path.display()),
-        source: e.into(),
-    }
+    crate::errors::io(format!("locking {}", path.display()))(e.into()).into()
 }

@@ -26,26 +26,14 @@ use rbuild_solver::Digest;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file operation failed.
-    #[error("{what}")]
-    Io {
-        /// What rbuild was doing (`reading …/index.json`).
-        what: String,
-        /// The system's error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::errors::Io),
     /// A file operation failed, with nothing more to say than the system's error.
     #[error(transparent)]
     System(#[from] std::io::Error),
     /// A file that must hold JSON does not.
-    #[error("{what}")]
-    Json {
-        /// What rbuild was reading.
-        what: String,
-        /// Why it is not what it should be.
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Json(#[from] crate::errors::Json),
     /// Content that does not match its digest.
     #[error("content digest mismatch: expected {expected}, got {got}")]
     Mismatch {
@@ -102,19 +90,13 @@ pub trait Context<T> {
 
 impl<T> Context<T> for std::result::Result<T, std::io::Error> {
     fn with_context<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            what: what().into(),
-            source,
-        })
+        self.map_err(|source| crate::errors::io(what())(source).into())
     }
 }
 
 impl<T> Context<T> for std::result::Result<T, serde_json::Error> {
     fn with_context<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T> {
-        self.map_err(|source| Error::Json {
-            what: what().into(),
-            source,
-        })
+        self.map_err(|source| crate::errors::json(what())(source).into())
     }
 }
 

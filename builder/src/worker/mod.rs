@@ -7,7 +7,6 @@ use crate::registry::reference;
 use crate::store::layer::{commit_upper, ensure_snapshots, has_layer, oci_layer_media_type};
 use crate::store::state::State;
 use crate::units;
-use anyhow::{Context, anyhow};
 use rbuild_frontend::image::Image;
 use rbuild_runner::fileop::{self, FileOpSpec, Source};
 use rbuild_runner::sandbox::{
@@ -22,10 +21,46 @@ use rbuild_solver::{
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Why an op failed, whatever room of the builder the failure came from.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The state directory.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// A registry (pulling a base image's layers).
+    #[error(transparent)]
+    Registry(#[from] crate::registry::Error),
+    /// Writing a root filesystem out.
+    #[error(transparent)]
+    Export(#[from] crate::export::Error),
+    /// A RUN mount's secret, SSH agent or cache directory.
+    #[error(transparent)]
+    Mount(#[from] mounts::Error),
+    /// The default network of RUN steps.
+    #[error(transparent)]
+    Network(#[from] rbuild_runner::network::Error),
+    /// A file op (`COPY`, `ADD`, a copy made for a mount).
+    #[error(transparent)]
+    FileOp(#[from] fileop::Error),
+    /// A file operation failed.
+    #[error(transparent)]
+    Io(#[from] crate::errors::Io),
+    /// A file operation failed, with nothing more to say than the system's error.
+    #[error(transparent)]
+    System(#[from] std::io::Error),
+    /// Something else, said in words (an image that is not what it claims, a mount whose
+    /// source is missing, a secret that was not given).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// An op's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// An error for the solver, with all its causes (`outer: inner: root cause`), whatever room
 /// of the builder it came from.
-fn described(e: impl Into<anyhow::Error>) -> BoxError {
-    format!("{:#}", e.into()).into()
+fn described(e: impl Into<Error>) -> BoxError {
+    crate::errors::chain(&e.into()).into()
 }
 
 /// Hears how far a download has come: the blob, bytes so far, its size, whether it is done.
@@ -49,7 +84,7 @@ pub struct BuildWorker {
 
 /// The output of a step: `base`'s layers plus, if the step changed anything, the layer made
 /// from `upper` (stamped with the build time).
-fn on_top(state: &State, base: &Output, upper: rbuild_runner::Upper) -> anyhow::Result<Output> {
+fn on_top(state: &State, base: &Output, upper: rbuild_runner::Upper) -> Result<Output> {
     let created = units::rfc3339(units::build_time());
     let mut layers = base.layers.clone();
     layers.extend(commit_upper(state, upper, &created)?);
@@ -64,7 +99,7 @@ fn diff_ids(layers: &[OutputLayer]) -> Vec<String> {
 }
 
 impl Worker for BuildWorker {
-    fn local_root(&self, name: &str) -> Result<PathBuf, BoxError> {
+    fn local_root(&self, name: &str) -> std::result::Result<PathBuf, BoxError> {
         match name {
             "context" => Ok(self.context.clone()),
             other => Err(format!("unknown local source {other:?}").into()),
@@ -74,7 +109,7 @@ impl Worker for BuildWorker {
     fn fetch_http(
         &self,
         source: &HttpSource,
-    ) -> Result<(PathBuf, rbuild_solver::Digest), BoxError> {
+    ) -> std::result::Result<(PathBuf, rbuild_solver::Digest), BoxError> {
         crate::store::downloads::fetch(&self.state.downloads_dir(), &self.runtime, source)
             .map_err(described)
     }
@@ -84,7 +119,7 @@ impl Worker for BuildWorker {
         op: &Op,
         inputs: &[Arc<Output>],
         ctx: &StepContext,
-    ) -> Result<Output, BoxError> {
+    ) -> std::result::Result<Output, BoxError> {
         match op {
             Op::Image(image) => {
                 let progress = |digest: &rbuild_solver::Digest, bytes, total, done| {
@@ -105,7 +140,7 @@ impl Worker for BuildWorker {
     fn claim(
         &self,
         key: &rbuild_solver::Digest,
-    ) -> Result<Option<rbuild_solver::scheduler::Claim>, BoxError> {
+    ) -> std::result::Result<Option<rbuild_solver::scheduler::Claim>, BoxError> {
         let lock = self.state.claim(key).map_err(described)?;
         Ok(Some(Box::new(lock)))
     }
@@ -121,7 +156,7 @@ impl Worker for BuildWorker {
 impl BuildWorker {
     /// The sandbox's network for `mode`, starting the build's user-mode network if this is
     /// the first step that needs it.
-    pub fn sandbox_network(&self, mode: NetworkMode) -> Result<Network, String> {
+    pub fn sandbox_network(&self, mode: NetworkMode) -> Result<Network> {
         Ok(match mode {
             NetworkMode::Private => Network::Join(self.network.get()?),
             NetworkMode::Host => Network::Host,
@@ -132,18 +167,19 @@ impl BuildWorker {
     /// The layers of an image, with their blobs in the store (pulled if missing). The image is
     /// tagged locally once complete, so later builds find it without the registry. `progress`
     /// hears how far each download has come (blob, bytes, total, done).
-    pub fn pull(&self, image: &ImageSource, progress: &PullProgress<'_>) -> anyhow::Result<Output> {
+    pub fn pull(&self, image: &ImageSource, progress: &PullProgress<'_>) -> Result<Output> {
+        use crate::store::Context as _;
         let store = &self.state.store;
         let manifest = store.manifest(&image.digest)?;
         let config: Image = serde_json::from_slice(&store.read_blob(&manifest.config.digest)?)
             .with_context(|| format!("parsing the config of {}", image.reference))?;
         if config.rootfs.diff_ids.len() != manifest.layers.len() {
-            return Err(anyhow!(
+            return Err(Error::Other(format!(
                 "{} is inconsistent: {} layers but {} diff ids",
                 image.reference,
                 manifest.layers.len(),
                 config.rootfs.diff_ids.len()
-            ));
+            )));
         }
         let missing: Vec<_> = manifest
             .layers
@@ -152,7 +188,7 @@ impl BuildWorker {
             .collect();
         if !missing.is_empty() {
             let r = reference::parse(&image.reference)
-                .map_err(|e| anyhow!(e))?
+                .map_err(Error::Other)?
                 .to_oci();
             let pulls = missing.iter().map(|l| {
                 let report = move |bytes, done| progress(&l.digest, bytes, l.size, done);
@@ -167,7 +203,12 @@ impl BuildWorker {
                 sources.add(&blob.digest, r.resolve_registry(), r.repository());
             }
         }
-        let manifest_size = std::fs::metadata(store.blob_path(&image.digest))?.len();
+        let manifest_size = std::fs::metadata(store.blob_path(&image.digest))
+            .map_err(crate::errors::io(format!(
+                "reading the manifest of {}",
+                image.reference
+            )))?
+            .len();
         if store.lookup(&image.reference)?.map(|d| d.digest) != Some(image.digest.clone())
             && !image.reference.contains('@')
         {
@@ -188,8 +229,9 @@ impl BuildWorker {
         let mut layers = Vec::new();
         for (blob, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
             layers.push(OutputLayer {
-                diff_id: rbuild_solver::Digest::parse(diff_id)
-                    .ok_or_else(|| anyhow!("bad diff id {diff_id} in {}", image.reference))?,
+                diff_id: rbuild_solver::Digest::parse(diff_id).ok_or_else(|| {
+                    Error::Other(format!("bad diff id {diff_id} in {}", image.reference))
+                })?,
                 digest: blob.digest.clone(),
                 size: blob.size,
                 media_type: oci_layer_media_type(&blob.media_type)?.to_string(),
@@ -207,11 +249,11 @@ impl BuildWorker {
         exec: &ExecOp,
         inputs: &[Arc<Output>],
         ctx: &StepContext,
-    ) -> Result<Output, BoxError> {
+    ) -> std::result::Result<Output, BoxError> {
         let state = &self.state;
         let base = &inputs[0];
         ensure_snapshots(state, &base.layers).map_err(described)?;
-        let network = self.sandbox_network(exec.network)?;
+        let network = self.sandbox_network(exec.network).map_err(described)?;
         let mut env = exec.env.clone();
         // Held until the step ends: the locks of its cache mounts, copies it mounts.
         let mut leases = Vec::new();
@@ -229,7 +271,7 @@ impl BuildWorker {
                 return Err(described(e));
             }
         };
-        let upper = state.snapshots.new_upper()?;
+        let upper = state.snapshots.new_upper().map_err(described)?;
         let run_dir = state.run_dir().map_err(described)?;
         let layers = diff_ids(&base.layers);
         let process = Process {
@@ -302,13 +344,13 @@ impl BuildWorker {
         env: &mut Vec<String>,
         leases: &mut Vec<crate::worker::mounts::CacheLease>,
         scratch: &mut Vec<rbuild_runner::Upper>,
-    ) -> anyhow::Result<Vec<Mount>> {
+    ) -> Result<Vec<Mount>> {
         let state = &self.state;
         let mut out = Vec::with_capacity(exec.mounts.len());
         let input = |i: usize| {
             inputs
                 .get(i)
-                .ok_or_else(|| anyhow!("internal error: mount input {i} is missing"))
+                .ok_or_else(|| Error::Other(format!("internal error: mount input {i} is missing")))
         };
         for m in &exec.mounts {
             let source = match &m.kind {
@@ -335,9 +377,9 @@ impl BuildWorker {
                             o.layers.iter().map(|l| l.diff_id.to_string()).collect();
                         format!("{}:{source}", ids.join(","))
                     });
-                    let seed = |dir: &Path| -> anyhow::Result<()> {
+                    let seed = |dir: &Path| -> std::result::Result<(), mounts::BoxError> {
                         match seed_output {
-                            Some(o) => self.copy_out(o, source, dir),
+                            Some(o) => Ok(self.copy_out(o, source, dir)?),
                             None => Ok(()),
                         }
                     };
@@ -368,9 +410,9 @@ impl BuildWorker {
                 } => {
                     let Some(value) = self.provided.secrets.get(id) else {
                         if *required {
-                            return Err(anyhow!(
+                            return Err(Error::Other(format!(
                                 "secret {id} is required but was not given (rbuild build --secret id={id},src=FILE)"
-                            ));
+                            )));
                         }
                         continue;
                     };
@@ -391,9 +433,9 @@ impl BuildWorker {
                 MountKind::Ssh { id, required, .. } => {
                     let Some(socket) = self.provided.ssh.get(id) else {
                         if *required {
-                            return Err(anyhow!(
+                            return Err(Error::Other(format!(
                                 "SSH agent {id} is required but was not given (rbuild build --ssh {id})"
-                            ));
+                            )));
                         }
                         continue;
                     };
@@ -421,7 +463,7 @@ impl BuildWorker {
         exclude: &[String],
         readonly: bool,
         scratch: &mut Vec<rbuild_runner::Upper>,
-    ) -> anyhow::Result<MountSource> {
+    ) -> Result<MountSource> {
         let Some(root) = &output.local else {
             ensure_snapshots(&self.state, &output.layers)?;
             return Ok(MountSource::Layers {
@@ -429,9 +471,14 @@ impl BuildWorker {
                 path: path.to_string(),
             });
         };
-        let host = rbuild_solver::contenthash::resolve_in_root(root, path, true)?;
-        let meta = std::fs::symlink_metadata(&host)
-            .map_err(|_| anyhow!("failed to mount {path} from the build context: not found"))?;
+        let host = rbuild_solver::contenthash::resolve_in_root(root, path, true).map_err(
+            crate::errors::io(format!("failed to mount {path} from the build context")),
+        )?;
+        let meta = std::fs::symlink_metadata(&host).map_err(|_| {
+            Error::Other(format!(
+                "failed to mount {path} from the build context: not found"
+            ))
+        })?;
         if readonly && exclude.is_empty() {
             return Ok(MountSource::Host(host));
         }
@@ -443,9 +490,9 @@ impl BuildWorker {
         };
         scratch.push(upper);
         if std::fs::symlink_metadata(&copy).is_err() {
-            return Err(anyhow!(
+            return Err(Error::Other(format!(
                 "failed to mount {path} from the build context: excluded by .dockerignore"
-            ));
+            )));
         }
         Ok(MountSource::Host(copy))
     }
@@ -458,9 +505,9 @@ impl BuildWorker {
         output: &Output,
         tar: Option<&crate::export::Dest>,
         dir: Option<&Path>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         let upper = self.copy_into_upper(output, "/", vec![])?;
-        let result = (|| -> anyhow::Result<()> {
+        let result = (|| -> Result<()> {
             if let Some(dest) = tar {
                 dest.write(|out| {
                     rbuild_runner::diff::write_layer(&upper.fs, out)?;
@@ -469,7 +516,7 @@ impl BuildWorker {
             }
             if let Some(dir) = dir {
                 std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
+                    .map_err(crate::errors::io(format!("creating {}", dir.display())))?;
                 // Through a pipe: the tar of the copy, unpacked with the checks every layer
                 // gets (the destination may be on another filesystem).
                 let (reader, mut writer) = std::io::pipe()?;
@@ -478,8 +525,11 @@ impl BuildWorker {
                     std::thread::spawn(move || rbuild_runner::diff::write_layer(&fs, &mut writer));
                 let unpacked = rbuild_runner::extract::extract_layer(reader, dir);
                 let produced = producer.join().expect("the tar writer does not panic");
-                unpacked.with_context(|| format!("writing files to {}", dir.display()))?;
-                produced.context("reading the image's files")?;
+                unpacked.map_err(crate::errors::io(format!(
+                    "writing files to {}",
+                    dir.display()
+                )))?;
+                produced.map_err(crate::errors::io("reading the image's files".to_string()))?;
             }
             Ok(())
         })();
@@ -494,7 +544,7 @@ impl BuildWorker {
         output: &Output,
         path: &str,
         ignore: Vec<String>,
-    ) -> anyhow::Result<rbuild_runner::Upper> {
+    ) -> Result<rbuild_runner::Upper> {
         let source = self.file_source(output)?;
         self.run_file_actions(
             &[],
@@ -515,7 +565,7 @@ impl BuildWorker {
     }
 
     /// How file actions read `output`: a host directory, or its layers (unpacked if needed).
-    fn file_source(&self, output: &Output) -> anyhow::Result<Source> {
+    fn file_source(&self, output: &Output) -> Result<Source> {
         ensure_snapshots(&self.state, &output.layers)?;
         Ok(match &output.local {
             Some(path) => Source::Host(path.clone()),
@@ -530,7 +580,7 @@ impl BuildWorker {
         base: &[String],
         sources: &[Source],
         actions: &[FileAction],
-    ) -> anyhow::Result<rbuild_runner::Upper> {
+    ) -> Result<rbuild_runner::Upper> {
         let state = &self.state;
         let upper = state.snapshots.new_upper()?;
         let run_dir = state.run_dir()?;
@@ -549,16 +599,16 @@ impl BuildWorker {
             Ok(()) => Ok(upper),
             Err(e) => {
                 state.snapshots.discard(upper)?;
-                Err(anyhow!(e))
+                Err(e.into())
             }
         }
     }
 
     /// Copies what is below `path` in `output` into the empty directory `dir` (the seed of a
     /// cache mount made `from` a stage).
-    fn copy_out(&self, output: &Output, path: &str, dir: &Path) -> anyhow::Result<()> {
+    fn copy_out(&self, output: &Output, path: &str, dir: &Path) -> Result<()> {
         let upper = self.copy_into_upper(output, path, vec![])?;
-        let moved = (|| -> anyhow::Result<()> {
+        let moved = (|| -> Result<()> {
             for entry in std::fs::read_dir(&upper.fs)? {
                 let entry = entry?;
                 std::fs::rename(entry.path(), dir.join(entry.file_name()))?;
@@ -569,12 +619,12 @@ impl BuildWorker {
         moved
     }
 
-    fn file(&self, file: &FileOp, inputs: &[Arc<Output>]) -> anyhow::Result<Output> {
+    fn file(&self, file: &FileOp, inputs: &[Arc<Output>]) -> Result<Output> {
         let base = &inputs[0];
         let sources = inputs
             .iter()
             .map(|input| self.file_source(input))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         let upper = self.run_file_actions(&diff_ids(&base.layers), &sources, &file.actions)?;
         on_top(&self.state, base, upper)
     }

@@ -9,13 +9,57 @@
 //! are `flock`s, so they also order steps of concurrent rbuild processes and vanish when a
 //! process dies. A new instance is made in a temporary directory and renamed into place.
 
-use anyhow::{Context, Result, anyhow, bail};
 use nix::fcntl::{Flock, FlockArg};
 use rbuild_solver::{CacheSharing, Digest};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// Why a secret, an SSH agent or a cache mount cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A `--secret` or `--ssh` value that cannot be used, said in words.
+    #[error("{0}")]
+    Spec(String),
+    /// A file operation failed.
+    #[error(transparent)]
+    Io(#[from] crate::errors::Io),
+    /// A cache mount's lock cannot be taken.
+    #[error("locking cache mount {key}")]
+    Lock {
+        /// The cache's storage key.
+        key: String,
+        /// The system's error.
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// A new cache directory cannot be made or seeded.
+    #[error("creating cache mount {key}")]
+    Create {
+        /// The cache's storage key.
+        key: String,
+        /// What failed: the seed's error, or the system's.
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// Any error, from a seed (see [`Seed`]).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A mount's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> crate::errors::Io {
+    crate::errors::io(format!("{what} {}", path.display()))
+}
+
+macro_rules! refuse {
+    ($($arg:tt)*) => {
+        return Err(Error::Spec(format!($($arg)*)))
+    };
+}
 
 /// Secrets and SSH agents given to a build (`--secret`, `--ssh`).
 #[derive(Clone, Debug, Default)]
@@ -38,18 +82,20 @@ pub fn parse_secret(
     let mut env = None;
     let mut kind = None;
     for field in spec.split(',') {
-        let (k, v) = field
-            .split_once('=')
-            .ok_or_else(|| anyhow!("invalid --secret {spec:?}: {field:?} is not key=value"))?;
+        let (k, v) = field.split_once('=').ok_or_else(|| {
+            Error::Spec(format!(
+                "invalid --secret {spec:?}: {field:?} is not key=value"
+            ))
+        })?;
         match k.trim().to_ascii_lowercase().as_str() {
             "id" => id = Some(v.to_string()),
             "src" | "source" => file = Some(v.to_string()),
             "env" => env = Some(v.to_string()),
             "type" => match v {
                 "file" | "env" => kind = Some(v.to_string()),
-                other => bail!("invalid --secret {spec:?}: unsupported type {other:?}"),
+                other => refuse!("invalid --secret {spec:?}: unsupported type {other:?}"),
             },
-            other => bail!("invalid --secret {spec:?}: unexpected key {other:?}"),
+            other => refuse!("invalid --secret {spec:?}: unexpected key {other:?}"),
         }
     }
     if kind.as_deref() == Some("env") && env.is_none() {
@@ -61,7 +107,7 @@ pub fn parse_secret(
             .as_deref()
             .or(env.as_deref())
             .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
-            .ok_or_else(|| anyhow!("invalid --secret {spec:?}: no id"))?,
+            .ok_or_else(|| Error::Spec(format!("invalid --secret {spec:?}: no id")))?,
     };
     if file.is_none() && env.is_none() {
         if getenv(&id).is_some() {
@@ -72,10 +118,14 @@ pub fn parse_secret(
     }
     let value = match (env, file) {
         (Some(var), _) => getenv(&var)
-            .ok_or_else(|| anyhow!("secret {id}: environment variable {var} is not set"))?
+            .ok_or_else(|| {
+                Error::Spec(format!(
+                    "secret {id}: environment variable {var} is not set"
+                ))
+            })?
             .into_bytes(),
         (None, Some(path)) => {
-            std::fs::read(&path).with_context(|| format!("secret {id}: reading {path}"))?
+            std::fs::read(&path).map_err(io(&format!("secret {id}: reading"), Path::new(&path)))?
         }
         (None, None) => unreachable!("one of them was chosen above"),
     };
@@ -90,17 +140,16 @@ pub fn parse_ssh(spec: &str, getenv: &dyn Fn(&str) -> Option<String>) -> Result<
         None => (
             spec.to_string(),
             getenv("SSH_AUTH_SOCK").ok_or_else(|| {
-                anyhow!(
+                Error::Spec(format!(
                     "--ssh {spec}: SSH_AUTH_SOCK is not set; give the agent socket as {spec}=PATH"
-                )
+                ))
             })?,
         ),
     };
     let path = PathBuf::from(path.split(',').next().unwrap_or_default());
-    let meta =
-        std::fs::metadata(&path).with_context(|| format!("--ssh {id}: {}", path.display()))?;
+    let meta = std::fs::metadata(&path).map_err(io(&format!("--ssh {id}:"), &path))?;
     if !meta.file_type().is_socket() {
-        bail!(
+        refuse!(
             "--ssh {id}: {} is not an SSH agent socket (rbuild forwards agents, not key files)",
             path.display()
         );
@@ -116,7 +165,7 @@ pub struct CacheLease {
 }
 
 /// Fills a new, empty cache directory.
-pub type Seed<'a> = &'a dyn Fn(&Path) -> Result<()>;
+pub type Seed<'a> = &'a dyn Fn(&Path) -> Result<(), BoxError>;
 
 /// What a new cache directory starts as.
 pub struct CacheInit<'a> {
@@ -145,7 +194,7 @@ pub fn acquire(
     init: &CacheInit,
 ) -> Result<CacheLease> {
     let base = root.join(key);
-    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    std::fs::create_dir_all(&base).map_err(io("creating", &base))?;
     let open = |n: usize| -> Result<File> {
         let path = base.join(format!("{n}.lock"));
         File::options()
@@ -153,7 +202,11 @@ pub fn acquire(
             .truncate(false)
             .write(true)
             .open(&path)
-            .with_context(|| format!("opening {}", path.display()))
+            .map_err(|e| io("opening", &path)(e).into())
+    };
+    let locking = |source| Error::Lock {
+        key: key.to_string(),
+        source,
     };
     let (n, lock) = match sharing {
         CacheSharing::Shared | CacheSharing::Locked => {
@@ -162,8 +215,7 @@ pub fn acquire(
             } else {
                 FlockArg::LockExclusive
             };
-            let lock = Flock::lock(open(0)?, arg)
-                .map_err(|(_, e)| anyhow!("locking cache mount {key}: {e}"))?;
+            let lock = Flock::lock(open(0)?, arg).map_err(|(_, e)| locking(e))?;
             (0, lock)
         }
         CacheSharing::Private => {
@@ -172,7 +224,7 @@ pub fn acquire(
                 match Flock::lock(open(n)?, FlockArg::LockExclusiveNonblock) {
                     Ok(lock) => break (n, lock),
                     Err((_, nix::errno::Errno::EWOULDBLOCK)) => n += 1,
-                    Err((_, e)) => bail!("locking cache mount {key}: {e}"),
+                    Err((_, e)) => return Err(locking(e)),
                 }
             }
         }
@@ -180,8 +232,8 @@ pub fn acquire(
     let dir = base.join(n.to_string());
     if !dir.exists() {
         let tmp = base.join(format!("tmp-{}", rbuild_runner::snapshot::unique_name()));
-        std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let made = (|| -> Result<()> {
+        std::fs::create_dir(&tmp).map_err(io("creating", &tmp))?;
+        let made = (|| -> Result<(), BoxError> {
             if let Some(seed) = init.seed {
                 seed(&tmp)?;
             }
@@ -194,11 +246,14 @@ pub fn acquire(
         })();
         if let Err(e) = made {
             let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e.context(format!("creating cache mount {key}")));
+            return Err(Error::Create {
+                key: key.to_string(),
+                source: e,
+            });
         }
         if std::fs::rename(&tmp, &dir).is_err() {
             // Someone else made it first (a shared user); theirs is as good.
-            std::fs::remove_dir_all(&tmp)?;
+            std::fs::remove_dir_all(&tmp).map_err(io("removing", &tmp))?;
         }
     }
     Ok(CacheLease { dir, _lock: lock })
@@ -292,7 +347,7 @@ mod tests {
         assert_eq!(p2.dir, dir.path().join(&key).join("0"));
         drop(p2);
         // A seeded cache starts with the seed's files.
-        let seed = |d: &Path| -> Result<()> {
+        let seed = |d: &Path| -> Result<(), BoxError> {
             std::fs::write(d.join("seeded"), "1")?;
             Ok(())
         };

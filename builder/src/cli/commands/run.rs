@@ -67,7 +67,7 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
         bail!("{} has no CMD or ENTRYPOINT; give a command", args.image);
     }
     let (mode, _) = crate::cli::commands::build::network_options(&args.network, &[])?;
-    let network = worker.sandbox_network(mode).map_err(|e| anyhow!(e))?;
+    let network = worker.sandbox_network(mode)?;
     let id = rbuild_runner::snapshot::unique_name().replace('-', "");
     let dir = state.root.join("containers").join(&id);
     let upper = Upper {
