@@ -20,6 +20,7 @@ pub mod export;
 mod hostile_inputs;
 pub mod pipeline;
 pub mod registry;
+pub mod remotecache;
 // The builder's only unsafe code: forking the helper that writes a rootless process's id
 // maps, while still single-threaded (the block says why that is sound).
 #[allow(unsafe_code)]

@@ -176,6 +176,10 @@ pub struct Solver<W: Worker> {
     /// Digests of unchanged context files, from earlier builds.
     stats: Option<Arc<crate::statcache::StatCache>>,
     salt: Option<Arc<str>>,
+    /// Records from another machine's cache (`--cache-from`), looked up after the index.
+    imported: Arc<HashMap<Digest, Output>>,
+    /// The key of every vertex solved so far.
+    keys: Arc<Mutex<HashMap<VertexId, Digest>>>,
 }
 
 /// What a vertex's task publishes: its cache key and output, or `None` if it failed.
@@ -194,7 +198,23 @@ impl<W: Worker> Solver<W> {
             exec_slots: Arc::new(tokio::sync::Semaphore::new(default_jobs())),
             stats: None,
             salt: None,
+            imported: Default::default(),
+            keys: Default::default(),
         }
+    }
+
+    /// Looks keys up in `records` too (cache imported from elsewhere) when the index does not
+    /// have them. A record used is copied into the index, so later builds here find it while
+    /// its layers stay usable.
+    pub fn with_imported(mut self, records: HashMap<Digest, Output>) -> Self {
+        self.imported = Arc::new(records);
+        self
+    }
+
+    /// The cache key of every vertex the solves so far computed (also of those that came from
+    /// the cache), for exporting the cache.
+    pub fn keys(&self) -> HashMap<VertexId, Digest> {
+        self.keys.lock().expect("solved keys").clone()
     }
 
     /// Hashes local sources under the stat cache's directory with it (see
@@ -271,9 +291,14 @@ impl<W: Worker> Solver<W> {
                 exec_slots: self.exec_slots.clone(),
                 stats: self.stats.clone(),
                 salt: self.salt.clone(),
+                imported: self.imported.clone(),
             };
+            let keys = self.keys.clone();
             tasks.spawn(async move {
                 let result = step.run(inputs).await;
+                if let Ok((key, _)) = &result {
+                    keys.lock().expect("solved keys").insert(v, key.clone());
+                }
                 let published = result.as_ref().ok().cloned();
                 let _ = tx.send(Some(published));
                 result
@@ -361,7 +386,11 @@ impl<W: Worker> Solver<W> {
                 (_, Some(key)) => Some(
                     self.cache
                         .get(key)?
-                        .is_some_and(|output| self.worker.is_usable(&output)),
+                        .is_some_and(|output| self.worker.is_usable(&output))
+                        || self
+                            .imported
+                            .get(key)
+                            .is_some_and(|output| self.worker.is_usable(output)),
                 ),
             };
             planned.insert(v, Planned { key, cached });
@@ -381,6 +410,7 @@ struct Step<W: Worker> {
     exec_slots: Arc<tokio::sync::Semaphore>,
     stats: Option<Arc<crate::statcache::StatCache>>,
     salt: Option<Arc<str>>,
+    imported: Arc<HashMap<Digest, Output>>,
 }
 
 impl<W: Worker> Step<W> {
@@ -392,32 +422,49 @@ impl<W: Worker> Step<W> {
         }
     }
 
-    /// The usable cached output for `key` (reported as cached), unless the cache is off for
-    /// this step.
+    /// The usable cached output for `key` (reported as cached), from the index or else from
+    /// the imported records, unless the cache is off for this step.
     async fn lookup(&self, key: &Digest) -> Result<Option<Arc<Output>>, Option<SolveError>> {
         if self.no_cache {
             return Ok(None);
         }
-        let Some(output) = self
+        let local = self
             .cache
             .get(key)
-            .map_err(|e| Some(SolveError::Solver(e)))?
-        else {
+            .map_err(|e| Some(SolveError::Solver(e)))?;
+        let mut found = None;
+        if let Some(output) = local
+            && self.usable(&output).await
+        {
+            found = Some(output);
+        } else if let Some(output) = self.imported.get(key)
+            && self.usable(output).await
+        {
+            self.cache
+                .put(key, output)
+                .map_err(|e| Some(SolveError::Solver(e)))?;
+            found = Some(output.clone());
+        }
+        let Some(output) = found else {
             return Ok(None);
         };
+        self.send(Event::Cached {
+            vertex: self.vertex,
+        });
+        Ok(Some(Arc::new(output)))
+    }
+
+    /// Whether the worker can still use a recorded output (its layers exist).
+    async fn usable(&self, output: &Output) -> bool {
         let worker = self.worker.clone();
         let check = output.clone();
         let usable = tokio::task::spawn_blocking(move || worker.is_usable(&check))
             .await
             .expect("usability check does not panic");
         if !usable {
-            tracing::debug!(%key, "cache record names missing layers; running the step again");
-            return Ok(None);
+            tracing::debug!("cache record names missing layers; running the step again");
         }
-        self.send(Event::Cached {
-            vertex: self.vertex,
-        });
-        Ok(Some(Arc::new(output)))
+        usable
     }
 
     /// Runs one vertex. `Err(None)` means an input failed (the input reports the cause).
@@ -740,6 +787,41 @@ mod tests {
         solver.solve(Arc::new(g), &[step]).await.unwrap();
         assert_eq!(worker.inner.executed.lock().unwrap().len(), 1);
         assert_eq!(worker.claimed.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn imported_records_are_used_and_keys_reported() {
+        let (dir, worker, cache) = setup();
+        let mut g = Graph::new();
+        let base = g.add(Op::Scratch, vec![], None);
+        let a = g.add(exec("a"), vec![base], Some("a".into()));
+        let b = g.add(exec("b"), vec![a], Some("b".into()));
+        let g = Arc::new(g);
+        // Another machine built `a` and `b`: its keys are the same as ours.
+        let (_other_dir, other_worker, other_cache) = setup();
+        let other = Solver::new(other_worker.clone(), other_cache.clone(), None);
+        let theirs = other.solve(g.clone(), &[b]).await.unwrap();
+        let keys = other.keys();
+        assert_eq!(keys.len(), 3, "scratch, a and b");
+        let imported: HashMap<Digest, Output> = [a, b]
+            .iter()
+            .map(|v| (keys[v].clone(), (*theirs[v]).clone()))
+            .collect();
+        let plan = Solver::new(worker.clone(), cache.clone(), None)
+            .with_imported(imported.clone())
+            .plan(&g, &[b])
+            .unwrap();
+        assert_eq!(plan[&b].cached, Some(true), "graph sees imported records");
+        let solver = Solver::new(worker.clone(), cache.clone(), None).with_imported(imported);
+        let ours = solver.solve(g.clone(), &[b]).await.unwrap();
+        assert!(worker.executed.lock().unwrap().is_empty(), "nothing ran");
+        assert_eq!(ours[&b].layers, theirs[&b].layers);
+        assert_eq!(solver.keys(), keys);
+        // The records used are in our index now: found without importing again.
+        let again = Solver::new(worker.clone(), cache.clone(), None);
+        again.solve(g, &[b]).await.unwrap();
+        assert!(worker.executed.lock().unwrap().is_empty());
+        drop(dir);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -162,7 +162,9 @@ pub fn layer_blob(
     let media_type = oci_layer_media_type(&layer.media_type)?;
     let keep =
         media_type == compression.media_type || (media_type != OCI_LAYER_TAR && !compression.force);
-    if keep && state.store.has_blob(&layer.digest) {
+    // A blob known elsewhere (imported cache) stays there: a push mounts it, and what needs
+    // its bytes fetches it first (see crate::remotecache::fetch_missing).
+    if keep && (state.store.has_blob(&layer.digest) || state.lazy.knows(&layer.digest)) {
         return Ok(layer.clone());
     }
     let target = Descriptor {

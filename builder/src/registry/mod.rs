@@ -626,12 +626,75 @@ impl Registry {
         Ok(())
     }
 
+    /// Fetches `blob`, which the store lacks, from where [`LazyBlobs`] says it is (a
+    /// registry's repository, an OCI layout), checking its digest.
+    ///
+    /// [`LazyBlobs`]: crate::store::lazy::LazyBlobs
+    pub async fn fetch_lazy(
+        &self,
+        store: &Store,
+        lazy: &crate::store::lazy::LazyBlobs,
+        digest: &Digest,
+        progress: &(dyn Fn(u64, bool) + Sync),
+    ) -> Result<()> {
+        use crate::store::lazy::Origin;
+        if store.has_blob(digest) {
+            return Ok(());
+        }
+        let Some((blob, origin)) = lazy.get(digest) else {
+            return Err(Error::Answer(format!(
+                "blob {digest} is neither here nor known anywhere"
+            )));
+        };
+        match origin {
+            Origin::Registry {
+                registry,
+                repository,
+            } => {
+                let from = Reference::with_digest(registry, repository, digest.to_string());
+                self.pull_blob(&from, &blob, store, progress).await
+            }
+            Origin::Layout(dir) => crate::store::lazy::fetch_from_layout(store, &dir, digest)
+                .map_err(|e| Error::local(format!("importing blob {digest}"), e)),
+        }
+    }
+
+    /// Whether the repository of `r` has the blob `digest`.
+    pub async fn has_blob(&self, r: &Reference, digest: &Digest) -> Result<bool> {
+        let client = self.client(r.resolve_registry()).await?;
+        let wait = Some((r.resolve_registry(), self.options.timeout));
+        with_retries(digest.as_str(), wait, || async {
+            client
+                .blob_exists(r, digest.as_str())
+                .await
+                .map_err(|e| self.request_error(r, "failed to look up a blob of", &e))
+        })
+        .await
+    }
+
+    /// Whether `r` names a manifest whose digest is `digest` (`false` when it names another
+    /// or none): a push of the same manifest can then be skipped.
+    pub async fn has_manifest(&self, r: &Reference, digest: &Digest) -> Result<bool> {
+        let client = self.client(r.resolve_registry()).await?;
+        let auth = self.auth(r.resolve_registry())?;
+        match client.fetch_manifest_digest(r, &auth).await {
+            Ok(d) => Ok(d == digest.as_str()),
+            Err(e) => match failure_of(&e) {
+                Failure::NotFound => Ok(false),
+                _ => Err(self.request_error(r, "failed to look up", &e)),
+            },
+        }
+    }
+
     /// Pushes the blobs and manifest of an image to `r`; returns the manifest digest. `report`
-    /// hears a line per blob: pushed (bytes, rate) or already there.
+    /// hears a line per blob: pushed (bytes, rate) or already there. A blob the store does
+    /// not have, the registry lacks and cannot mount is fetched from where `lazy` says first.
+    #[allow(clippy::too_many_arguments)]
     pub async fn push(
         &self,
         r: &Reference,
         store: &Store,
+        lazy: &crate::store::lazy::LazyBlobs,
         blobs: &[Descriptor],
         (manifest, media_type): (&[u8], &str),
         sources: &crate::registry::sources::BlobSources,
@@ -678,6 +741,10 @@ impl Registry {
                     }
                 }
                 let started = std::time::Instant::now();
+                if !store.has_blob(&blob.digest) {
+                    self.fetch_lazy(store, lazy, &blob.digest, &|_, _| {})
+                        .await?;
+                }
                 let upload = || self.upload(client, r, store, blob);
                 with_retries(blob.digest.as_str(), None, upload).await?;
                 sources.add(&blob.digest, registry, repository);

@@ -103,6 +103,12 @@ pub fn has_layer(state: &State, digest: &Digest, media_type: &str) -> bool {
             && state.snapshots.has(digest.as_str()))
 }
 
+/// Whether the layer can be had: [`has_layer`], or its blob is known elsewhere
+/// ([`crate::store::lazy`]) and will be fetched when needed.
+pub fn can_have_layer(state: &State, digest: &Digest, media_type: &str) -> bool {
+    has_layer(state, digest, media_type) || state.lazy.knows(digest)
+}
+
 /// The OCI media type for a layer blob of any (Docker or OCI) layer media type.
 pub fn oci_layer_media_type(media_type: &str) -> Result<&'static str> {
     Ok(match media_type {

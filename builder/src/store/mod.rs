@@ -1,6 +1,7 @@
 //! The state directory: its layout ([`state`]) and locks ([`lock`]), the local OCI image store
 //! ([`layout`]), snapshots and layers ([`layer`]), finding images by name ([`local`]), the
-//! downloads of `ADD https://…` ([`downloads`]), and disk usage, pruning and checks ([`gc`]).
+//! downloads of `ADD https://…` ([`downloads`]), disk usage, pruning and checks ([`gc`]), and
+//! the blobs a build may use without having them yet ([`lazy`]).
 
 /// Returns an [`Error::Other`] made with `format!` (as anyhow's `bail!`).
 macro_rules! bail {
@@ -13,6 +14,7 @@ pub mod downloads;
 pub mod gc;
 pub mod layer;
 pub mod layout;
+pub mod lazy;
 pub mod local;
 pub mod lock;
 pub mod state;

@@ -62,6 +62,8 @@ pub struct State {
     pub snapshots: Snapshotter,
     /// Cache key → outputs.
     pub cache: Arc<CacheIndex>,
+    /// Blobs known elsewhere (imported cache), fetched when needed.
+    pub lazy: crate::store::lazy::LazyBlobs,
     lock: std::sync::Mutex<Option<Flock<File>>>,
 }
 
@@ -157,6 +159,7 @@ impl State {
             store,
             snapshots,
             cache,
+            lazy: Default::default(),
             lock: std::sync::Mutex::new(Some(lock)),
         };
         if alone {

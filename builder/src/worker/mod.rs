@@ -4,7 +4,9 @@ pub mod mounts;
 
 use crate::registry::Registry;
 use crate::registry::reference;
-use crate::store::layer::{commit_upper, ensure_snapshots, has_layer, oci_layer_media_type};
+use crate::store::layer::{
+    can_have_layer, commit_upper, ensure_snapshots, has_layer, oci_layer_media_type,
+};
 use crate::store::state::State;
 use crate::units;
 use rbuild_frontend::image::Image;
@@ -39,6 +41,9 @@ pub enum Error {
     /// The default network of RUN steps.
     #[error(transparent)]
     Network(#[from] rbuild_runner::network::Error),
+    /// Fetching an imported cache's layer.
+    #[error(transparent)]
+    Cache(#[from] crate::remotecache::Error),
     /// A file op (`COPY`, `ADD`, a copy made for a mount).
     #[error(transparent)]
     FileOp(#[from] fileop::Error),
@@ -149,11 +154,29 @@ impl Worker for BuildWorker {
         output
             .layers
             .iter()
-            .all(|l| has_layer(&self.state, &l.digest, &l.media_type))
+            .all(|l| can_have_layer(&self.state, &l.digest, &l.media_type))
     }
 }
 
 impl BuildWorker {
+    /// Makes sure every layer has a snapshot: blobs known only elsewhere (an imported cache)
+    /// are downloaded first, reported to `ctx` when a step waits for them.
+    fn have(&self, layers: &[OutputLayer], ctx: Option<&StepContext>) -> Result<()> {
+        let progress = |digest: &rbuild_solver::Digest, bytes, total, done| {
+            if let Some(ctx) = ctx {
+                ctx.progress(digest.as_str(), bytes, Some(total), done);
+            }
+        };
+        crate::remotecache::fetch_missing(
+            &self.state,
+            &self.registry,
+            &self.runtime,
+            layers,
+            &progress,
+        )?;
+        Ok(ensure_snapshots(&self.state, layers)?)
+    }
+
     /// The sandbox's network for `mode`, starting the build's user-mode network if this is
     /// the first step that needs it.
     pub fn sandbox_network(&self, mode: NetworkMode) -> Result<Network> {
@@ -252,7 +275,7 @@ impl BuildWorker {
     ) -> std::result::Result<Output, BoxError> {
         let state = &self.state;
         let base = &inputs[0];
-        ensure_snapshots(state, &base.layers).map_err(described)?;
+        self.have(&base.layers, Some(ctx)).map_err(described)?;
         let network = self.sandbox_network(exec.network).map_err(described)?;
         let mut env = exec.env.clone();
         // Held until the step ends: the locks of its cache mounts, copies it mounts.
@@ -465,7 +488,7 @@ impl BuildWorker {
         scratch: &mut Vec<rbuild_runner::Upper>,
     ) -> Result<MountSource> {
         let Some(root) = &output.local else {
-            ensure_snapshots(&self.state, &output.layers)?;
+            self.have(&output.layers, None)?;
             return Ok(MountSource::Layers {
                 layers: diff_ids(&output.layers),
                 path: path.to_string(),
@@ -566,7 +589,7 @@ impl BuildWorker {
 
     /// How file actions read `output`: a host directory, or its layers (unpacked if needed).
     fn file_source(&self, output: &Output) -> Result<Source> {
-        ensure_snapshots(&self.state, &output.layers)?;
+        self.have(&output.layers, None)?;
         Ok(match &output.local {
             Some(path) => Source::Host(path.clone()),
             None => Source::Layers(diff_ids(&output.layers)),

@@ -69,6 +69,7 @@ pub fn push_image(
         let pushed = runtime.block_on(registry.push(
             &to,
             &state.store,
+            &state.lazy,
             &blobs,
             (&bytes, &descriptor.media_type),
             &sources,
@@ -81,6 +82,7 @@ pub fn push_image(
         digest = Some(runtime.block_on(registry.push(
             &target,
             &state.store,
+            &state.lazy,
             &[],
             (&bytes, &exported.top.media_type),
             &sources,

@@ -14,6 +14,9 @@ pub(super) struct Export<'a> {
     pub(super) worker: &'a BuildWorker,
     pub(super) builds: &'a [Build],
     pub(super) solved: &'a Solved,
+    pub(super) caches: &'a cache::Caches,
+    pub(super) keys: &'a cache::Keys,
+    pub(super) loaded: &'a Loaded,
 }
 
 /// The image the outputs export: its manifest (or index), its config (one platform), and the
@@ -40,6 +43,7 @@ impl Export<'_> {
         if !named.is_empty() {
             stored.metadata["image.name"] = named.join(",").into();
         }
+        self.caches.export(self, self.loaded, self.keys)?;
         // The image id: the config's digest, or for several platforms the index's as the
         // outputs last reported it (pushed with Docker media types, say), as buildx's
         // --iidfile.
@@ -148,11 +152,23 @@ impl Export<'_> {
                         stored.manifest.digest
                     )],
                 };
-                // A multi-platform image is only pushed (refused otherwise).
-                if !self.multi() {
-                    for name in names {
-                        self.state.store.tag(name, &stored.manifest)?;
-                        lines.push(format!("naming to {name} done"));
+                // A multi-platform image is only pushed (refused otherwise). Layers of an
+                // imported cache are fetched for a local name, unless the image is pushed:
+                // then it is named here only if it is whole (the registry mounts the rest).
+                if !self.multi() && !names.is_empty() {
+                    if !*push {
+                        self.fetch_layers()?;
+                    }
+                    if self.whole() {
+                        for name in names {
+                            self.state.store.tag(name, &stored.manifest)?;
+                            lines.push(format!("naming to {name} done"));
+                        }
+                    } else {
+                        lines.push(
+                            "not naming the image here: some of its layers are only in the                              registry (rbuild pull gets them)"
+                                .to_string(),
+                        );
                     }
                 }
                 named.extend(names.iter().cloned());
@@ -168,6 +184,7 @@ impl Export<'_> {
                 names,
                 compression,
             } => {
+                self.fetch_layers()?;
                 let counter = Arc::new(Counter::default());
                 let live = self
                     .session
@@ -236,6 +253,31 @@ impl Export<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Downloads the layers of the images that are known only elsewhere (an imported cache).
+    fn fetch_layers(&self) -> Result<()> {
+        for build in self.builds {
+            let layers = &self.solved[&build.target].layers;
+            crate::remotecache::fetch_missing(
+                self.state,
+                self.registry,
+                self.runtime.handle(),
+                layers,
+                &|_, _, _, _| {},
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Whether every layer of the images is here.
+    fn whole(&self) -> bool {
+        self.builds.iter().all(|b| {
+            self.solved[&b.target]
+                .layers
+                .iter()
+                .all(|l| crate::store::layer::has_layer(self.state, &l.digest, &l.media_type))
+        })
     }
 
     /// Pushes the image under each of `names`.

@@ -2,6 +2,7 @@
 //! `pipeline::BuildRequest` and runs it; [`output`] parses `--output`, [`export`] writes the
 //! outputs of a finished build.
 
+mod cache;
 mod export;
 mod output;
 
@@ -26,7 +27,7 @@ use rbuild_frontend::diagnostic::Diagnostic;
 use rbuild_frontend::{Build, Platform};
 use rbuild_solver::NetworkMode;
 use rbuild_solver::scheduler::SolveError;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -113,6 +114,15 @@ pub struct BuildArgs {
     /// loopback), `none` (loopback only) or `host` (this machine's network)
     #[arg(long, value_name = "MODE", default_value = "default")]
     pub network: String,
+    /// Read the build cache from here too (BuildKit's syntax, in order of preference):
+    /// `type=registry,ref=REF` (or just `REF`), `type=local,src=DIR[,tag=TAG]`
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
+    /// Export the build cache (BuildKit's syntax): `type=registry,ref=REF` or
+    /// `type=local,dest=DIR[,tag=TAG]`, with `mode=min|max`, `compression=gzip|zstd`,
+    /// `ignore-error=false` (fail the build when the export fails; by default a warning)
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
     /// Grant an entitlement to the Dockerfile: `network.host` (for `RUN --network=host`)
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
     pub allow: Vec<String>,
@@ -336,11 +346,13 @@ fn solve(
     worker: Arc<BuildWorker>,
     runtime: &tokio::runtime::Runtime,
     builds: &[Build],
-) -> Result<Result<Solved, SolveError>> {
+    imported: HashMap<rbuild_solver::Digest, rbuild_solver::Output>,
+) -> Result<Result<(Solved, cache::Keys), SolveError>> {
     let graph = Arc::new(builds[0].graph.clone());
     let targets: Vec<rbuild_solver::VertexId> = builds.iter().map(|b| b.target).collect();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let (solver, stats) = request.solver(worker, state, &graph, &targets, Some(tx))?;
+    let solver = solver.with_imported(imported);
     let cancel = solver.cancel_flag();
     let events_printer = session.printer.clone();
     let result = runtime.block_on(async {
@@ -356,10 +368,11 @@ fn solve(
             }
         });
         let result = solver.solve(graph.clone(), &targets).await;
+        let keys = solver.keys();
         drop(solver);
         let _ = printing.await;
         interrupt.abort();
-        result
+        result.map(|solved| (solved, keys))
     });
     // What the hashing learned is kept even if the build failed.
     if let Err(e) = state.cache.save_stats(&stats) {
@@ -416,6 +429,7 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         })
         .collect::<Result<Vec<_>>>()?;
     let outputs = outputs(&args, &tags, request.platforms.len() > 1)?;
+    let caches = cache::Caches::parse(&args)?;
     let session = Session {
         mode,
         printer: Printer::new(mode),
@@ -451,13 +465,15 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         provided: Arc::new(provided),
         network: Default::default(),
     });
-    let solved = match solve(
+    let imported = caches.import(&session, &loaded, &state, &registry, &runtime);
+    let (solved, keys) = match solve(
         &session,
         &request,
         &state,
         worker.clone(),
         &runtime,
         &builds,
+        imported,
     )? {
         Ok(solved) => solved,
         Err(SolveError::Step {
@@ -481,6 +497,9 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         worker: &worker,
         builds: &builds,
         solved: &solved,
+        caches: &caches,
+        keys: &keys,
+        loaded: &loaded,
     };
     export.run(&outputs)
 }

@@ -1,0 +1,128 @@
+//! `--cache-from` and `--cache-to` in a build: importing before the solve, exporting after
+//! the outputs (see [`crate::remotecache`]).
+
+use super::*;
+use crate::remotecache::spec::{CacheFrom, CacheTo, parse_cache_from, parse_cache_to};
+
+/// The caches a build reads and writes.
+pub(super) struct Caches {
+    /// `--cache-from`, in order of preference.
+    pub(super) from: Vec<CacheFrom>,
+    /// `--cache-to`.
+    pub(super) to: Vec<CacheTo>,
+}
+
+impl Caches {
+    /// Parses the flags.
+    pub(super) fn parse(args: &BuildArgs) -> Result<Caches> {
+        Ok(Caches {
+            from: args
+                .cache_from
+                .iter()
+                .map(|s| parse_cache_from(s).map_err(|e| anyhow!(e)))
+                .collect::<Result<_>>()?,
+            to: args
+                .cache_to
+                .iter()
+                .map(|s| parse_cache_to(s).map_err(|e| anyhow!(e)))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// Imports the `--cache-from` caches: their records, for the solver. What cannot be read
+    /// is a warning.
+    pub(super) fn import(
+        &self,
+        session: &Session,
+        loaded: &Loaded,
+        state: &State,
+        registry: &Registry,
+        runtime: &tokio::runtime::Runtime,
+    ) -> HashMap<rbuild_solver::Digest, rbuild_solver::Output> {
+        if self.from.is_empty() {
+            return HashMap::new();
+        }
+        let started = Instant::now();
+        let imported = crate::remotecache::import(state, registry, runtime.handle(), &self.from);
+        let names: Vec<String> = self
+            .from
+            .iter()
+            .map(|c| crate::remotecache::describe(&c.location))
+            .collect();
+        session.step(
+            &format!("importing cache manifest from {}", names.join(", ")),
+            &[format!(
+                "{} records, {} layer blobs known remotely",
+                imported.records.len(),
+                state.lazy.len()
+            )],
+            started,
+        );
+        let warnings: Vec<Diagnostic> = imported
+            .warnings
+            .iter()
+            .map(|w| Diagnostic::warning(&loaded.file, None, w.clone()))
+            .collect();
+        session.diagnostics(&warnings);
+        imported.records
+    }
+
+    /// Exports the `--cache-to` caches of a finished build. A failed export is a warning
+    /// unless `ignore-error=false` asked for it to fail the build.
+    pub(super) fn export(&self, export: &Export, loaded: &Loaded, keys: &Keys) -> Result<()> {
+        let graph = &export.builds[0].graph;
+        let targets: Vec<rbuild_solver::VertexId> =
+            export.builds.iter().map(|b| b.target).collect();
+        for to in &self.to {
+            let started = Instant::now();
+            let name = crate::remotecache::describe(&to.location);
+            let steps =
+                crate::remotecache::steps_to_export(graph, export.solved, keys, &targets, to.mode);
+            let report = |line: String| {
+                if export.session.mode == Mode::Plain {
+                    eprintln!("{line}");
+                }
+            };
+            let result = crate::remotecache::export(
+                export.state,
+                export.registry,
+                export.runtime.handle(),
+                to,
+                &steps,
+                &report,
+            );
+            match result {
+                Ok(written) => {
+                    let what = if written.unchanged {
+                        "unchanged"
+                    } else {
+                        "done"
+                    };
+                    export.session.step(
+                        &format!("exporting cache to {name}"),
+                        &[
+                            "preparing build cache for export done".to_string(),
+                            format!(
+                                "writing cache manifest {} ({} records, {} layers) {what}",
+                                written.digest, written.records, written.blobs
+                            ),
+                        ],
+                        started,
+                    );
+                }
+                Err(e) if to.fail_on_error => {
+                    return Err(anyhow!(e).context(format!("exporting the cache to {name}")));
+                }
+                Err(e) => export.session.diagnostics(&[Diagnostic::warning(
+                    &loaded.file,
+                    None,
+                    format!("cache not exported to {name}: {}", crate::errors::chain(&e)),
+                )]),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The cache key of every solved vertex.
+pub(super) type Keys = HashMap<rbuild_solver::VertexId, rbuild_solver::Digest>;

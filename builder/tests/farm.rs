@@ -1,0 +1,360 @@
+//! End to end, build farms: the cache shared through Debian's docker-registry and through an
+//! OCI layout between state directories that know nothing of each other (other paths, other
+//! context mtimes). Needs root.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+/// A multi-stage Dockerfile on the base image pushed to `registry`: a dependency step that
+/// does not read the sources, a build step that does, and a final stage.
+fn dockerfile(registry: &str) -> String {
+    format!(
+        "FROM {registry}/base/busybox AS build\n\
+         RUN sleep 1 && echo deps > /deps\n\
+         WORKDIR /src\n\
+         COPY src/ ./\n\
+         RUN sleep 1 && cat *.txt > /out.txt && date +%s%N > /stamp\n\
+         FROM {registry}/base/busybox\n\
+         COPY --from=build /out.txt /stamp /\n\
+         RUN sleep 1 && wc -c /out.txt > /size\n"
+    )
+}
+
+/// A build context with the Dockerfile and two source files, made afresh (new mtimes).
+fn context(env: &Env, registry: &str, main: &str) -> std::path::PathBuf {
+    env.context(
+        "ctx",
+        &[
+            ("Dockerfile", &dockerfile(registry)),
+            ("src/main.txt", main),
+            ("src/lib.txt", "library code\n"),
+        ],
+    )
+}
+
+struct Built {
+    image_id: String,
+    pushed: String,
+    ran: Vec<String>,
+    cached: Vec<String>,
+    stderr: String,
+}
+
+/// Builds `ctx` in `env` with `extra` flags, pushing it as `name`.
+fn build(env: &Env, ctx: &Path, name: &str, extra: &[&str]) -> Built {
+    let iid = env.path("iid");
+    let meta = env.path("meta.json");
+    let mut args = vec![
+        "build",
+        "--progress=plain",
+        "--push",
+        "-t",
+        name,
+        "--iidfile",
+        iid.to_str().unwrap(),
+        "--metadata-file",
+        meta.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args.push(ctx.to_str().unwrap());
+    let run = env.rbuild(&args).ok();
+    let progress = Progress::parse(&run.stderr);
+    let metadata = json(&std::fs::read_to_string(&meta).unwrap());
+    Built {
+        image_id: std::fs::read_to_string(&iid).unwrap(),
+        pushed: metadata["containerimage.digest"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        ran: progress.ran(),
+        cached: progress.cached_steps(),
+        stderr: run.stderr,
+    }
+}
+
+/// Layer blobs and snapshots in a state directory (manifests and configs are JSON).
+fn layers_here(env: &Env) -> (usize, usize) {
+    let blobs = std::fs::read_dir(env.root().join("content/blobs/sha256"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    let bytes = std::fs::read(e.path()).unwrap_or_default();
+                    serde_json::from_slice::<serde_json::Value>(&bytes).is_err()
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    let snapshots = std::fs::read_dir(env.root().join("snapshots"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("sha256"))
+                .count()
+        })
+        .unwrap_or(0);
+    (blobs, snapshots)
+}
+
+/// A registry, and machine A, which pushed the base image to it.
+fn machine_a() -> (Registry, Env) {
+    let registry = Registry::start();
+    let a = Env::new();
+    a.base_image();
+    let base = format!("{}/base/busybox", registry.addr);
+    a.rbuild(&["push", "rbuild-demo/busybox", &base]).ok();
+    (registry, a)
+}
+
+fn runs(steps: &[String]) -> usize {
+    steps.iter().filter(|s| s.contains(" RUN ")).count()
+}
+
+/// Why it is one piece: the farm scenario of issue 13 in order: machine A exports, an empty
+/// machine B builds from A's cache, changes a file and exports its own, A builds from B's.
+/// Each part needs the state the one before left.
+#[allow(clippy::too_many_lines)]
+#[test]
+fn two_machines_share_one_registry_cache() {
+    require_root!();
+    let (registry, a) = machine_a();
+    let reg = registry.addr.as_str();
+    let cache_main = format!("type=registry,ref={reg}/cache:main,mode=max");
+    let ctx_a = context(&a, reg, "version 1\n");
+    let first = build(
+        &a,
+        &ctx_a,
+        &format!("{reg}/app:a"),
+        &["--cache-to", &cache_main],
+    );
+    assert_eq!(runs(&first.ran), 3, "{}", first.stderr);
+    assert!(
+        first
+            .stderr
+            .contains(&format!("exporting cache to {reg}/cache:main")),
+        "{}",
+        first.stderr
+    );
+    // The cache is an image manifest whose config is the record; skopeo reads it.
+    let raw = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{reg}/cache:main"),
+        ],
+    ));
+    assert_eq!(
+        raw["config"]["mediaType"],
+        "application/vnd.rbuild.cache.config.v1+json"
+    );
+    assert!(raw["layers"].as_array().unwrap().len() >= 4, "{raw}");
+
+    // B: another root at another path, the context written anew (other mtimes).
+    let b = Env::new();
+    let ctx_b = context(&b, reg, "version 1\n");
+    let from_main = format!("type=registry,ref={reg}/cache:main");
+    let second = build(
+        &b,
+        &ctx_b,
+        &format!("{reg}/app:b"),
+        &["--cache-from", &from_main],
+    );
+    assert!(
+        second.ran.is_empty(),
+        "nothing runs on B: {}",
+        second.stderr
+    );
+    assert_eq!(runs(&second.cached), 3, "{}", second.stderr);
+    assert_eq!(second.image_id, first.image_id);
+    assert_eq!(second.pushed, first.pushed, "the same manifest is pushed");
+    assert_eq!(
+        layers_here(&b),
+        (0, 0),
+        "B downloaded no layer: {}",
+        second.stderr
+    );
+
+    // B changes a source file: the steps that read it run, the dependency step does not
+    // (its layer is downloaded: the COPY needs it); B exports its own cache.
+    std::fs::write(ctx_b.join("src/main.txt"), "version 2\n").unwrap();
+    let cache_branch = format!("type=registry,ref={reg}/cache:branch,mode=max");
+    let third = build(
+        &b,
+        &ctx_b,
+        &format!("{reg}/app:b2"),
+        &["--cache-from", &from_main, "--cache-to", &cache_branch],
+    );
+    assert_eq!(runs(&third.ran), 2, "{}", third.stderr);
+    assert!(
+        third.cached.iter().any(|s| s.contains("echo deps")),
+        "{}",
+        third.stderr
+    );
+    assert_ne!(third.image_id, first.image_id);
+
+    // A builds the changed sources from B's cache: nothing runs, B's image.
+    std::fs::write(ctx_a.join("src/main.txt"), "version 2\n").unwrap();
+    let from_branch = format!("type=registry,ref={reg}/cache:branch");
+    let fourth = build(
+        &a,
+        &ctx_a,
+        &format!("{reg}/app:a2"),
+        &["--cache-from", &from_branch],
+    );
+    assert!(fourth.ran.is_empty(), "{}", fourth.stderr);
+    assert_eq!(fourth.image_id, third.image_id);
+    assert_eq!(fourth.pushed, third.pushed);
+    // The two branches did not clobber each other: main's cache still gives version 1, also
+    // after skopeo copied it to another repository.
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            &format!("docker://{reg}/cache:main"),
+            &format!("docker://{reg}/copied/cache:main"),
+        ],
+    );
+    let c = Env::new();
+    let ctx_c = context(&c, reg, "version 1\n");
+    let from_copy = format!("{reg}/copied/cache:main");
+    let fifth = build(
+        &c,
+        &ctx_c,
+        &format!("{reg}/app:c"),
+        &["--cache-from", &from_copy],
+    );
+    assert!(fifth.ran.is_empty(), "{}", fifth.stderr);
+    assert_eq!(fifth.image_id, first.image_id);
+
+    // An unchanged cache is not pushed again: A's records for these steps are B's.
+    let again = build(
+        &a,
+        &ctx_a,
+        &format!("{reg}/app:a2"),
+        &["--cache-from", &from_branch, "--cache-to", &cache_branch],
+    );
+    assert!(again.ran.is_empty(), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("records") && again.stderr.contains(" unchanged"),
+        "{}",
+        again.stderr
+    );
+}
+
+#[test]
+fn a_cache_in_an_oci_layout_is_shared_too() {
+    require_root!();
+    let (registry, a) = machine_a();
+    let reg = registry.addr.as_str();
+    let dir = a.path("cache-dir");
+    let ctx_a = context(&a, reg, "local\n");
+    let to = format!("type=local,dest={},mode=max", dir.display());
+    let first = build(&a, &ctx_a, &format!("{reg}/app:l"), &["--cache-to", &to]);
+    assert_eq!(runs(&first.ran), 3, "{}", first.stderr);
+    // A valid OCI layout, which skopeo reads.
+    let raw = json(&tool(
+        "skopeo",
+        &["inspect", "--raw", &format!("oci:{}:latest", dir.display())],
+    ));
+    assert_eq!(
+        raw["config"]["mediaType"],
+        "application/vnd.rbuild.cache.config.v1+json"
+    );
+    let b = Env::new();
+    let ctx_b = context(&b, reg, "local\n");
+    let from = format!("type=local,src={}", dir.display());
+    // Not pushed: named here, so the layers are copied in from the layout.
+    let iid = b.path("iid");
+    let run = b
+        .rbuild(&[
+            "build",
+            "--progress=plain",
+            "-t",
+            "app:l",
+            "--cache-from",
+            &from,
+            "--iidfile",
+            iid.to_str().unwrap(),
+            ctx_b.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(
+        Progress::parse(&run.stderr).ran().is_empty(),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), first.image_id);
+    let out = b.rbuild(&["run", "--rm", "app:l", "cat", "/out.txt"]).ok();
+    assert_eq!(out.stdout, "library code\nlocal\n");
+}
+
+#[test]
+fn caches_that_cannot_be_read_or_written_are_warnings() {
+    require_root!();
+    let registry = Registry::start();
+    let reg = registry.addr.as_str();
+    let a = Env::new();
+    a.base_image();
+    let ctx = a.context(
+        "ctx",
+        &[("Dockerfile", "FROM rbuild-demo/busybox\nRUN echo hi > /x\n")],
+    );
+    let missing = format!("{reg}/cache:nope");
+    // A registry that is not there, for the export.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone = format!("type=registry,ref={}/cache:x", closed.local_addr().unwrap());
+    drop(closed);
+    let not_a_cache = format!("{reg}/base/busybox");
+    a.rbuild(&["push", "rbuild-demo/busybox", &not_a_cache])
+        .ok();
+    let run = a
+        .rbuild(&[
+            "build",
+            "--progress=plain",
+            "--cache-from",
+            &missing,
+            "--cache-from",
+            &not_a_cache,
+            "--cache-to",
+            &gone,
+            ctx.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(
+        run.stderr
+            .contains(&format!("cache {missing} not imported")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("it is not an rbuild cache"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("cache not exported to"),
+        "{}",
+        run.stderr
+    );
+    // Asked to fail: it does, naming the cache.
+    let strict = format!("{gone},ignore-error=false");
+    let run = a.rbuild(&["build", "--cache-to", &strict, ctx.to_str().unwrap()]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("exporting the cache to"),
+        "{}",
+        run.stderr
+    );
+    // Bad specs are usage errors.
+    let run = a.rbuild(&["build", "--cache-to", "type=gha", ctx.to_str().unwrap()]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("\"gha\" is not supported"),
+        "{}",
+        run.stderr
+    );
+}
