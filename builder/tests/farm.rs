@@ -358,3 +358,44 @@ fn caches_that_cannot_be_read_or_written_are_warnings() {
         run.stderr
     );
 }
+
+#[test]
+fn an_image_with_an_inline_cache_seeds_the_next_build() {
+    require_root!();
+    let (registry, a) = machine_a();
+    let reg = registry.addr.as_str();
+    let ctx_a = context(&a, reg, "inline\n");
+    let first = build(
+        &a,
+        &ctx_a,
+        &format!("{reg}/app:inline"),
+        &["--cache-to", "type=inline"],
+    );
+    assert_eq!(runs(&first.ran), 3, "{}", first.stderr);
+    let config = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{reg}/app:inline"),
+        ],
+    ));
+    let records = config["rbuild.cache.v1"]["records"].as_array().unwrap();
+    assert!(!records.is_empty(), "{config}");
+    // B has only the image: its final stage comes from it, and the builder stage, which the
+    // final stage no longer needs, does not run either.
+    let b = Env::new();
+    let ctx_b = context(&b, reg, "inline\n");
+    let from = format!("{reg}/app:inline");
+    let second = build(
+        &b,
+        &ctx_b,
+        &format!("{reg}/app:inline2"),
+        &["--cache-from", &from, "--cache-to", "type=inline"],
+    );
+    assert!(second.ran.is_empty(), "{}", second.stderr);
+    assert_eq!(second.image_id, first.image_id);
+    assert_eq!(layers_here(&b), (0, 0), "{}", second.stderr);
+}

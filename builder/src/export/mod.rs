@@ -58,6 +58,9 @@ pub struct FinalImage {
     pub image: Image,
     /// The layers, bottom first.
     pub layers: Vec<OutputLayer>,
+    /// An inline cache record (`--cache-to type=inline`), stored in the config under
+    /// [`crate::remotecache::record::INLINE_KEY`].
+    pub inline_cache: Option<serde_json::Value>,
 }
 
 /// Fills in what only the solve knows: diff ids, which history entries have layers, and
@@ -70,9 +73,11 @@ pub fn finalize(build: &Build, outputs: &HashMap<VertexId, Arc<Output>>) -> Fina
     let mut image = build.image.clone();
     image.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.to_string()).collect();
     for entry in &mut image.history {
-        if let Some(v) = entry.layer_of {
-            let out = &outputs[&v];
-            let input = &outputs[&build.graph.vertex(v).inputs[0]];
+        // Every step of the target's chain has an output (the solver makes sure of it).
+        if let Some(v) = entry.layer_of
+            && let Some(out) = outputs.get(&v)
+            && let Some(input) = outputs.get(&build.graph.vertex(v).inputs[0])
+        {
             let added = out.layers.len() > input.layers.len();
             entry.empty_layer = !added;
             if added {
@@ -107,13 +112,24 @@ pub fn finalize(build: &Build, outputs: &HashMap<VertexId, Arc<Output>>) -> Fina
             .and_then(|h| h.created.clone())
             .unwrap_or(fallback),
     );
-    FinalImage { image, layers }
+    FinalImage {
+        image,
+        layers,
+        inline_cache: None,
+    }
 }
 
 /// Writes the config and manifest blobs; returns the manifest's descriptor and the config
 /// digest (the image id).
 pub fn store_image(store: &Store, image: &FinalImage) -> Result<(Descriptor, Vec<u8>, Descriptor)> {
-    let config = serde_json::to_vec(&image.image)?;
+    let config = match &image.inline_cache {
+        None => serde_json::to_vec(&image.image)?,
+        Some(cache) => {
+            let mut config = serde_json::to_value(&image.image)?;
+            config[crate::remotecache::record::INLINE_KEY] = cache.clone();
+            serde_json::to_vec(&config)?
+        }
+    };
     let (config_digest, config_size) = store.write_blob(&config)?;
     let config_desc = Descriptor {
         media_type: OCI_CONFIG.into(),

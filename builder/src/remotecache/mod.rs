@@ -153,8 +153,9 @@ fn import_registry(
     let r = reference::parse(name).map_err(Error::Other)?.to_oci();
     let platform = rbuild_frontend::Platform::host();
     let digest = runtime.block_on(registry.resolve(&r, &state.store, &platform))?;
-    let manifest = state.store.manifest(&digest)?;
-    let config = read_config(&manifest, &state.store.read_blob(&manifest.config.digest)?)?;
+    let stored = state.store.manifest(&digest)?;
+    let config_blob = state.store.read_blob(&stored.config.digest)?;
+    let (manifest, config) = read_config(stored, &config_blob)?;
     let blobs = unique_blobs(&manifest);
     // The registry must have every blob a record names: one that lost some is not used.
     let checks = blobs.iter().map(|b| registry.has_blob(&r, &b.digest));
@@ -182,14 +183,46 @@ fn import_registry(
     ))
 }
 
-fn read_config(manifest: &Manifest, bytes: &[u8]) -> Result<CacheConfig> {
-    if manifest.config.media_type != CONFIG_MEDIA_TYPE {
+/// The record of a cache manifest whose config blob is `bytes`, and the manifest with each
+/// layer's diff id annotated: a cache manifest's own, or an image's whose config holds an
+/// inline cache (its layers' diff ids are the config's).
+fn read_config(mut manifest: Manifest, bytes: &[u8]) -> Result<(Manifest, CacheConfig)> {
+    use crate::store::layout::{DOCKER_CONFIG, OCI_CONFIG};
+    let media_type = manifest.config.media_type.as_str();
+    if media_type == CONFIG_MEDIA_TYPE {
+        let config = parse_json(bytes, "reading the cache record")?;
+        return Ok((manifest, config));
+    }
+    if media_type != OCI_CONFIG && media_type != DOCKER_CONFIG {
         return Err(Error::Other(format!(
-            "it is not an rbuild cache (its config is {})",
-            manifest.config.media_type
+            "it is not an rbuild cache (its config is {media_type})"
         )));
     }
-    parse_json(bytes, "reading the cache record")
+    let mut image: serde_json::Value = parse_json(bytes, "reading the image config")?;
+    let inline = image
+        .get_mut(record::INLINE_KEY)
+        .map(serde_json::Value::take)
+        .ok_or_else(|| {
+            Error::Other(
+                "it is not an rbuild cache, and the image carries none (build it with \
+                 --cache-to type=inline)"
+                    .to_string(),
+            )
+        })?;
+    let config = serde_json::from_value(inline)
+        .map_err(crate::errors::json("reading the image's inline cache"))?;
+    let diff_ids = image["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (layer, diff_id) in manifest.layers.iter_mut().zip(diff_ids) {
+        if let Some(d) = diff_id.as_str() {
+            layer
+                .annotations
+                .insert(record::UNCOMPRESSED.to_string(), d.to_string());
+        }
+    }
+    Ok((manifest, config))
 }
 
 /// A blob of the OCI layout `dir`, checked against its digest.
@@ -227,7 +260,8 @@ fn import_layout(state: &State, dir: &Path, tag: &str) -> Result<Decoded> {
         .find(|m| m.annotations.get(REF_NAME).map(String::as_str) == Some(tag))
         .ok_or_else(|| Error::Other(format!("{} has no cache tagged {tag}", dir.display())))?;
     let manifest: Manifest = parse_json(&layout_blob(dir, &entry.digest)?, "reading the manifest")?;
-    let config = read_config(&manifest, &layout_blob(dir, &manifest.config.digest)?)?;
+    let config_blob = layout_blob(dir, &manifest.config.digest)?;
+    let (manifest, config) = read_config(manifest, &config_blob)?;
     let blobs = unique_blobs(&manifest);
     let missing: HashSet<Digest> = blobs
         .iter()

@@ -26,6 +26,10 @@ use std::collections::{BTreeMap, HashMap};
 /// The media type of the config blob of a cache manifest.
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.rbuild.cache.config.v1+json";
 
+/// The key of an image config that holds an inline cache (`--cache-to type=inline`): a
+/// [`CacheConfig`] whose records name the image's own layers by index.
+pub const INLINE_KEY: &str = "rbuild.cache.v1";
+
 /// The annotation of a layer descriptor that holds its diff id.
 pub const UNCOMPRESSED: &str = "containerd.io/uncompressed";
 
@@ -119,6 +123,44 @@ pub fn encode(
             records: records.into_values().collect(),
         },
     ))
+}
+
+/// The config of an inline cache for an image whose layers have the diff ids `diff_ids`:
+/// records of `steps` whose layers are all the image's (a prefix of them), by index.
+pub fn encode_inline(steps: &[Exported], diff_ids: &[Digest]) -> CacheConfig {
+    let records = steps
+        .iter()
+        .filter(|step| {
+            step.output.layers.len() <= diff_ids.len()
+                && step
+                    .output
+                    .layers
+                    .iter()
+                    .zip(diff_ids)
+                    .all(|(l, d)| l.diff_id == *d)
+        })
+        .map(|step| {
+            let record = Record {
+                key: step.key.clone(),
+                name: step.name.map(str::to_string),
+                layers: step
+                    .output
+                    .layers
+                    .iter()
+                    .enumerate()
+                    .map(|(blob, l)| RecordLayer {
+                        blob,
+                        created: l.created.clone(),
+                    })
+                    .collect(),
+            };
+            (step.key.clone(), record)
+        })
+        .collect::<BTreeMap<_, _>>();
+    CacheConfig {
+        version: 1,
+        records: records.into_values().collect(),
+    }
 }
 
 /// The manifest of a cache whose config blob is `config` and whose layers are `layers`.

@@ -2,7 +2,10 @@
 //! the outputs (see [`crate::remotecache`]).
 
 use super::*;
-use crate::remotecache::spec::{CacheFrom, CacheTo, parse_cache_from, parse_cache_to};
+use crate::remotecache::record::encode_inline;
+use crate::remotecache::spec::{
+    CacheFrom, CacheTo, Location, Mode as CacheMode, parse_cache_from, parse_cache_to,
+};
 
 /// The caches a build reads and writes.
 pub(super) struct Caches {
@@ -27,6 +30,33 @@ impl Caches {
                 .map(|s| parse_cache_to(s).map_err(|e| anyhow!(e)))
                 .collect::<Result<_>>()?,
         })
+    }
+
+    /// Whether the image carries its cache (`--cache-to type=inline`).
+    pub(super) fn inline(&self) -> bool {
+        self.to.iter().any(|t| t.location == Location::Inline)
+    }
+
+    /// The inline cache of `build`'s image: the records of its own steps.
+    pub(super) fn inline_record(
+        &self,
+        build: &Build,
+        solved: &Solved,
+        keys: &Keys,
+    ) -> serde_json::Value {
+        let steps = crate::remotecache::steps_to_export(
+            &build.graph,
+            solved,
+            keys,
+            &[build.target],
+            CacheMode::Min,
+        );
+        let diff_ids: Vec<rbuild_solver::Digest> = solved[&build.target]
+            .layers
+            .iter()
+            .map(|l| l.diff_id.clone())
+            .collect();
+        serde_json::to_value(encode_inline(&steps, &diff_ids)).expect("a record serializes")
     }
 
     /// Imports the `--cache-from` caches: their records, for the solver. What cannot be read
@@ -73,7 +103,7 @@ impl Caches {
         let graph = &export.builds[0].graph;
         let targets: Vec<rbuild_solver::VertexId> =
             export.builds.iter().map(|b| b.target).collect();
-        for to in &self.to {
+        for to in self.to.iter().filter(|t| t.location != Location::Inline) {
             let started = Instant::now();
             let name = crate::remotecache::describe(&to.location);
             let steps =

@@ -84,6 +84,9 @@ impl Export<'_> {
         let mut config = None;
         for build in self.builds {
             let mut image = finalize(build, self.solved);
+            if self.caches.inline() {
+                image.inline_cache = Some(self.caches.inline_record(build, self.solved, self.keys));
+            }
             // --label: set on the final config, with no history entry, as BuildKit does.
             for label in &self.args.labels {
                 let (key, value) = label.split_once('=').unwrap_or((label.as_str(), ""));
