@@ -399,3 +399,85 @@ fn an_image_with_an_inline_cache_seeds_the_next_build() {
     assert_eq!(second.image_id, first.image_id);
     assert_eq!(layers_here(&b), (0, 0), "{}", second.stderr);
 }
+
+#[test]
+fn four_machines_building_at_once_share_one_cache_ref() {
+    require_root!();
+    let (registry, a) = machine_a();
+    let reg = registry.addr.as_str();
+    let dockerfile = format!(
+        "FROM {reg}/base/busybox AS build\n\
+         COPY src/ /src/\n\
+         RUN sleep 1 && cat /src/* > /out.txt\n\
+         FROM {reg}/base/busybox\n\
+         COPY --from=build /out.txt /\n\
+         RUN sleep 1 && wc -c /out.txt > /size\n"
+    );
+    let cache = format!("{reg}/cache:shared");
+    let to = format!("type=registry,ref={cache},mode=max");
+    let machines: Vec<Env> = (0..4).map(|_| Env::new()).collect();
+    let handles: Vec<_> = machines
+        .iter()
+        .enumerate()
+        .map(|(n, env)| {
+            let ctx = env.context(
+                "ctx",
+                &[("Dockerfile", &dockerfile), ("src/a.txt", "same\n")],
+            );
+            let mut c = env.command();
+            c.env("SOURCE_DATE_EPOCH", "1700000000");
+            c.args([
+                "build",
+                "--progress=plain",
+                "--push",
+                "--cache-from",
+                &cache,
+            ])
+            .args(["--cache-to", &to, "-t", &format!("{reg}/app:m{n}")])
+            .arg("--iidfile")
+            .arg(env.path("iid"))
+            .arg(ctx)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    for handle in handles {
+        let out = handle.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ids: Vec<String> = machines
+        .iter()
+        .map(|m| std::fs::read_to_string(m.path("iid")).unwrap())
+        .collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    // Whichever wrote the ref last, it is whole: a fifth machine runs nothing.
+    let e = Env::new();
+    let ctx = e.context(
+        "ctx",
+        &[("Dockerfile", &dockerfile), ("src/a.txt", "same\n")],
+    );
+    let run = e
+        .rbuild_with(
+            &[
+                "build",
+                "--progress=plain",
+                "--cache-from",
+                &cache,
+                ctx.to_str().unwrap(),
+            ],
+            "",
+            &[("SOURCE_DATE_EPOCH", "1700000000")],
+        )
+        .ok();
+    assert!(
+        Progress::parse(&run.stderr).ran().is_empty(),
+        "{}",
+        run.stderr
+    );
+    drop(a);
+}

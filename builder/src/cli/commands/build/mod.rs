@@ -118,8 +118,9 @@ pub struct BuildArgs {
     /// `type=registry,ref=REF` (or just `REF`), `type=local,src=DIR[,tag=TAG]`
     #[arg(long = "cache-from", value_name = "SPEC")]
     pub cache_from: Vec<String>,
-    /// Export the build cache (BuildKit's syntax): `type=registry,ref=REF`, `type=inline` (in the image) or
-    /// `type=local,dest=DIR[,tag=TAG]`, with `mode=min|max`, `compression=gzip|zstd`,
+    /// Export the build cache (BuildKit's syntax): `type=registry,ref=REF`, `type=inline`
+    /// (in the image) or `type=local,dest=DIR[,tag=TAG]`, with `mode=min|max`,
+    /// `compression=gzip|zstd`,
     /// `ignore-error=false` (fail the build when the export fails; by default a warning)
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Vec<String>,
