@@ -87,6 +87,8 @@ proptest! {
         let _ = crate::cli::commands::build::parse_output(&text, &["a:1".to_string()]);
         let _ = crate::worker::mounts::parse_secret(&text, &|_| None);
         let _ = crate::worker::mounts::parse_ssh(&text, &|_| None);
+        let _ = crate::remotecache::spec::parse_cache_to(&text);
+        let _ = crate::remotecache::spec::parse_cache_from(&text);
         let _ = crate::registry::reference::parse(&text);
         let _ = crate::registry::challenge_params(&text, "Bearer");
     }

@@ -169,7 +169,30 @@ pub fn registry_answer(data: &[u8]) {
     }
     let _ = serde_json::from_slice::<Image>(data);
     let _ = rbuild_builder::registry::media_type_of(data);
+    cache_record(data);
     within_limit(started, "decoding a registry answer", data);
+}
+
+/// A cache manifest's record (`--cache-from`), decoded against a manifest of three layers.
+fn cache_record(data: &[u8]) {
+    use rbuild_builder::remotecache::record;
+    use rbuild_builder::store::layout::Descriptor;
+    let Ok(config) = serde_json::from_slice::<record::CacheConfig>(data) else {
+        return;
+    };
+    let layer = |n: u8| Descriptor {
+        media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        digest: rbuild_solver::Digest::of(&[n]),
+        size: 1,
+        platform: None,
+        annotations: [(
+            record::UNCOMPRESSED.to_string(),
+            rbuild_solver::Digest::of(&[n, n]).to_string(),
+        )]
+        .into(),
+    };
+    let manifest = record::manifest(layer(0), vec![layer(1), layer(2), layer(3)]);
+    let _ = record::decode(&manifest, &config);
 }
 
 /// Text the builder parses from a command line or a registry header: `--output`, `--secret`
@@ -183,6 +206,8 @@ pub fn cli_specs(data: &[u8]) {
         let _ = rbuild_builder::cli::commands::build::parse_output(line, &tags);
         let _ = rbuild_builder::worker::mounts::parse_secret(line, &|_| Some("v".into()));
         let _ = rbuild_builder::worker::mounts::parse_ssh(line, &|_| Some("/s".into()));
+        let _ = rbuild_builder::remotecache::spec::parse_cache_to(line);
+        let _ = rbuild_builder::remotecache::spec::parse_cache_from(line);
         if let Ok(reference) = rbuild_builder::registry::reference::parse(line) {
             let _ = reference.whole();
         }
