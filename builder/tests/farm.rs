@@ -481,3 +481,52 @@ fn four_machines_building_at_once_share_one_cache_ref() {
     );
     drop(a);
 }
+
+#[test]
+fn cache_mount_contents_travel_when_asked() {
+    require_root!();
+    let (registry, a) = machine_a();
+    let reg = registry.addr.as_str();
+    let fill = format!(
+        "FROM {reg}/base/busybox\n\
+         RUN --mount=type=cache,target=/root/.cache sh -c 'mkdir -p /root/.cache/pkgs && \
+         echo downloaded-on-a > /root/.cache/pkgs/lib.tgz'\n"
+    );
+    let ctx = a.context("fill", &[("Dockerfile", &fill)]);
+    let to = format!("type=registry,ref={reg}/cache:mounts,mode=max,cache-mounts=true");
+    a.rbuild(&["build", "--cache-to", &to, ctx.to_str().unwrap()])
+        .ok();
+    // B's first step that mounts the cache sees A's files; without cache-mounts=true it would
+    // start empty.
+    let b = Env::new();
+    let read = format!(
+        "FROM {reg}/base/busybox\n\
+         RUN --mount=type=cache,target=/root/.cache cat /root/.cache/pkgs/lib.tgz > /got\n"
+    );
+    let ctx = b.context("read", &[("Dockerfile", &read)]);
+    let from = format!("{reg}/cache:mounts");
+    let run = b
+        .rbuild(&[
+            "build",
+            "--progress=plain",
+            "-t",
+            "got",
+            "--cache-from",
+            &from,
+            ctx.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(run.stderr.contains("1 cache mounts"), "{}", run.stderr);
+    let out = b.rbuild(&["run", "--rm", "got", "cat", "/got"]).ok();
+    assert_eq!(out.stdout, "downloaded-on-a\n");
+    // Without them, a third machine's cache starts empty, and the step fails.
+    let c = Env::new();
+    let ctx = c.context("read", &[("Dockerfile", &read)]);
+    let plain = format!("{reg}/cache:plain");
+    let fill_ctx = a.context("fill2", &[("Dockerfile", &fill)]);
+    let to_plain = format!("type=registry,ref={plain},mode=max");
+    a.rbuild(&["build", "--cache-to", &to_plain, fill_ctx.to_str().unwrap()])
+        .ok();
+    let run = c.rbuild(&["build", "--cache-from", &plain, ctx.to_str().unwrap()]);
+    assert_ne!(run.code, 0, "{}", run.stderr);
+}

@@ -256,6 +256,39 @@ fn write_blob(
     Ok(ingest.commit(expected)?)
 }
 
+/// A blob of the tar of directory `dir` (a RUN cache mount's), compressed as `compression`
+/// asks; its descriptor and diff id. The tar is written as layers are (sorted, so the same
+/// files give the same blob).
+pub fn directory_blob(
+    state: &State,
+    dir: &std::path::Path,
+    compression: &Compression,
+    counter: &Counter,
+) -> Result<(Descriptor, Digest)> {
+    let ingest = state.store.ingest()?;
+    let encoder = Encoder::new(BufWriter::with_capacity(1 << 20, ingest), compression)?;
+    let mut tee = Tee {
+        inner: BufWriter::with_capacity(1 << 20, encoder),
+        hasher: Sha256::new(),
+        counter,
+    };
+    rbuild_runner::diff::write_layer(dir, &mut tee)
+        .map_err(crate::errors::io(format!("archiving {}", dir.display())))?;
+    let diff_id = Digest::from_hasher(tee.hasher.clone());
+    let encoder = tee.inner.into_inner().map_err(|e| e.into_error())?;
+    let ingest = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;
+    let expected = (compression.media_type == OCI_LAYER_TAR).then_some(&diff_id);
+    let (digest, size) = ingest.commit(expected)?;
+    let descriptor = Descriptor {
+        media_type: compression.media_type.to_string(),
+        digest,
+        size,
+        platform: None,
+        annotations: Default::default(),
+    };
+    Ok((descriptor, diff_id))
+}
+
 /// The manifest to export for the stored manifest `manifest`: the same one if every layer
 /// blob can stay as it is, else a new one (stored as a blob) naming compressed blobs, made in
 /// parallel. Returns its descriptor and bytes.

@@ -73,6 +73,8 @@ pub fn describe(location: &Location) -> String {
 pub struct Imported {
     /// Outputs by cache key.
     pub records: HashMap<Digest, Output>,
+    /// `RUN --mount=type=cache` directories by storage key, as layers (known lazily).
+    pub mounts: HashMap<String, OutputLayer>,
     /// A line per cache that could not be read, or record that was left out.
     pub warnings: Vec<String>,
 }
@@ -94,12 +96,15 @@ pub fn import(
             Location::Inline => Err(Error::Other("an inline cache is read by ref".into())),
         };
         match read {
-            Ok((records, problems)) => {
+            Ok(((records, problems), mounts)) => {
                 imported
                     .warnings
                     .extend(problems.into_iter().map(|p| format!("cache {name}: {p}")));
                 for (key, output) in records {
                     imported.records.entry(key).or_insert(output);
+                }
+                for (key, layer) in mounts {
+                    imported.mounts.entry(key).or_insert(layer);
                 }
             }
             Err(e) => imported.warnings.push(format!(
@@ -112,6 +117,17 @@ pub fn import(
 }
 
 type Decoded = (HashMap<Digest, Output>, Vec<String>);
+
+/// A cache read: its records (with what was wrong), and its cache mounts.
+type Read = (Decoded, HashMap<String, OutputLayer>);
+
+/// The records and mounts of a cache whose blobs `missing` lacks, without what names them.
+fn decoded(manifest: &Manifest, config: &CacheConfig, missing: &HashSet<Digest>) -> Read {
+    let mut mounts = record::decode_mounts(manifest, config);
+    mounts.retain(|_, l| !missing.contains(&l.digest));
+    let records = without_missing(record::decode(manifest, config), missing);
+    (records, mounts)
+}
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     Ok(serde_json::from_slice(bytes).map_err(crate::errors::json(what))?)
@@ -149,7 +165,7 @@ fn import_registry(
     registry: &Registry,
     runtime: &tokio::runtime::Handle,
     name: &str,
-) -> Result<Decoded> {
+) -> Result<Read> {
     let r = reference::parse(name).map_err(Error::Other)?.to_oci();
     let platform = rbuild_frontend::Platform::host();
     let digest = runtime.block_on(registry.resolve(&r, &state.store, &platform))?;
@@ -177,10 +193,7 @@ fn import_registry(
         // Remembered for cross-repository mounts when pushing to this registry.
         sources.add(&blob.digest, registry_name, repository);
     }
-    Ok(without_missing(
-        record::decode(&manifest, &config),
-        &missing,
-    ))
+    Ok(decoded(&manifest, &config, &missing))
 }
 
 /// The record of a cache manifest whose config blob is `bytes`, and the manifest with each
@@ -251,7 +264,7 @@ fn layout_index(dir: &Path) -> Result<Option<Index>> {
     }
 }
 
-fn import_layout(state: &State, dir: &Path, tag: &str) -> Result<Decoded> {
+fn import_layout(state: &State, dir: &Path, tag: &str) -> Result<Read> {
     let index = layout_index(dir)?
         .ok_or_else(|| Error::Other(format!("{} has no index.json", dir.display())))?;
     let entry = index
@@ -274,10 +287,7 @@ fn import_layout(state: &State, dir: &Path, tag: &str) -> Result<Decoded> {
     for blob in blobs.iter().filter(|b| !missing.contains(&b.digest)) {
         state.lazy.add(blob, Origin::Layout(dir.to_path_buf()));
     }
-    Ok(without_missing(
-        record::decode(&manifest, &config),
-        &missing,
-    ))
+    Ok(decoded(&manifest, &config, &missing))
 }
 
 /// Downloads the blobs of `layers` that a step needs and that are only known elsewhere
@@ -370,17 +380,27 @@ pub struct Written {
     pub unchanged: bool,
 }
 
-/// Writes the cache of `steps` to `to` (a registry or an OCI layout; an inline cache is
+/// What a cache export writes: the steps' records, and cache mount directories (storage
+/// key, directory) when `cache-mounts=true` asked for them.
+pub struct Contents<'a> {
+    /// The steps.
+    pub steps: Vec<Exported<'a>>,
+    /// The cache mounts.
+    pub mounts: Vec<(String, std::path::PathBuf)>,
+}
+
+/// Writes the cache of `contents` to `to` (a registry or an OCI layout; an inline cache is
 /// written with the image, not here). `report` hears a line per blob pushed.
 pub fn export(
     state: &State,
     registry: &Registry,
     runtime: &tokio::runtime::Handle,
     to: &CacheTo,
-    steps: &[Exported],
+    contents: &Contents,
     report: &(dyn Fn(String) + Sync),
 ) -> Result<Written> {
-    let (manifest, bytes) = encode_cache(state, to, steps)?;
+    let steps = &contents.steps;
+    let (manifest, bytes) = encode_cache(state, to, contents)?;
     let digest = Digest::of(&bytes);
     let mut written = Written {
         digest: digest.clone(),
@@ -421,7 +441,8 @@ pub fn export(
 
 /// The cache manifest of `steps` (and its bytes), with its layer blobs made (compressed as
 /// `to` asks, reusing what earlier exports made) and its config stored.
-fn encode_cache(state: &State, to: &CacheTo, steps: &[Exported]) -> Result<(Manifest, Vec<u8>)> {
+fn encode_cache(state: &State, to: &CacheTo, contents: &Contents) -> Result<(Manifest, Vec<u8>)> {
+    let steps = &contents.steps;
     let mut layers: HashMap<Digest, &OutputLayer> = HashMap::new();
     for step in steps {
         for l in &step.output.layers {
@@ -449,7 +470,18 @@ fn encode_cache(state: &State, to: &CacheTo, steps: &[Exported]) -> Result<(Mani
             Ok((diff_id, blob))
         })
         .collect::<Result<_>>()?;
-    let (layers, config) = record::encode(steps, &blobs).map_err(Error::Other)?;
+    let (mut layers, mut config) = record::encode(steps, &blobs).map_err(Error::Other)?;
+    for (id, dir) in &contents.mounts {
+        let (mut blob, diff_id) =
+            crate::export::compress::directory_blob(state, dir, &to.compression, &counter)?;
+        blob.annotations
+            .insert(record::UNCOMPRESSED.into(), diff_id.to_string());
+        config.mounts.push(record::MountRecord {
+            id: id.clone(),
+            blob: layers.len(),
+        });
+        layers.push(blob);
+    }
     let config = serde_json::to_vec(&config).expect("a record serializes");
     let (digest, size) = state.store.write_blob(&config)?;
     let manifest = record::manifest(

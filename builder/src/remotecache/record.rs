@@ -40,6 +40,18 @@ pub struct CacheConfig {
     pub version: u32,
     /// A record per cache key, sorted by key.
     pub records: Vec<Record>,
+    /// The contents of `RUN --mount=type=cache` directories (`cache-mounts=true`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<MountRecord>,
+}
+
+/// A cache mount's directory, as a layer of the manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRecord {
+    /// The cache's storage key (`worker::mounts::cache_key` of its id).
+    pub id: String,
+    /// Its index in the manifest's layers.
+    pub blob: usize,
 }
 
 /// One step's result.
@@ -121,6 +133,7 @@ pub fn encode(
         CacheConfig {
             version: 1,
             records: records.into_values().collect(),
+            mounts: vec![],
         },
     ))
 }
@@ -160,7 +173,28 @@ pub fn encode_inline(steps: &[Exported], diff_ids: &[Digest]) -> CacheConfig {
     CacheConfig {
         version: 1,
         records: records.into_values().collect(),
+        mounts: vec![],
     }
+}
+
+/// The cache mount directories of a cache, by storage key, as layers (blob and diff id).
+pub fn decode_mounts(manifest: &Manifest, config: &CacheConfig) -> HashMap<String, OutputLayer> {
+    config
+        .mounts
+        .iter()
+        .filter_map(|m| {
+            let blob = manifest.layers.get(m.blob)?;
+            let diff_id = Digest::parse(blob.annotations.get(UNCOMPRESSED)?)?;
+            let layer = OutputLayer {
+                diff_id,
+                digest: blob.digest.clone(),
+                size: blob.size,
+                media_type: blob.media_type.clone(),
+                created: None,
+            };
+            Some((m.id.clone(), layer))
+        })
+        .collect()
 }
 
 /// The manifest of a cache whose config blob is `config` and whose layers are `layers`.
@@ -310,6 +344,7 @@ mod tests {
     fn records_naming_what_is_not_there_are_left_out() {
         let config = CacheConfig {
             version: 1,
+            mounts: vec![],
             records: vec![Record {
                 key: Digest::of(b"k"),
                 name: None,

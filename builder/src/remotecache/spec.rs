@@ -45,6 +45,8 @@ pub struct CacheTo {
     /// Fail the build when the export fails (`ignore-error=false`); by default a failed
     /// export is a warning.
     pub fail_on_error: bool,
+    /// Export the contents of `RUN --mount=type=cache` directories too (`cache-mounts=true`).
+    pub cache_mounts: bool,
 }
 
 /// A `--cache-from`.
@@ -160,11 +162,22 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheTo, String> {
         Some(v) => !parse_bool(FLAG, "ignore-error", v)?,
         None => false,
     };
+    let cache_mounts = match fields.get("cache-mounts") {
+        Some(v) => parse_bool(FLAG, "cache-mounts", v)?,
+        None => false,
+    };
+    if cache_mounts && location == Location::Inline {
+        return Err(format!(
+            "invalid {FLAG} {spec:?}: cache mounts travel in a registry or local cache, not \
+             inline"
+        ));
+    }
     Ok(CacheTo {
         location,
         mode,
         compression,
         fail_on_error,
+        cache_mounts,
     })
 }
 
@@ -199,7 +212,12 @@ mod tests {
                 tag: "latest".into()
             }
         );
-        assert!(to.fail_on_error && to.mode == Mode::Min);
+        assert!(to.fail_on_error && to.mode == Mode::Min && !to.cache_mounts);
+        assert!(
+            parse_cache_to("type=local,dest=/c,cache-mounts=true")
+                .unwrap()
+                .cache_mounts
+        );
         assert_eq!(
             parse_cache_to("type=inline").unwrap().location,
             Location::Inline

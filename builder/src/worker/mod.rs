@@ -85,6 +85,9 @@ pub struct BuildWorker {
     pub provided: Arc<crate::worker::mounts::Provided>,
     /// The network namespace of steps with the default network, started by the first.
     pub network: rbuild_runner::network::SharedUserNet,
+    /// Cache mount directories from an imported cache (by storage key), which seed a cache
+    /// mount this machine does not have yet.
+    pub imported_mounts: std::collections::HashMap<String, OutputLayer>,
 }
 
 /// The output of a step: `base`'s layers plus, if the step changed anything, the layer made
@@ -400,10 +403,13 @@ impl BuildWorker {
                             o.layers.iter().map(|l| l.diff_id.to_string()).collect();
                         format!("{}:{source}", ids.join(","))
                     });
+                    let key = crate::worker::mounts::cache_key(id, seed_id.as_deref());
+                    let imported = self.imported_mounts.get(&key);
                     let seed = |dir: &Path| -> std::result::Result<(), mounts::BoxError> {
-                        match seed_output {
-                            Some(o) => Ok(self.copy_out(o, source, dir)?),
-                            None => Ok(()),
+                        match (seed_output, imported) {
+                            (Some(o), _) => Ok(self.copy_out(o, source, dir)?),
+                            (None, Some(layer)) => Ok(self.unpack_into(layer, dir)?),
+                            (None, None) => Ok(()),
                         }
                     };
                     let init = crate::worker::mounts::CacheInit {
@@ -414,7 +420,7 @@ impl BuildWorker {
                     };
                     let lease = crate::worker::mounts::acquire(
                         &state.cache_mounts_dir(),
-                        &crate::worker::mounts::cache_key(id, seed_id.as_deref()),
+                        &key,
                         *sharing,
                         &init,
                     )?;
@@ -625,6 +631,31 @@ impl BuildWorker {
                 Err(e.into())
             }
         }
+    }
+
+    /// Unpacks the layer `layer` (an imported cache mount's contents, fetched if needed)
+    /// into the empty directory `dir`.
+    fn unpack_into(&self, layer: &OutputLayer, dir: &Path) -> Result<()> {
+        crate::remotecache::fetch_missing(
+            &self.state,
+            &self.registry,
+            &self.runtime,
+            std::slice::from_ref(layer),
+            &|_, _, _, _| {},
+        )?;
+        let path = self.state.store.blob_path(&layer.digest);
+        let file = std::fs::File::open(&path)
+            .map_err(crate::errors::io(format!("opening {}", path.display())))?;
+        let reader = crate::store::layer::decompress(
+            std::io::BufReader::with_capacity(1 << 20, file),
+            &layer.media_type,
+        )?;
+        rbuild_runner::extract::extract_layer(reader, dir).map_err(crate::errors::io(format!(
+            "unpacking cache mount contents {} into {}",
+            layer.digest,
+            dir.display()
+        )))?;
+        Ok(())
     }
 
     /// Copies what is below `path` in `output` into the empty directory `dir` (the seed of a

@@ -84,6 +84,7 @@ pub fn run(global: &Global, args: GraphArgs) -> Result<i32> {
         runtime: inspected.runtime.handle().clone(),
         provided: Default::default(),
         network: Default::default(),
+        imported_mounts: Default::default(),
     });
     let targets = [build.target];
     let (solver, _) = inspected

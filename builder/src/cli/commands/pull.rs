@@ -47,6 +47,7 @@ pub fn run(global: &Global, args: PullArgs) -> Result<i32> {
         runtime: runtime.handle().clone(),
         provided: Default::default(),
         network: Default::default(),
+        imported_mounts: Default::default(),
     };
     let started = Instant::now();
     let quiet = args.quiet;

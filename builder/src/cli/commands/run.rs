@@ -46,6 +46,7 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
         runtime: runtime.handle().clone(),
         provided: Default::default(),
         network: Default::default(),
+        imported_mounts: Default::default(),
     };
     let output = worker.pull(
         &ImageSource {

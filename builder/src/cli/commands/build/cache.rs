@@ -68,9 +68,9 @@ impl Caches {
         state: &State,
         registry: &Registry,
         runtime: &tokio::runtime::Runtime,
-    ) -> HashMap<rbuild_solver::Digest, rbuild_solver::Output> {
+    ) -> crate::remotecache::Imported {
         if self.from.is_empty() {
-            return HashMap::new();
+            return Default::default();
         }
         let started = Instant::now();
         let imported = crate::remotecache::import(state, registry, runtime.handle(), &self.from);
@@ -82,8 +82,9 @@ impl Caches {
         session.step(
             &format!("importing cache manifest from {}", names.join(", ")),
             &[format!(
-                "{} records, {} layer blobs known remotely",
+                "{} records, {} cache mounts, {} layer blobs known remotely",
                 imported.records.len(),
+                imported.mounts.len(),
                 state.lazy.len()
             )],
             started,
@@ -94,7 +95,35 @@ impl Caches {
             .map(|w| Diagnostic::warning(&loaded.file, None, w.clone()))
             .collect();
         session.diagnostics(&warnings);
-        imported.records
+        imported
+    }
+
+    /// The `RUN --mount=type=cache` directories the build's steps use (those without
+    /// `from=`, whose contents depend on nothing but the steps that wrote them): storage key
+    /// and directory.
+    fn cache_mounts(export: &Export) -> Vec<(String, std::path::PathBuf)> {
+        let graph = &export.builds[0].graph;
+        let targets: Vec<rbuild_solver::VertexId> =
+            export.builds.iter().map(|b| b.target).collect();
+        let mut out: Vec<(String, std::path::PathBuf)> = Vec::new();
+        for v in graph.needed_for(&targets) {
+            let rbuild_solver::Op::Exec(exec) = &graph.vertex(v).op else {
+                continue;
+            };
+            for m in &exec.mounts {
+                if let rbuild_solver::MountKind::Cache {
+                    id, input: None, ..
+                } = &m.kind
+                {
+                    let key = crate::worker::mounts::cache_key(id, None);
+                    let dir = export.state.cache_mounts_dir().join(&key).join("0");
+                    if dir.is_dir() && !out.iter().any(|(k, _)| *k == key) {
+                        out.push((key, dir));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Exports the `--cache-to` caches of a finished build. A failed export is a warning
@@ -106,8 +135,19 @@ impl Caches {
         for to in self.to.iter().filter(|t| t.location != Location::Inline) {
             let started = Instant::now();
             let name = crate::remotecache::describe(&to.location);
-            let steps =
-                crate::remotecache::steps_to_export(graph, export.solved, keys, &targets, to.mode);
+            let contents = crate::remotecache::Contents {
+                steps: crate::remotecache::steps_to_export(
+                    graph,
+                    export.solved,
+                    keys,
+                    &targets,
+                    to.mode,
+                ),
+                mounts: match to.cache_mounts {
+                    true => Caches::cache_mounts(export),
+                    false => vec![],
+                },
+            };
             let report = |line: String| {
                 if export.session.mode == Mode::Plain {
                     eprintln!("{line}");
@@ -118,7 +158,7 @@ impl Caches {
                 export.registry,
                 export.runtime.handle(),
                 to,
-                &steps,
+                &contents,
                 &report,
             );
             match result {

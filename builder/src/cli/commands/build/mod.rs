@@ -120,7 +120,7 @@ pub struct BuildArgs {
     pub cache_from: Vec<String>,
     /// Export the build cache (BuildKit's syntax): `type=registry,ref=REF`, `type=inline`
     /// (in the image) or `type=local,dest=DIR[,tag=TAG]`, with `mode=min|max`,
-    /// `compression=gzip|zstd`,
+    /// `compression=gzip|zstd`, `cache-mounts=true` (the RUN cache mounts' contents too),
     /// `ignore-error=false` (fail the build when the export fails; by default a warning)
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Vec<String>,
@@ -458,7 +458,9 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
     if report_warnings(&session, &builds, args.check) {
         return Ok(1);
     }
+    let imported = caches.import(&session, &loaded, &state, &registry, &runtime);
     let worker = Arc::new(BuildWorker {
+        imported_mounts: imported.mounts,
         state: state.clone(),
         context: request.context.clone(),
         registry: registry.clone(),
@@ -466,7 +468,6 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         provided: Arc::new(provided),
         network: Default::default(),
     });
-    let imported = caches.import(&session, &loaded, &state, &registry, &runtime);
     let (solved, keys) = match solve(
         &session,
         &request,
@@ -474,7 +475,7 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         worker.clone(),
         &runtime,
         &builds,
-        imported,
+        imported.records,
     )? {
         Ok(solved) => solved,
         Err(SolveError::Step {
