@@ -344,3 +344,55 @@ RUN sleep 1 && echo {i} > /own\n"
     );
     assert_eq!(env.rbuild(&["check"]).code, 0);
 }
+
+#[test]
+fn explain_names_what_made_a_step_miss() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox\nARG V\nRUN echo $V > /v\nRUN cat /v > /w\n",
+        )],
+    );
+    let build = |v: &str| {
+        env.rbuild(&[
+            "build",
+            "--progress=plain",
+            "--explain",
+            "--build-arg",
+            &format!("V={v}"),
+            ctx.to_str().unwrap(),
+        ])
+        .ok()
+        .stderr
+    };
+    let first = build("1");
+    assert!(
+        first.contains("no earlier build of this step is known"),
+        "{first}"
+    );
+    let second = build("2");
+    assert!(
+        second.contains("missed [2/3] RUN echo 2 > /v: build arg or environment V: \"1\" → \"2\""),
+        "{second}"
+    );
+    assert!(
+        second.contains(
+            "missed [3/3] RUN cat /v > /w: build arg or environment V: \"1\" → \"2\"; the \
+             result of `[2/3] RUN echo 2 > /v` changed"
+        ),
+        "{second}"
+    );
+    let json = json(
+        &env.rbuild(&["explain", "--last", "--format", "json"])
+            .ok()
+            .stdout,
+    );
+    assert_eq!(json.as_array().unwrap().len(), 2, "{json}");
+    build("2");
+    let text = env.rbuild(&["explain", "--last"]).ok().stdout;
+    assert_eq!(text, "every step of the last build came from the cache\n");
+}

@@ -184,9 +184,35 @@ fn two_machines_share_one_registry_cache() {
         &b,
         &ctx_b,
         &format!("{reg}/app:b2"),
-        &["--cache-from", &from_main, "--cache-to", &cache_branch],
+        &[
+            "--cache-from",
+            &from_main,
+            "--cache-to",
+            &cache_branch,
+            "--explain",
+        ],
     );
     assert_eq!(runs(&third.ran), 2, "{}", third.stderr);
+    // Why, from A's summaries in the cache: the file, then what depends on it.
+    assert!(
+        third
+            .stderr
+            .contains("COPY src/ ./: context file src/main.txt: content changed"),
+        "{}",
+        third.stderr
+    );
+    let last = b.rbuild(&["explain", "--last"]).ok().stdout;
+    assert!(
+        last.contains(
+            "  context file src/main.txt: content changed
+"
+        ),
+        "{last}"
+    );
+    assert!(
+        last.contains("the result of `[build 4/5] COPY src/ ./` changed"),
+        "{last}"
+    );
     assert!(
         third.cached.iter().any(|s| s.contains("echo deps")),
         "{}",

@@ -23,6 +23,9 @@ use std::time::Duration;
 /// How long a writer waits for another process's transaction.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How many summaries are kept per kind of step and stage (see [`CacheIndex::put_summary`]).
+pub const KEPT_SUMMARIES: usize = 40;
+
 /// The cache index of one state directory.
 pub struct CacheIndex {
     conn: Mutex<Connection>,
@@ -54,6 +57,14 @@ impl CacheIndex {
                 root TEXT PRIMARY KEY,
                 data BLOB NOT NULL
             );
+            CREATE TABLE IF NOT EXISTS summaries (
+                key TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                stage TEXT NOT NULL,
+                summary TEXT NOT NULL,
+                at INTEGER NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS summaries_by_step ON summaries (kind, stage, at);
             CREATE TABLE IF NOT EXISTS compressed (
                 diff_id TEXT NOT NULL,
                 media_type TEXT NOT NULL,
@@ -74,6 +85,95 @@ impl CacheIndex {
             path: self.path.clone(),
             source,
         }
+    }
+
+    /// Keeps what went into `key` (see [`crate::summary`]), unless it is kept already.
+    pub fn put_summary(&self, key: &Digest, summary: &crate::summary::Summary) -> Result<()> {
+        let conn = self.conn.lock().expect("cache index");
+        let known: Option<i64> = conn
+            .query_row(
+                "SELECT 1 FROM summaries WHERE key = ?1",
+                params![key.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if known.is_some() {
+            return Ok(());
+        }
+        let text = serde_json::to_string(summary).expect("a summary serializes");
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        conn.execute(
+            "INSERT OR IGNORE INTO summaries (key, kind, stage, summary, at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                key.as_str(),
+                summary.kind,
+                summary.stage.as_deref().unwrap_or(""),
+                text,
+                at
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        // The newest few per kind of step and stage are enough to explain misses.
+        conn.execute(
+            "DELETE FROM summaries WHERE kind = ?1 AND stage = ?2 AND key NOT IN
+             (SELECT key FROM summaries WHERE kind = ?1 AND stage = ?2
+              ORDER BY at DESC LIMIT ?3)",
+            params![
+                summary.kind,
+                summary.stage.as_deref().unwrap_or(""),
+                KEPT_SUMMARIES as i64
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// What went into `key`, if it is kept.
+    pub fn summary(&self, key: &Digest) -> Result<Option<crate::summary::Summary>> {
+        let conn = self.conn.lock().expect("cache index");
+        let text: Option<String> = conn
+            .query_row(
+                "SELECT summary FROM summaries WHERE key = ?1",
+                params![key.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// The most recent `limit` summaries of steps of `kind` in `stage`, newest first: the
+    /// candidates a miss is explained against.
+    pub fn summaries_like(
+        &self,
+        kind: &str,
+        stage: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(Digest, crate::summary::Summary)>> {
+        let conn = self.conn.lock().expect("cache index");
+        let mut statement = conn
+            .prepare(
+                "SELECT key, summary FROM summaries WHERE kind = ?1 AND stage = ?2
+                 ORDER BY at DESC LIMIT ?3",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = statement
+            .query_map(params![kind, stage.unwrap_or(""), limit as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, text) = row.map_err(|e| self.err(e))?;
+            if let (Some(key), Ok(summary)) = (Digest::parse(&key), serde_json::from_str(&text)) {
+                out.push((key, summary));
+            }
+        }
+        Ok(out)
     }
 
     /// The output recorded for `key`, if any.

@@ -214,6 +214,17 @@ pub fn hash_local_with(
     source: &LocalSource,
     stats: Option<&crate::statcache::StatCache>,
 ) -> Result<Digest> {
+    hash_local_listed(root, source, stats, None)
+}
+
+/// [`hash_local_with`], also writing into `listing` one line per file hashed
+/// (`"path"\tkind mode\tdigest`, see [`crate::summary::Summary::files`]).
+pub fn hash_local_listed(
+    root: &Path,
+    source: &LocalSource,
+    stats: Option<&crate::statcache::StatCache>,
+    mut listing: Option<&mut Vec<String>>,
+) -> Result<Digest> {
     let filter = CopyFilter::new(
         &source.exclude,
         &source.include_patterns,
@@ -260,12 +271,35 @@ pub fn hash_local_with(
     hasher.update(b"rbuild local source v1\n");
     for ((record, _), content) in entries.iter().zip(contents) {
         hasher.update(record.as_bytes());
-        if let Some(digest) = content? {
+        let content = content?;
+        if let Some(digest) = &content {
             hasher.update(digest.as_str().as_bytes());
             hasher.update(b"\n");
         }
+        if let Some(listing) = listing.as_deref_mut()
+            && !record.starts_with("pattern ")
+        {
+            // `"path" kind mode…` → `"path"\tkind mode…\tdigest`.
+            let record = record.trim_end();
+            let (path, rest) = split_quoted(record);
+            let digest = content.as_ref().map_or("", |d| d.as_str());
+            listing.push(format!("{path}\t{}\t{digest}", rest.trim_start()));
+        }
     }
     Ok(Digest::from_hasher(hasher))
+}
+
+/// A record's quoted path and the rest.
+fn split_quoted(record: &str) -> (&str, &str) {
+    let mut escaped = false;
+    for (i, c) in record.char_indices().skip(1) {
+        match c {
+            '\\' if !escaped => escaped = true,
+            '"' if !escaped => return record.split_at(i + 1),
+            _ => escaped = false,
+        }
+    }
+    (record, "")
 }
 
 /// Appends one record per file under `host` (itself included), sorted by path, leaving out

@@ -20,6 +20,7 @@ pub mod pattern;
 pub mod progress;
 pub mod scheduler;
 pub mod statcache;
+pub mod summary;
 
 pub use cache::CacheIndex;
 pub use digest::Digest;

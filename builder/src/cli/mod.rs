@@ -67,8 +67,8 @@ struct Cli {
 }
 
 const SUBCOMMANDS: &[&str] = &[
-    "build", "check", "du", "graph", "history", "images", "inspect", "lint", "load", "login",
-    "logout", "prune", "pull", "push", "rmi", "run", "save", "tag", "help",
+    "build", "check", "du", "explain", "graph", "history", "images", "inspect", "lint", "load",
+    "login", "logout", "prune", "pull", "push", "rmi", "run", "save", "tag", "help",
 ];
 
 #[derive(Subcommand)]
@@ -77,6 +77,8 @@ enum Command {
     Build(Box<commands::build::BuildArgs>),
     /// Print a Dockerfile's build graph (Graphviz DOT or JSON), marking cached steps
     Graph(commands::graph::GraphArgs),
+    /// Say why the steps of the last build on this root missed the cache
+    Explain(commands::explain::ExplainArgs),
     /// Verify the state directory: blobs match their digests, records and tags point at data
     Check,
     /// Show the space the state directory uses, by kind, and how much is reclaimable
@@ -234,6 +236,7 @@ pub fn main() {
         Command::Build(args) => commands::build::run(&global, *args),
         Command::Graph(args) => commands::graph::run(&global, args),
         Command::Check => commands::check::run(&global),
+        Command::Explain(args) => commands::explain::run(&global, args),
         Command::Du(args) => commands::du::run(&global, args),
         Command::Images(args) => commands::images::run(&global, args),
         Command::History(args) => commands::history::run(&global, args),

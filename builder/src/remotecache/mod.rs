@@ -75,6 +75,8 @@ pub struct Imported {
     pub records: HashMap<Digest, Output>,
     /// `RUN --mount=type=cache` directories by storage key, as layers (known lazily).
     pub mounts: HashMap<String, OutputLayer>,
+    /// What went into the records' keys, for explaining misses.
+    pub summaries: HashMap<Digest, rbuild_solver::summary::Summary>,
     /// A line per cache that could not be read, or record that was left out.
     pub warnings: Vec<String>,
 }
@@ -96,7 +98,7 @@ pub fn import(
             Location::Inline => Err(Error::Other("an inline cache is read by ref".into())),
         };
         match read {
-            Ok(((records, problems), mounts)) => {
+            Ok(((records, problems), mounts, summaries)) => {
                 imported
                     .warnings
                     .extend(problems.into_iter().map(|p| format!("cache {name}: {p}")));
@@ -105,6 +107,9 @@ pub fn import(
                 }
                 for (key, layer) in mounts {
                     imported.mounts.entry(key).or_insert(layer);
+                }
+                for (key, summary) in summaries {
+                    imported.summaries.entry(key).or_insert(summary);
                 }
             }
             Err(e) => imported.warnings.push(format!(
@@ -118,15 +123,19 @@ pub fn import(
 
 type Decoded = (HashMap<Digest, Output>, Vec<String>);
 
-/// A cache read: its records (with what was wrong), and its cache mounts.
-type Read = (Decoded, HashMap<String, OutputLayer>);
+/// A cache read: its records (with what was wrong), its cache mounts and its summaries.
+type Read = (
+    Decoded,
+    HashMap<String, OutputLayer>,
+    std::collections::BTreeMap<Digest, rbuild_solver::summary::Summary>,
+);
 
 /// The records and mounts of a cache whose blobs `missing` lacks, without what names them.
 fn decoded(manifest: &Manifest, config: &CacheConfig, missing: &HashSet<Digest>) -> Read {
     let mut mounts = record::decode_mounts(manifest, config);
     mounts.retain(|_, l| !missing.contains(&l.digest));
     let records = without_missing(record::decode(manifest, config), missing);
-    (records, mounts)
+    (records, mounts, config.summaries.clone())
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
@@ -387,6 +396,8 @@ pub struct Contents<'a> {
     pub steps: Vec<Exported<'a>>,
     /// The cache mounts.
     pub mounts: Vec<(String, std::path::PathBuf)>,
+    /// What went into the keys (of the steps and of their local sources).
+    pub summaries: std::collections::BTreeMap<Digest, rbuild_solver::summary::Summary>,
 }
 
 /// Writes the cache of `contents` to `to` (a registry or an OCI layout; an inline cache is
@@ -471,6 +482,7 @@ fn encode_cache(state: &State, to: &CacheTo, contents: &Contents) -> Result<(Man
         })
         .collect::<Result<_>>()?;
     let (mut layers, mut config) = record::encode(steps, &blobs).map_err(Error::Other)?;
+    config.summaries = contents.summaries.clone();
     for (id, dir) in &contents.mounts {
         let (mut blob, diff_id) =
             crate::export::compress::directory_blob(state, dir, &to.compression, &counter)?;

@@ -43,6 +43,10 @@ pub struct CacheConfig {
     /// The contents of `RUN --mount=type=cache` directories (`cache-mounts=true`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<MountRecord>,
+    /// What went into the records' keys, and into their local sources' (for explaining
+    /// misses on another machine, see `rbuild_solver::summary`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub summaries: BTreeMap<Digest, rbuild_solver::summary::Summary>,
 }
 
 /// A cache mount's directory, as a layer of the manifest.
@@ -134,6 +138,7 @@ pub fn encode(
             version: 1,
             records: records.into_values().collect(),
             mounts: vec![],
+            summaries: BTreeMap::new(),
         },
     ))
 }
@@ -174,6 +179,7 @@ pub fn encode_inline(steps: &[Exported], diff_ids: &[Digest]) -> CacheConfig {
         version: 1,
         records: records.into_values().collect(),
         mounts: vec![],
+        summaries: BTreeMap::new(),
     }
 }
 
@@ -345,6 +351,7 @@ mod tests {
         let config = CacheConfig {
             version: 1,
             mounts: vec![],
+            summaries: BTreeMap::new(),
             records: vec![Record {
                 key: Digest::of(b"k"),
                 name: None,

@@ -9,12 +9,14 @@
 //! the solve: running steps see [`StepContext::is_cancelled`].
 
 use crate::cache::CacheIndex;
+use crate::cache::KEPT_SUMMARIES;
 use crate::cachekey;
 use crate::contenthash;
 use crate::digest::Digest;
 use crate::graph::{Graph, VertexId};
 use crate::ops::{HttpSource, Op, Output};
 use crate::progress::{Event, Sender, Stream};
+use crate::summary::{Summary, explain};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -181,6 +183,25 @@ pub struct Solver<W: Worker> {
     imported: Arc<HashMap<Digest, Output>>,
     /// The key of every vertex solved so far.
     keys: Arc<Mutex<HashMap<VertexId, Digest>>>,
+    /// What went into each key (see [`crate::summary`]).
+    summaries: Arc<Mutex<HashMap<VertexId, (Digest, Summary)>>>,
+    /// The vertices that ran, in the order they finished.
+    ran: Arc<Mutex<Vec<VertexId>>>,
+    /// Summaries from another machine's cache, by key.
+    imported_summaries: Arc<HashMap<Digest, Summary>>,
+}
+
+/// Why a step that ran missed the cache ([`Solver::explain_misses`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Miss {
+    /// The step's progress name.
+    pub name: String,
+    /// Its key.
+    pub key: Digest,
+    /// The nearest earlier build of it, if any is known.
+    pub nearest: Option<Digest>,
+    /// What differs from that one.
+    pub reasons: Vec<String>,
 }
 
 impl<W: Worker> Solver<W> {
@@ -198,7 +219,80 @@ impl<W: Worker> Solver<W> {
             salt: None,
             imported: Default::default(),
             keys: Default::default(),
+            summaries: Default::default(),
+            ran: Default::default(),
+            imported_summaries: Default::default(),
         }
+    }
+
+    /// Explains misses against these summaries too (of an imported cache's keys).
+    pub fn with_imported_summaries(mut self, summaries: HashMap<Digest, Summary>) -> Self {
+        self.imported_summaries = Arc::new(summaries);
+        self
+    }
+
+    /// What went into each key of the solves so far, by vertex.
+    pub fn summaries(&self) -> HashMap<VertexId, (Digest, Summary)> {
+        self.summaries.lock().expect("summaries").clone()
+    }
+
+    /// For each step that ran (and makes layers), why the cache did not have it: the nearest
+    /// earlier build of it in the index or the imported cache, and what differs.
+    pub fn explain_misses(&self, graph: &Graph) -> Result<Vec<Miss>, SolveError> {
+        let summaries = self.summaries();
+        let ran = self.ran.lock().expect("ran").clone();
+        let summary_of = |k: &Digest| {
+            self.imported_summaries
+                .get(k)
+                .cloned()
+                .or_else(|| self.cache.summary(k).ok().flatten())
+        };
+        let mut misses = Vec::new();
+        for v in ran {
+            let vertex = graph.vertex(v);
+            let (Some(name), Some((key, current))) = (&vertex.name, summaries.get(&v)) else {
+                continue;
+            };
+            if matches!(vertex.op, Op::Scratch | Op::Local(_) | Op::Http(_)) {
+                continue;
+            }
+            let mut candidates: Vec<(Digest, Summary)> = self
+                .cache
+                .summaries_like(&current.kind, current.stage.as_deref(), KEPT_SUMMARIES)?
+                .into_iter()
+                .chain(
+                    self.imported_summaries
+                        .iter()
+                        .filter(|(_, s)| s.kind == current.kind && s.stage == current.stage)
+                        .map(|(k, s)| (k.clone(), s.clone())),
+                )
+                // Earlier builds only: not the steps of this one.
+                .filter(|(k, _)| !summaries.values().any(|(ours, _)| ours == k))
+                .collect();
+            candidates.dedup_by(|a, b| a.0 == b.0);
+            let inputs: Vec<Option<Summary>> = vertex
+                .inputs
+                .iter()
+                .map(|i| summaries.get(i).map(|(_, s)| s.clone()))
+                .collect();
+            let (nearest, reasons) = match explain(current, &inputs, &candidates, &summary_of) {
+                Some((nearest, reasons)) => (Some(nearest), reasons),
+                None => (
+                    None,
+                    vec![
+                        "no earlier build of this step is known (here or in an imported cache)"
+                            .to_string(),
+                    ],
+                ),
+            };
+            misses.push(Miss {
+                name: name.clone(),
+                key: key.clone(),
+                nearest,
+                reasons,
+            });
+        }
+        Ok(misses)
     }
 
     /// Looks keys up in `records` too (cache imported from elsewhere) when the index does not
@@ -303,6 +397,8 @@ impl<W: Worker> Solver<W> {
                 stats: self.stats.clone(),
                 salt: self.salt.clone(),
                 imported: self.imported.clone(),
+                summaries: self.summaries.clone(),
+                ran: self.ran.clone(),
             };
             let keys = self.keys.clone();
             tasks.spawn(async move {

@@ -126,12 +126,48 @@ pub(super) struct Step<W: Worker> {
     pub(super) stats: Option<Arc<crate::statcache::StatCache>>,
     pub(super) salt: Option<Arc<str>>,
     pub(super) imported: Arc<HashMap<Digest, Output>>,
+    pub(super) summaries: Arc<Mutex<HashMap<VertexId, (Digest, Summary)>>>,
+    pub(super) ran: Arc<Mutex<Vec<VertexId>>>,
 }
 
 /// How a vertex ended: its key, and its output unless it was not needed.
 pub(super) type Outcome = (Digest, Option<Arc<Output>>);
 
 impl<W: Worker> Step<W> {
+    /// Keeps what went into `key` for this solve (see [`Solver::summaries`]).
+    fn summarize(
+        &self,
+        key: &Digest,
+        op: &Op,
+        inputs: &[Digest],
+        content: Option<&Digest>,
+        files: Vec<String>,
+    ) -> Summary {
+        let vertex = self.graph.vertex(self.vertex);
+        let op_json = serde_json::to_value(op).expect("ops serialize");
+        let kind = op_json["op"].as_str().unwrap_or("unknown").to_string();
+        let layered = !matches!(op, Op::Scratch | Op::Local(_) | Op::Http(_));
+        let summary = Summary {
+            kind,
+            name: vertex.name.clone(),
+            stage: vertex.stage.clone(),
+            op: op_json,
+            inputs: inputs.to_vec(),
+            content: content.cloned(),
+            salt: if layered {
+                self.salt.as_deref().map(str::to_string)
+            } else {
+                None
+            },
+            files,
+        };
+        self.summaries
+            .lock()
+            .expect("summaries")
+            .insert(self.vertex, (key.clone(), summary.clone()));
+        summary
+    }
+
     fn send(&self, event: Event) {
         if self.graph.vertex(self.vertex).name.is_some()
             && let Some(events) = &self.events
@@ -233,6 +269,7 @@ impl<W: Worker> Step<W> {
         }
         let key = cachekey::of_vertex(&vertex.op, &input_keys, None, self.salt.as_deref());
         let _ = publisher.key.send(Some(Some(key.clone())));
+        let summary = self.summarize(&key, &vertex.op, &input_keys, None, vec![]);
         if let Some(output) = self.lookup(&key).await? {
             // Its root filesystem's chain is wanted (for the image's history), nothing else.
             inputs.decide(|i| i == 0);
@@ -258,6 +295,10 @@ impl<W: Worker> Step<W> {
         }
         self.started();
         let output = self.execute(&vertex.op, &key, input_outputs).await?;
+        // Kept for explaining later misses of this step.
+        self.cache
+            .put_summary(&key, &summary)
+            .map_err(|e| Some(SolveError::Solver(e)))?;
         Ok((key, Some(output)))
     }
 
@@ -284,20 +325,26 @@ impl<W: Worker> Step<W> {
                     Op::Local(local) => {
                         let root = worker.local_root(&local.name)?;
                         let stats = stats.as_deref().filter(|s| s.root() == root);
-                        let digest = contenthash::hash_local_with(&root, local, stats)?;
-                        Ok::<_, BoxError>((root, digest, op))
+                        let mut files = Vec::new();
+                        let digest =
+                            contenthash::hash_local_listed(&root, local, stats, Some(&mut files))?;
+                        Ok::<_, BoxError>((root, digest, op, files))
                     }
                     Op::Http(http) => {
                         let (root, digest) = worker.fetch_http(http)?;
-                        Ok((root, digest, op))
+                        Ok((root, digest, op, vec![]))
                     }
                     _ => unreachable!("only sources are hashed here"),
                 })
                 .await
                 .expect("hashing does not panic");
-                let (root, content, op) =
+                let (root, content, op, files) =
                     hashed.map_err(|e| self.fail(started, e.to_string(), vec![]))?;
                 let key = cachekey::of_vertex(&op, input_keys, Some(&content), None);
+                let summary = self.summarize(&key, &op, input_keys, Some(&content), files);
+                self.cache
+                    .put_summary(&key, &summary)
+                    .map_err(|e| Some(SolveError::Solver(e)))?;
                 self.send(Event::Done {
                     vertex: self.vertex,
                     elapsed: started.elapsed(),
@@ -375,6 +422,7 @@ impl<W: Worker> Step<W> {
                 self.cache
                     .put(key, &output)
                     .map_err(|e| Some(SolveError::Solver(e)))?;
+                self.ran.lock().expect("ran").push(self.vertex);
                 self.send(Event::Done {
                     vertex: self.vertex,
                     elapsed: started.elapsed(),

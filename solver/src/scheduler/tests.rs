@@ -397,3 +397,44 @@ async fn a_failure_reports_the_step_and_its_output() {
             .contains(&"never".to_string())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misses_are_explained_by_the_nearest_earlier_build() {
+    let (dir, worker, cache) = setup();
+    let mut g = Graph::new();
+    let base = g.add(Op::Scratch, vec![], None);
+    let local = g.add(
+        Op::Local(LocalSource {
+            name: "context".into(),
+            include: vec!["a".into()],
+            ..LocalSource::default()
+        }),
+        vec![],
+        None,
+    );
+    let step = g.add(
+        exec("cat a"),
+        vec![base, local],
+        Some("[2/2] COPY a".into()),
+    );
+    let g = Arc::new(g);
+    let first = Solver::new(worker.clone(), cache.clone(), None);
+    first.solve(g.clone(), &[step]).await.unwrap();
+    let misses = first.explain_misses(&g).unwrap();
+    assert_eq!(misses.len(), 1);
+    assert_eq!(
+        misses[0].nearest, None,
+        "the first build has nothing to compare with"
+    );
+    std::fs::write(dir.path().join("ctx/a"), "2").unwrap();
+    let second = Solver::new(worker.clone(), cache.clone(), None);
+    second.solve(g.clone(), &[step]).await.unwrap();
+    let misses = second.explain_misses(&g).unwrap();
+    assert_eq!(misses.len(), 1, "{misses:?}");
+    assert_eq!(misses[0].name, "[2/2] COPY a");
+    assert_eq!(misses[0].reasons, ["context file a: content changed"]);
+    // A cached build explains nothing.
+    let third = Solver::new(worker.clone(), cache, None);
+    third.solve(g.clone(), &[step]).await.unwrap();
+    assert!(third.explain_misses(&g).unwrap().is_empty());
+}

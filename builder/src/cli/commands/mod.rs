@@ -3,6 +3,7 @@
 pub mod build;
 pub mod check;
 pub mod du;
+pub mod explain;
 pub mod graph;
 pub mod history;
 pub mod images;

@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::remotecache::record::encode_inline;
+use rbuild_solver::summary::Summary;
+
 use crate::remotecache::spec::{
     CacheFrom, CacheTo, Location, Mode as CacheMode, parse_cache_from, parse_cache_to,
 };
@@ -30,6 +32,39 @@ impl Caches {
                 .map(|s| parse_cache_to(s).map_err(|e| anyhow!(e)))
                 .collect::<Result<_>>()?,
         })
+    }
+
+    /// Reports why the steps that ran missed the cache: every reason with `--explain`, the
+    /// first of each when a cache was imported (and nothing otherwise); and keeps them for
+    /// `rbuild explain --last`.
+    pub(super) fn report_misses(
+        &self,
+        session: &Session,
+        state: &State,
+        misses: &[rbuild_solver::scheduler::Miss],
+        explain: bool,
+    ) {
+        let path = state.root.join(LAST_MISSES);
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        let saved = serde_json::to_vec_pretty(misses).expect("misses serialize");
+        if std::fs::write(&tmp, saved)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .is_err()
+        {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        if misses.is_empty() || (!explain && self.from.is_empty()) {
+            return;
+        }
+        let started = Instant::now();
+        let lines: Vec<String> = misses
+            .iter()
+            .map(|m| match explain {
+                true => format!("missed {}: {}", m.name, m.reasons.join("; ")),
+                false => format!("missed {}: {}", m.name, m.reasons[0]),
+            })
+            .collect();
+        session.step("why steps missed the cache", &lines, started);
     }
 
     /// Whether the image carries its cache (`--cache-to type=inline`).
@@ -147,6 +182,11 @@ impl Caches {
                     true => Caches::cache_mounts(export),
                     false => vec![],
                 },
+                summaries: Default::default(),
+            };
+            let contents = crate::remotecache::Contents {
+                summaries: summaries_of(export, &contents.steps),
+                ..contents
             };
             let report = |line: String| {
                 if export.session.mode == Mode::Plain {
@@ -192,6 +232,19 @@ impl Caches {
         }
         Ok(())
     }
+}
+
+/// What went into the keys of `steps` and of the build's local sources, for the record.
+fn summaries_of(
+    export: &Export,
+    steps: &[crate::remotecache::record::Exported],
+) -> std::collections::BTreeMap<rbuild_solver::Digest, Summary> {
+    export
+        .summaries
+        .values()
+        .filter(|(key, s)| s.kind == "local" || steps.iter().any(|step| step.key == key))
+        .map(|(key, s)| (key.clone(), s.clone()))
+        .collect()
 }
 
 /// The cache key of every solved vertex.

@@ -27,11 +27,16 @@ use rbuild_frontend::diagnostic::Diagnostic;
 use rbuild_frontend::{Build, Platform};
 use rbuild_solver::NetworkMode;
 use rbuild_solver::scheduler::SolveError;
+use rbuild_solver::summary::Summary;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+
+/// The file of the state directory that keeps why the last build's steps missed the cache
+/// (`rbuild explain --last`).
+pub const LAST_MISSES: &str = "last-misses.json";
 
 /// Arguments of `rbuild build`.
 #[derive(clap::Args, Clone)]
@@ -124,6 +129,11 @@ pub struct BuildArgs {
     /// `ignore-error=false` (fail the build when the export fails; by default a warning)
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Vec<String>,
+    /// For each step that ran, say why the cache did not have it: the nearest earlier build
+    /// of it (here or in a --cache-from cache) and what differs (files, build args,
+    /// environment, base image, an earlier step). `rbuild explain --last` prints it again
+    #[arg(long)]
+    pub explain: bool,
     /// Grant an entitlement to the Dockerfile: `network.host` (for `RUN --network=host`)
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
     pub allow: Vec<String>,
@@ -347,13 +357,15 @@ fn solve(
     worker: Arc<BuildWorker>,
     runtime: &tokio::runtime::Runtime,
     builds: &[Build],
-    imported: HashMap<rbuild_solver::Digest, rbuild_solver::Output>,
-) -> Result<Result<(Solved, cache::Keys), SolveError>> {
+    imported: crate::remotecache::Imported,
+) -> Result<Result<Solution, SolveError>> {
     let graph = Arc::new(builds[0].graph.clone());
     let targets: Vec<rbuild_solver::VertexId> = builds.iter().map(|b| b.target).collect();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let (solver, stats) = request.solver(worker, state, &graph, &targets, Some(tx))?;
-    let solver = solver.with_imported(imported);
+    let solver = solver
+        .with_imported(imported.records)
+        .with_imported_summaries(imported.summaries);
     let cancel = solver.cancel_flag();
     let events_printer = session.printer.clone();
     let result = runtime.block_on(async {
@@ -369,11 +381,19 @@ fn solve(
             }
         });
         let result = solver.solve(graph.clone(), &targets).await;
-        let keys = solver.keys();
+        let result = match result {
+            Ok(solved) => solver.explain_misses(&graph).map(|misses| Solution {
+                solved,
+                keys: solver.keys(),
+                summaries: solver.summaries(),
+                misses,
+            }),
+            Err(e) => Err(e),
+        };
         drop(solver);
         let _ = printing.await;
         interrupt.abort();
-        result.map(|solved| (solved, keys))
+        result
     });
     // What the hashing learned is kept even if the build failed.
     if let Err(e) = state.cache.save_stats(&stats) {
@@ -384,6 +404,18 @@ fn solve(
 
 /// The outputs of a solve, by vertex.
 type Solved = std::collections::HashMap<rbuild_solver::VertexId, Arc<rbuild_solver::Output>>;
+
+/// What a successful solve found.
+struct Solution {
+    /// The outputs.
+    solved: Solved,
+    /// Every vertex's key.
+    keys: cache::Keys,
+    /// What went into each key.
+    summaries: HashMap<rbuild_solver::VertexId, (rbuild_solver::Digest, Summary)>,
+    /// Why each step that ran missed the cache.
+    misses: Vec<rbuild_solver::scheduler::Miss>,
+}
 
 /// A failed step as a diagnostic: at its instruction, with the last lines of its output.
 fn step_failure(
@@ -458,9 +490,9 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
     if report_warnings(&session, &builds, args.check) {
         return Ok(1);
     }
-    let imported = caches.import(&session, &loaded, &state, &registry, &runtime);
+    let mut imported = caches.import(&session, &loaded, &state, &registry, &runtime);
     let worker = Arc::new(BuildWorker {
-        imported_mounts: imported.mounts,
+        imported_mounts: std::mem::take(&mut imported.mounts),
         state: state.clone(),
         context: request.context.clone(),
         registry: registry.clone(),
@@ -468,14 +500,14 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         provided: Arc::new(provided),
         network: Default::default(),
     });
-    let (solved, keys) = match solve(
+    let solution = match solve(
         &session,
         &request,
         &state,
         worker.clone(),
         &runtime,
         &builds,
-        imported.records,
+        imported,
     )? {
         Ok(solved) => solved,
         Err(SolveError::Step {
@@ -489,6 +521,7 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         }
         Err(e) => return Err(e.into()),
     };
+    caches.report_misses(&session, &state, &solution.misses, args.explain);
     let export = Export {
         session: &session,
         args: &args,
@@ -498,9 +531,10 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
         runtime: &runtime,
         worker: &worker,
         builds: &builds,
-        solved: &solved,
+        solved: &solution.solved,
         caches: &caches,
-        keys: &keys,
+        keys: &solution.keys,
+        summaries: &solution.summaries,
         loaded: &loaded,
     };
     export.run(&outputs)
