@@ -93,7 +93,9 @@ printf 'FROM 127.0.0.1:5000/rbuild-demo/busybox\nRUN head -c 536870912 /dev/uran
 "$rbuild" build -q -t bench-export "$work/big-export" >/dev/null
 /usr/bin/time -f %M -o "$work/export-rss" "$rbuild" build -q -o "type=oci,dest=$work/export.tar" "$work/big-export" >/dev/null
 rm -f "$work/export.tar"
-python3 - "$work/cold.json" "$work/warm.json" "$runs" "$work/runs1.json" "$work/runs50.json" "$work/noop.json" "$work/onefile.json" "$work/sleeps.json" "$work/push.json" "$work/export-rss" > BENCHMARKS.md <<'PY'
+# The build farm: a cache exported by one machine, used by an empty one (its own script).
+bench/farm.sh > "$work/farm.md"
+python3 - "$work/cold.json" "$work/warm.json" "$runs" "$work/runs1.json" "$work/runs50.json" "$work/noop.json" "$work/onefile.json" "$work/sleeps.json" "$work/push.json" "$work/export-rss" "$work/farm.md" > BENCHMARKS.md <<'PY'
 import json, sys, platform, datetime
 cold, warm = (json.load(open(p))["results"] for p in sys.argv[1:3])
 runs = sys.argv[3]
@@ -146,6 +148,7 @@ print("with a new marker first), so each builder compresses and uploads it: rbui
 print("gzip, Buildah with pgzip, dockerd one layer at a time. Issue 6 asks rbuild for at most 0.8×")
 print("Buildah's time, i.e. Buildah at least 1.25× here.")
 print()
+print(open(sys.argv[11]).read())
 print("## Frontend")
 print()
 print("`cargo bench -p rbuild-frontend` (criterion) parses and lowers a 2,000-instruction Dockerfile")
