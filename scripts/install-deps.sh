@@ -9,23 +9,34 @@
 #   slirp4netns     the network of RUN steps (a namespace of their own, not the host's loopback)
 #   iproute2        the tests make a test host in a network namespace of their own
 #   gcc, make       build the bundled SQLite and jemalloc
+#   reprotest, diffoscope-minimal, faketime, disorderfs
+#                   scripts/reprotest.sh checks that images are reproducible
 # rbuild itself needs only busybox-static (for the demo), slirp4netns, uidmap and a Rust toolchain.
 set -eu
-need=""
-for pair in busybox-static:/bin/busybox docker-registry:/usr/bin/docker-registry skopeo:/usr/bin/skopeo \
-            umoci:/usr/bin/umoci curl:/usr/bin/curl procps:/usr/bin/ps python3:/usr/bin/python3 uidmap:/usr/bin/newuidmap slirp4netns:/usr/bin/slirp4netns iproute2:/usr/bin/ip gcc:/usr/bin/gcc make:/usr/bin/make; do
-  pkg=${pair%%:*}; file=${pair#*:}
-  [ -e "$file" ] || need="$need $pkg"
-done
-if [ -n "$need" ]; then
+# install [APT-OPTION] PACKAGE:FILE...: installs the packages whose file is missing.
+install() {
+  options=$1; shift
+  need=""
+  for pair in "$@"; do
+    pkg=${pair%%:*}; file=${pair#*:}
+    [ -e "$file" ] || need="$need $pkg"
+  done
+  [ -n "$need" ] || return 0
   if [ "$(id -u)" != 0 ]; then
     echo "install-deps.sh: missing Debian packages:$need (run as root to install them)" >&2
     exit 1
   fi
   echo "installing Debian packages:$need"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $need >/dev/null
-fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $options $need >/dev/null
+}
+install "" busybox-static:/bin/busybox docker-registry:/usr/bin/docker-registry skopeo:/usr/bin/skopeo \
+  umoci:/usr/bin/umoci curl:/usr/bin/curl procps:/usr/bin/ps python3:/usr/bin/python3 \
+  uidmap:/usr/bin/newuidmap slirp4netns:/usr/bin/slirp4netns iproute2:/usr/bin/ip gcc:/usr/bin/gcc \
+  make:/usr/bin/make
+# Without recommends: reprotest's would bring every comparator of the full diffoscope.
+install --no-install-recommends reprotest:/usr/bin/reprotest diffoscope-minimal:/usr/bin/diffoscope \
+  faketime:/usr/bin/faketime disorderfs:/usr/bin/disorderfs
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps.sh: cargo not found; install Rust with rustup (https://rustup.rs)" >&2
   exit 1

@@ -6,6 +6,9 @@ set -eu
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo test --workspace --locked
+# Reproducibility under reprotest's variations (time, umask, locale, paths, file order, …).
+cargo build --locked --bin rbuild
+scripts/reprotest.sh target/debug/rbuild
 # The tests that run steps, again with the native (copying) snapshotter, which must give the
 # same layers as overlayfs.
 RBUILD_SNAPSHOTTER=native cargo test --locked -p rbuild-runner

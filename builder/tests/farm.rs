@@ -598,3 +598,43 @@ fn cache_mount_contents_travel_when_asked() {
     let run = c.rbuild(&["build", "--cache-from", &plain, ctx.to_str().unwrap()]);
     assert_ne!(run.code, 0, "{}", run.stderr);
 }
+
+#[test]
+fn the_builders_umask_does_not_reach_the_layers() {
+    require_root!();
+    let dockerfile = "FROM rbuild-demo/busybox\nWORKDIR /made/by/workdir\nCOPY f /deep/dir/\n\
+                      RUN mkdir /d && touch /d/f\n";
+    let rootfs: Vec<String> = ["0022", "0002"]
+        .iter()
+        .map(|umask| {
+            let env = Env::new();
+            env.base_image();
+            let ctx = env.context("ctx", &[("Dockerfile", dockerfile), ("f", "x")]);
+            let rbuild = assert_cmd::cargo::cargo_bin!("rbuild");
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
+                .arg(rbuild)
+                .arg("--root")
+                .arg(env.root())
+                .args([
+                    "build",
+                    "-q",
+                    "-o",
+                    "type=tar,dest=-",
+                    ctx.to_str().unwrap(),
+                ])
+                .env("SOURCE_DATE_EPOCH", "1700000000")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            sha256_digest(&out.stdout)
+        })
+        .collect();
+    // The root filesystems, modes and all, are the same bytes.
+    assert_eq!(rootfs[0], rootfs[1]);
+}

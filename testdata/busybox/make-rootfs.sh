@@ -4,6 +4,8 @@
 # busybox-static: /bin/busybox and a symlink per applet, /etc/passwd and /etc/group, /tmp,
 # /root. The demo's base image comes from this public package, not from the internet.
 set -eu
+# The same files whatever the caller's umask (reprotest varies it).
+umask 022
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$here/rootfs.tar}
 busybox=${BUSYBOX:-/bin/busybox}

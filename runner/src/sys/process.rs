@@ -14,6 +14,11 @@
 //!
 //! The child never returns into the caller's code: [`fork_child`] runs the closure, catches any
 //! panic, and `_exit`s, so no destructors or at-exit handlers of the parent's state run twice.
+//!
+//! Every child starts with umask 022, whatever rbuild's own: a RUN step's new files, the
+//! directories WORKDIR and COPY create, and files written by file ops then have the same modes
+//! on every machine (runc, under BuildKit, sets 022 for containers the same way; reprotest
+//! found that the builder's umask leaked into layers).
 
 use nix::unistd::{ForkResult, Pid};
 
@@ -24,6 +29,7 @@ pub fn fork_child(child: impl FnOnce() -> i32) -> nix::Result<Pid> {
     match unsafe { nix::unistd::fork() }? {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
             exit_now(code)
         }
