@@ -316,6 +316,29 @@ fn a_cache_in_an_oci_layout_is_shared_too() {
     assert_eq!(std::fs::read_to_string(&iid).unwrap(), first.image_id);
     let out = b.rbuild(&["run", "--rm", "app:l", "cat", "/out.txt"]).ok();
     assert_eq!(out.stdout, "library code\nlocal\n");
+    // B changes a file and writes its cache under another tag of the same layout; A builds
+    // the change from that tag and runs nothing; the first tag is still there.
+    std::fs::write(ctx_b.join("src/main.txt"), "changed\n").unwrap();
+    let to_branch = format!("type=local,dest={},tag=branch,mode=max", dir.display());
+    let third = build(
+        &b,
+        &ctx_b,
+        &format!("{reg}/app:l2"),
+        &["--cache-from", &from, "--cache-to", &to_branch],
+    );
+    assert_eq!(runs(&third.ran), 2, "{}", third.stderr);
+    std::fs::write(ctx_a.join("src/main.txt"), "changed\n").unwrap();
+    let from_branch = format!("type=local,src={},tag=branch", dir.display());
+    let fourth = build(
+        &a,
+        &ctx_a,
+        &format!("{reg}/app:l3"),
+        &["--cache-from", &from_branch],
+    );
+    assert!(fourth.ran.is_empty(), "{}", fourth.stderr);
+    assert_eq!(fourth.image_id, third.image_id);
+    let index = json(&std::fs::read_to_string(dir.join("index.json")).unwrap());
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{index}");
 }
 
 #[test]
@@ -523,6 +546,41 @@ fn four_machines_building_at_once_share_one_cache_ref() {
             &format!("oci:{}:moved", f.path("copied").display()),
         ],
     );
+    // skopeo copies the cache itself to the other registry: a build there runs nothing.
+    let copied = format!("{}/cache:copied", other.addr);
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            &format!("docker://{cache}"),
+            &format!("docker://{copied}"),
+        ],
+    );
+    let g = Env::new();
+    let ctx = g.context(
+        "ctx",
+        &[("Dockerfile", &dockerfile), ("src/a.txt", "same\n")],
+    );
+    let run = g
+        .rbuild_with(
+            &[
+                "build",
+                "--progress=plain",
+                "--cache-from",
+                &copied,
+                ctx.to_str().unwrap(),
+            ],
+            "",
+            &[("SOURCE_DATE_EPOCH", "1700000000")],
+        )
+        .ok();
+    assert!(
+        Progress::parse(&run.stderr).ran().is_empty(),
+        "{}",
+        run.stderr
+    );
     // Whichever wrote the ref last, it is whole: a fifth machine runs nothing.
     let e = Env::new();
     let ctx = e.context(
@@ -637,4 +695,54 @@ fn the_builders_umask_does_not_reach_the_layers() {
         .collect();
     // The root filesystems, modes and all, are the same bytes.
     assert_eq!(rootfs[0], rootfs[1]);
+}
+
+#[test]
+fn a_rootless_build_finds_what_a_rootful_one_cached() {
+    require_root!();
+    if rootless_pass() {
+        // Switching to another user needs the real root: the rootful pass runs this.
+        return;
+    }
+    let (registry, a) = machine_a();
+    let reg = registry.addr.as_str();
+    let ctx = context(&a, reg, "rootless\n");
+    let dir = a.path("cache");
+    let to = format!("type=local,dest={},mode=max", dir.display());
+    a.rbuild(&["build", "--cache-to", &to, ctx.to_str().unwrap()])
+        .ok();
+    // An unprivileged user (nobody) with a state directory of its own: rbuild enters a user
+    // namespace, and every step comes from the rootful build's cache.
+    let home = tempfile::tempdir().unwrap();
+    for open in [a.dir.path(), home.path()] {
+        std::fs::set_permissions(open, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
+    }
+    tool("chmod", &["-R", "a+rX", a.dir.path().to_str().unwrap()]);
+    let rbuild = assert_cmd::cargo::cargo_bin!("rbuild");
+    let from = format!("type=local,src={}", dir.display());
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(rbuild)
+        .arg("--root")
+        .arg(home.path().join("root"))
+        .args(["build", "--progress=plain", "--cache-from", &from])
+        .arg(&ctx)
+        .env("HOME", home.path())
+        .env("DOCKER_CONFIG", home.path().join("docker"))
+        .env_remove("RBUILD_ROOT")
+        .output()
+        .unwrap();
+    let run = run_of(out).ok();
+    assert!(
+        Progress::parse(&run.stderr).ran().is_empty(),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        runs(&Progress::parse(&run.stderr).cached_steps()),
+        3,
+        "{}",
+        run.stderr
+    );
 }

@@ -275,6 +275,14 @@ pub fn diff(
         }
         writer.whiteout(path)?;
     }
+    // Writing entries (and whiteouts) into a directory changed its times: give each directory
+    // made its times from the root again, deepest first, as an overlay's upper keeps them.
+    let mut made: Vec<&PathBuf> = writer.made.iter().collect();
+    made.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for rel in made {
+        let meta = std::fs::symlink_metadata(root.join(rel))?;
+        set_times(&meta, &upper.join(rel))?;
+    }
     Ok(())
 }
 
