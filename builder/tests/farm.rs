@@ -106,6 +106,27 @@ fn machine_a() -> (Registry, Env) {
     (registry, a)
 }
 
+/// Whether a new machine building `dockerfile` (with `src/a.txt`) from the cache `from`,
+/// with SOURCE_DATE_EPOCH, runs no step. `extra` are more build flags.
+fn fresh_machine_runs_nothing(dockerfile: &str, from: &str, extra: &[&str]) -> bool {
+    let env = Env::new();
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", dockerfile), ("src/a.txt", "same\n")],
+    );
+    let mut args = vec!["build", "--progress=plain", "--cache-from", from];
+    args.extend_from_slice(extra);
+    args.push(ctx.to_str().unwrap());
+    let run = env
+        .rbuild_with(&args, "", &[("SOURCE_DATE_EPOCH", "1700000000")])
+        .ok();
+    let ran = Progress::parse(&run.stderr).ran();
+    if !ran.is_empty() {
+        eprintln!("{}", run.stderr);
+    }
+    ran.is_empty()
+}
+
 fn runs(steps: &[String]) -> usize {
     steps.iter().filter(|s| s.contains(" RUN ")).count()
 }
@@ -511,39 +532,18 @@ fn four_machines_building_at_once_share_one_cache_ref() {
     // Pushed to another registry, the layers the cache registry has are fetched and uploaded.
     let other = Registry::start();
     let moved = format!("{}/app:moved", other.addr);
-    let f = Env::new();
-    let ctx = f.context(
-        "ctx",
-        &[("Dockerfile", &dockerfile), ("src/a.txt", "same\n")],
-    );
-    let run = f
-        .rbuild_with(
-            &[
-                "build",
-                "--progress=plain",
-                "--push",
-                "-t",
-                &moved,
-                "--cache-from",
-                &cache,
-                ctx.to_str().unwrap(),
-            ],
-            "",
-            &[("SOURCE_DATE_EPOCH", "1700000000")],
-        )
-        .ok();
-    assert!(
-        Progress::parse(&run.stderr).ran().is_empty(),
-        "{}",
-        run.stderr
-    );
+    assert!(fresh_machine_runs_nothing(
+        &dockerfile,
+        &cache,
+        &["--push", "-t", &moved]
+    ));
     tool(
         "skopeo",
         &[
             "copy",
             "--src-tls-verify=false",
             &format!("docker://{moved}"),
-            &format!("oci:{}:moved", f.path("copied").display()),
+            &format!("oci:{}:moved", a.path("copied").display()),
         ],
     );
     // skopeo copies the cache itself to the other registry: a build there runs nothing.
@@ -558,53 +558,9 @@ fn four_machines_building_at_once_share_one_cache_ref() {
             &format!("docker://{copied}"),
         ],
     );
-    let g = Env::new();
-    let ctx = g.context(
-        "ctx",
-        &[("Dockerfile", &dockerfile), ("src/a.txt", "same\n")],
-    );
-    let run = g
-        .rbuild_with(
-            &[
-                "build",
-                "--progress=plain",
-                "--cache-from",
-                &copied,
-                ctx.to_str().unwrap(),
-            ],
-            "",
-            &[("SOURCE_DATE_EPOCH", "1700000000")],
-        )
-        .ok();
-    assert!(
-        Progress::parse(&run.stderr).ran().is_empty(),
-        "{}",
-        run.stderr
-    );
+    assert!(fresh_machine_runs_nothing(&dockerfile, &copied, &[]));
     // Whichever wrote the ref last, it is whole: a fifth machine runs nothing.
-    let e = Env::new();
-    let ctx = e.context(
-        "ctx",
-        &[("Dockerfile", &dockerfile), ("src/a.txt", "same\n")],
-    );
-    let run = e
-        .rbuild_with(
-            &[
-                "build",
-                "--progress=plain",
-                "--cache-from",
-                &cache,
-                ctx.to_str().unwrap(),
-            ],
-            "",
-            &[("SOURCE_DATE_EPOCH", "1700000000")],
-        )
-        .ok();
-    assert!(
-        Progress::parse(&run.stderr).ran().is_empty(),
-        "{}",
-        run.stderr
-    );
+    assert!(fresh_machine_runs_nothing(&dockerfile, &cache, &[]));
     drop(a);
 }
 
