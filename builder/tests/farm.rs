@@ -468,6 +468,28 @@ fn an_image_with_an_inline_cache_seeds_the_next_build() {
     assert!(second.ran.is_empty(), "{}", second.stderr);
     assert_eq!(second.image_id, first.image_id);
     assert_eq!(layers_here(&b), (0, 0), "{}", second.stderr);
+    // B changes a file: an inline cache holds only the final stage, so B runs the builder
+    // stage too, and pushes an image carrying the new cache; A, whose sources changed the
+    // same way, takes its final stage from that image and runs nothing.
+    std::fs::write(ctx_b.join("src/main.txt"), "inline 2\n").unwrap();
+    let from_second = format!("{reg}/app:inline2");
+    let third = build(
+        &b,
+        &ctx_b,
+        &format!("{reg}/app:inline3"),
+        &["--cache-from", &from_second, "--cache-to", "type=inline"],
+    );
+    assert_eq!(runs(&third.ran), 3, "{}", third.stderr);
+    std::fs::write(ctx_a.join("src/main.txt"), "inline 2\n").unwrap();
+    let from_third = format!("{reg}/app:inline3");
+    let fourth = build(
+        &a,
+        &ctx_a,
+        &format!("{reg}/app:inline4"),
+        &["--cache-from", &from_third, "--cache-to", "type=inline"],
+    );
+    assert!(fourth.ran.is_empty(), "{}", fourth.stderr);
+    assert_eq!(fourth.image_id, third.image_id);
 }
 
 #[test]
