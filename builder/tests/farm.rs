@@ -62,6 +62,11 @@ fn build(env: &Env, ctx: &Path, name: &str, extra: &[&str]) -> Built {
     let run = env.rbuild(&args).ok();
     let progress = Progress::parse(&run.stderr);
     let metadata = json(&std::fs::read_to_string(&meta).unwrap());
+    // The descriptor describes the manifest the digest names (the pushed one).
+    assert_eq!(
+        metadata["containerimage.descriptor"]["digest"],
+        metadata["containerimage.digest"]
+    );
     Built {
         image_id: std::fs::read_to_string(&iid).unwrap(),
         pushed: metadata["containerimage.digest"]

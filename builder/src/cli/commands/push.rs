@@ -8,7 +8,6 @@ use crate::registry::reference;
 use crate::store::layout::Descriptor;
 use crate::store::state::State;
 use anyhow::{Context, Result, anyhow};
-use rbuild_solver::Digest;
 
 /// Arguments of `rbuild push`.
 #[derive(clap::Args)]
@@ -27,7 +26,8 @@ pub struct PushArgs {
 /// full reference): its layers compressed as `compression` says (made once, then remembered),
 /// blobs the registry has skipped, then the manifest, with Docker media types unless
 /// `oci_mediatypes`. An index's manifests are pushed by digest first, then the index under the
-/// tag. `report` hears a line per step. Returns the digest `dest` then names.
+/// tag. `report` hears a line per step. Returns the descriptor of what `dest` then names (the
+/// manifest or index as pushed: with Docker media types it is not the stored one).
 pub fn push_image(
     state: &State,
     registry: &Registry,
@@ -36,7 +36,7 @@ pub fn push_image(
     dest: &str,
     (compression, oci_mediatypes): (&Compression, bool),
     report: &(dyn Fn(String) + Sync),
-) -> Result<Digest> {
+) -> Result<Descriptor> {
     let dest = reference::parse(dest).map_err(|e| anyhow!(e))?;
     let started = std::time::Instant::now();
     let counter = Counter::default();
@@ -89,7 +89,12 @@ pub fn push_image(
             report,
         ))?);
     }
-    digest.ok_or_else(|| anyhow!("{} has no manifest", manifest.digest))
+    let digest = digest.ok_or_else(|| anyhow!("{} has no manifest", manifest.digest))?;
+    Ok(Descriptor {
+        digest,
+        platform: None,
+        ..exported.top
+    })
 }
 
 /// Pushes the image's blobs (skipping those the registry has) and then its manifest.
@@ -105,7 +110,7 @@ pub fn run(global: &Global, args: PushArgs) -> Result<i32> {
         )
     })?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let digest = push_image(
+    let pushed = push_image(
         &state,
         &Registry::new(global.registries.clone()),
         &runtime,
@@ -114,6 +119,6 @@ pub fn run(global: &Global, args: PushArgs) -> Result<i32> {
         (&Compression::default(), args.oci_mediatypes),
         &|line| eprintln!("{line}"),
     )?;
-    println!("{}@{digest}", dest.whole());
+    println!("{}@{}", dest.whole(), pushed.digest);
     Ok(0)
 }

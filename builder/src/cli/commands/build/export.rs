@@ -302,7 +302,7 @@ impl Export<'_> {
                     eprintln!("{line}");
                 }
             };
-            let digest = crate::cli::commands::push::push_image(
+            let pushed = crate::cli::commands::push::push_image(
                 self.state,
                 self.registry,
                 self.runtime,
@@ -311,8 +311,15 @@ impl Export<'_> {
                 format,
                 &report,
             )?;
-            lines.push(format!("pushing {name}@{digest} done"));
-            stored.metadata["containerimage.digest"] = digest.to_string().into();
+            lines.push(format!("pushing {name}@{} done", pushed.digest));
+            // As buildx: the digest and descriptor of what was pushed (with Docker media
+            // types, another manifest than the stored one).
+            stored.metadata["containerimage.digest"] = pushed.digest.to_string().into();
+            stored.metadata["containerimage.descriptor"] = serde_json::json!({
+                "mediaType": pushed.media_type,
+                "digest": pushed.digest,
+                "size": pushed.size,
+            });
         }
         self.session
             .step("pushing layers and manifest", &lines, started);
