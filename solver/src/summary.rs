@@ -48,7 +48,7 @@ const MOST: usize = 8;
 /// summaries of this build's inputs of the step, `summary_of` finds a candidate's inputs'.
 pub fn explain(
     current: &Summary,
-    current_inputs: &[Option<Summary>],
+    current_inputs: &[Option<&Summary>],
     candidates: &[(Digest, Summary)],
     summary_of: &dyn Fn(&Digest) -> Option<Summary>,
 ) -> Option<(Digest, Vec<String>)> {
@@ -66,7 +66,7 @@ pub fn explain(
 /// What differs between `current` and `candidate`, in words.
 pub fn differences(
     current: &Summary,
-    current_inputs: &[Option<Summary>],
+    current_inputs: &[Option<&Summary>],
     candidate: &Summary,
     summary_of: &dyn Fn(&Digest) -> Option<Summary>,
 ) -> Vec<String> {
@@ -83,13 +83,9 @@ pub fn differences(
         if now == then {
             continue;
         }
-        let now_summary = current_inputs.get(i).cloned().flatten();
+        let now_summary = current_inputs.get(i).copied().flatten();
         let then_summary = then.and_then(summary_of);
-        out.extend(input_difference(
-            i,
-            now_summary.as_ref(),
-            then_summary.as_ref(),
-        ));
+        out.extend(input_difference(i, now_summary, then_summary.as_ref()));
     }
     if current.salt != candidate.salt {
         out.push(format!(
@@ -304,7 +300,7 @@ mod tests {
         let find = |k: &Digest| (*k == k_before).then(|| before.clone());
         let (_, why) = explain(
             &now,
-            &[Some(after)],
+            &[Some(&after)],
             &[(Digest::of(b"old step"), then)],
             &find,
         )

@@ -214,6 +214,54 @@ fn write_blob(
     compression: &Compression,
     counter: &Counter,
 ) -> Result<(Digest, u64)> {
+    let fill = |tee: &mut dyn Write| -> Result<()> {
+        if state.store.has_blob(&layer.digest) {
+            let file = std::fs::File::open(state.store.blob_path(&layer.digest)).map_err(
+                crate::errors::io(format!("opening layer blob {}", layer.digest)),
+            )?;
+            let mut reader = crate::store::layer::decompress(
+                BufReader::with_capacity(1 << 20, file),
+                &layer.media_type,
+            )?;
+            std::io::copy(&mut reader, tee).map_err(crate::errors::io(format!(
+                "recompressing layer {}",
+                layer.digest
+            )))?;
+        } else if state.snapshots.has(diff_id.as_str()) {
+            let dir = state.snapshots.layer_dir(diff_id.as_str());
+            rbuild_runner::diff::write_layer(&dir, tee).map_err(crate::errors::io(format!(
+                "archiving the snapshot of layer {diff_id}"
+            )))?;
+        } else {
+            return Err(Error::Other(format!(
+                "layer {diff_id} is missing: neither its blob nor its snapshot is here"
+            )));
+        }
+        Ok(())
+    };
+    let check = |actual: &Digest| {
+        if actual != diff_id {
+            return Err(Error::Other(format!(
+                "layer {diff_id} no longer matches its content (it gives {actual}); \
+                 run `rbuild check`, and build again with --no-cache"
+            )));
+        }
+        Ok(())
+    };
+    let (_, digest, size) = compress_to_blob(state, compression, counter, fill, check)?;
+    Ok((digest, size))
+}
+
+/// Writes the tar `fill` writes as a new blob compressed as `compression` asks; returns the
+/// tar's digest (its diff id) and the blob's digest and size. `check` sees the diff id before
+/// the blob is committed, and may refuse it.
+fn compress_to_blob(
+    state: &State,
+    compression: &Compression,
+    counter: &Counter,
+    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+    check: impl FnOnce(&Digest) -> Result<()>,
+) -> Result<(Digest, Digest, u64)> {
     let ingest = state.store.ingest()?;
     let encoder = Encoder::new(BufWriter::with_capacity(1 << 20, ingest), compression)?;
     let mut tee = Tee {
@@ -221,39 +269,14 @@ fn write_blob(
         hasher: Sha256::new(),
         counter,
     };
-    if state.store.has_blob(&layer.digest) {
-        let file = std::fs::File::open(state.store.blob_path(&layer.digest)).map_err(
-            crate::errors::io(format!("opening layer blob {}", layer.digest)),
-        )?;
-        let mut reader = crate::store::layer::decompress(
-            BufReader::with_capacity(1 << 20, file),
-            &layer.media_type,
-        )?;
-        std::io::copy(&mut reader, &mut tee).map_err(crate::errors::io(format!(
-            "recompressing layer {}",
-            layer.digest
-        )))?;
-    } else if state.snapshots.has(diff_id.as_str()) {
-        let dir = state.snapshots.layer_dir(diff_id.as_str());
-        rbuild_runner::diff::write_layer(&dir, &mut tee).map_err(crate::errors::io(format!(
-            "archiving the snapshot of layer {diff_id}"
-        )))?;
-    } else {
-        return Err(Error::Other(format!(
-            "layer {diff_id} is missing: neither its blob nor its snapshot is here"
-        )));
-    }
-    let actual = Digest::from_hasher(tee.hasher.clone());
-    if actual != *diff_id {
-        return Err(Error::Other(format!(
-            "layer {diff_id} no longer matches its content (it gives {actual}); \
-             run `rbuild check`, and build again with --no-cache"
-        )));
-    }
+    fill(&mut tee)?;
+    let diff_id = Digest::from_hasher(tee.hasher.clone());
+    check(&diff_id)?;
     let encoder = tee.inner.into_inner().map_err(|e| e.into_error())?;
     let ingest = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;
-    let expected = (compression.media_type == OCI_LAYER_TAR).then_some(diff_id);
-    Ok(ingest.commit(expected)?)
+    let expected = (compression.media_type == OCI_LAYER_TAR).then_some(&diff_id);
+    let (digest, size) = ingest.commit(expected)?;
+    Ok((diff_id, digest, size))
 }
 
 /// A blob of the tar of directory `dir` (a RUN cache mount's), compressed as `compression`
@@ -265,20 +288,12 @@ pub fn directory_blob(
     compression: &Compression,
     counter: &Counter,
 ) -> Result<(Descriptor, Digest)> {
-    let ingest = state.store.ingest()?;
-    let encoder = Encoder::new(BufWriter::with_capacity(1 << 20, ingest), compression)?;
-    let mut tee = Tee {
-        inner: BufWriter::with_capacity(1 << 20, encoder),
-        hasher: Sha256::new(),
-        counter,
+    let fill = |tee: &mut dyn Write| -> Result<()> {
+        rbuild_runner::diff::write_layer(dir, tee)
+            .map_err(crate::errors::io(format!("archiving {}", dir.display())))?;
+        Ok(())
     };
-    rbuild_runner::diff::write_layer(dir, &mut tee)
-        .map_err(crate::errors::io(format!("archiving {}", dir.display())))?;
-    let diff_id = Digest::from_hasher(tee.hasher.clone());
-    let encoder = tee.inner.into_inner().map_err(|e| e.into_error())?;
-    let ingest = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;
-    let expected = (compression.media_type == OCI_LAYER_TAR).then_some(&diff_id);
-    let (digest, size) = ingest.commit(expected)?;
+    let (diff_id, digest, size) = compress_to_blob(state, compression, counter, fill, |_| Ok(()))?;
     let descriptor = Descriptor {
         media_type: compression.media_type.to_string(),
         digest,

@@ -184,12 +184,15 @@ pub struct Solver<W: Worker> {
     /// The key of every vertex solved so far.
     keys: Arc<Mutex<HashMap<VertexId, Digest>>>,
     /// What went into each key (see [`crate::summary`]).
-    summaries: Arc<Mutex<HashMap<VertexId, (Digest, Summary)>>>,
+    summaries: Arc<Mutex<Summaries>>,
     /// The vertices that ran, in the order they finished.
     ran: Arc<Mutex<Vec<VertexId>>>,
     /// Summaries from another machine's cache, by key.
     imported_summaries: Arc<HashMap<Digest, Summary>>,
 }
+
+/// What went into each vertex's key, with the key ([`Solver::summaries`]).
+pub type Summaries = HashMap<VertexId, (Digest, Arc<Summary>)>;
 
 /// Why a step that ran missed the cache ([`Solver::explain_misses`]).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -232,7 +235,7 @@ impl<W: Worker> Solver<W> {
     }
 
     /// What went into each key of the solves so far, by vertex.
-    pub fn summaries(&self) -> HashMap<VertexId, (Digest, Summary)> {
+    pub fn summaries(&self) -> Summaries {
         self.summaries.lock().expect("summaries").clone()
     }
 
@@ -247,6 +250,7 @@ impl<W: Worker> Solver<W> {
                 .cloned()
                 .or_else(|| self.cache.summary(k).ok().flatten())
         };
+        let ours: std::collections::HashSet<&Digest> = summaries.values().map(|(k, _)| k).collect();
         let mut misses = Vec::new();
         for v in ran {
             let vertex = graph.vertex(v);
@@ -267,13 +271,13 @@ impl<W: Worker> Solver<W> {
                         .map(|(k, s)| (k.clone(), s.clone())),
                 )
                 // Earlier builds only: not the steps of this one.
-                .filter(|(k, _)| !summaries.values().any(|(ours, _)| ours == k))
+                .filter(|(k, _)| !ours.contains(k))
                 .collect();
             candidates.dedup_by(|a, b| a.0 == b.0);
-            let inputs: Vec<Option<Summary>> = vertex
+            let inputs: Vec<Option<&Summary>> = vertex
                 .inputs
                 .iter()
-                .map(|i| summaries.get(i).map(|(_, s)| s.clone()))
+                .map(|i| summaries.get(i).map(|(_, s)| &**s))
                 .collect();
             let (nearest, reasons) = match explain(current, &inputs, &candidates, &summary_of) {
                 Some((nearest, reasons)) => (Some(nearest), reasons),

@@ -77,15 +77,15 @@ impl Inputs {
             return;
         }
         self.decided = true;
-        let mut seen: Vec<*const watch::Sender<Demand>> = Vec::new();
+        // An input listed twice (two mounts of one stage) is released once.
+        let mut seen: Vec<&Arc<watch::Sender<Demand>>> = Vec::new();
         for (i, link) in self.links.iter().enumerate() {
-            let id = Arc::as_ptr(&link.demand);
             if which(i) {
                 link.demand.send_modify(|d| d.wanted = true);
-            } else if !seen.contains(&id) {
+            } else if !seen.iter().any(|s| Arc::ptr_eq(s, &link.demand)) {
                 link.demand.send_modify(|d| d.released += 1);
             }
-            seen.push(id);
+            seen.push(&link.demand);
         }
     }
 
@@ -126,7 +126,7 @@ pub(super) struct Step<W: Worker> {
     pub(super) stats: Option<Arc<crate::statcache::StatCache>>,
     pub(super) salt: Option<Arc<str>>,
     pub(super) imported: Arc<HashMap<Digest, Output>>,
-    pub(super) summaries: Arc<Mutex<HashMap<VertexId, (Digest, Summary)>>>,
+    pub(super) summaries: Arc<Mutex<Summaries>>,
     pub(super) ran: Arc<Mutex<Vec<VertexId>>>,
 }
 
@@ -142,12 +142,12 @@ impl<W: Worker> Step<W> {
         inputs: &[Digest],
         content: Option<&Digest>,
         files: Vec<String>,
-    ) -> Summary {
+    ) -> Arc<Summary> {
         let vertex = self.graph.vertex(self.vertex);
         let op_json = serde_json::to_value(op).expect("ops serialize");
         let kind = op_json["op"].as_str().unwrap_or("unknown").to_string();
         let layered = !matches!(op, Op::Scratch | Op::Local(_) | Op::Http(_));
-        let summary = Summary {
+        let summary = Arc::new(Summary {
             kind,
             name: vertex.name.clone(),
             stage: vertex.stage.clone(),
@@ -160,7 +160,7 @@ impl<W: Worker> Step<W> {
                 None
             },
             files,
-        };
+        });
         self.summaries
             .lock()
             .expect("summaries")

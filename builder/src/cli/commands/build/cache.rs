@@ -170,23 +170,15 @@ impl Caches {
         for to in self.to.iter().filter(|t| t.location != Location::Inline) {
             let started = Instant::now();
             let name = crate::remotecache::describe(&to.location);
+            let steps =
+                crate::remotecache::steps_to_export(graph, export.solved, keys, &targets, to.mode);
             let contents = crate::remotecache::Contents {
-                steps: crate::remotecache::steps_to_export(
-                    graph,
-                    export.solved,
-                    keys,
-                    &targets,
-                    to.mode,
-                ),
+                summaries: summaries_of(export, &steps),
+                steps,
                 mounts: match to.cache_mounts {
                     true => Caches::cache_mounts(export),
                     false => vec![],
                 },
-                summaries: Default::default(),
-            };
-            let contents = crate::remotecache::Contents {
-                summaries: summaries_of(export, &contents.steps),
-                ..contents
             };
             let report = |line: String| {
                 if export.session.mode == Mode::Plain {
@@ -243,9 +235,12 @@ fn summaries_of(
         .summaries
         .values()
         .filter(|(key, s)| s.kind == "local" || steps.iter().any(|step| step.key == key))
-        .map(|(key, s)| (key.clone(), s.clone()))
+        .map(|(key, s)| (key.clone(), (**s).clone()))
         .collect()
 }
+
+/// What went into each solved vertex's key.
+pub(super) use rbuild_solver::scheduler::Summaries;
 
 /// The cache key of every solved vertex.
 pub(super) type Keys = HashMap<rbuild_solver::VertexId, rbuild_solver::Digest>;

@@ -16,10 +16,7 @@ pub(super) struct Export<'a> {
     pub(super) solved: &'a Solved,
     pub(super) caches: &'a cache::Caches,
     pub(super) keys: &'a cache::Keys,
-    pub(super) summaries: &'a HashMap<
-        rbuild_solver::VertexId,
-        (rbuild_solver::Digest, rbuild_solver::summary::Summary),
-    >,
+    pub(super) summaries: &'a cache::Summaries,
     pub(super) loaded: &'a Loaded,
 }
 

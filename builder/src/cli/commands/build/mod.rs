@@ -27,7 +27,6 @@ use rbuild_frontend::diagnostic::Diagnostic;
 use rbuild_frontend::{Build, Platform};
 use rbuild_solver::NetworkMode;
 use rbuild_solver::scheduler::SolveError;
-use rbuild_solver::summary::Summary;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -412,7 +411,7 @@ struct Solution {
     /// Every vertex's key.
     keys: cache::Keys,
     /// What went into each key.
-    summaries: HashMap<rbuild_solver::VertexId, (rbuild_solver::Digest, Summary)>,
+    summaries: cache::Summaries,
     /// Why each step that ran missed the cache.
     misses: Vec<rbuild_solver::scheduler::Miss>,
 }
