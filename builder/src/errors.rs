@@ -47,7 +47,11 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     let mut source = e.source();
     while let Some(s) = source {
         let part = s.to_string();
-        if !text.contains(&part) {
+        // A cause already said, or said again behind a code ("Error code 13: database or
+        // disk is full" under "database or disk is full"), adds nothing.
+        let last = text.rsplit(": ").next().unwrap_or_default();
+        let repeated = last.len() > 8 && part.ends_with(last);
+        if !repeated && !text.contains(&part) {
             text.push_str(": ");
             text.push_str(&part);
         }
@@ -68,6 +72,23 @@ mod tests {
         let root = || std::io::Error::other("root cause");
         assert_eq!(chain(&io("outer")(root())), "outer: root cause");
         assert_eq!(chain(&Repeats(root())), "wrapper: root cause");
+        #[derive(Debug, thiserror::Error)]
+        #[error("cache index: {0}")]
+        struct Coded(#[source] Code);
+        #[derive(Debug, thiserror::Error)]
+        #[error("Error code 13: database or disk is full")]
+        struct Code;
+        assert_eq!(
+            chain(&Coded(Code)),
+            "cache index: Error code 13: database or disk is full"
+        );
+        #[derive(Debug, thiserror::Error)]
+        #[error("database or disk is full")]
+        struct Said(#[source] Code);
+        assert_eq!(
+            chain(&io("cache index")(std::io::Error::other(Said(Code)))),
+            "cache index: database or disk is full"
+        );
         let bad = serde_json::from_str::<u8>("x").unwrap_err();
         assert!(chain(&json("parsing it")(bad)).starts_with("parsing it: expected value"));
     }

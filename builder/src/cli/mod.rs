@@ -256,7 +256,7 @@ pub fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            let message = format!("{e:#}");
+            let message = crate::errors::chain(e.as_ref());
             eprintln!("error: {message}");
             if let Some(hint) = state::full_disk_hint(&global.root, &message) {
                 eprintln!("  = help: {hint}");

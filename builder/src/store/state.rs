@@ -67,13 +67,12 @@ pub struct State {
     lock: std::sync::Mutex<Option<Flock<File>>>,
 }
 
-/// The default state directory: `/var/lib/rbuild` for root, `$XDG_DATA_HOME/rbuild` (or
-/// `~/.local/share/rbuild`) for other users.
-/// When `message` tells of a full file system (ENOSPC), what to say about it: how much room
-/// the state directory `root` has left, and how to make some. The failing write may also have
-/// been to an output's destination; the free space tells which.
+/// When `message` tells of a full file system (ENOSPC, or SQLite's SQLITE_FULL from the cache
+/// index), what to say about it: how much room the state directory `root` has left, and how to
+/// make some. The failing write may also have been to an output's destination; the free space
+/// tells which.
 pub fn full_disk_hint(root: &Path, message: &str) -> Option<String> {
-    if !message.contains("os error 28") {
+    if !message.contains("os error 28") && !message.contains("database or disk is full") {
         return None;
     }
     let free = nix::sys::statvfs::statvfs(root)
