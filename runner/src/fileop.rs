@@ -288,14 +288,16 @@ enum Owner {
     Set(u32, u32),
 }
 
-fn owner_of(dest_root: &Path, spec: Option<&str>, keep: bool) -> Result<Owner, String> {
+/// Who files a file operation creates belong to: `spec` resolved as BuildKit does (see
+/// [`user::resolve_chown`]), else kept from the source (`keep`) or root.
+fn owner_of(dest_root: &Path, spec: Option<&str>, keep: bool) -> Owner {
     match spec {
         Some(spec) => {
-            let u = user::resolve(dest_root, spec)?;
-            Ok(Owner::Set(u.uid, u.gid))
+            let (uid, gid) = user::resolve_chown(dest_root, spec);
+            Owner::Set(uid, gid)
         }
-        None if keep => Ok(Owner::Keep),
-        None => Ok(Owner::Set(0, 0)),
+        None if keep => Owner::Keep,
+        None => Owner::Set(0, 0),
     }
 }
 
@@ -408,7 +410,7 @@ fn copy(
         let found = select(src_root, pattern, &options.filter).map_err(|e| e.to_string())?;
         selected.extend(found.into_iter().map(|s| (s.rel, s.host)));
     }
-    let owner = owner_of(dest_root, options.owner, options.keep_owner)?;
+    let owner = owner_of(dest_root, options.owner, options.keep_owner);
     let walk = Walk {
         owner,
         mode: options.mode,
@@ -810,7 +812,7 @@ fn mkdir(
     if !parents && target.parent().is_some_and(|p| !p.is_dir()) {
         return Err(format!("mkdir {path}: no such file or directory"));
     }
-    let owner = owner_of(dest_root, owner, false)?;
+    let owner = owner_of(dest_root, owner, false);
     create_dirs(&target, dest_root, owner)?;
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("chmod {path}: {e}"))

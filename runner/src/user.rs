@@ -29,8 +29,15 @@ struct GroupEntry {
     members: Vec<String>,
 }
 
+/// A file of the root filesystem `root`, its symlinks resolved inside it; empty if missing.
+fn read_in_root(root: &Path, path: &str) -> String {
+    rbuild_solver::contenthash::resolve_in_root(root, path, true)
+        .and_then(std::fs::read_to_string)
+        .unwrap_or_default()
+}
+
 fn read_passwd(root: &Path) -> Vec<PasswdEntry> {
-    let text = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+    let text = read_in_root(root, "etc/passwd");
     text.lines()
         .filter_map(|line| {
             let f: Vec<&str> = line.split(':').collect();
@@ -48,7 +55,7 @@ fn read_passwd(root: &Path) -> Vec<PasswdEntry> {
 }
 
 fn read_group(root: &Path) -> Vec<GroupEntry> {
-    let text = std::fs::read_to_string(root.join("etc/group")).unwrap_or_default();
+    let text = read_in_root(root, "etc/group");
     text.lines()
         .filter_map(|line| {
             let f: Vec<&str> = line.split(':').collect();
@@ -138,24 +145,61 @@ pub fn resolve(root: &Path, spec: &str) -> Result<User, String> {
     })
 }
 
+/// The owner (uid, gid) of files that `COPY --chown=spec`, `ADD --chown` or a WORKDIR under
+/// `USER` creates, resolved against `root` (the filesystem the files land on) as BuildKit's
+/// file operations do, which differs from [`resolve`] for a process: a number (or `root`)
+/// without a group is also the gid; a name without a group takes the user's primary group; a
+/// name that `/etc/passwd` (or `/etc/group`) does not list is not an error: the user is
+/// 0:0, the group keeps the user's gid.
+pub fn resolve_chown(root: &Path, spec: &str) -> (u32, u32) {
+    // As Go's strconv.ParseInt(s, 10, 32), which BuildKit uses; -1 means "unchanged" to chown.
+    let id = |s: &str| match s {
+        "root" => Some(0),
+        s => s.parse::<i32>().ok().map(|n| n as u32),
+    };
+    let (user_part, group_part) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let (uid, mut gid) = match id(user_part) {
+        Some(n) => (n, n),
+        None => read_passwd(root)
+            .iter()
+            .find(|e| e.name == user_part)
+            .map_or((0, 0), |e| (e.uid, e.gid)),
+    };
+    if let Some(g) = group_part {
+        match id(g) {
+            Some(n) => gid = n,
+            None => {
+                if let Some(e) = read_group(root).iter().find(|e| e.name == g) {
+                    gid = e.gid;
+                }
+            }
+        }
+    }
+    (uid, gid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn resolves_names_ids_and_groups() {
+    /// A root filesystem with these `/etc/passwd` and `/etc/group`.
+    fn root_with(passwd: &str, group: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("etc")).unwrap();
-        std::fs::write(
-            dir.path().join("etc/passwd"),
+        std::fs::write(dir.path().join("etc/passwd"), passwd).unwrap();
+        std::fs::write(dir.path().join("etc/group"), group).unwrap();
+        dir
+    }
+
+    #[test]
+    fn resolves_names_ids_and_groups() {
+        let dir = root_with(
             "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("etc/group"),
             "root:x:0:\napp:x:1000:\nwheel:x:10:app\n",
-        )
-        .unwrap();
+        );
         let r = dir.path();
         assert_eq!(resolve(r, "").unwrap().uid, 0);
         let app = resolve(r, "app").unwrap();
@@ -187,5 +231,45 @@ mod tests {
                 .contains("unable to find user nobody")
         );
         assert!(resolve(r, "app:nogroup").is_err());
+    }
+
+    #[test]
+    fn resolves_chown_as_buildkits_file_operations() {
+        let dir = root_with(
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+            "app:x:1001:\nwheel:x:10:app\n",
+        );
+        let r = dir.path();
+        assert_eq!(
+            resolve_chown(r, "4242"),
+            (4242, 4242),
+            "a number is the gid too"
+        );
+        assert_eq!(
+            resolve_chown(r, "1000"),
+            (1000, 1000),
+            "even one passwd lists"
+        );
+        assert_eq!(
+            resolve_chown(r, "app"),
+            (1000, 1001),
+            "a name: its primary group"
+        );
+        assert_eq!(resolve_chown(r, "app:wheel"), (1000, 10));
+        assert_eq!(resolve_chown(r, "app:7"), (1000, 7));
+        assert_eq!(resolve_chown(r, "root"), (0, 0));
+        assert_eq!(
+            resolve_chown(r, "nobody"),
+            (0, 0),
+            "an unknown name is root"
+        );
+        assert_eq!(
+            resolve_chown(r, "app:nogroup"),
+            (1000, 1001),
+            "keeps the user's"
+        );
+        assert_eq!(resolve_chown(r, "5:wheel"), (5, 10));
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(resolve_chown(empty.path(), "app:wheel"), (0, 0));
     }
 }

@@ -381,6 +381,9 @@ pub(super) struct Stage<'a> {
 pub(super) struct Lowered {
     pub(super) vertex: VertexId,
     pub(super) image: Image,
+    /// The stage's ARGs and steps' environment, which a stage built on it starts with.
+    pub(super) args: Vec<(String, Option<String>)>,
+    pub(super) env: Vec<(String, String)>,
 }
 
 pub(super) struct Lowerer<'a> {

@@ -105,19 +105,11 @@ impl Lowerer<'_> {
         })
     }
 
-    /// What the process sees: the config's ENV, plus ARGs that have a value and no ENV of the
-    /// same name, plus proxy settings given as build args.
+    /// What the process sees: the steps' environment (ENV and ARGs with a value, in the order
+    /// last set, as BuildKit's LLB state), plus proxy settings given as build args.
     fn run_env(&self, state: &StageState) -> Vec<String> {
-        let image_env = state.image.config.env.as_deref().unwrap_or_default();
-        let mut run_env: Vec<String> = Vec::with_capacity(image_env.len() + state.args.len());
-        run_env.extend(image_env.iter().cloned());
-        for (k, v) in &state.args {
-            if let Some(v) = v
-                && state.image.config.env_value(k).is_none()
-            {
-                run_env.push(concat(&[k, "=", v]));
-            }
-        }
+        let mut run_env: Vec<String> = Vec::with_capacity(state.env.len() + 1);
+        run_env.extend(state.env.iter().map(|(k, v)| concat(&[k, "=", v])));
         for proxy in PROXY_ARGS {
             if let Some(v) = self.options.build_args.get(proxy)
                 && !run_env.iter().any(|kv| kv.split('=').next() == Some(proxy))
@@ -369,7 +361,8 @@ fn absolute(path: &str) -> String {
 }
 
 /// The history entry of a RUN, as BuildKit writes it: `RUN |2 A=1 B=2 cmd # buildkit` when
-/// the stage has ARGs (with their values, ENV winning), else `RUN cmd # buildkit`.
+/// the stage has ARGs (each once, where first declared, with the environment's value), else
+/// `RUN cmd # buildkit`.
 fn run_history(state: &StageState, command_text: &str) -> String {
     let mut created_by = String::with_capacity(64 + command_text.len());
     created_by.push_str("RUN ");
@@ -377,9 +370,7 @@ fn run_history(state: &StageState, command_text: &str) -> String {
         let mut pairs: Vec<(String, String)> = Vec::new();
         for (k, v) in &state.args {
             let v = state
-                .image
-                .config
-                .env_value(k)
+                .var(k)
                 .map(str::to_string)
                 .or_else(|| v.clone())
                 .unwrap_or_default();

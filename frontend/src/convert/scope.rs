@@ -19,8 +19,15 @@ pub(super) struct StageState {
     pub(super) vertex: VertexId,
     pub(super) image: Image,
     pub(super) cmd_set: bool,
-    /// Declared ARGs in order, with their values (`None`: declared without a value).
+    /// Declared ARGs in order, repeated ones included, with their values (`None`: declared
+    /// without one); a stage built on another stage starts with that stage's (BuildKit's
+    /// `buildArgs`).
     pub(super) args: Vec<(String, Option<String>)>,
+    /// The variables steps see and words expand with, as BuildKit's LLB state keeps them: the
+    /// base's config ENV, then every ENV and every ARG that has a value, in the order they were
+    /// last set (setting one again moves it to the end). Unlike the image config's ENV, an ARG
+    /// after an ENV of the same name wins here.
+    pub(super) env: Vec<(String, String)>,
     /// An absolute WORKDIR was set in this stage (WorkdirRelativePath).
     pub(super) workdir_set: bool,
     /// The platform its steps run for (`FROM --platform`, else the target platform).
@@ -66,13 +73,7 @@ impl StageState {
     /// `->arch[/variant]` (or `->os/arch…` for another OS) when the TARGET* ARGs declared in
     /// the stage so far name another platform than the stage's own; empty otherwise.
     fn cross_target(&self) -> String {
-        let value = |key: &str| {
-            self.args
-                .iter()
-                .rev()
-                .find(|(k, _)| k == key)
-                .and_then(|(_, v)| v.clone())
-        };
+        let value = |key: &str| self.var(key).map(str::to_string);
         let base = &self.platform;
         let target = match value("TARGETPLATFORM").and_then(|v| Platform::parse(&v).ok()) {
             Some(p) => p,
@@ -116,6 +117,21 @@ impl StageState {
         }
     }
 
+    /// A variable of the steps' environment ([`StageState::env`]).
+    pub(super) fn var(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets a variable of the steps' environment, moving it to the end as BuildKit's
+    /// `AddEnv` does.
+    pub(super) fn set_var(&mut self, name: &str, value: &str) {
+        self.env.retain(|(k, _)| k != name);
+        self.env.push((name.to_string(), value.to_string()));
+    }
+
     pub(super) fn history(&mut self, created_by: String, layer_of: Option<VertexId>) {
         self.image.history.push(History {
             created_by: Some(created_by),
@@ -127,31 +143,21 @@ impl StageState {
     }
 }
 
-/// Variables for expansion in a stage: ENV of the image config, else ARGs with a value (ENV
-/// wins over an ARG of the same name, as in BuildKit). Looked up in place, without copying.
+/// Variables for expansion in a stage: the steps' environment ([`StageState::env`]), where
+/// whichever of an ENV and an ARG of the same name came last wins, as in BuildKit. Looked up
+/// in place, without copying.
 impl Env for StageState {
     fn get(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
-        self.image
-            .config
-            .env_value(name)
-            .or_else(|| {
-                self.args
-                    .iter()
-                    .rev()
-                    .find(|(k, _)| k == name)
-                    .and_then(|(_, v)| v.as_deref())
-            })
-            .map(std::borrow::Cow::Borrowed)
+        self.var(name).map(std::borrow::Cow::Borrowed)
     }
 
     fn declared(&self, name: &str) -> bool {
-        self.image.config.env_value(name).is_some() || self.args.iter().any(|(k, _)| k == name)
+        self.var(name).is_some() || self.args.iter().any(|(k, _)| k == name)
     }
 
     fn names(&self) -> Vec<String> {
-        let env = self.image.config.env.iter().flatten();
-        env.map(|kv| kv.split('=').next().unwrap_or(kv).to_string())
-            .chain(self.args.iter().map(|(k, _)| k.clone()))
+        let env = self.env.iter().map(|(k, _)| k.clone());
+        env.chain(self.args.iter().map(|(k, _)| k.clone()))
             .collect()
     }
 }
@@ -249,6 +255,7 @@ impl Lowerer<'_> {
         }
         for (k, v) in &expanded {
             state.image.config.set_env(k, v);
+            state.set_var(k, v);
         }
         let text = join_pairs(
             expanded.iter().map(|(k, v)| [k.as_str(), "=", v.as_str()]),
@@ -259,7 +266,9 @@ impl Lowerer<'_> {
     }
 
     /// ARG in a stage: declares it, with the build's value, else its default, else the
-    /// global ARG's.
+    /// global ARG's; one with a value joins the steps' environment (BuildKit's `dispatchArg`).
+    /// The history names the value it got, as current BuildKit writes it (v0.8 wrote the
+    /// default).
     pub(super) fn lower_arg(
         &mut self,
         state: &mut StageState,
@@ -269,23 +278,28 @@ impl Lowerer<'_> {
         let span = ins.args_span;
         let mut text = Vec::new();
         for (name, default) in args {
-            let default = match default {
-                Some(d) => Some(self.expand(d, &*state, span)?),
-                None => None,
-            };
             let value = match self.options.build_args.get(name) {
                 Some(v) => Some(v.clone()),
-                None => default.clone().or_else(|| self.global_value(name)),
+                None => match default {
+                    Some(d) => Some(self.expand(d, &*state, span)?),
+                    None => self.global_value(name),
+                },
             };
-            // The history shows the declaration, not the value a build gave it.
-            text.push(match &default {
-                Some(d) => format!("{name}={d}"),
+            text.push(match &value {
+                Some(v) => concat(&[name, "=", v]),
                 None => name.clone(),
             });
-            state.args.retain(|(k, _)| k != name);
+            if let Some(v) = &value
+                && !NON_ENV_ARGS.contains(&name.as_str())
+            {
+                state.set_var(name, v);
+            }
             state.args.push((name.clone(), value));
         }
         state.history(format!("ARG {}", text.join(" ")), None);
         Ok(())
     }
 }
+
+/// ARGs that BuildKit reads itself and never puts in the steps' environment.
+const NON_ENV_ARGS: &[&str] = &["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"];

@@ -208,6 +208,7 @@ impl Lowerer<'_> {
             image: Image::default(),
             cmd_set: false,
             args: Vec::new(),
+            env: Vec::new(),
             workdir_set: false,
             platform: stage_platform
                 .clone()
@@ -246,6 +247,8 @@ impl Lowerer<'_> {
         self.lowered[index] = Some(Lowered {
             vertex: state.vertex,
             image: state.image,
+            args: state.args,
+            env: state.env,
         });
         Ok(state.vertex)
     }
@@ -307,11 +310,10 @@ impl Lowerer<'_> {
             state.image.config.working_dir = Some("/".into());
         } else if let Some(base) = base_stage {
             state.vertex = self.lower_stage(base)?;
-            state.image = self.lowered[base]
-                .as_ref()
-                .expect("just lowered")
-                .image
-                .clone();
+            let lowered = self.lowered[base].as_ref().expect("just lowered");
+            state.image = lowered.image.clone();
+            state.args = lowered.args.clone();
+            state.env = lowered.env.clone();
         } else {
             let platform = state.platform.clone();
             let resolved = self.resolve_image(base_name, &platform, from_span)?;
@@ -339,6 +341,13 @@ impl Lowerer<'_> {
         }
         if state.image.config.env_value("PATH").is_none() {
             state.image.config.set_env("PATH", DEFAULT_PATH);
+        }
+        // The config's variables are set (again, for a stage built on a stage) over what the
+        // base's steps saw, as BuildKit starts a stage's state.
+        let config_env = state.image.config.env.clone().unwrap_or_default();
+        for kv in &config_env {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            state.set_var(k, v);
         }
         if state.image.architecture.is_empty() || state.image.os.is_empty() {
             state.image.architecture = state.platform.architecture.clone();

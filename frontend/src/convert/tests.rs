@@ -146,6 +146,75 @@ fn run_mounts_lower_with_buildkit_defaults() {
     );
 }
 
+/// BuildKit's `dispatchArg`: an ARG with a value sets the steps' environment over an earlier
+/// ENV of the same name (the image config keeps the ENV), a later ENV wins again, words expand
+/// with whichever came last, and a stage built on a stage starts with its ARGs and environment,
+/// the config's ENV set again on top.
+#[test]
+fn args_after_env_set_the_steps_environment() {
+    let b = lower_str(
+        "FROM base AS a\nENV X=env Y=env\nARG X=arg\nARG Y\nRUN echo $X\nENV Z=$X\nARG Y=arg2 Z=zarg\nENV Y=last\nRUN true\nFROM a\nRUN child\n",
+        &BuildOptions {
+            build_args: [("Z".to_string(), "given".to_string())].into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let runs: Vec<ExecOp> = (0..b.graph.len())
+        .filter_map(|i| match &b.graph.vertex(VertexId::new(i)).op {
+            Op::Exec(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
+    let first = runs
+        .iter()
+        .find(|e| e.args.last().unwrap() == "echo $X")
+        .unwrap();
+    // `ARG Y` without a value leaves the ENV's.
+    assert_eq!(first.env, ["PATH=/bin", "BASE=1", "Y=env", "X=arg"]);
+    let second = runs
+        .iter()
+        .find(|e| e.args.last().unwrap() == "true")
+        .unwrap();
+    assert_eq!(
+        second.env,
+        ["PATH=/bin", "BASE=1", "X=arg", "Z=given", "Y=last"]
+    );
+    let child = runs
+        .iter()
+        .find(|e| e.args.last().unwrap() == "child")
+        .unwrap();
+    // The config (X=env, Y=last, Z=arg's expansion) is set again over the parent's steps'.
+    assert_eq!(
+        child.env,
+        ["PATH=/bin", "BASE=1", "X=env", "Y=last", "Z=arg"]
+    );
+    assert_eq!(
+        b.image.config.env.as_deref().unwrap(),
+        ["PATH=/bin", "BASE=1", "X=env", "Y=last", "Z=arg"]
+    );
+    // The RUN history names each ARG once, where first declared, with the environment's value;
+    // the child's RUN names the parent's ARGs too.
+    let history: Vec<&str> = b
+        .image
+        .history
+        .iter()
+        .filter_map(|h| h.created_by.as_deref())
+        .filter(|c| c.starts_with("RUN") || c.starts_with("ARG"))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            "ARG X=arg",
+            "ARG Y",
+            "RUN |2 X=arg Y=env /bin/sh -c echo $X # buildkit",
+            "ARG Y=arg2 Z=given",
+            "RUN |3 X=arg Y=last Z=given /bin/sh -c true # buildkit",
+            "RUN |3 X=env Y=last Z=arg /bin/sh -c child # buildkit",
+        ]
+    );
+}
+
 #[test]
 fn env_workdir_user_reach_run_and_config() {
     let b = lower_str(
@@ -157,7 +226,8 @@ fn env_workdir_user_reach_run_and_config() {
     assert_eq!(run.args, ["/bin/sh", "-c", "echo $A"]);
     assert_eq!(run.cwd, "/app");
     assert_eq!(run.user, "1000");
-    assert_eq!(run.env, ["PATH=/bin", "BASE=1", "A=1", "B=1x", "V=1"]);
+    // In the order last set, as BuildKit's LLB state: the ARG came before the ENV.
+    assert_eq!(run.env, ["PATH=/bin", "BASE=1", "V=1", "A=1", "B=1x"]);
     let c = &b.image.config;
     assert_eq!(
         c.env.as_deref().unwrap(),
@@ -588,7 +658,7 @@ fn history_text_like_buildkit() {
     assert_eq!(
         h,
         [
-            "ARG V",
+            "ARG V=9",
             "ARG W=2",
             "EXPOSE map[53/udp:{} 80/tcp:{}]",
             "HEALTHCHECK &{[\"CMD-SHELL\" \"true\"] \"30s\" \"5s\" \"0s\" '\\x03'}",
