@@ -61,13 +61,55 @@ fn lint_reports_build_checks_in_text_and_json() {
 fn build_checks_fail_a_build_with_check_or_the_directive() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch AS Builder\n").unwrap();
-    let (code, _, err) = rbuild(&root, &["build", "--check", "."], dir.path());
-    assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("[StageNameCasing]") && err.contains("1 build check failed (--check)"),
-        "{err}"
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch AS Builder\nCOPY Dockerfile /\n",
+    )
+    .unwrap();
+    // --check (buildx's --call=check) checks and builds nothing.
+    for flags in [&["--check"][..], &["--call=check"], &["--call", "lint"]] {
+        let args: Vec<&str> = ["build"]
+            .iter()
+            .chain(flags)
+            .chain(&["."])
+            .copied()
+            .collect();
+        let (code, out, err) = rbuild(&root, &args, dir.path());
+        assert_eq!(code, 1, "{flags:?}: {err}");
+        assert!(
+            out.starts_with("Check complete, 1 warning has been found!\n")
+                && out.contains("[StageNameCasing]"),
+            "{out}"
+        );
+        // A build would name its steps on stderr (`[2/2] COPY Dockerfile /`).
+        assert!(!err.contains("COPY"), "it built: {err}");
+    }
+    let (code, out, _) = rbuild(
+        &root,
+        &["build", "--call=check,format=json", "."],
+        dir.path(),
     );
+    assert_eq!(code, 1);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["warnings"][0]["ruleName"], "StageNameCasing");
+    assert_eq!(
+        json["warnings"][0]["location"]["ranges"][0]["start"]["line"],
+        1
+    );
+    assert_eq!(json["sources"][0]["filename"], "Dockerfile");
+    let (code, _, _) = rbuild(
+        &root,
+        &["build", "--call=check,ignorestatus=true", "."],
+        dir.path(),
+    );
+    assert_eq!(code, 0);
+    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch AS builder\n").unwrap();
+    let (code, out, _) = rbuild(&root, &["build", "--check", "."], dir.path());
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "Check complete, no warnings found.\n")
+    );
+    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch AS Builder\n").unwrap();
     std::fs::write(
         dir.path().join("Dockerfile"),
         "# check=error=true\nFROM scratch AS Builder\n",
@@ -79,6 +121,54 @@ fn build_checks_fail_a_build_with_check_or_the_directive() {
         err.contains("1 build check failed (# check=error=true)"),
         "{err}"
     );
+}
+
+/// buildx's `--call=targets` and `--call=outline`: the stages with their doc comments, and what
+/// a target takes, as buildx prints them (and BuildKit's JSON).
+#[test]
+fn call_targets_and_outline_answer_as_buildx() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "# VERSION is the release\nARG VERSION=1.0\n# build compiles it\nFROM scratch AS build\n\
+         ARG MODE=release\nRUN --mount=type=secret,id=token,required=true make\n\
+         # release ships it\nFROM scratch AS release\nCOPY --from=build /out /\n",
+    )
+    .unwrap();
+    let (code, out, err) = rbuild(&root, &["build", "--call=targets", "."], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "TARGET            DESCRIPTION\nbuild             compiles it\nrelease (default) ships it\n"
+    );
+    let (code, out, err) = rbuild(
+        &root,
+        &["build", "--call=outline", "--build-arg", "MODE=debug", "."],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "TARGET:      release\nDESCRIPTION: ships it\n\n\
+         BUILD ARG   VALUE   DESCRIPTION\nMODE        debug   \n\n\
+         SECRET   REQUIRED\ntoken    true\n\n"
+    );
+    let (_, out, _) = rbuild(
+        &root,
+        &[
+            "build",
+            "--call=outline,format=json",
+            "--target",
+            "build",
+            ".",
+        ],
+        dir.path(),
+    );
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["name"], "build");
+    assert_eq!(json["args"][0]["name"], "MODE");
+    assert_eq!(json["secrets"][0]["required"], true);
 }
 
 #[test]

@@ -112,6 +112,10 @@ pub struct Instruction {
     pub end_line: usize,
     /// Heredocs the instruction opens, in order (RUN, COPY and ADD only).
     pub heredocs: Vec<Heredoc>,
+    /// The comment lines right before it (`#` and blanks stripped; an empty `#` line starts
+    /// afresh, parser directives are not comments), as BuildKit's `PrevComment`: a stage's or
+    /// ARG's description (`# name description`).
+    pub comments: Vec<String>,
 }
 
 /// A here-document: `<<EOF` on an instruction line and the lines up to `EOF`.

@@ -11,6 +11,7 @@ pub mod image;
 pub mod instructions;
 pub mod lint;
 pub mod mounts;
+pub mod outline;
 pub mod parser;
 pub mod platform;
 pub mod shell;

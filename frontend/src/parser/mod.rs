@@ -184,22 +184,23 @@ impl Parser {
             .push(Diagnostic::error(&self.file, span, message));
     }
 
-    fn possible_directive(&mut self, line: &str, offset: usize) {
+    /// Reads a parser directive at the top of the file; returns whether `line` was one.
+    fn possible_directive(&mut self, line: &str, offset: usize) -> bool {
         if self.directives_done {
-            return;
+            return false;
         }
         let Ok((_, (name, value))) = directive(line) else {
             self.directives_done = true;
-            return;
+            return false;
         };
         if value.is_empty() {
             self.directives_done = true;
-            return;
+            return false;
         }
         let name = name.to_ascii_lowercase();
         if !matches!(name.as_str(), "escape" | "syntax" | "check") {
             self.directives_done = true;
-            return;
+            return false;
         }
         let span = Some(Span::new(offset, offset + line.len()));
         if self.seen_directives.contains(&name) {
@@ -207,7 +208,7 @@ impl Parser {
                 span,
                 format!("only one {name} parser directive can be used"),
             );
-            return;
+            return true;
         }
         self.seen_directives.push(name.clone());
         match name.as_str() {
@@ -222,11 +223,17 @@ impl Parser {
             "syntax" => self.directives.syntax = Some(value.to_string()),
             _ => self.directives.check = Some(value.to_string()),
         }
+        true
     }
 
     /// BuildKit's `processLine`: trims the line break (and, for a first line, leading blanks),
-    /// looks for a directive and blanks out a comment. Returns the text and its file offset.
-    fn process_line<'a>(&mut self, line: &PhysicalLine<'a>, strip_left: bool) -> (&'a str, usize) {
+    /// looks for a directive and blanks out a comment. Returns the text, its file offset and
+    /// whether the line was a directive.
+    fn process_line<'a>(
+        &mut self,
+        line: &PhysicalLine<'a>,
+        strip_left: bool,
+    ) -> (&'a str, usize, bool) {
         let mut text = trim_newline(line.text);
         let mut offset = line.offset;
         if strip_left {
@@ -234,11 +241,11 @@ impl Parser {
             offset += text.len() - trimmed.len();
             text = trimmed;
         }
-        self.possible_directive(text, offset);
+        let directive = self.possible_directive(text, offset);
         if text.starts_with('#') {
-            return ("", offset);
+            return ("", offset, directive);
         }
-        (text, offset)
+        (text, offset, directive)
     }
 
     /// Removes a trailing escape character (and the blanks after it). Returns the text and
@@ -275,9 +282,20 @@ impl Parser {
         }
 
         let mut instructions = Vec::with_capacity(line_count / 2);
+        let mut comments: Vec<String> = Vec::new();
         let mut i = 0;
         while i < lines.len() {
-            let (text, offset) = self.process_line(&lines[i], true);
+            if is_comment(lines[i].text) {
+                let text = trim_newline(lines[i].text).trim_start_matches(is_space);
+                match text[1..].trim() {
+                    "" => comments.clear(),
+                    comment => comments.push(comment.to_string()),
+                }
+            }
+            let (text, offset, directive) = self.process_line(&lines[i], true);
+            if directive {
+                comments.pop();
+            }
             i += 1;
             let start_line = i;
             let (text, mut end_of_line) = self.trim_continuation(text);
@@ -289,7 +307,7 @@ impl Parser {
             let mut empty_continuation = None;
             while !end_of_line && i < lines.len() {
                 let raw = &lines[i];
-                let (text, offset) = self.process_line(raw, false);
+                let (text, offset, _) = self.process_line(raw, false);
                 i += 1;
                 if is_comment(raw.text) {
                     continue;
@@ -315,8 +333,10 @@ impl Parser {
                 instruction.end_line = i;
                 let span_end = lines[i - 1].offset + trim_newline(lines[i - 1].text).len();
                 instruction.span = Span::new(instruction.keyword_span.start, span_end);
+                instruction.comments = std::mem::take(&mut comments);
                 instructions.push(instruction);
             }
+            comments.clear();
         }
         instructions
     }
@@ -427,6 +447,7 @@ impl Parser {
                 start_line: 0,
                 end_line: 0,
                 heredocs: Vec::new(),
+                comments: Vec::new(),
             }),
             Err(message) => {
                 let span = if args_str.is_empty() {

@@ -3,6 +3,7 @@
 //! outputs of a finished build.
 
 mod cache;
+mod call;
 mod export;
 mod output;
 
@@ -104,9 +105,15 @@ pub struct BuildArgs {
     /// How many RUN steps may run at once [default: the number of CPUs]
     #[arg(short = 'j', long, value_name = "N")]
     pub jobs: Option<usize>,
-    /// Fail the build when a build check (see `rbuild lint`) finds something
+    /// Run the build checks (see `rbuild lint`) and build nothing, as buildx's --check
+    /// (same as --call=check)
     #[arg(long)]
     pub check: bool,
+    /// Ask instead of building, as buildx: `check` (the build checks), `outline` (the build
+    /// args, secrets and SSH agents the target takes), `targets` (the stages), each with
+    /// `,format=json` for BuildKit's JSON; `build` builds [default: build]
+    #[arg(long, value_name = "FUNC[,format=json]", value_parser = call::parse)]
+    pub call: Option<call::Call>,
     /// A secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
@@ -320,8 +327,8 @@ fn report_load(session: &Session, loaded: &Loaded) {
 }
 
 /// Prints the lowering's warnings (each platform's, each once); returns whether the build
-/// must stop because a build check failed (`--check`, `# check=error=true`).
-fn report_warnings(session: &Session, builds: &[Build], check: bool) -> bool {
+/// must stop because a build check failed (`# check=error=true`).
+fn report_warnings(session: &Session, builds: &[Build]) -> bool {
     let mut warnings: Vec<Diagnostic> = Vec::new();
     for d in builds.iter().flat_map(|b| &b.warnings) {
         if !warnings
@@ -333,15 +340,10 @@ fn report_warnings(session: &Session, builds: &[Build], check: bool) -> bool {
     }
     session.diagnostics(&warnings);
     let findings = warnings.iter().filter(|d| d.rule.is_some()).count();
-    if findings > 0 && (check || builds.iter().any(|b| b.failing_checks)) {
+    if findings > 0 && builds.iter().any(|b| b.failing_checks) {
         eprintln!(
-            "error: {findings} build check{} failed ({})",
+            "error: {findings} build check{} failed (# check=error=true)",
             if findings == 1 { "" } else { "s" },
-            if check {
-                "--check"
-            } else {
-                "# check=error=true"
-            }
         );
         return true;
     }
@@ -444,6 +446,15 @@ fn step_failure(
 
 /// Runs a build; returns the process exit code.
 pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
+    let check = call::Call {
+        func: call::Func::Check,
+        json: false,
+        ignore_status: false,
+    };
+    match args.call.or(args.check.then_some(check)) {
+        Some(c) if c.func != call::Func::Build => return call::answer(global, &args, c),
+        _ => {}
+    }
     let mode = if args.quiet {
         Mode::Quiet
     } else {
@@ -486,7 +497,7 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
             return Ok(1);
         }
     };
-    if report_warnings(&session, &builds, args.check) {
+    if report_warnings(&session, &builds) {
         return Ok(1);
     }
     let mut imported = caches.import(&session, &loaded, &state, &registry, &runtime);
