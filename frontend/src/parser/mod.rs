@@ -145,6 +145,41 @@ fn is_comment(line: &str) -> bool {
         .starts_with('#')
 }
 
+/// The Dockerfile syntax rbuild implements, as `# syntax=` names it.
+pub const IMPLEMENTED_SYNTAX: &str = "docker/dockerfile:1";
+
+/// For a `# syntax=` value that names another frontend than the stable Dockerfile syntax
+/// (`docker/dockerfile`, `:1`, `:1.N`, `:1.N.M`, with or without `docker.io/` and a digest),
+/// what to tell the user; `None` for the ones rbuild implements.
+fn foreign_syntax(value: &str) -> Option<String> {
+    let image = value.split('@').next().unwrap_or(value);
+    let image = image
+        .strip_prefix("docker.io/")
+        .or_else(|| image.strip_prefix("index.docker.io/"))
+        .unwrap_or(image);
+    let tag = match image.split_once(':') {
+        None if image == "docker/dockerfile" => return None,
+        Some(("docker/dockerfile", tag)) => tag,
+        _ => {
+            return Some(format!(
+                "{value} is another frontend: its own syntax and features are not available; \
+                 remove the line or build with BuildKit"
+            ));
+        }
+    };
+    let stable = tag == "1"
+        || tag.strip_prefix("1.").is_some_and(|rest| {
+            rest.split('.')
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        });
+    (!stable).then(|| {
+        format!(
+            "docker/dockerfile:{tag} is not the stable syntax (labs, upcoming or an old \
+             version): what it adds to {IMPLEMENTED_SYNTAX} is not available"
+        )
+    })
+}
+
 /// `# name = value` at the top of the file.
 fn directive(line: &str) -> IResult<&str, (&str, &str)> {
     let (rest, (_, _, first, tail, _, _, _)) = (
@@ -220,7 +255,18 @@ impl Parser {
                     format!("invalid escape token '{other}' does not match ` or \\"),
                 ),
             },
-            "syntax" => self.directives.syntax = Some(value.to_string()),
+            "syntax" => {
+                if let Some(help) = foreign_syntax(value) {
+                    let message = format!(
+                        "# syntax={value}: rbuild does not run frontend images; it builds this \
+                         Dockerfile with its own implementation of the Dockerfile syntax \
+                         {IMPLEMENTED_SYNTAX}"
+                    );
+                    self.diagnostics
+                        .push(Diagnostic::warning(&self.file, span, message).with_help(help));
+                }
+                self.directives.syntax = Some(value.to_string());
+            }
             _ => self.directives.check = Some(value.to_string()),
         }
         true
@@ -588,6 +634,37 @@ mod tests {
 
     fn parse_str(s: &str) -> Parsed {
         parse(&SourceFile::new("Dockerfile", s.as_bytes()))
+    }
+
+    #[test]
+    fn a_syntax_directive_naming_another_frontend_is_a_warning() {
+        for ours in [
+            "docker/dockerfile:1",
+            "docker/dockerfile:1.7",
+            "docker.io/docker/dockerfile:1.4.3",
+            "docker/dockerfile",
+            "docker/dockerfile:1@sha256:abc",
+        ] {
+            let p = parse_str(&format!("# syntax={ours}\nFROM x\n"));
+            assert!(p.diagnostics.is_empty(), "{ours}: {:?}", p.diagnostics);
+        }
+        for foreign in ["docker/dockerfile:1-labs", "tonistiigi/dockerfile:x", "docker/dockerfile:0.9"] {
+            let p = parse_str(&format!("# syntax={foreign}\nFROM x\n"));
+            assert!(!p.has_errors());
+            let d = &p.diagnostics[0];
+            assert!(d.message.contains(foreign), "{}", d.message);
+            assert!(d.message.contains("docker/dockerfile:1"), "{}", d.message);
+            assert_eq!(d.span.map(|s| s.start), Some(0), "at the directive");
+        }
+    }
+
+    #[test]
+    fn comments_before_an_instruction_are_kept() {
+        let p = parse_str("# syntax=docker/dockerfile:1\n# a\n\n#   b  \nFROM x\n# c\n#\n# d\nRUN \\\n# not kept\n  true\nRUN x\n");
+        let ins = &p.dockerfile.instructions;
+        assert_eq!(ins[0].comments, ["a", "b"]);
+        assert_eq!(ins[1].comments, ["d"], "an empty comment starts afresh");
+        assert!(ins[2].comments.is_empty(), "comments inside a continuation are not");
     }
 
     #[test]
