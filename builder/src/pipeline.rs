@@ -72,6 +72,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct BuildRequest {
     /// The Dockerfile, as the user named it (messages show it so, without a leading `./`).
     pub dockerfile: PathBuf,
+    /// The Dockerfile's name in messages, when not its path (stdin, a URL).
+    pub dockerfile_name: Option<String>,
     /// The build context directory (made absolute by [`BuildRequest::load`]).
     pub context: PathBuf,
     /// Build args (see [`parse_build_args`]).
@@ -176,8 +178,9 @@ impl BuildRequest {
         }
         let started = Instant::now();
         let bytes = read_dockerfile(&self.dockerfile)?;
-        let name = self.dockerfile.to_string_lossy();
-        let file = SourceFile::new(name.strip_prefix("./").unwrap_or(&name), &bytes);
+        let path = self.dockerfile.to_string_lossy();
+        let name = self.dockerfile_name.as_deref().unwrap_or(&path);
+        let file = SourceFile::new(name.strip_prefix("./").unwrap_or(name), &bytes);
         let read = started.elapsed();
         let started = Instant::now();
         let (ignore_file, dockerignore) =

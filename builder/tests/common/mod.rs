@@ -7,7 +7,7 @@ mod checks;
 #[allow(unused_imports)]
 pub use checks::*;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -149,6 +149,17 @@ impl Env {
         for (k, v) in envs {
             c.env(k, v);
         }
+        let out = assert_cmd::Command::from_std(c)
+            .write_stdin(stdin)
+            .output()
+            .expect("running rbuild");
+        run_of(out)
+    }
+
+    /// Runs rbuild with these bytes on stdin.
+    pub fn rbuild_stdin(&self, args: &[&str], stdin: Vec<u8>) -> Run {
+        let mut c = self.command();
+        c.args(args);
         let out = assert_cmd::Command::from_std(c)
             .write_stdin(stdin)
             .output()
@@ -877,4 +888,51 @@ fn proxy_one(
     }
     // The other direction's thread holds a clone of the socket: end it for both.
     let _ = client.shutdown(std::net::Shutdown::Both);
+}
+
+/// `python3 -m http.server` on loopback, serving `dir`; killed on drop.
+pub struct HttpServer {
+    child: std::process::Child,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl HttpServer {
+    /// Starts serving `dir`.
+    pub fn start(dir: &Path) -> HttpServer {
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 (Debian package python3) serves files for this test");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
+        let port = line
+            .split("port ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        HttpServer { child, port }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

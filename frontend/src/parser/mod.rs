@@ -648,7 +648,11 @@ mod tests {
             let p = parse_str(&format!("# syntax={ours}\nFROM x\n"));
             assert!(p.diagnostics.is_empty(), "{ours}: {:?}", p.diagnostics);
         }
-        for foreign in ["docker/dockerfile:1-labs", "tonistiigi/dockerfile:x", "docker/dockerfile:0.9"] {
+        for foreign in [
+            "docker/dockerfile:1-labs",
+            "tonistiigi/dockerfile:x",
+            "docker/dockerfile:0.9",
+        ] {
             let p = parse_str(&format!("# syntax={foreign}\nFROM x\n"));
             assert!(!p.has_errors());
             let d = &p.diagnostics[0];
@@ -660,11 +664,16 @@ mod tests {
 
     #[test]
     fn comments_before_an_instruction_are_kept() {
-        let p = parse_str("# syntax=docker/dockerfile:1\n# a\n\n#   b  \nFROM x\n# c\n#\n# d\nRUN \\\n# not kept\n  true\nRUN x\n");
+        let p = parse_str(
+            "# syntax=docker/dockerfile:1\n# a\n\n#   b  \nFROM x\n# c\n#\n# d\nRUN \\\n# not kept\n  true\nRUN x\n",
+        );
         let ins = &p.dockerfile.instructions;
         assert_eq!(ins[0].comments, ["a", "b"]);
         assert_eq!(ins[1].comments, ["d"], "an empty comment starts afresh");
-        assert!(ins[2].comments.is_empty(), "comments inside a continuation are not");
+        assert!(
+            ins[2].comments.is_empty(),
+            "comments inside a continuation are not"
+        );
     }
 
     #[test]

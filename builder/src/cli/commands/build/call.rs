@@ -72,9 +72,15 @@ pub fn parse(value: &str) -> Result<Call> {
 }
 
 /// Answers a `--call` other than `build`; returns the exit code.
-pub fn answer(global: &Global, args: &BuildArgs, call: Call) -> Result<i32> {
+pub fn answer(
+    global: &Global,
+    args: &BuildArgs,
+    call: Call,
+    dockerfile_name: Option<&str>,
+) -> Result<i32> {
     let mut request = BuildRequest {
         target: args.target.clone(),
+        dockerfile_name: dockerfile_name.map(str::to_string),
         // Without a target, the checks look at every stage (BuildKit's lint does).
         all_stages: call.func == Func::Check && args.target.is_none(),
         ..BuildRequest::new(args.file.as_deref(), &args.context, &args.build_args)

@@ -4,6 +4,7 @@
 
 mod cache;
 mod call;
+mod context;
 mod export;
 mod output;
 
@@ -143,7 +144,9 @@ pub struct BuildArgs {
     /// Grant an entitlement to the Dockerfile: `network.host` (for `RUN --network=host`)
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
     pub allow: Vec<String>,
-    /// The build context directory
+    /// The build context: a directory, `-` (a tar archive on stdin, or a Dockerfile alone), an
+    /// `https://` URL of a tarball, or a git repository (`https://host/repo.git#ref:dir`,
+    /// `git@host:repo`); `-f -` reads the Dockerfile from stdin
     #[arg(value_name = "CONTEXT")]
     pub context: PathBuf,
 }
@@ -212,8 +215,9 @@ impl Session {
     }
 }
 
-/// The pipeline's request for `rbuild build`'s arguments.
-fn request(args: &BuildArgs) -> Result<BuildRequest> {
+/// The pipeline's request for `rbuild build`'s arguments (`dockerfile_name`: the Dockerfile's
+/// name in messages when it is not a file of this machine).
+fn request(args: &BuildArgs, dockerfile_name: Option<&str>) -> Result<BuildRequest> {
     // --platform: none (the machine's), one, or several (a multi-platform index).
     let platforms: Vec<Option<Platform>> = match args.platform.as_deref() {
         None => vec![None],
@@ -235,6 +239,7 @@ fn request(args: &BuildArgs) -> Result<BuildRequest> {
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         jobs: args.jobs,
+        dockerfile_name: dockerfile_name.map(str::to_string),
         ..BuildRequest::new(args.file.as_deref(), &args.context, &args.build_args)
     })
 }
@@ -445,14 +450,19 @@ fn step_failure(
 }
 
 /// Runs a build; returns the process exit code.
-pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
+pub fn run(global: &Global, mut args: BuildArgs) -> Result<i32> {
+    // A context from stdin, a URL or git is fetched into a directory that lives until the end.
+    let source = context::resolve(&args.context, args.file.as_deref())?;
+    args.context = source.context.clone();
+    args.file = source.dockerfile.clone();
+    let name = source.dockerfile_name.as_deref();
     let check = call::Call {
         func: call::Func::Check,
         json: false,
         ignore_status: false,
     };
     match args.call.or(args.check.then_some(check)) {
-        Some(c) if c.func != call::Func::Build => return call::answer(global, &args, c),
+        Some(c) if c.func != call::Func::Build => return call::answer(global, &args, c, name),
         _ => {}
     }
     let mode = if args.quiet {
@@ -460,7 +470,7 @@ pub fn run(global: &Global, args: BuildArgs) -> Result<i32> {
     } else {
         args.progress
     };
-    let mut request = request(&args)?;
+    let mut request = request(&args, name)?;
     let provided = provided(&args)?;
     let tags = args
         .tags

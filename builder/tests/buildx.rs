@@ -1,0 +1,259 @@
+//! End to end, what `docker buildx build` takes that a plain directory build does not: the
+//! Dockerfile on stdin (`-f -`), a context on stdin (`-`: a tarball, or a Dockerfile alone), a
+//! context from an HTTP URL (tarball or Dockerfile) and from a git server (`git daemon` on
+//! loopback, with a branch, a tag, a commit and a subdirectory). Needs root.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A tar.gz of `dir`'s contents.
+fn tarball(dir: &Path) -> Vec<u8> {
+    let out = Command::new("tar")
+        .args(["-C"])
+        .arg(dir)
+        .args(["-czf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// Builds `args` into a local directory and returns the content of `file` in it.
+fn built_file(env: &Env, args: &[&str], stdin: Vec<u8>, file: &str) -> String {
+    let dest = env.path("out");
+    let _ = std::fs::remove_dir_all(&dest);
+    let output = format!("type=local,dest={}", dest.display());
+    let mut all = vec!["build", "-o", &output];
+    all.extend_from_slice(args);
+    let r = env.rbuild_stdin(&all, stdin).ok();
+    std::fs::read_to_string(dest.join(file)).unwrap_or_else(|e| panic!("{file}: {e}\n{}", r.stderr))
+}
+
+#[test]
+fn dockerfiles_and_contexts_on_stdin() {
+    require_root!();
+    let env = Env::new();
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY hello.txt /from-file\n"),
+            ("hello.txt", "hello\n"),
+            (
+                "sub/Other.Dockerfile",
+                "FROM scratch\nCOPY hello.txt /other\n",
+            ),
+        ],
+    );
+    let ctx_arg = ctx.to_str().unwrap();
+    // -f -: the Dockerfile from stdin, the context a directory.
+    let stdin = b"FROM scratch\nCOPY hello.txt /from-stdin\n".to_vec();
+    assert_eq!(
+        built_file(&env, &["-f", "-", ctx_arg], stdin, "from-stdin"),
+        "hello\n"
+    );
+    // -: a tarball is the context, its Dockerfile (or -f's, inside it) the Dockerfile.
+    let tar = tarball(&ctx);
+    assert_eq!(
+        built_file(&env, &["-"], tar.clone(), "from-file"),
+        "hello\n"
+    );
+    let args = ["-f", "sub/Other.Dockerfile", "-"];
+    assert_eq!(built_file(&env, &args, tar, "other"), "hello\n");
+    // -: anything else is the Dockerfile, with an empty context.
+    let alone = b"FROM scratch\nCOPY <<EOF /inline\nmade\nEOF\n".to_vec();
+    assert_eq!(built_file(&env, &["-"], alone, "inline"), "made\n");
+    let r = env.rbuild_stdin(
+        &["build", "-"],
+        b"FROM scratch\nCOPY hello.txt /\n".to_vec(),
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("hello.txt"), "{}", r.stderr);
+    // Errors name the Dockerfile as Docker does for stdin, not a temporary path.
+    let r = env.rbuild_stdin(&["build", "-"], b"FROM scratch\nRUN\n".to_vec());
+    assert!(r.stderr.contains("Dockerfile:2:1"), "{}", r.stderr);
+    assert!(!r.stderr.contains("rbuild-context-"), "{}", r.stderr);
+    let r = env.rbuild_stdin(&["build", "-f", "-", "-"], Vec::new());
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("can't use stdin for both"),
+        "{}",
+        r.stderr
+    );
+    // Nothing fetched is left behind.
+    let tmp = env.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut c = env.command();
+    c.args(["build", "-q", "-"]).env("TMPDIR", &tmp);
+    let out = assert_cmd::Command::from_std(c)
+        .write_stdin(tarball(&ctx))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "a leftover in TMPDIR"
+    );
+}
+
+#[test]
+fn contexts_from_an_http_url() {
+    require_root!();
+    let env = Env::new();
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY hello.txt /from-url\n"),
+            ("hello.txt", "over http\n"),
+        ],
+    );
+    let served = env.path("served");
+    std::fs::create_dir_all(&served).unwrap();
+    std::fs::write(served.join("ctx.tar.gz"), tarball(&ctx)).unwrap();
+    std::fs::write(
+        served.join("Dockerfile"),
+        "FROM scratch\nCOPY <<EOF /alone\nno context\nEOF\n",
+    )
+    .unwrap();
+    let server = HttpServer::start(&served);
+    let url = format!("http://127.0.0.1:{}/ctx.tar.gz", server.port);
+    assert_eq!(built_file(&env, &[&url], vec![], "from-url"), "over http\n");
+    let url = format!("http://127.0.0.1:{}/Dockerfile", server.port);
+    assert_eq!(built_file(&env, &[&url], vec![], "alone"), "no context\n");
+    let url = format!("http://127.0.0.1:{}/missing.tar", server.port);
+    let r = env.rbuild(&["build", &url]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("404") && r.stderr.contains(&url),
+        "{}",
+        r.stderr
+    );
+}
+
+/// `git daemon` serving the repositories under a directory, on a free loopback port.
+struct GitDaemon {
+    child: Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn start(base: &Path) -> GitDaemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // `git daemon` would run git-daemon as its child, which killing `git` leaves serving.
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .expect("git (Debian package git)");
+        let exec_path = String::from_utf8_lossy(&exec_path.stdout)
+            .trim()
+            .to_string();
+        let child = Command::new(Path::new(&exec_path).join("git-daemon"))
+            .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon (Debian package git)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "git daemon did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        GitDaemon { child, port }
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs git in `dir` with a fixed identity.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "protocol.file.allow=always",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A repository with two commits on `main` (the first tagged `v1`), a branch `feature`, and a
+/// subdirectory with its own Dockerfile.
+fn repository(base: &Path) -> String {
+    let repo = base.join("app.git");
+    std::fs::create_dir_all(repo.join("sub")).unwrap();
+    git(&repo, &["init", "-q"]);
+    std::fs::write(repo.join("Dockerfile"), "FROM scratch\nCOPY version /\n").unwrap();
+    std::fs::write(repo.join("version"), "one\n").unwrap();
+    std::fs::write(repo.join("sub/Dockerfile"), "FROM scratch\nCOPY part /\n").unwrap();
+    std::fs::write(repo.join("sub/part"), "sub one\n").unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "one"]);
+    git(&repo, &["tag", "v1"]);
+    let first = git(&repo, &["rev-parse", "HEAD"]);
+    git(&repo, &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(repo.join("version"), "feature\n").unwrap();
+    git(&repo, &["commit", "-q", "-am", "feature"]);
+    git(&repo, &["checkout", "-q", "main"]);
+    std::fs::write(repo.join("version"), "two\n").unwrap();
+    git(&repo, &["commit", "-q", "-am", "two"]);
+    first
+}
+
+#[test]
+fn contexts_from_a_git_server() {
+    require_root!();
+    let env = Env::new();
+    let base = env.path("git");
+    let first = repository(&base);
+    let daemon = GitDaemon::start(&base);
+    let url = format!("git://127.0.0.1:{}/app.git", daemon.port);
+    let at = |fragment: &str| format!("{url}{fragment}");
+    assert_eq!(built_file(&env, &[&url], vec![], "version"), "two\n");
+    assert_eq!(built_file(&env, &[&at("#v1")], vec![], "version"), "one\n");
+    assert_eq!(
+        built_file(&env, &[&at("#feature")], vec![], "version"),
+        "feature\n"
+    );
+    assert_eq!(
+        built_file(&env, &[&at(&format!("#{first}"))], vec![], "version"),
+        "one\n"
+    );
+    assert_eq!(
+        built_file(&env, &[&at("#main:sub")], vec![], "part"),
+        "sub one\n"
+    );
+    let r = env.rbuild(&["build", &at("#no-such-branch")]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("no-such-branch"), "{}", r.stderr);
+}
