@@ -89,6 +89,10 @@ pub struct BuildRequest {
     pub network: NetworkMode,
     /// The `network.host` entitlement.
     pub allow_network_host: bool,
+    /// `--add-host`, `--ulimit`, `--shm-size`, `--cgroup-parent`.
+    pub limits: rbuild_solver::ExecLimits,
+    /// The `security.insecure` entitlement (`RUN --security=insecure`).
+    pub allow_insecure: bool,
     /// `--no-cache`.
     pub no_cache: bool,
     /// `--no-cache-filter`: stages whose steps run even when cached.
@@ -221,6 +225,8 @@ impl BuildRequest {
                 multi_platform: multi,
                 network: self.network,
                 allow_network_host: self.allow_network_host,
+                limits: self.limits.clone(),
+                allow_insecure: self.allow_insecure,
             };
             builds.push(lower(&loaded.parsed.dockerfile, &options, resolver)?);
         }

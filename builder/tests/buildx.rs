@@ -1,7 +1,9 @@
 //! End to end, what `docker buildx build` takes that a plain directory build does not: the
 //! Dockerfile on stdin (`-f -`), a context on stdin (`-`: a tarball, or a Dockerfile alone), a
 //! context from an HTTP URL (tarball or Dockerfile) and from a git server (`git daemon` on
-//! loopback, with a branch, a tag, a commit and a subdirectory). Needs root.
+//! loopback, with a branch, a tag, a commit and a subdirectory); the sandbox flags (`--add-host`,
+//! `--ulimit`, `--shm-size`, `--cgroup-parent`, `--allow security.insecure`) and outputs buildx
+//! has (`-o type=cacheonly`). Needs root.
 
 mod common;
 
@@ -256,4 +258,130 @@ fn contexts_from_a_git_server() {
     let r = env.rbuild(&["build", &at("#no-such-branch")]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("no-such-branch"), "{}", r.stderr);
+}
+
+#[test]
+fn sandbox_flags_reach_run_steps() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox\n\
+             RUN grep db.internal /etc/hosts > /hosts && ulimit -n > /nofile && \\\n\
+             df -k /dev/shm | tail -n 1 | awk '{print $2}' > /shm && cat /proc/self/cgroup > /cgroup\n\
+             RUN --security=insecure cat /proc/self/status | grep CapEff > /caps\n",
+        )],
+    );
+    let ctx = ctx.to_str().unwrap();
+    let mut flags = vec![
+        "--add-host",
+        "db.internal:10.1.2.3",
+        "--ulimit",
+        "nofile=512:1024",
+        "--shm-size",
+        "8m",
+        "--annotation",
+        "org.example=1",
+    ];
+    let cgroup = ["--cgroup-parent", "rbuild-buildx-test"];
+    if rootless_pass() {
+        // Only a cgroup delegated to the user can be used; the error says so.
+        let mut args = vec!["build", "--allow", "security.insecure"];
+        args.extend(cgroup);
+        args.push(ctx);
+        let r = env.rbuild(&args);
+        assert!(
+            r.code != 0 && r.stderr.contains("delegated to the user"),
+            "{}",
+            r.stderr
+        );
+    } else {
+        flags.extend(cgroup);
+    }
+    // Without the entitlement, the privileged step is refused where it is written.
+    let mut args = vec!["build"];
+    args.extend(&flags);
+    args.push(ctx);
+    let r = env.rbuild(&args);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("Dockerfile:4:5") && r.stderr.contains("security.insecure"),
+        "{}",
+        r.stderr
+    );
+    let mut args = flags.clone();
+    args.extend(["--allow", "security.insecure", ctx]);
+    let read = |file: &str| built_file(&env, &args, vec![], file);
+    assert_eq!(read("hosts"), "10.1.2.3\tdb.internal\n");
+    assert_eq!(read("nofile"), "512\n");
+    assert_eq!(read("shm"), "8192\n");
+    if !rootless_pass() {
+        let cgroups = read("cgroup");
+        assert!(
+            cgroups.contains("/rbuild-buildx-test/rbuild-step-"),
+            "{cgroups}"
+        );
+    }
+    // Every capability: a privileged step, as BuildKit's.
+    let caps = read("caps");
+    let effective = u64::from_str_radix(caps.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    assert!(effective.count_ones() > 30, "{caps}");
+    // Bad values are refused as Docker refuses them.
+    for (flag, value, says) in [
+        ("--add-host", "db:not-an-ip", "invalid IP address"),
+        ("--ulimit", "nofile=9:1", "soft limit"),
+        ("--shm-size", "lots", "invalid --shm-size"),
+        ("--allow", "everything", "unknown entitlement"),
+    ] {
+        let r = env.rbuild(&["build", flag, value, ctx]);
+        assert!(
+            r.code != 0 && r.stderr.contains(says),
+            "{flag} {value}: {}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn a_cacheonly_output_builds_and_keeps_nothing_but_the_cache() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox\nRUN echo built > /f\n",
+        )],
+    );
+    let ctx = ctx.to_str().unwrap();
+    let names = || -> Vec<String> {
+        let out = env.rbuild(&["images", "--format", "json"]).ok().stdout;
+        out.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!("{}:{}", v["Repository"], v["Tag"])
+            })
+            .collect()
+    };
+    let before = names();
+    let r = env
+        .rbuild(&["build", "-o", "type=cacheonly", "-t", "named:1", ctx])
+        .ok();
+    assert!(r.stderr.contains("RUN echo built"), "{}", r.stderr);
+    assert_eq!(names(), before, "no image was stored");
+    // The steps are cached for the next build.
+    let r = env.rbuild(&["build", "--progress=plain", ctx]).ok();
+    let progress = Progress::parse(&r.stderr);
+    assert!(
+        progress
+            .cached_steps()
+            .iter()
+            .any(|s| s.contains("RUN echo built")),
+        "{}",
+        r.stderr
+    );
 }

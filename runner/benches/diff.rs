@@ -73,6 +73,8 @@ fn bench(c: &mut Criterion) {
             stdio: Stdio::Capture,
             dev_files: vec![],
             mounts: vec![],
+            limits: Default::default(),
+            privileged: false,
         };
         let exit = sandbox::run(
             &Rootfs {

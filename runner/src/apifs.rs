@@ -52,8 +52,14 @@ pub(crate) fn mount_err(what: &str, target: &Path, e: Errno) -> String {
 }
 
 /// Mounts `/proc`, `/dev` (with `dev_files`: path under `/dev`, content, mode) and `/sys` under
-/// `root`, then masks and write-protects the kernel's interfaces in them.
-pub(crate) fn mount_all(root: &Path, dev_files: &[(String, Vec<u8>, u32)]) -> Result<(), String> {
+/// `root`, then masks and write-protects the kernel's interfaces in them (unless
+/// `privileged`).
+pub(crate) fn mount_all(
+    root: &Path,
+    dev_files: &[(String, Vec<u8>, u32)],
+    shm_size: u64,
+    privileged: bool,
+) -> Result<(), String> {
     let none: Option<&str> = None;
     let proc_dir = root.join("proc");
     mount(
@@ -64,20 +70,33 @@ pub(crate) fn mount_all(root: &Path, dev_files: &[(String, Vec<u8>, u32)]) -> Re
         none,
     )
     .map_err(|e| mount_err("proc", &proc_dir, e))?;
-    mount_dev(root, dev_files)?;
+    mount_dev(root, dev_files, shm_size)?;
     let sys = root.join("sys");
     let _ = mount(
         Some("sysfs"),
         &sys,
         Some("sysfs"),
-        NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY,
+        match privileged {
+            true => NOSUID_NODEV_NOEXEC,
+            false => NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY,
+        },
         none,
     );
+    // A privileged step (RUN --security=insecure, allowed by the user) sees the kernel's
+    // interfaces as Docker's --privileged does.
+    if privileged {
+        return Ok(());
+    }
     protect(root)
 }
 
-/// `/dev`: a tmpfs with the host's harmless devices bind-mounted, devpts, shm and mqueue.
-fn mount_dev(root: &Path, dev_files: &[(String, Vec<u8>, u32)]) -> Result<(), String> {
+/// `/dev`: a tmpfs with the host's harmless devices bind-mounted, devpts, shm (of `shm_size`
+/// bytes) and mqueue.
+fn mount_dev(
+    root: &Path,
+    dev_files: &[(String, Vec<u8>, u32)],
+    shm_size: u64,
+) -> Result<(), String> {
     let none: Option<&str> = None;
     let dev = root.join("dev");
     mount(
@@ -117,7 +136,7 @@ fn mount_dev(root: &Path, dev_files: &[(String, Vec<u8>, u32)]) -> Result<(), St
         &dev.join("shm"),
         Some("tmpfs"),
         NOSUID_NODEV_NOEXEC,
-        Some("mode=1777,size=65536k"),
+        Some(&*format!("mode=1777,size={shm_size}")),
     )
     .map_err(|e| mount_err("shm", &dev.join("shm"), e))?;
     // mqueue and sysfs are conveniences; a kernel without them still runs most builds.

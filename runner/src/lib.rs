@@ -9,6 +9,7 @@ pub mod apifs;
 pub mod diff;
 pub mod extract;
 pub mod fileop;
+pub mod limits;
 pub mod native;
 pub mod network;
 pub mod sandbox;

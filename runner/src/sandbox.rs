@@ -96,6 +96,12 @@ pub struct Process {
     pub dev_files: Vec<(String, Vec<u8>, u32)>,
     /// Mounts (RUN `--mount`), made in order, so a later one may be inside an earlier one.
     pub mounts: Vec<Mount>,
+    /// Extra hosts, resource limits, `/dev/shm`'s size, a parent cgroup (see
+    /// [`crate::limits`]).
+    pub limits: rbuild_solver::ExecLimits,
+    /// Privileged (`RUN --security=insecure`): every capability, no seccomp filter, `/proc`
+    /// and `/sys` not masked or read-only.
+    pub privileged: bool,
 }
 
 /// A mount in the sandbox. Its mount point is provided by a per-run stub layer under the root
@@ -208,6 +214,8 @@ struct Prepared {
     scratch: Vec<Upper>,
     /// The seccomp filter (see [`crate::sys::seccomp`]).
     seccomp: Vec<libc::sock_filter>,
+    /// `cgroup.procs` of the step's cgroups (`--cgroup-parent`), which the sandbox joins.
+    cgroup_procs: Vec<PathBuf>,
 }
 
 /// What kind of mount point a mount needs.
@@ -312,7 +320,8 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
     std::fs::write(
         &hosts,
         format!(
-            "127.0.0.1\tlocalhost {BUILD_HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            "127.0.0.1\tlocalhost {BUILD_HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n{}",
+            crate::limits::hosts_lines(&process.limits)
         ),
     )
     .map_err(|e| err("writing /etc/hosts", e))?;
@@ -437,6 +446,7 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
         files_dir,
         scratch,
         seccomp: crate::sys::seccomp::default_filter(),
+        cgroup_procs: Vec::new(),
     })
 }
 
@@ -451,7 +461,19 @@ pub fn run(
     cancel: &AtomicBool,
 ) -> Result<Exit, SandboxError> {
     let mut prepared = prepare(rootfs, process, run_dir)?;
+    // Dropped after the step's processes are gone, which empties it.
+    let cgroup = match &process.limits.cgroup_parent {
+        Some(parent) => {
+            Some(crate::limits::StepCgroup::create(parent).map_err(SandboxError::Prepare)?)
+        }
+        None => None,
+    };
+    prepared.cgroup_procs = cgroup
+        .as_ref()
+        .map(crate::limits::StepCgroup::procs)
+        .unwrap_or_default();
     let result = run_prepared(rootfs, process, &prepared, on_output, cancel);
+    drop(cgroup);
     for upper in prepared.scratch.drain(..) {
         let _ = rootfs.snapshots.discard(upper);
     }
@@ -645,6 +667,10 @@ fn intermediate(
     if nix::unistd::getppid() != parent {
         return 1;
     }
+    // Before anything forks, so every process of the step is in it.
+    if let Err(e) = crate::limits::join(&prepared.cgroup_procs) {
+        return report(err_fd, &e);
+    }
     if let Some((out, err)) = io {
         let null = match std::fs::File::open("/dev/null") {
             Ok(f) => f,
@@ -730,7 +756,11 @@ fn setup_and_exec(prepared: &Prepared, process: &Process, err_fd: i32) -> Result
         .map_err(|e| mount_err("the root filesystem", root, e))?,
     }
 
-    crate::apifs::mount_all(root, &process.dev_files)?;
+    let shm_size = process
+        .limits
+        .shm_size
+        .unwrap_or(crate::limits::DEFAULT_SHM_SIZE);
+    crate::apifs::mount_all(root, &process.dev_files, shm_size, process.privileged)?;
     for (source, name) in [
         (&prepared.hosts, "etc/hosts"),
         (&prepared.resolv, "etc/resolv.conf"),
@@ -779,9 +809,14 @@ fn setup_and_exec(prepared: &Prepared, process: &Process, err_fd: i32) -> Result
             .map_err(|e| format!("creating the working directory {cwd}: {e}"))?;
     }
     // Docker's capabilities and a seccomp filter (see `sys::seccomp`), while still root.
-    crate::sys::seccomp::limit_capabilities().map_err(|e| format!("limiting capabilities: {e}"))?;
-    crate::sys::seccomp::install(&prepared.seccomp)
-        .map_err(|e| format!("installing the seccomp filter: {e}"))?;
+    // While still root: raising a hard limit needs CAP_SYS_RESOURCE.
+    crate::limits::apply_ulimits(&process.limits.ulimits)?;
+    if !process.privileged {
+        crate::sys::seccomp::limit_capabilities()
+            .map_err(|e| format!("limiting capabilities: {e}"))?;
+        crate::sys::seccomp::install(&prepared.seccomp)
+            .map_err(|e| format!("installing the seccomp filter: {e}"))?;
+    }
     let groups: Vec<Gid> = user.groups.iter().map(|&g| Gid::from_raw(g)).collect();
     // A user namespace that maps only the user's own ids denies setgroups (the process keeps
     // no supplementary groups then, as with rootless Podman without subordinate ids).

@@ -95,6 +95,19 @@ fn run_with_mounts(
     cancel: Arc<AtomicBool>,
     mounts: Vec<Mount>,
 ) -> Result<Run, sandbox::SandboxError> {
+    let limits = rbuild_solver::ExecLimits::default();
+    run_with(dir, script, user, network, cancel, mounts, &limits)
+}
+
+fn run_with(
+    dir: &Path,
+    script: &str,
+    user: &str,
+    network: Network,
+    cancel: Arc<AtomicBool>,
+    mounts: Vec<Mount>,
+    limits: &rbuild_solver::ExecLimits,
+) -> Result<Run, sandbox::SandboxError> {
     let s = open_snapshots(&dir.join("snapshots"));
     let layers = vec![busybox_layer(&s)];
     let upper = s.new_upper().unwrap();
@@ -114,6 +127,8 @@ fn run_with_mounts(
             0o755,
         )],
         mounts,
+        limits: limits.clone(),
+        privileged: false,
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let exit = sandbox::run(
@@ -274,6 +289,8 @@ fn missing_program_is_a_setup_error() {
             0o755,
         )],
         mounts: vec![],
+        limits: Default::default(),
+        privileged: false,
     };
     let err = sandbox::run(
         &Rootfs {
@@ -499,6 +516,77 @@ fn docker_capabilities_and_seccomp_filter() {
 /// and read-only paths (`rbuild_runner::apifs`), compared line for line with what
 /// `testdata/sandbox/probe.sh` printed under BuildKit (`testdata/sandbox/buildkit.txt`), and a
 /// step as root cannot change the host's kernel settings.
+/// `--add-host`, `--ulimit`, `--shm-size` and `--cgroup-parent` as the step sees them.
+#[test]
+fn build_limits_reach_the_sandbox() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cgroups = Path::new("/proc/self/cgroup").is_file() && nix::unistd::geteuid().is_root();
+    let limits = rbuild_solver::ExecLimits {
+        extra_hosts: vec![rbuild_solver::HostEntry {
+            host: "db.internal".into(),
+            ip: "10.9.8.7".into(),
+        }],
+        ulimits: vec![rbuild_solver::Ulimit {
+            name: "nofile".into(),
+            soft: 100,
+            hard: 200,
+        }],
+        shm_size: Some(2 << 20),
+        cgroup_parent: cgroups.then(|| "rbuild-test-parent".to_string()),
+    };
+    let script = "tail -n 1 /etc/hosts; ulimit -n; ulimit -Hn; \
+                  df -k /dev/shm | tail -n 1 | awk '{print $2}'; cat /proc/self/cgroup";
+    let r = run_with(
+        dir.path(),
+        script,
+        "",
+        Network::None,
+        no_cancel(),
+        vec![],
+        &limits,
+    )
+    .unwrap();
+    assert_eq!(r.exit, Exit::Code(0), "{}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines[..4],
+        ["10.9.8.7\tdb.internal", "100", "200", "2048"],
+        "{}",
+        r.stdout
+    );
+    if cgroups {
+        // The step ran in a cgroup of its own under the parent (in every hierarchy), removed
+        // afterwards.
+        let joined = lines[4..]
+            .iter()
+            .filter(|l| l.contains("/rbuild-test-parent/rbuild-step-"))
+            .count();
+        assert!(joined >= 1, "{}", r.stdout);
+        for line in std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+        {
+            let point = line.split(' ').nth(4).unwrap();
+            let parent = Path::new(point).join("rbuild-test-parent");
+            if line.contains(" - cgroup") && parent.is_dir() {
+                let left: Vec<_> = std::fs::read_dir(&parent)
+                    .unwrap()
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("rbuild-step-"))
+                    .collect();
+                assert!(left.is_empty(), "{left:?}");
+                let _ = std::fs::remove_dir(&parent);
+            }
+        }
+    } else if std::env::var_os("CI").is_some() {
+        panic!("CI runs as root: --cgroup-parent was not tested");
+    }
+}
+
 #[test]
 fn kernel_interfaces_are_masked_and_read_only_as_in_buildkit() {
     if let Some(why) = skip_reason() {

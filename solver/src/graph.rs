@@ -218,6 +218,8 @@ mod tests {
             inline_files: vec![],
             mounts: vec![],
             platform: None,
+            limits: Default::default(),
+            insecure: false,
         })
     }
 

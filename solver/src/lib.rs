@@ -26,8 +26,8 @@ pub use cache::CacheIndex;
 pub use digest::Digest;
 pub use graph::{Graph, Step, Vertex, VertexId};
 pub use ops::{
-    CacheSharing, ExecMount, ExecOp, FileAction, FileOp, HttpSource, ImageSource, InlineFile,
-    LocalSource, MountKind, NetworkMode, Op, Output, OutputLayer,
+    CacheSharing, ExecLimits, ExecMount, ExecOp, FileAction, FileOp, HostEntry, HttpSource,
+    ImageSource, InlineFile, LocalSource, MountKind, NetworkMode, Op, Output, OutputLayer, Ulimit,
 };
 pub use scheduler::{Solver, StepContext, Worker};
 

@@ -317,6 +317,8 @@ impl BuildWorker {
                 })
                 .collect(),
             mounts,
+            limits: exec.limits.clone(),
+            privileged: exec.insecure,
         };
         let cancel = ctx.cancel_flag();
         let result = sandbox::run(

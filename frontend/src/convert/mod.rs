@@ -136,6 +136,10 @@ pub struct BuildOptions {
     /// The `network.host` entitlement (`--allow network.host`): `RUN --network=host` is
     /// refused without it, as BuildKit refuses it.
     pub allow_network_host: bool,
+    /// `--add-host`, `--ulimit`, `--shm-size`, `--cgroup-parent`: given to every RUN step.
+    pub limits: rbuild_solver::ExecLimits,
+    /// The `security.insecure` entitlement: `RUN --security=insecure` is refused without it.
+    pub allow_insecure: bool,
 }
 
 /// An image the resolver found: where it is pinned and its config.

@@ -31,13 +31,17 @@ impl Lowerer<'_> {
         ins: &Instruction,
         run: &RunCommand,
     ) -> Result<(), Diagnostic> {
+        let insecure = run.security.as_ref().is_some_and(|s| s.value == "insecure");
         if let Some(sec) = &run.security
-            && sec.value == "insecure"
+            && insecure
+            && !self.options.allow_insecure
         {
-            return Err(self.error(
-                sec.span,
-                "RUN --security=insecure needs the security.insecure entitlement, which rbuild does not grant",
-            ));
+            return Err(self
+                .error(sec.span, "entitlement security.insecure is not allowed")
+                .with_help(
+                    "RUN --security=insecure runs the step privileged; allow it with \
+                     --allow security.insecure",
+                ));
         }
         let (cmd, inline_files) = run_heredocs(&run.cmd, &run.heredocs);
         let args = self.shell_command(state, &cmd);
@@ -61,6 +65,8 @@ impl Lowerer<'_> {
                 mounts,
                 platform: (state.platform != self.build_platform)
                     .then(|| state.platform.to_string()),
+                limits: self.options.limits.clone(),
+                insecure,
             }),
             inputs,
             step,

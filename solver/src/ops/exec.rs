@@ -29,6 +29,60 @@ pub struct ExecOp {
     /// is part of the key. Absent for the build platform, which keeps those keys unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
+    /// What the build's `--add-host`, `--ulimit`, `--shm-size` and `--cgroup-parent` change
+    /// (part of the key, as in BuildKit's exec meta; absent when none is given, which keeps
+    /// other keys unchanged).
+    #[serde(default, skip_serializing_if = "ExecLimits::is_empty")]
+    pub limits: ExecLimits,
+    /// `RUN --security=insecure` (with the `security.insecure` entitlement): a privileged
+    /// sandbox, every capability, no seccomp filter, `/proc` and `/sys` writable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+}
+
+/// The sandbox settings a build gives every RUN step, as BuildKit's exec op meta holds them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ExecLimits {
+    /// `--add-host NAME:IP`: lines of `/etc/hosts`, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<HostEntry>,
+    /// `--ulimit NAME=SOFT[:HARD]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+    /// `--shm-size`: bytes of `/dev/shm` (BuildKit mounts a tmpfs of that size there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
+    /// `--cgroup-parent`: the cgroup (v2, relative to the hierarchy's root) under which each
+    /// step's processes run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_parent: Option<String>,
+}
+
+impl ExecLimits {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == ExecLimits::default()
+    }
+}
+
+/// A line of `/etc/hosts` added by `--add-host`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HostEntry {
+    /// The host name.
+    pub host: String,
+    /// Its address.
+    pub ip: String,
+}
+
+/// A resource limit (`setrlimit`) of a step's processes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// Docker's name: `nofile`, `nproc`, `core`, `stack`, `memlock`, …
+    pub name: String,
+    /// The soft limit (-1: unlimited).
+    pub soft: i64,
+    /// The hard limit (-1: unlimited).
+    pub hard: i64,
 }
 
 /// One mount of an exec op.

@@ -9,7 +9,10 @@ mod exec;
 mod file;
 mod source;
 
-pub use exec::{CacheSharing, ExecMount, ExecOp, InlineFile, MountKind, NetworkMode};
+pub use exec::{
+    CacheSharing, ExecLimits, ExecMount, ExecOp, HostEntry, InlineFile, MountKind, NetworkMode,
+    Ulimit,
+};
 pub use file::{FileAction, FileOp};
 pub use source::{HttpSource, ImageSource, LocalSource};
 

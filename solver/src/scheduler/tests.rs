@@ -67,6 +67,8 @@ fn exec(cmd: &str) -> Op {
         inline_files: vec![],
         mounts: vec![],
         platform: None,
+        limits: Default::default(),
+        insecure: false,
     })
 }
 

@@ -50,6 +50,7 @@ pub struct Inspected {
 pub fn inspect(global: &Global, mut request: BuildRequest) -> Result<Option<Inspected>> {
     // Entitlements are the build's business; lint and graph look at every step.
     request.allow_network_host = true;
+    request.allow_insecure = true;
     let loaded = request.load()?;
     if loaded.parsed.has_errors() {
         diagnostics::print(&loaded.parsed.diagnostics, Target::Stderr, true);

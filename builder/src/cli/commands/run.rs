@@ -101,6 +101,8 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
         stdio: Stdio::Inherit,
         dev_files: vec![],
         mounts: vec![],
+        limits: Default::default(),
+        privileged: false,
     };
     let result = sandbox::run(
         &Rootfs {

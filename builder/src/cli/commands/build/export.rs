@@ -255,6 +255,7 @@ impl Export<'_> {
                     started,
                 );
             }
+            OutputSpec::CacheOnly => {}
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ mod cache;
 mod call;
 mod context;
 mod export;
+mod limits;
 mod output;
 
 use export::Export;
@@ -141,9 +142,27 @@ pub struct BuildArgs {
     /// environment, base image, an earlier step). `rbuild explain --last` prints it again
     #[arg(long)]
     pub explain: bool,
-    /// Grant an entitlement to the Dockerfile: `network.host` (for `RUN --network=host`)
+    /// Grant an entitlement to the Dockerfile: `network.host` (for `RUN --network=host`),
+    /// `security.insecure` (for `RUN --security=insecure`, a privileged step)
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
     pub allow: Vec<String>,
+    /// Add a line to every RUN step's /etc/hosts: `NAME:IP` (or `NAME=IP`); `host-gateway`
+    /// as the IP is this machine's own address
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_hosts: Vec<String>,
+    /// A resource limit of RUN steps, as Docker's: `NAME=SOFT[:HARD]` (`nofile=1024:2048`)
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    pub ulimits: Vec<String>,
+    /// The size of RUN steps' /dev/shm (`128m`, `1g`) [default: 64m]
+    #[arg(long = "shm-size", value_name = "SIZE")]
+    pub shm_size: Option<String>,
+    /// Run RUN steps in a cgroup of their own under this one (its limits bound them)
+    #[arg(long = "cgroup-parent", value_name = "CGROUP")]
+    pub cgroup_parent: Option<String>,
+    /// An annotation of the image (`KEY=VALUE`, or `manifest:KEY=VALUE`, buildx's syntax);
+    /// accepted, not yet written into the image (a warning says so)
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
     /// The build context: a directory, `-` (a tar archive on stdin, or a Dockerfile alone), an
     /// `https://` URL of a tarball, or a git repository (`https://host/repo.git#ref:dir`,
     /// `git@host:repo`); `-f -` reads the Dockerfile from stdin
@@ -151,21 +170,27 @@ pub struct BuildArgs {
     pub context: PathBuf,
 }
 
+/// The entitlements `--allow` grants: `network.host` and `security.insecure`.
+fn entitlements(allow: &[String]) -> Result<(bool, bool)> {
+    let (mut host, mut insecure) = (false, false);
+    for entitlement in allow {
+        match entitlement.as_str() {
+            "network.host" => host = true,
+            "security.insecure" => insecure = true,
+            other => bail!(
+                "--allow {other}: unknown entitlement (rbuild knows network.host and \
+                 security.insecure)"
+            ),
+        }
+    }
+    Ok((host, insecure))
+}
+
 /// The network of RUN steps without `--network` and whether `RUN --network=host` is allowed,
 /// from `--network` and `--allow`. As with buildx, `--network=host` on the command line grants
 /// `network.host` itself: the person running the build asked for it, not the Dockerfile.
 pub fn network_options(network: &str, allow: &[String]) -> Result<(NetworkMode, bool)> {
-    let mut allow_host = false;
-    for entitlement in allow {
-        match entitlement.as_str() {
-            "network.host" => allow_host = true,
-            "security.insecure" => bail!(
-                "--allow security.insecure: rbuild does not run privileged steps (RUN \
-                 --security=insecure)"
-            ),
-            other => bail!("--allow {other}: unknown entitlement (rbuild knows network.host)"),
-        }
-    }
+    let (mut allow_host, _) = entitlements(allow)?;
     let mode = match network {
         "default" => NetworkMode::Private,
         "none" => NetworkMode::None,
@@ -231,7 +256,10 @@ fn request(args: &BuildArgs, dockerfile_name: Option<&str>) -> Result<BuildReque
         }
     };
     let (network, allow_network_host) = network_options(&args.network, &args.allow)?;
+    let (_, allow_insecure) = entitlements(&args.allow)?;
     Ok(BuildRequest {
+        limits: limits::parse(args, network)?,
+        allow_insecure,
         target: args.target.clone(),
         platforms,
         network,
@@ -471,6 +499,17 @@ pub fn run(global: &Global, mut args: BuildArgs) -> Result<i32> {
         args.progress
     };
     let mut request = request(&args, name)?;
+    for a in &args.annotations {
+        if !a.contains('=') {
+            bail!("invalid --annotation {a:?}: expected KEY=VALUE (or manifest:KEY=VALUE)");
+        }
+    }
+    if !args.annotations.is_empty() {
+        eprintln!(
+            "warning: --annotation is accepted, but rbuild does not write annotations into \
+             images yet: the image has none of them"
+        );
+    }
     let provided = provided(&args)?;
     let tags = args
         .tags

@@ -40,6 +40,8 @@ pub enum OutputSpec {
         /// Where it is written.
         dest: Dest,
     },
+    /// `type=cacheonly`: nothing but the build cache (and `--cache-to`), as BuildKit.
+    CacheOnly,
 }
 
 /// `compression=`, `compression-level=` and `force-compression=` of an `--output`.
@@ -121,8 +123,10 @@ pub fn parse_output(spec: &str, tags: &[String]) -> Result<OutputSpec> {
             "rewrite-timestamp",
         ],
         "local" | "tar" => &["dest"],
+        "cacheonly" => &[],
         other => bail!(
-            "unknown --output type={other} (supported: image, registry, oci, docker, local, tar)"
+            "unknown --output type={other} (supported: image, registry, oci, docker, local, \
+             tar, cacheonly)"
         ),
     };
     if let Some(key) = fields
@@ -194,6 +198,7 @@ pub fn parse_output(spec: &str, tags: &[String]) -> Result<OutputSpec> {
                 "--output type=local needs a directory as dest= (use type=tar,dest=- for stdout)"
             ),
         },
+        "cacheonly" => OutputSpec::CacheOnly,
         _ => OutputSpec::Tar { dest: dest()? },
     })
 }
