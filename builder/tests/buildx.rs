@@ -385,3 +385,54 @@ fn a_cacheonly_output_builds_and_keeps_nothing_but_the_cache() {
         r.stderr
     );
 }
+
+/// `--progress=rawjson`: every line of stderr is one of BuildKit's SolveStatus objects.
+#[test]
+fn rawjson_progress_is_buildkits_solve_status_stream() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox\nRUN echo from-the-step\n",
+        )],
+    );
+    let ctx = ctx.to_str().unwrap();
+    let statuses = |r: &Run| -> Vec<serde_json::Value> {
+        r.stderr
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let vertices = |s: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        s.iter()
+            .flat_map(|v| v["vertexes"].as_array().cloned().unwrap_or_default())
+            .collect()
+    };
+    let r = env.rbuild(&["build", "--progress=rawjson", ctx]).ok();
+    let s = statuses(&r);
+    let run = vertices(&s)
+        .into_iter()
+        .find(|v| v["name"] == "[2/2] RUN echo from-the-step" && v["completed"].is_string())
+        .expect("the RUN vertex completes");
+    let logs: String = s
+        .iter()
+        .flat_map(|v| v["logs"].as_array().cloned().unwrap_or_default())
+        .filter(|l| l["vertex"] == run["digest"])
+        .map(|l| {
+            use base64::Engine;
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(l["data"].as_str().unwrap())
+                .unwrap();
+            String::from_utf8(data).unwrap()
+        })
+        .collect();
+    assert_eq!(logs, "from-the-step\n");
+    let r = env.rbuild(&["build", "--progress=rawjson", ctx]).ok();
+    let cached = vertices(&statuses(&r))
+        .into_iter()
+        .any(|v| v["name"] == "[2/2] RUN echo from-the-step" && v["cached"] == true);
+    assert!(cached, "{}", r.stderr);
+}

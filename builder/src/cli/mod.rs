@@ -7,6 +7,7 @@
 pub mod commands;
 pub mod diagnostics;
 pub mod progress;
+pub mod rawjson;
 
 use crate::registry;
 use crate::rootless;

@@ -22,7 +22,8 @@
 //!
 //! Other events are `cached`, `error` (with `error`), `step` (an internal step with its
 //! `lines`) and `diagnostic` (`severity`, `message`, the rendered `text`). Every mode but
-//! quiet ends with the summary.
+//! quiet and rawjson (BuildKit's own stream, see [`crate::cli::rawjson`]) ends with the
+//! summary.
 
 use crate::units::transfer_line;
 use rbuild_solver::VertexId;
@@ -46,6 +47,9 @@ pub enum Mode {
     Tty,
     /// One JSON object per event (on stderr).
     Json,
+    /// BuildKit's SolveStatus updates, one JSON object per line, as buildx's
+    /// `--progress=rawjson` (see [`crate::cli::rawjson`]).
+    Rawjson,
 }
 
 /// What the build did, for the summary.
@@ -61,6 +65,7 @@ struct Counts {
 pub struct Printer {
     quiet: bool,
     json: bool,
+    raw: Option<crate::cli::rawjson::RawJson>,
     tty: Option<Tty>,
     started: std::time::Instant,
     counts: Counts,
@@ -79,6 +84,7 @@ impl Printer {
         Arc::new(Mutex::new(Printer {
             quiet: mode == Mode::Quiet,
             json: mode == Mode::Json,
+            raw: (mode == Mode::Rawjson).then(crate::cli::rawjson::RawJson::new),
             tty: live.then(Tty::new),
             started: std::time::Instant::now(),
             counts: Counts::default(),
@@ -95,6 +101,12 @@ impl Printer {
             let _ = err.write_all(text.as_bytes());
             let _ = err.flush();
         }
+    }
+
+    /// Prints SolveStatus lines (rawjson mode).
+    fn raw_lines(&self, lines: Vec<serde_json::Value>) {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        self.print(&text);
     }
 
     fn number(&mut self) -> usize {
@@ -120,6 +132,23 @@ impl Printer {
         diagnostics: &[rbuild_frontend::Diagnostic],
         render_text: impl FnOnce(&[rbuild_frontend::Diagnostic]),
     ) {
+        if self.raw.is_some() {
+            // Warnings are part of the stream; errors are text, as buildx prints them.
+            let (warnings, errors): (Vec<_>, Vec<_>) = diagnostics
+                .iter()
+                .cloned()
+                .partition(|d| d.severity != rbuild_frontend::Severity::Error);
+            self.raw_lines(
+                warnings
+                    .iter()
+                    .map(crate::cli::rawjson::RawJson::warning)
+                    .collect(),
+            );
+            if !errors.is_empty() {
+                render_text(&errors);
+            }
+            return;
+        }
         if !self.json {
             match &self.tty {
                 Some(tty) => tty.multi.suspend(|| render_text(diagnostics)),
@@ -150,6 +179,9 @@ impl Printer {
     pub fn summary(&self, ok: bool) {
         let elapsed = self.started.elapsed().as_secs_f64();
         let c = &self.counts;
+        if self.raw.is_some() {
+            return;
+        }
         if self.json {
             self.json_event(fields(serde_json::json!({
                 "event": "summary",
@@ -183,6 +215,11 @@ impl Printer {
 
     /// A step that is not a vertex (loading the Dockerfile, exporting), printed whole.
     pub fn step(&mut self, name: &str, lines: &[String], elapsed: Duration) {
+        if let Some(raw) = &mut self.raw {
+            let out = raw.step(name, lines, elapsed);
+            self.raw_lines(out);
+            return;
+        }
         if let Some(tty) = &self.tty {
             tty.line(&format!("✔ {name} {:.1}s", elapsed.as_secs_f64()));
             return;
@@ -242,6 +279,11 @@ impl Printer {
             Event::Done { .. } => self.counts.ran += 1,
             Event::Failed { .. } => self.counts.failed += 1,
             Event::Log { .. } | Event::Progress { .. } => {}
+        }
+        if let Some(raw) = &mut self.raw {
+            let out = raw.event(event);
+            self.raw_lines(out);
+            return;
         }
         if self.json {
             self.json_solver_event(event);
