@@ -93,6 +93,8 @@ pub struct BuildRequest {
     pub limits: rbuild_solver::ExecLimits,
     /// The `security.insecure` entitlement (`RUN --security=insecure`).
     pub allow_insecure: bool,
+    /// `--build-context`s, by name.
+    pub named_contexts: BTreeMap<String, rbuild_frontend::convert::NamedContext>,
     /// `--no-cache`.
     pub no_cache: bool,
     /// `--no-cache-filter`: stages whose steps run even when cached.
@@ -227,6 +229,7 @@ impl BuildRequest {
                 allow_network_host: self.allow_network_host,
                 limits: self.limits.clone(),
                 allow_insecure: self.allow_insecure,
+                named_contexts: self.named_contexts.clone(),
             };
             builds.push(lower(&loaded.parsed.dockerfile, &options, resolver)?);
         }

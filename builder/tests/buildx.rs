@@ -436,3 +436,104 @@ fn rawjson_progress_is_buildkits_solve_status_stream() {
         .any(|v| v["name"] == "[2/2] RUN echo from-the-step" && v["cached"] == true);
     assert!(cached, "{}", r.stderr);
 }
+
+/// `--build-context NAME=…`: a directory (for `COPY --from`, as a base, and replacing a stage
+/// of that name), `docker-image://`, `oci-layout://` and a git URL.
+#[test]
+fn named_build_contexts_as_buildx_gives_them() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let dir = env.context(
+        "extra",
+        &[
+            ("note.txt", "from the named context\n"),
+            ("deps.txt", "deps from the context\n"),
+            ("ignored.log", "x"),
+            (".dockerignore", "*.log\n"),
+        ],
+    );
+    let extra = format!("extra={}", dir.display());
+    let deps = format!("deps={}", dir.display());
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox AS deps\nRUN echo from-the-stage > /deps.txt\n\
+             FROM extra AS base\nFROM rbuild-demo/busybox\nCOPY --from=extra /note.txt /note\n\
+             COPY --from=deps /deps.txt /deps\nCOPY --from=base / /base/\n\
+             RUN ls /base > /base-list\n",
+        )],
+    );
+    let ctx = ctx.to_str().unwrap();
+    let read = |args: &[&str], file: &str| built_file(&env, args, vec![], file);
+    let args = ["--build-context", &extra, "--build-context", &deps, ctx];
+    assert_eq!(read(&args, "note"), "from the named context\n");
+    // The stage `deps` is replaced by the context: its RUN never runs.
+    assert_eq!(read(&args, "deps"), "deps from the context\n");
+    // FROM a directory: its files (without what its .dockerignore leaves out) as a base.
+    assert_eq!(read(&args, "base-list"), "deps.txt\nnote.txt\n");
+    // Without --build-context, FROM extra is an image that does not exist.
+    let r = env.rbuild(&["build", "--build-context", &deps, ctx]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("extra"), "{}", r.stderr);
+
+    // docker-image:// stands in for an image name, in its familiar form.
+    let ctx = env.context(
+        "image-ctx",
+        &[(
+            "Dockerfile",
+            "FROM docker.io/library/alpine:latest\nRUN echo ran-on-busybox > /ran\n",
+        )],
+    );
+    let ctx = ctx.to_str().unwrap();
+    let args = [
+        "--build-context",
+        "alpine=docker-image://rbuild-demo/busybox",
+        ctx,
+    ];
+    assert_eq!(read(&args, "ran"), "ran-on-busybox\n");
+
+    // oci-layout:// of an image written as an OCI layout (skopeo's), by tag.
+    let archive = env.path("busybox.tar");
+    let out = format!("type=oci,dest={}", archive.display());
+    env.rbuild(&[
+        "build",
+        "-q",
+        "-o",
+        &out,
+        env.path("busybox-ctx").to_str().unwrap(),
+    ])
+    .ok();
+    let layout = env.path("layout");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            &format!("oci-archive:{}", archive.display()),
+            &format!("oci:{}:v1", layout.display()),
+        ],
+    );
+    let from_layout = format!("alpine=oci-layout://{}:v1", layout.display());
+    let args = ["--build-context", from_layout.as_str(), ctx];
+    assert_eq!(read(&args, "ran"), "ran-on-busybox\n");
+    let missing = format!("alpine=oci-layout://{}:v2", layout.display());
+    let r = env.rbuild(&["build", "--build-context", &missing, ctx]);
+    assert!(
+        r.code != 0 && r.stderr.contains("has no image v2"),
+        "{}",
+        r.stderr
+    );
+
+    // A git repository.
+    let base = env.path("git");
+    repository(&base);
+    let daemon = GitDaemon::start(&base);
+    let repo = format!("repo=git://127.0.0.1:{}/app.git#v1", daemon.port);
+    let ctx = env.context(
+        "git-ctx",
+        &[("Dockerfile", "FROM scratch\nCOPY --from=repo /version /\n")],
+    );
+    let args = ["--build-context", repo.as_str(), ctx.to_str().unwrap()];
+    assert_eq!(read(&args, "version"), "one\n");
+}

@@ -88,6 +88,8 @@ pub struct BuildWorker {
     /// Cache mount directories from an imported cache (by storage key), which seed a cache
     /// mount this machine does not have yet.
     pub imported_mounts: std::collections::HashMap<String, OutputLayer>,
+    /// Directories of `--build-context`s, by local source name (`named:NAME`).
+    pub named_dirs: std::collections::HashMap<String, PathBuf>,
 }
 
 /// The output of a step: `base`'s layers plus, if the step changed anything, the layer made
@@ -110,7 +112,10 @@ impl Worker for BuildWorker {
     fn local_root(&self, name: &str) -> std::result::Result<PathBuf, BoxError> {
         match name {
             "context" => Ok(self.context.clone()),
-            other => Err(format!("unknown local source {other:?}").into()),
+            other => match self.named_dirs.get(other) {
+                Some(dir) => Ok(dir.clone()),
+                None => Err(format!("unknown local source {other:?}").into()),
+            },
         }
     }
 

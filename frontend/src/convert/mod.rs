@@ -14,12 +14,15 @@
 
 mod copy;
 mod meta;
+mod named;
 mod onbuild;
 mod run;
 mod scope;
 mod stage;
 #[cfg(test)]
 mod tests;
+
+pub use named::{NamedContext, context_key};
 
 use crate::ast::{Dockerfile, Instruction};
 use crate::diagnostic::Diagnostic;
@@ -140,6 +143,8 @@ pub struct BuildOptions {
     pub limits: rbuild_solver::ExecLimits,
     /// The `security.insecure` entitlement: `RUN --security=insecure` is refused without it.
     pub allow_insecure: bool,
+    /// `--build-context`s, by [`context_key`].
+    pub named_contexts: std::collections::BTreeMap<String, NamedContext>,
 }
 
 /// An image the resolver found: where it is pinned and its config.

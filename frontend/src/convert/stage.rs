@@ -2,7 +2,9 @@
 //! build checks, stages named by `COPY --from` and `RUN --mount=from=`, and the ONBUILD
 //! triggers a base image brings.
 
-use super::{DEFAULT_PATH, Lowered, Lowerer, ResolvedImage, StageState, platform_args};
+use super::{
+    DEFAULT_PATH, Lowered, Lowerer, NamedContext, ResolvedImage, StageState, platform_args,
+};
 use crate::ast::Instruction;
 use crate::diagnostic::Diagnostic;
 use crate::image::Image;
@@ -48,7 +50,7 @@ impl Lowerer<'_> {
         }
     }
 
-    fn resolve_image(
+    pub(super) fn resolve_image(
         &mut self,
         reference: &str,
         platform: &Platform,
@@ -91,6 +93,14 @@ impl Lowerer<'_> {
         if let Some(i) = self.find_stage(name) {
             return self.lower_stage(i);
         }
+        let name = match self.named_context(name) {
+            Some(NamedContext::Local { local, exclude }) => {
+                return Ok(self.local_context_base(name, &local, &exclude, span).0);
+            }
+            Some(NamedContext::Image(reference)) => reference,
+            None => name.to_string(),
+        };
+        let name = name.as_str();
         // Not a stage, so an image. If it is no image either, a near-miss of a stage name is
         // the likely mistake.
         let platform = self.target_platform.clone();
@@ -184,6 +194,11 @@ impl Lowerer<'_> {
             ));
         }
         self.in_progress[index] = true;
+        if let Some(name) = &stage.name
+            && let Some(context) = self.named_context(name)
+        {
+            return self.lower_named_stage(index, &name.clone(), context);
+        }
 
         self.check_from(&stage.image, stage.from.args_span, true);
         let stage_platform = self.stage_platform(index)?;
@@ -254,7 +269,7 @@ impl Lowerer<'_> {
     }
 
     /// A stage's `FROM --platform`, expanded with the global ARGs and parsed.
-    fn stage_platform(&self, index: usize) -> Result<Option<Platform>, Diagnostic> {
+    pub(super) fn stage_platform(&self, index: usize) -> Result<Option<Platform>, Diagnostic> {
         let Some(platform) = &self.stages[index].platform else {
             return Ok(None);
         };
@@ -295,8 +310,25 @@ impl Lowerer<'_> {
         let base_stage = self.stages[..index]
             .iter()
             .position(|s| s.name.as_deref() == Some(lower_name.as_str()));
+        // A named context for an image name (not a stage: that stage is replaced instead).
+        let named = match base_stage {
+            None => self.named_context(base_name),
+            Some(_) => None,
+        };
+        let substituted;
+        let base_name = match &named {
+            Some(NamedContext::Image(reference)) => {
+                substituted = reference.clone();
+                substituted.as_str()
+            }
+            _ => base_name,
+        };
         let mut from_text = None;
-        if base_name.eq_ignore_ascii_case("scratch") {
+        if let Some(NamedContext::Local { local, exclude }) = &named {
+            let (vertex, image) = self.local_context_base(base_name, local, exclude, from_span);
+            state.vertex = vertex;
+            state.image = image;
+        } else if base_name.eq_ignore_ascii_case("scratch") {
             state.vertex = self.graph.add(Op::Scratch, vec![], None);
             // BuildKit gives a scratch stage the working directory "/", and the target
             // platform even under FROM --platform.

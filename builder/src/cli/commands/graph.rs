@@ -78,6 +78,7 @@ pub fn run(global: &Global, args: GraphArgs) -> Result<i32> {
     let build = &inspected.build;
     let graph = &build.graph;
     let worker = Arc::new(BuildWorker {
+        named_dirs: Default::default(),
         state: inspected.state.clone(),
         context: inspected.request.context.clone(),
         registry: inspected.registry.clone(),

@@ -41,6 +41,7 @@ pub fn run(global: &Global, args: PullArgs) -> Result<i32> {
     let platform = args.platform.unwrap_or_else(Platform::host);
     let digest = runtime.block_on(registry.resolve(&r.to_oci(), &state.store, &platform))?;
     let worker = BuildWorker {
+        named_dirs: Default::default(),
         state: state.clone(),
         context: std::env::current_dir()?,
         registry,

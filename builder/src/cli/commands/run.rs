@@ -40,6 +40,7 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
         .resolve(&args.image, &rbuild_frontend::Platform::host())
         .map_err(|e| anyhow!(e))?;
     let worker = BuildWorker {
+        named_dirs: Default::default(),
         state: state.clone(),
         context: std::env::current_dir()?,
         registry,

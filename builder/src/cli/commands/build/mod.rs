@@ -7,6 +7,7 @@ mod call;
 mod context;
 mod export;
 mod limits;
+mod named;
 mod output;
 
 use export::Export;
@@ -163,6 +164,12 @@ pub struct BuildArgs {
     /// accepted, not yet written into the image (a warning says so)
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     pub annotations: Vec<String>,
+    /// A named context, as buildx: `NAME=DIR`, `NAME=docker-image://REF`,
+    /// `NAME=oci-layout://PATH[:TAG]`, `NAME=https://…/ctx.tar.gz` or a git URL; `FROM NAME`,
+    /// `COPY --from=NAME` and `RUN --mount=from=NAME` use it, and it replaces a stage (or an
+    /// image) of that name
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
     /// The build context: a directory, `-` (a tar archive on stdin, or a Dockerfile alone), an
     /// `https://` URL of a tarball, or a git repository (`https://host/repo.git#ref:dir`,
     /// `git@host:repo`); `-f -` reads the Dockerfile from stdin
@@ -499,6 +506,7 @@ pub fn run(global: &Global, mut args: BuildArgs) -> Result<i32> {
         args.progress
     };
     let mut request = request(&args, name)?;
+    named::split(&args.build_contexts)?;
     for a in &args.annotations {
         if !a.contains('=') {
             bail!("invalid --annotation {a:?}: expected KEY=VALUE (or manifest:KEY=VALUE)");
@@ -535,6 +543,9 @@ pub fn run(global: &Global, mut args: BuildArgs) -> Result<i32> {
     }
 
     let state = Arc::new(global.state()?);
+    let platform = request.platforms[0].clone().unwrap_or_else(Platform::host);
+    let named = named::load(&args.build_contexts, &state, &platform)?;
+    request.named_contexts = named.contexts.clone();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let registry = Arc::new(Registry::new(global.registries.clone()));
     let mut resolver = StoreThenRegistry::new(&state, &registry, &runtime);
@@ -552,6 +563,7 @@ pub fn run(global: &Global, mut args: BuildArgs) -> Result<i32> {
     let mut imported = caches.import(&session, &loaded, &state, &registry, &runtime);
     let worker = Arc::new(BuildWorker {
         imported_mounts: std::mem::take(&mut imported.mounts),
+        named_dirs: named.dirs.clone(),
         state: state.clone(),
         context: request.context.clone(),
         registry: registry.clone(),
