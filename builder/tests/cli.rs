@@ -227,3 +227,40 @@ fn bad_references_stage_names_and_oversized_dockerfiles_fail_clearly() {
         "{err}"
     );
 }
+
+/// The commands around `build` as a Docker user expects them: a mistyped command is an error
+/// with a suggestion (not a build of a context of that name), Docker's two-word forms work,
+/// and `version`, `completion` and `man` print what they say.
+#[test]
+fn the_command_line_feels_like_dockers() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let (code, _, err) = rbuild(&root, &["imgaes"], dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("did you mean `rbuild images`?"), "{err}");
+    assert!(!root.join("content").exists(), "nothing was built");
+    let (code, out, err) = rbuild(&root, &["image", "ls"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("REPOSITORY"), "{out}");
+    let (code, out, _) = rbuild(&root, &["system", "df"], dir.path());
+    assert_eq!(code, 0);
+    assert!(!out.is_empty());
+    let (code, out, _) = rbuild(&root, &["version"], dir.path());
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with(&format!("rbuild {}", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
+    assert!(out.contains("docker/dockerfile:1") && out.contains(root.to_str().unwrap()));
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, _) = rbuild(&root, &["completion", shell], dir.path());
+        assert_eq!(code, 0);
+        assert!(
+            out.contains("build-context"),
+            "{shell}: a build flag is completed"
+        );
+    }
+    let (code, out, _) = rbuild(&root, &["man"], dir.path());
+    assert_eq!(code, 0);
+    assert!(out.contains(".TH rbuild 1"), "{out}");
+}

@@ -21,7 +21,9 @@ use std::path::PathBuf;
     name = "rbuild",
     version,
     arg_required_else_help = true,
-    after_help = "With no subcommand, rbuild builds: `rbuild -t app:1.0 .` is `rbuild build -t app:1.0 .`"
+    after_help = "With no subcommand, rbuild builds: `rbuild -t app:1.0 .` is `rbuild build -t app:1.0 .`\n\
+                  State (images, layers, cache) lives in /var/lib/rbuild for root, else in \
+                  $XDG_DATA_HOME/rbuild (~/.local/share/rbuild); --root or RBUILD_ROOT moves it."
 )]
 struct Cli {
     /// State directory (images, layers, cache) [default: /var/lib/rbuild for root]
@@ -68,8 +70,54 @@ struct Cli {
 }
 
 const SUBCOMMANDS: &[&str] = &[
-    "build", "check", "du", "explain", "graph", "history", "images", "inspect", "lint", "load",
-    "login", "logout", "prune", "pull", "push", "rmi", "run", "save", "tag", "help",
+    "build",
+    "check",
+    "completion",
+    "du",
+    "explain",
+    "graph",
+    "history",
+    "images",
+    "inspect",
+    "lint",
+    "load",
+    "login",
+    "logout",
+    "man",
+    "prune",
+    "pull",
+    "push",
+    "rmi",
+    "run",
+    "save",
+    "tag",
+    "version",
+    "help",
+];
+
+/// Docker's two-word forms and what they are here (`docker image ls` is `rbuild images`).
+const LONG_FORMS: &[(&str, &str, &str)] = &[
+    ("image", "ls", "images"),
+    ("image", "list", "images"),
+    ("image", "rm", "rmi"),
+    ("image", "remove", "rmi"),
+    ("image", "build", "build"),
+    ("image", "push", "push"),
+    ("image", "pull", "pull"),
+    ("image", "tag", "tag"),
+    ("image", "inspect", "inspect"),
+    ("image", "history", "history"),
+    ("image", "save", "save"),
+    ("image", "load", "load"),
+    ("image", "prune", "prune"),
+    ("container", "run", "run"),
+    ("system", "df", "du"),
+    ("system", "prune", "prune"),
+    ("builder", "prune", "prune"),
+    ("builder", "du", "du"),
+    ("buildx", "build", "build"),
+    ("buildx", "du", "du"),
+    ("buildx", "prune", "prune"),
 ];
 
 #[derive(Subcommand)]
@@ -112,6 +160,15 @@ enum Command {
     Push(commands::push::PushArgs),
     /// Run a command in a new container from an image (a convenience to try images)
     Run(commands::run::RunArgs),
+    /// Print rbuild's version, the Dockerfile syntax it implements and where its state lives
+    Version,
+    /// Print a shell completion script: `rbuild completion bash > /etc/bash_completion.d/rbuild`
+    Completion {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `rbuild man > /usr/local/share/man/man1/rbuild.1`
+    Man,
 }
 
 /// `--snapshotter`.
@@ -169,7 +226,9 @@ const GLOBAL_VALUE_OPTIONS: &[&str] = &[
     "--registry-timeout",
 ];
 
-fn with_default_subcommand(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+fn with_default_subcommand(
+    args: Vec<std::ffi::OsString>,
+) -> Result<Vec<std::ffi::OsString>, String> {
     let mut i = 1;
     while i < args.len() {
         let arg = args[i].to_string_lossy();
@@ -186,21 +245,58 @@ fn with_default_subcommand(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStr
         }
     }
     let Some(word) = args.get(i).map(|a| a.to_string_lossy().into_owned()) else {
-        return args;
+        return Ok(args);
     };
     if SUBCOMMANDS.contains(&word.as_str())
         || matches!(word.as_str(), "-h" | "--help" | "-V" | "--version")
     {
-        return args;
+        return Ok(args);
+    }
+    let next = args.get(i + 1).map(|a| a.to_string_lossy().into_owned());
+    if let Some((_, _, ours)) = LONG_FORMS
+        .iter()
+        .find(|(a, b, _)| *a == word && Some(*b) == next.as_deref())
+    {
+        let mut out = args;
+        out.splice(i..i + 2, [std::ffi::OsString::from(ours)]);
+        return Ok(out);
+    }
+    // A word that is neither a command nor a path is a mistyped command, not a context.
+    let looks_like_context = word.starts_with('-')
+        || word.contains('/')
+        || word.contains(':')
+        || word.starts_with('.')
+        || std::path::Path::new(&word).exists();
+    if !looks_like_context {
+        let known = SUBCOMMANDS
+            .iter()
+            .copied()
+            .chain(LONG_FORMS.iter().map(|f| f.0));
+        let mut message = format!("unknown command {word:?}");
+        if let Some(s) = rbuild_frontend::instructions::suggest(&word, known) {
+            message.push_str(&format!(" (did you mean `rbuild {s}`?)"));
+        }
+        message.push_str(&format!(
+            "; to build a directory, name it as a path (`rbuild ./{word}`) or use `rbuild build \
+             {word}`; `rbuild --help` lists the commands"
+        ));
+        return Err(message);
     }
     let mut out = args;
     out.insert(i, "build".into());
-    out
+    Ok(out)
 }
 
 /// Runs `rbuild` with the process's arguments, and exits.
 pub fn main() {
-    let cli = Cli::parse_from(with_default_subcommand(std::env::args_os().collect()));
+    let args = match with_default_subcommand(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::exit(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     let filter = if cli.debug {
         tracing_subscriber::EnvFilter::new("debug")
     } else {
@@ -253,6 +349,27 @@ pub fn main() {
         Command::Pull(args) => commands::pull::run(&global, args),
         Command::Push(args) => commands::push::run(&global, args),
         Command::Run(args) => commands::run::run(&global, args),
+        Command::Version => {
+            println!("rbuild {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                " Dockerfile syntax: {} (rbuild's own implementation, no frontend image)",
+                rbuild_frontend::parser::IMPLEMENTED_SYNTAX
+            );
+            println!(" State directory:   {}", global.root.display());
+            Ok(0)
+        }
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "rbuild", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(command).render(&mut std::io::stdout()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(0),
+            }
+        }
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -274,6 +391,7 @@ mod tests {
     fn words(s: &str) -> Vec<String> {
         let args = s.split(' ').map(std::ffi::OsString::from).collect();
         with_default_subcommand(args)
+            .unwrap()
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
@@ -308,5 +426,32 @@ mod tests {
         assert_eq!(words("rbuild images"), ["rbuild", "images"]);
         assert_eq!(words("rbuild --help"), ["rbuild", "--help"]);
         assert_eq!(words("rbuild"), ["rbuild"]);
+        assert_eq!(words("rbuild -"), ["rbuild", "build", "-"]);
+        assert_eq!(
+            words("rbuild https://example.com/c.tar"),
+            ["rbuild", "build", "https://example.com/c.tar"]
+        );
+    }
+
+    #[test]
+    fn docker_long_forms_and_mistyped_commands() {
+        assert_eq!(words("rbuild image ls"), ["rbuild", "images"]);
+        assert_eq!(
+            words("rbuild --root /x system df"),
+            ["rbuild", "--root", "/x", "du"]
+        );
+        assert_eq!(words("rbuild builder prune -f"), ["rbuild", "prune", "-f"]);
+        assert_eq!(
+            words("rbuild buildx build -t a ."),
+            ["rbuild", "build", "-t", "a", "."]
+        );
+        let args = |s: &str| s.split(' ').map(std::ffi::OsString::from).collect();
+        let e = with_default_subcommand(args("rbuild pusj x")).unwrap_err();
+        assert!(
+            e.contains("unknown command \"pusj\" (did you mean `rbuild push`?)"),
+            "{e}"
+        );
+        let e = with_default_subcommand(args("rbuild ps")).unwrap_err();
+        assert!(e.contains("rbuild ./ps"), "{e}");
     }
 }
