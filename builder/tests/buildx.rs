@@ -537,3 +537,68 @@ fn named_build_contexts_as_buildx_gives_them() {
     let args = ["--build-context", repo.as_str(), ctx.to_str().unwrap()];
     assert_eq!(read(&args, "version"), "one\n");
 }
+
+/// `ADD` from git: branches, tags, commits, subdirectories, `--keep-git-dir`, `--checksum` of
+/// the commit; the key is the commit's, not the URL's.
+#[test]
+fn add_checks_out_git_repositories() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let base = env.path("git");
+    let first = repository(&base);
+    // The same repository under a second name: another URL, the same commits.
+    std::os::unix::fs::symlink(base.join("app.git"), base.join("mirror.git")).unwrap();
+    let daemon = GitDaemon::start(&base);
+    let url = format!("git://127.0.0.1:{}/app.git", daemon.port);
+    let dockerfile = |lines: &str| {
+        let ctx = env.context(
+            &format!("ctx-{}", lines.len()),
+            &[("Dockerfile", &format!("FROM rbuild-demo/busybox\n{lines}"))],
+        );
+        ctx.to_str().unwrap().to_string()
+    };
+    let ctx = dockerfile(&format!(
+        "ADD {url} /main/\nADD {url}#v1 /tag/\nADD {url}#feature /branch/\n\
+         ADD {url}#{first} /commit/\nADD {url}#main:sub /sub/\n\
+         ADD --keep-git-dir=true {url}#v1 /kept/\nRUN cat /main/version /tag/version \
+         /branch/version /commit/version /sub/part > /all && git -C /kept log 2>/dev/null; \
+         ls -a /kept > /kept-list; ls -a /main > /main-list\n"
+    ));
+    assert_eq!(
+        built_file(&env, &[&ctx], vec![], "all"),
+        "two\none\nfeature\none\nsub one\n"
+    );
+    assert!(built_file(&env, &[&ctx], vec![], "kept-list").contains(".git\n"));
+    assert!(!built_file(&env, &[&ctx], vec![], "main-list").contains(".git\n"));
+    // --checksum names the commit; another one fails the step and says which it is.
+    let short = &first[..12];
+    let ctx = dockerfile(&format!("ADD --checksum={short} {url}#v1 /v1/\n"));
+    env.rbuild(&["build", &ctx]).ok();
+    let ctx = dockerfile(&format!("ADD --checksum=0123abcd {url}#v1 /v1/\n"));
+    let r = env.rbuild(&["build", &ctx]);
+    assert!(r.code != 0 && r.stderr.contains(&first), "{}", r.stderr);
+    // The same commit from another URL is the same step; a branch that moves is not.
+    let plain = |r: &Run| Progress::parse(&r.stderr);
+    let one = dockerfile(&format!("ADD {url}#v1 /v1/\nRUN ls /v1 > /ls\n"));
+    env.rbuild(&["build", &one]).ok();
+    let mirror = format!("git://127.0.0.1:{}/mirror.git", daemon.port);
+    let two = dockerfile(&format!("ADD {mirror}#v1 /v1/\nRUN ls /v1 > /ls\n"));
+    let r = env.rbuild(&["build", "--progress=plain", &two]).ok();
+    assert!(
+        plain(&r).cached_steps().iter().any(|s| s.contains("RUN ls /v1")),
+        "{}",
+        r.stderr
+    );
+    git(&base.join("app.git"), &["tag", "-f", "v1", "feature"]);
+    let r = env.rbuild(&["build", "--progress=plain", &two]).ok();
+    assert!(
+        plain(&r).ran().iter().any(|s| s.contains("RUN ls /v1")),
+        "{}",
+        r.stderr
+    );
+    // A ref that does not exist is an error that names it.
+    let ctx = dockerfile(&format!("ADD {url}#nope /x/\n"));
+    let r = env.rbuild(&["build", &ctx]);
+    assert!(r.code != 0 && r.stderr.contains("\"nope\" not found"), "{}", r.stderr);
+}

@@ -113,6 +113,8 @@ pub struct CopyCommand {
     pub exclude: Vec<String>,
     /// `ADD --checksum` (only meaningful for URL and git sources).
     pub checksum: Option<FlagValue>,
+    /// `ADD --keep-git-dir`: a git source keeps its `.git`.
+    pub keep_git_dir: Option<bool>,
     /// `ADD --unpack`: whether local archives are extracted (default: yes for `ADD`).
     pub unpack: Option<bool>,
 }
@@ -501,14 +503,15 @@ fn check_copy(mut c: Checker) -> Result<Command, Diagnostic> {
         .into_iter()
         .map(|f| f.value)
         .collect();
-    let (mut checksum, mut unpack) = (None, None);
+    let (mut checksum, mut unpack, mut keep_git_dir) = (None, None, None);
     if add {
         checksum = c.flags.string("checksum")?;
         if c.flags.has("unpack") {
             unpack = Some(c.flags.boolean("unpack")?);
         }
-        // Only git sources have a .git directory to keep; rbuild has none yet.
-        c.flags.boolean("keep-git-dir")?;
+        if c.flags.has("keep-git-dir") {
+            keep_git_dir = Some(c.flags.boolean("keep-git-dir")?);
+        }
         c.flags.finish(
             &[
                 "chown",
@@ -577,6 +580,7 @@ fn check_copy(mut c: Checker) -> Result<Command, Diagnostic> {
         parents,
         exclude,
         checksum,
+        keep_git_dir,
         unpack,
     }))
 }

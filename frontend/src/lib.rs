@@ -7,6 +7,7 @@ pub mod ast;
 pub mod convert;
 pub mod diagnostic;
 pub mod dockerignore;
+pub mod git;
 pub mod image;
 pub mod instructions;
 pub mod lint;

@@ -17,6 +17,12 @@ pub fn compute(op: &Op, inputs: &[Digest], content: Option<&Digest>) -> Digest {
     let definition = match op {
         // The manifest digest pins the content; the name it was found under does not matter.
         Op::Image(image) => serde_json::json!({ "op": "image", "digest": image.digest }),
+        // The commit (the content) pins it; where it was cloned from does not matter.
+        Op::Git(git) => serde_json::json!({
+            "op": "git",
+            "subdir": git.subdir,
+            "keep_git_dir": git.keep_git_dir,
+        }),
         other => serde_json::to_value(other).expect("ops serialize"),
     };
     #[derive(serde::Serialize)]
@@ -45,7 +51,7 @@ pub fn of_vertex(
 ) -> Digest {
     let key = compute(op, inputs, content);
     match op {
-        Op::Scratch | Op::Local(_) | Op::Http(_) => key,
+        Op::Scratch | Op::Local(_) | Op::Http(_) | Op::Git(_) => key,
         _ => salted(key, salt),
     }
 }

@@ -26,8 +26,9 @@ pub use cache::CacheIndex;
 pub use digest::Digest;
 pub use graph::{Graph, Step, Vertex, VertexId};
 pub use ops::{
-    CacheSharing, ExecLimits, ExecMount, ExecOp, FileAction, FileOp, HostEntry, HttpSource,
-    ImageSource, InlineFile, LocalSource, MountKind, NetworkMode, Op, Output, OutputLayer, Ulimit,
+    CacheSharing, ExecLimits, ExecMount, ExecOp, FileAction, FileOp, GitSource, HostEntry,
+    HttpSource, ImageSource, InlineFile, LocalSource, MountKind, NetworkMode, Op, Output,
+    OutputLayer, Ulimit,
 };
 pub use scheduler::{Solver, StepContext, Worker};
 

@@ -358,7 +358,10 @@ pub fn steps_to_export<'a>(
         .into_iter()
         .filter_map(|v| {
             let vertex = graph.vertex(v);
-            if matches!(vertex.op, Op::Scratch | Op::Local(_) | Op::Http(_)) {
+            if matches!(
+                vertex.op,
+                Op::Scratch | Op::Local(_) | Op::Http(_) | Op::Git(_)
+            ) {
                 return None;
             }
             let (key, output) = (keys.get(&v)?, solved.get(&v)?);

@@ -12,6 +12,7 @@ macro_rules! bail {
 
 pub mod downloads;
 pub mod gc;
+pub mod git;
 pub mod layer;
 pub mod layout;
 pub mod lazy;

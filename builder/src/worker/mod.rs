@@ -127,6 +127,14 @@ impl Worker for BuildWorker {
             .map_err(described)
     }
 
+    fn fetch_git(
+        &self,
+        source: &rbuild_solver::GitSource,
+    ) -> std::result::Result<(PathBuf, rbuild_solver::Digest), BoxError> {
+        let auth = crate::store::git::Auth::from_provided(&source.url, &self.provided);
+        crate::store::git::fetch(&self.state.downloads_dir(), source, &auth).map_err(described)
+    }
+
     fn execute(
         &self,
         op: &Op,
@@ -146,7 +154,7 @@ impl Worker for BuildWorker {
                 layers: inputs.iter().flat_map(|i| i.layers.clone()).collect(),
                 local: None,
             }),
-            Op::Scratch | Op::Local(_) | Op::Http(_) => Ok(Output::default()),
+            Op::Scratch | Op::Local(_) | Op::Http(_) | Op::Git(_) => Ok(Output::default()),
         }
     }
 

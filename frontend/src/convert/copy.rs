@@ -11,7 +11,7 @@ use crate::parser::chomp_heredoc;
 use crate::source::Span;
 use rbuild_solver::chmod::{Chmod, SymbolicMode};
 use rbuild_solver::contenthash::clean_relative;
-use rbuild_solver::{Digest, FileAction, FileOp, HttpSource, LocalSource, Op, VertexId};
+use rbuild_solver::{Digest, FileAction, FileOp, GitSource, HttpSource, LocalSource, Op, VertexId};
 
 /// The sources of a COPY or ADD, expanded.
 struct Sources {
@@ -19,8 +19,16 @@ struct Sources {
     paths: Vec<String>,
     /// ADD's URLs, downloaded by an HTTP source op each.
     urls: Vec<String>,
+    /// ADD's git repositories, checked out by a git source op each.
+    gits: Vec<crate::git::GitUrl>,
     /// Every source as written, in order, for the history.
     names: Vec<String>,
+}
+
+/// `ADD --checksum`: of a download, its content's digest; of a git source, its commit.
+enum Checksum {
+    Download(Digest),
+    Commit(String),
 }
 
 /// What every copy action of one instruction shares.
@@ -74,12 +82,17 @@ impl Lowerer<'_> {
         let span = ins.args_span;
         let keyword = if copy.add { "ADD" } else { "COPY" };
         let mut sources = self.copy_sources(state, span, copy)?;
-        let url_checksum = self.copy_checksum(state, copy, &sources)?;
+        let (url_checksum, commit) = match self.copy_checksum(state, copy, &sources)? {
+            Some(Checksum::Download(d)) => (Some(d), None),
+            Some(Checksum::Commit(c)) => (None, Some(c)),
+            None => (None, None),
+        };
         if copy.from.is_none() {
             self.check_copy_ignored(span, copy.add, &sources.paths);
         }
         let dest_raw = self.expand(&copy.dest, &*state, span)?;
-        let count = sources.paths.len() + sources.urls.len() + copy.contents.len();
+        let count =
+            sources.paths.len() + sources.urls.len() + sources.gits.len() + copy.contents.len();
         if count > 1 && !dest_raw.ends_with('/') {
             return Err(self.error(
                 span,
@@ -128,6 +141,30 @@ impl Lowerer<'_> {
             inputs.push(download);
             actions.push(target.plain_copy(inputs.len() - 1, filename));
         }
+        // A checkout each, copied whole into the destination, as BuildKit copies `/` of its git
+        // source.
+        for git in std::mem::take(&mut sources.gits) {
+            let checkout = self.graph.add(
+                Op::Git(GitSource {
+                    url: git.remote.clone(),
+                    reference: git.reference.clone(),
+                    subdir: git.subdir.clone(),
+                    keep_git_dir: copy.keep_git_dir.or(git.keep_git_dir).unwrap_or(false),
+                    checksum: commit.clone().or(git.checksum.clone()),
+                }),
+                vec![],
+                Some(git.remote),
+            );
+            self.locate(checkout, ins.span);
+            inputs.push(checkout);
+            let whole = target.copy(
+                inputs.len() - 1,
+                vec!["/".into()],
+                false,
+                Default::default(),
+            );
+            actions.push(whole);
+        }
         for heredoc in &copy.contents {
             let (file, path) = self.heredoc_source(state, span, heredoc)?;
             inputs.push(file);
@@ -157,8 +194,8 @@ impl Lowerer<'_> {
         Ok(())
     }
 
-    /// The sources, expanded and sorted into paths and URLs; COPY refuses URLs, ADD refuses
-    /// git sources (not supported yet).
+    /// The sources, expanded and sorted into paths, URLs and git repositories; COPY refuses
+    /// URLs.
     fn copy_sources(
         &self,
         state: &StageState,
@@ -168,6 +205,7 @@ impl Lowerer<'_> {
         let mut sources = Sources {
             paths: Vec::new(),
             urls: Vec::new(),
+            gits: Vec::new(),
             names: Vec::new(),
         };
         for src in &copy.srcs {
@@ -177,21 +215,16 @@ impl Lowerer<'_> {
                 return Err(self.error(span, "source can't be a URL for COPY"));
             }
             sources.names.push(expanded.clone());
+            if copy.add
+                && copy.from.is_none()
+                && let Some(git) = crate::git::parse(&expanded)
+            {
+                sources.gits.push(git);
+                continue;
+            }
             if copy.add && is_url && copy.from.is_none() {
                 sources.urls.push(expanded);
                 continue;
-            }
-            if copy.add && (expanded.contains("://") || expanded.starts_with("git@")) {
-                return Err(self
-                    .error(
-                        span,
-                        format!(
-                            "ADD from a git repository ({expanded}) is not supported by rbuild yet"
-                        ),
-                    )
-                    .with_help(
-                        "clone the repository in a RUN step, or add it to the build context",
-                    ));
             }
             sources.paths.push(expanded);
         }
@@ -205,27 +238,37 @@ impl Lowerer<'_> {
         state: &StageState,
         copy: &CopyCommand,
         sources: &Sources,
-    ) -> Result<Option<Digest>, Diagnostic> {
+    ) -> Result<Option<Checksum>, Diagnostic> {
         let Some(flag) = &copy.checksum else {
             return Ok(None);
         };
-        if sources.paths.len() + sources.urls.len() != 1 {
+        if sources.paths.len() + sources.urls.len() + sources.gits.len() != 1 {
             return Err(self.error(
                 flag.span,
                 "checksum can't be specified for multiple sources",
             ));
         }
-        if sources.urls.is_empty() {
+        if sources.urls.is_empty() && sources.gits.is_empty() {
             return Err(self.error(flag.span, "checksum requires HTTP(S) or Git sources"));
         }
         let value = self.expand(&flag.value, state, flag.span)?;
+        if !sources.gits.is_empty() {
+            // A git source's checksum is its commit (or a prefix of it).
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(self.error(
+                    flag.span,
+                    format!("invalid checksum {value:?} for a git source: expected a commit id"),
+                ));
+            }
+            return Ok(Some(Checksum::Commit(value)));
+        }
         let digest = Digest::parse(&value).ok_or_else(|| {
             self.error(
                 flag.span,
                 format!("invalid checksum {value:?}: expected sha256:<64 hex digits>"),
             )
         })?;
-        Ok(Some(digest))
+        Ok(Some(Checksum::Download(digest)))
     }
 
     /// CopyIgnoredFile: a source of the context that `.dockerignore` excludes.

@@ -14,7 +14,7 @@ pub use exec::{
     Ulimit,
 };
 pub use file::{FileAction, FileOp};
-pub use source::{HttpSource, ImageSource, LocalSource};
+pub use source::{GitSource, HttpSource, ImageSource, LocalSource};
 
 use crate::digest::Digest;
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,8 @@ pub enum Op {
     Local(LocalSource),
     /// A file downloaded over HTTP(S). No inputs.
     Http(HttpSource),
+    /// A git checkout. No inputs.
+    Git(GitSource),
     /// A process run in a sandbox over input 0; its filesystem changes become a new layer.
     Exec(ExecOp),
     /// File actions applied on top of input 0, reading from the other inputs.
@@ -49,6 +51,7 @@ impl Op {
             Op::Image(_) => "image",
             Op::Local(_) => "local",
             Op::Http(_) => "http",
+            Op::Git(_) => "git",
             Op::Exec(_) => "exec",
             Op::File(_) => "file",
             Op::Merge => "merge",

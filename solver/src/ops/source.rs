@@ -35,6 +35,28 @@ pub struct LocalSource {
     pub exclude_patterns: Vec<String>,
 }
 
+/// A git repository at a ref (`ADD https://host/repo.git#ref:subdir`, `ADD git@host:repo`).
+/// Its output is a directory holding the checkout (of `subdir`), and its cache key is made
+/// from the commit the ref resolves to (with `subdir` and `keep_git_dir`), not the URL, as
+/// BuildKit's git source: the same commit from a mirror is the same step.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GitSource {
+    /// The clone URL.
+    pub url: String,
+    /// A branch, tag or commit (the default branch when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The directory of the repository that is the output (`#ref:subdir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdir: Option<String>,
+    /// `ADD --keep-git-dir`: the checkout keeps its `.git`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_git_dir: bool,
+    /// `ADD --checksum`: the commit the ref must resolve to (a prefix of its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+}
+
 /// A file downloaded over HTTP(S) (`ADD https://…`). Its output is a directory holding the file
 /// as `filename` (mode 0600, modified at the response's `Last-Modified`), and its cache key
 /// covers the downloaded content: the URL alone does not pin it, so it is fetched (or checked

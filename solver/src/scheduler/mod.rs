@@ -14,7 +14,7 @@ use crate::cachekey;
 use crate::contenthash;
 use crate::digest::Digest;
 use crate::graph::{Graph, VertexId};
-use crate::ops::{HttpSource, Op, Output};
+use crate::ops::{GitSource, HttpSource, Op, Output};
 use crate::progress::{Event, Sender, Stream};
 use crate::summary::{Summary, explain};
 use std::collections::{HashMap, VecDeque};
@@ -38,6 +38,10 @@ pub trait Worker: Send + Sync + 'static {
     /// directory holding its file and a digest of that file's content and metadata, which
     /// becomes part of the source's cache key.
     fn fetch_http(&self, source: &HttpSource) -> Result<(PathBuf, Digest), BoxError>;
+
+    /// Checks out a git source (reusing an earlier checkout of the same commit); returns the
+    /// directory and the commit's digest, which keys the step.
+    fn fetch_git(&self, source: &GitSource) -> Result<(PathBuf, Digest), BoxError>;
 
     /// Executes `op` over the outputs of its inputs. Called on a blocking thread; long-running
     /// work should check [`StepContext::is_cancelled`].
@@ -257,7 +261,10 @@ impl<W: Worker> Solver<W> {
             let (Some(name), Some((key, current))) = (&vertex.name, summaries.get(&v)) else {
                 continue;
             };
-            if matches!(vertex.op, Op::Scratch | Op::Local(_) | Op::Http(_)) {
+            if matches!(
+                vertex.op,
+                Op::Scratch | Op::Local(_) | Op::Http(_) | Op::Git(_)
+            ) {
                 continue;
             }
             let mut candidates: Vec<(Digest, Summary)> = self
@@ -487,7 +494,7 @@ impl<W: Worker> Solver<W> {
                 .collect();
             let salt = self.salt.as_deref();
             let key = match (&vertex.op, inputs) {
-                (Op::Http(_), _) | (_, None) => None,
+                (Op::Http(_) | Op::Git(_), _) | (_, None) => None,
                 (Op::Local(local), Some(inputs)) => {
                     let root = self.worker.local_root(&local.name).ok();
                     let stats = self.stats.as_deref();
@@ -500,7 +507,8 @@ impl<W: Worker> Solver<W> {
                 (op, Some(inputs)) => Some(cachekey::of_vertex(op, &inputs, None, salt)),
             };
             let cached = match (&vertex.op, &key) {
-                (Op::Scratch | Op::Local(_) | Op::Http(_) | Op::Image(_), _) | (_, None) => None,
+                (Op::Scratch | Op::Local(_) | Op::Http(_) | Op::Git(_) | Op::Image(_), _)
+                | (_, None) => None,
                 (_, Some(_)) if self.no_cache || self.no_cache_for.contains(&v) => Some(false),
                 (_, Some(key)) => Some(
                     self.cache

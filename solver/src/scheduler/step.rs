@@ -146,7 +146,7 @@ impl<W: Worker> Step<W> {
         let vertex = self.graph.vertex(self.vertex);
         let op_json = serde_json::to_value(op).expect("ops serialize");
         let kind = op_json["op"].as_str().unwrap_or("unknown").to_string();
-        let layered = !matches!(op, Op::Scratch | Op::Local(_) | Op::Http(_));
+        let layered = !matches!(op, Op::Scratch | Op::Local(_) | Op::Http(_) | Op::Git(_));
         let summary = Arc::new(Summary {
             kind,
             name: vertex.name.clone(),
@@ -316,7 +316,7 @@ impl<W: Worker> Step<W> {
                 let key = cachekey::of_vertex(op, input_keys, None, None);
                 Ok(Some((key, Some(Arc::new(Output::default())))))
             }
-            Op::Local(_) | Op::Http(_) => {
+            Op::Local(_) | Op::Http(_) | Op::Git(_) => {
                 self.started();
                 let worker = self.worker.clone();
                 let op = op.clone();
@@ -332,6 +332,10 @@ impl<W: Worker> Step<W> {
                     }
                     Op::Http(http) => {
                         let (root, digest) = worker.fetch_http(http)?;
+                        Ok((root, digest, op, vec![]))
+                    }
+                    Op::Git(git) => {
+                        let (root, digest) = worker.fetch_git(git)?;
                         Ok((root, digest, op, vec![]))
                     }
                     _ => unreachable!("only sources are hashed here"),

@@ -20,6 +20,9 @@ impl Worker for FakeWorker {
     fn fetch_http(&self, _source: &HttpSource) -> Result<(PathBuf, Digest), BoxError> {
         Err("no network in this test".into())
     }
+    fn fetch_git(&self, _source: &crate::ops::GitSource) -> Result<(PathBuf, Digest), BoxError> {
+        Err("no network in this test".into())
+    }
     fn execute(
         &self,
         op: &Op,
@@ -100,6 +103,9 @@ impl Worker for RacingWorker {
     }
     fn fetch_http(&self, source: &HttpSource) -> Result<(PathBuf, Digest), BoxError> {
         self.inner.fetch_http(source)
+    }
+    fn fetch_git(&self, source: &crate::ops::GitSource) -> Result<(PathBuf, Digest), BoxError> {
+        self.inner.fetch_git(source)
     }
     fn execute(
         &self,

@@ -148,83 +148,19 @@ fn is_url(spec: &str) -> bool {
     spec.starts_with("http://") || spec.starts_with("https://")
 }
 
-/// A git repository as BuildKit recognizes one (`dfgitutil.ParseGitRef`): the clone URL, the
-/// ref and the subdirectory of `URL#ref:subdir`.
+/// A git repository as BuildKit recognizes one ([`rbuild_frontend::git::parse`]): the clone
+/// URL, the ref and the subdirectory.
 pub fn git_url(spec: &str) -> Option<(String, Option<String>, Option<String>)> {
-    let (url, fragment) = match spec.split_once('#') {
-        Some((u, f)) => (u, Some(f)),
-        None => (spec, None),
-    };
-    let is_git = url.starts_with("git://")
-        || url.starts_with("git@")
-        || url.starts_with("ssh://")
-        || (is_url(url) && (url.ends_with(".git") || url.contains(".git/")))
-        || url.starts_with("github.com/");
-    if !is_git {
-        return None;
-    }
-    let url = match url.strip_prefix("github.com/") {
-        Some(rest) => format!("https://github.com/{rest}"),
-        None => url.to_string(),
-    };
-    let (reference, subdir) = match fragment {
-        None => (None, None),
-        Some(f) => {
-            let (r, s) = match f.split_once(':') {
-                Some((r, s)) => (r, Some(s)),
-                None => (f, None),
-            };
-            (
-                (!r.is_empty()).then(|| r.to_string()),
-                s.filter(|s| !s.is_empty()).map(str::to_string),
-            )
-        }
-    };
-    Some((url, reference, subdir))
+    rbuild_frontend::git::parse(spec).map(|g| (g.remote, g.reference, g.subdir))
 }
 
 /// Clones `url` at `reference` (a branch, tag or commit; the default branch without one) into
 /// `dir`, with its submodules, as BuildKit's git source does (no `.git` kept).
 fn clone(url: &str, reference: Option<&str>, dir: &Path) -> Result<()> {
-    let git = |args: &[&str], cwd: &Path| -> Result<()> {
-        let out = std::process::Command::new("git")
-            .args(args)
-            .current_dir(cwd)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .output()
-            .map_err(|e| anyhow!("running git (Debian package git) for {url}: {e}"))?;
-        if !out.status.success() {
-            bail!(
-                "git {} for {url}: {}",
-                args.first().copied().unwrap_or_default(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
-    };
-    git(&["init", "-q"], dir)?;
-    git(&["remote", "add", "origin", url], dir)?;
-    let wanted = reference.unwrap_or("HEAD");
-    // A branch or tag name fetches shallowly; a commit id that is not advertised needs the
-    // whole history.
-    if git(&["fetch", "-q", "--depth=1", "origin", wanted], dir).is_err() {
-        git(&["fetch", "-q", "--tags", "origin"], dir)?;
-        git(&["checkout", "-q", wanted], dir)?;
-    } else {
-        git(&["checkout", "-q", "FETCH_HEAD"], dir)?;
-    }
-    git(
-        &[
-            "submodule",
-            "update",
-            "-q",
-            "--init",
-            "--recursive",
-            "--depth=1",
-        ],
-        dir,
-    )?;
-    std::fs::remove_dir_all(dir.join(".git")).context("removing the clone's .git")?;
+    use crate::store::git;
+    let auth = git::Auth::default();
+    let commit = git::resolve(url, reference, &auth)?;
+    git::clone_into(dir, url, reference, &commit, false, &auth)?;
     Ok(())
 }
 
@@ -255,33 +191,6 @@ fn download(url: &str) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn git_urls_as_buildkit_recognizes_them() {
-        let g = |s: &str| git_url(s);
-        assert_eq!(
-            g("https://example.com/org/repo.git#v1.2:sub/dir"),
-            Some((
-                "https://example.com/org/repo.git".into(),
-                Some("v1.2".into()),
-                Some("sub/dir".into())
-            ))
-        );
-        assert_eq!(
-            g("git@github.com:org/repo.git").map(|g| g.0),
-            Some("git@github.com:org/repo.git".into())
-        );
-        assert_eq!(
-            g("github.com/org/repo#main").map(|g| (g.0, g.1)),
-            Some(("https://github.com/org/repo".into(), Some("main".into())))
-        );
-        assert_eq!(
-            g("git://host/repo#:docs").and_then(|g| g.2),
-            Some("docs".into())
-        );
-        assert_eq!(g("https://example.com/ctx.tar.gz"), None);
-        assert_eq!(g("./local/dir"), None);
-    }
 
     #[test]
     fn paths_from_a_fetched_context_stay_inside() {
