@@ -586,7 +586,10 @@ fn add_checks_out_git_repositories() {
     let two = dockerfile(&format!("ADD {mirror}#v1 /v1/\nRUN ls /v1 > /ls\n"));
     let r = env.rbuild(&["build", "--progress=plain", &two]).ok();
     assert!(
-        plain(&r).cached_steps().iter().any(|s| s.contains("RUN ls /v1")),
+        plain(&r)
+            .cached_steps()
+            .iter()
+            .any(|s| s.contains("RUN ls /v1")),
         "{}",
         r.stderr
     );
@@ -600,5 +603,123 @@ fn add_checks_out_git_repositories() {
     // A ref that does not exist is an error that names it.
     let ctx = dockerfile(&format!("ADD {url}#nope /x/\n"));
     let r = env.rbuild(&["build", &ctx]);
-    assert!(r.code != 0 && r.stderr.contains("\"nope\" not found"), "{}", r.stderr);
+    assert!(
+        r.code != 0 && r.stderr.contains("\"nope\" not found"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// A buildx CI line, unchanged but for the program's name, against a real registry: base from
+/// the registry (`--pull`), two tags, a build arg, a named context, the network flags, a
+/// secret, a registry cache, metadata, pushed; the result checked with skopeo.
+#[test]
+fn a_buildx_ci_invocation_runs_unchanged() {
+    require_root!();
+    let registry = Registry::start();
+    let env = Env::new();
+    env.base_image();
+    let base = format!("{}/ci/busybox:1", registry.addr);
+    env.rbuild(&["push", "rbuild-demo/busybox", &base]).ok();
+    let assets = env.context("assets", &[("logo.txt", "a logo\n")]);
+    let ctx = env.context(
+        "app",
+        &[(
+            "Dockerfile",
+            &format!(
+                "ARG BASE={base}\nFROM ${{BASE}}\nARG VERSION\n\
+                 COPY --from=assets logo.txt /srv/\n\
+                 RUN --mount=type=secret,id=token test \"$(cat /run/secrets/token)\" = s3cret \
+                 && grep db.internal /etc/hosts > /srv/hosts && echo $VERSION > /srv/version\n"
+            ),
+        )],
+    );
+    let image = format!("{}/ci/app", registry.addr);
+    let (tag, latest, cache) = (
+        format!("{image}:1.2"),
+        format!("{image}:latest"),
+        format!("type=registry,ref={image}:buildcache,mode=max"),
+    );
+    let metadata = env.path("metadata.json");
+    let assets_flag = format!("assets={}", assets.display());
+    let platform = format!(
+        "linux/{}",
+        if cfg!(target_arch = "aarch64") {
+            "arm64"
+        } else {
+            "amd64"
+        }
+    );
+    let line: Vec<&str> = vec![
+        "build",
+        "--pull",
+        "--platform",
+        &platform,
+        "-t",
+        &tag,
+        "-t",
+        &latest,
+        "--build-arg",
+        "VERSION=1.2",
+        "--build-context",
+        &assets_flag,
+        "--network",
+        "default",
+        "--add-host",
+        "db.internal:10.1.2.3",
+        "--secret",
+        "id=token,env=TOKEN",
+        "--cache-from",
+        &cache,
+        "--cache-to",
+        &cache,
+        "--metadata-file",
+        metadata.to_str().unwrap(),
+        "--progress",
+        "plain",
+        "--push",
+        ctx.to_str().unwrap(),
+    ];
+    let r = env.rbuild_with(&line, "", &[("TOKEN", "s3cret")]).ok();
+    // The first build had no cache to read: a warning that names it, not a failure.
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.contains("warning") && l.contains(":buildcache")),
+        "{}",
+        r.stderr
+    );
+    let meta = json(&std::fs::read_to_string(&metadata).unwrap());
+    let digest = meta["containerimage.digest"].as_str().unwrap().to_string();
+    assert_eq!(meta["containerimage.descriptor"]["digest"], digest.as_str());
+    let inspect = |flag: Option<&str>, name: &str| {
+        let mut args = vec!["inspect", "--tls-verify=false"];
+        args.extend(flag);
+        let reference = format!("docker://{name}");
+        args.push(&reference);
+        json(&tool("skopeo", &args))
+    };
+    for name in [&tag, &latest] {
+        let listed = inspect(None, name);
+        assert_eq!(listed["Digest"], digest.as_str(), "{name}");
+        assert_eq!(
+            listed["Architecture"],
+            platform.trim_start_matches("linux/")
+        );
+    }
+    let config = inspect(Some("--config"), &tag);
+    let history = config["history"].to_string();
+    assert!(history.contains("VERSION=1.2"), "{history}");
+    // The same line on a fresh machine: everything comes from the registry cache.
+    let fresh = Env::new();
+    fresh.base_image();
+    let r = fresh.rbuild_with(&line, "", &[("TOKEN", "s3cret")]).ok();
+    let progress = Progress::parse(&r.stderr);
+    assert!(
+        progress.ran().iter().all(|s| !s.contains("RUN")),
+        "{}",
+        r.stderr
+    );
+    let again = json(&std::fs::read_to_string(&metadata).unwrap());
+    assert_eq!(again["containerimage.digest"], digest.as_str());
 }
