@@ -722,4 +722,15 @@ fn a_buildx_ci_invocation_runs_unchanged() {
     );
     let again = json(&std::fs::read_to_string(&metadata).unwrap());
     assert_eq!(again["containerimage.digest"], digest.as_str());
+    // A base the registry does not have is "not found", as Docker says it.
+    let missing = format!("{}/ci/missing:1", registry.addr);
+    let ctx = env.context("missing", &[("Dockerfile", &format!("FROM {missing}\n"))]);
+    let r = env.rbuild(&["build", ctx.to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains(&format!("{missing}: not found")),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("envelope"), "{}", r.stderr);
 }

@@ -56,6 +56,19 @@ pub enum Error {
     },
 }
 
+/// Whether the registry said that the image (its repository, or the tag) does not exist.
+fn not_found(e: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
+    match e {
+        E::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, C::ManifestUnknown | C::NameUnknown)),
+        E::ImageManifestNotFoundError(_) => true,
+        _ => false,
+    }
+}
+
 /// The kind of a failed request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
@@ -381,9 +394,14 @@ impl Registry {
         action: &str,
         e: &oci_client::errors::OciDistributionError,
     ) -> Error {
+        let detail = match not_found(e) {
+            // As Docker says it, not the registry's error envelope.
+            true => format!("{}: not found", r.whole()),
+            false => self.why(r, e),
+        };
         Error::Request {
             action: format!("{action} {}", describe(r)),
-            detail: self.why(r, e),
+            detail,
             failure: failure_of(e),
         }
     }
