@@ -203,3 +203,99 @@ fn daily_image_commands_and_archives() {
         bad.stderr
     );
 }
+
+/// An untagged build result is Docker's `<none>` image, usable by id everywhere; the listing
+/// takes Docker's `-q`, repository filter and `--format` templates, `inspect -f` too, and
+/// `run` Docker's daily flags.
+#[test]
+fn untagged_images_templates_and_run_flags() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox\nRUN echo untagged > /u\n",
+        )],
+    );
+    let id = env
+        .rbuild(&["build", "-q", ctx.to_str().unwrap()])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    assert!(id.starts_with("sha256:"), "{id}");
+    let short = &id[7..19];
+    let r = env.rbuild(&["run", "--rm", &id, "cat", "/u"]).ok();
+    assert_eq!(r.stdout, "untagged\n");
+    let listing = env.rbuild(&["images"]).ok().stdout;
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("<none>") && l.contains(short)),
+        "{listing}"
+    );
+    let quiet = env.rbuild(&["images", "-q"]).ok().stdout;
+    assert!(quiet.lines().any(|l| l == short), "{quiet}");
+    let names = env
+        .rbuild(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .ok()
+        .stdout;
+    assert!(
+        names.lines().any(|l| l == "rbuild-demo/busybox:latest"),
+        "{names}"
+    );
+    assert!(names.lines().any(|l| l == "<none>:<none>"), "{names}");
+    let only = env
+        .rbuild(&["images", "-q", "rbuild-demo/busybox"])
+        .ok()
+        .stdout;
+    assert_eq!(only.lines().count(), 1, "{only}");
+    let table = env
+        .rbuild(&["images", "--format", "table {{.ID}}\\t{{.Repository}}"])
+        .ok()
+        .stdout;
+    assert!(table.starts_with("IMAGE ID"), "{table}");
+    let inspected = env
+        .rbuild(&["inspect", "-f", "{{.Id}} {{json .Config.Env}}", &id])
+        .ok()
+        .stdout;
+    assert!(
+        inspected.starts_with(&format!("{id} [\"PATH=")),
+        "{inspected}"
+    );
+    // run's flags, as Docker's.
+    let shared = env.context("shared", &[("h", "from the host\n")]);
+    let volume = format!("{}:/mnt:ro", shared.display());
+    let r = env
+        .rbuild(&[
+            "run",
+            "--rm",
+            "-e",
+            "A=1",
+            "-w",
+            "/tmp",
+            "-u",
+            "1000",
+            "-v",
+            &volume,
+            "--entrypoint",
+            "/bin/sh",
+            &id,
+            "-c",
+            "echo $A; pwd; id -u; cat /mnt/h; touch /mnt/x 2>/dev/null || echo read-only",
+        ])
+        .ok();
+    assert_eq!(r.stdout, "1\n/tmp\n1000\nfrom the host\nread-only\n");
+    let r = env.rbuild(&["run", "--rm", "-p", "8080:80", &id]);
+    assert!(
+        r.code != 0 && r.stderr.contains("--network host"),
+        "{}",
+        r.stderr
+    );
+    // Removing it by id removes the untagged image.
+    let r = env.rbuild(&["rmi", &id]).ok();
+    assert!(r.stdout.contains(&format!("Deleted: {id}")), "{}", r.stdout);
+    assert!(!env.rbuild(&["images", "-q"]).ok().stdout.contains(short));
+}

@@ -8,6 +8,7 @@ pub mod commands;
 pub mod diagnostics;
 pub mod progress;
 pub mod rawjson;
+pub mod template;
 
 use crate::registry;
 use crate::rootless;

@@ -35,6 +35,10 @@ pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.mani
 /// The annotation naming a manifest in an index.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+/// The annotation of an `index.json` entry that keeps a build's untagged image (Docker's
+/// `<none>` image), usable by id until `rbuild rmi` removes it.
+pub const UNTAGGED: &str = "io.rbuild.untagged";
+
 /// A content descriptor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -114,6 +118,11 @@ pub struct Index {
     pub media_type: Option<String>,
     /// The manifests.
     pub manifests: Vec<Descriptor>,
+}
+
+/// Whether an `index.json` entry keeps an untagged image.
+pub fn is_untagged(entry: &Descriptor) -> bool {
+    entry.annotations.contains_key(UNTAGGED) && !entry.annotations.contains_key(REF_NAME)
 }
 
 /// The local store.
@@ -336,7 +345,10 @@ impl Store {
             // Already so (a rebuild that changed nothing): no rewrite, no fsync.
             return Ok(());
         }
-        index.manifests.retain(|d| !tagged(d));
+        // A name replaces the image's untagged entry.
+        index
+            .manifests
+            .retain(|d| !(tagged(d) || d.digest == descriptor.digest && is_untagged(d)));
         let mut entry = descriptor.clone();
         entry.platform = None;
         entry.annotations = BTreeMap::from([(REF_NAME.to_string(), name.to_string())]);
@@ -346,6 +358,35 @@ impl Store {
                 .get(REF_NAME)
                 .cmp(&b.annotations.get(REF_NAME))
         });
+        self.write_index(&index)
+    }
+
+    /// Keeps `descriptor` as an untagged image (a build without `-t`), unless the image is
+    /// kept already, tagged or not.
+    pub fn keep_untagged(&self, descriptor: &Descriptor) -> Result<()> {
+        let _lock = self.lock_index()?;
+        let mut index = self.index()?;
+        if index
+            .manifests
+            .iter()
+            .any(|d| d.digest == descriptor.digest)
+        {
+            return Ok(());
+        }
+        let mut entry = descriptor.clone();
+        entry.platform = None;
+        entry.annotations = BTreeMap::from([(UNTAGGED.to_string(), "true".to_string())]);
+        index.manifests.push(entry);
+        self.write_index(&index)
+    }
+
+    /// Removes the untagged image `digest` (its data stays, as build cache, until pruned).
+    pub fn remove_untagged(&self, digest: &Digest) -> Result<()> {
+        let _lock = self.lock_index()?;
+        let mut index = self.index()?;
+        index
+            .manifests
+            .retain(|d| !(d.digest == *digest && is_untagged(d)));
         self.write_index(&index)
     }
 

@@ -86,10 +86,17 @@ fn load(state: &State, manifest: Descriptor, names: Vec<String>) -> Result<Local
     })
 }
 
-/// Every tagged image, one entry per manifest with all its names, in name order.
+/// Every image, one entry per manifest with all its names (none for an untagged build
+/// result), in index order.
 pub fn all(state: &State) -> Result<Vec<LocalImage>> {
     let mut by_manifest: Vec<(Descriptor, Vec<String>)> = Vec::new();
     for entry in state.store.index()?.manifests {
+        if crate::store::layout::is_untagged(&entry) {
+            if !by_manifest.iter().any(|(d, _)| d.digest == entry.digest) {
+                by_manifest.push((entry, vec![]));
+            }
+            continue;
+        }
         let Some(name) = entry.annotations.get(REF_NAME).cloned() else {
             continue;
         };

@@ -10,10 +10,20 @@ use anyhow::Result;
 /// Arguments of `rbuild images`.
 #[derive(clap::Args)]
 pub struct ImagesArgs {
-    /// `table` (REPOSITORY TAG IMAGE ID CREATED SIZE) or `json` (one object per line, with
-    /// Docker's keys)
+    /// Only images of this repository (`app`, `app:1.0`, `ghcr.io/o/app`)
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub repository: Option<String>,
+    /// `table` (REPOSITORY TAG IMAGE ID CREATED SIZE), `json` (one object per line, with
+    /// Docker's keys), or a Go template as Docker's (`{{.Repository}}:{{.Tag}}`, `table
+    /// {{.ID}}\t{{.Size}}`)
     #[arg(long, default_value = "table")]
-    pub format: Format,
+    pub format: String,
+    /// Only image ids
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Every image (untagged build results are listed anyway, as `<none>`)
+    #[arg(short, long)]
+    pub all: bool,
     /// Show each image's manifest digest
     #[arg(long)]
     pub digests: bool,
@@ -83,55 +93,122 @@ pub fn short_id(image: &LocalImage, no_trunc: bool) -> String {
     }
 }
 
-/// Lists every name of every image.
+/// Docker's `images --format json` object of one name (or `<none>`) of `image`.
+fn row(image: &LocalImage, name: Option<&str>, size: &str, no_trunc: bool) -> serde_json::Value {
+    let created = image.config.created.clone().unwrap_or_default();
+    let seconds = units::epoch_of(&created);
+    let at = units::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds));
+    let (repo, tag) = match name {
+        Some(name) => repository_and_tag(name),
+        None => ("<none>".to_string(), "<none>".to_string()),
+    };
+    serde_json::json!({
+        "Containers": "N/A",
+        "CreatedAt": format!("{} {} +0000 UTC", &at[..10], &at[11..19]),
+        "CreatedSince": units::ago(&created),
+        "Digest": image.manifest.digest.to_string(),
+        "ID": short_id(image, no_trunc),
+        "Repository": repo,
+        "SharedSize": "N/A",
+        "Size": size,
+        "Tag": tag,
+        "UniqueSize": "N/A",
+        "VirtualSize": size,
+    })
+}
+
+/// Whether a row is of the repository (and tag) `filter` names, as `docker images REPO[:TAG]`.
+fn matches(row: &serde_json::Value, filter: &str) -> bool {
+    let (repo, tag) = repository_and_tag(filter);
+    let explicit_tag = familiar(filter)
+        .rsplit_once(':')
+        .is_some_and(|(_, t)| !t.contains('/'));
+    row["Repository"] == repo.as_str() && (!explicit_tag || row["Tag"] == tag.as_str())
+}
+
+/// Docker's column header of a template field.
+fn header(field: &str) -> String {
+    match field {
+        "ID" => "IMAGE ID".into(),
+        "CreatedSince" => "CREATED".into(),
+        "CreatedAt" => "CREATED AT".into(),
+        other => other.to_uppercase(),
+    }
+}
+
+/// Lists every name of every image, newest first, as `docker images`.
 pub fn run(global: &Global, args: ImagesArgs) -> Result<i32> {
     let state = global.state()?;
-    let images = local::all(&state)?;
-    let mut rows = vec![];
-    let mut header = vec!["REPOSITORY", "TAG"];
-    if args.digests {
-        header.push("DIGEST");
-    }
-    header.extend(["IMAGE ID", "CREATED", "SIZE"]);
-    rows.push(header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
+    let mut images = local::all(&state)?;
+    images.sort_by_key(|i| {
+        std::cmp::Reverse(units::epoch_of(i.config.created.as_deref().unwrap_or("")))
+    });
+    let mut rows = Vec::new();
     for image in &images {
-        let created = image.config.created.clone().unwrap_or_default();
         // Measured once per image (it walks the layers' snapshots), not per name.
         let size = human(image.size(&state));
+        if image.names.is_empty() {
+            rows.push(row(image, None, &size, args.no_trunc));
+        }
         for name in &image.names {
-            let (repo, tag) = repository_and_tag(name);
-            let size = size.clone();
-            if args.format == Format::Json {
-                let seconds = units::epoch_of(&created);
-                let at =
-                    units::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds));
-                // Docker's `--format json` keys and forms.
-                let object = serde_json::json!({
-                    "Containers": "N/A",
-                    "CreatedAt": format!("{} {} +0000 UTC", &at[..10], &at[11..19]),
-                    "CreatedSince": units::ago(&created),
-                    "Digest": image.manifest.digest.to_string(),
-                    "ID": short_id(image, args.no_trunc),
-                    "Repository": repo,
-                    "SharedSize": "N/A",
-                    "Size": size,
-                    "Tag": tag,
-                    "UniqueSize": "N/A",
-                    "VirtualSize": size,
-                });
-                out(&object.to_string());
-                continue;
-            }
-            let mut row = vec![repo, tag];
-            if args.digests {
-                row.push(image.manifest.digest.to_string());
-            }
-            row.extend([short_id(image, args.no_trunc), units::ago(&created), size]);
-            rows.push(row);
+            rows.push(row(image, Some(name), &size, args.no_trunc));
         }
     }
-    if args.format == Format::Table {
-        print_table(&rows);
+    if let Some(filter) = &args.repository {
+        rows.retain(|r| matches(r, filter));
+    }
+    if args.quiet {
+        for r in &rows {
+            out(r["ID"].as_str().unwrap_or_default());
+        }
+        return Ok(0);
+    }
+    match args.format.as_str() {
+        "json" => rows.iter().for_each(|r| out(&r.to_string())),
+        "table" => {
+            let mut header = vec!["REPOSITORY", "TAG"];
+            if args.digests {
+                header.push("DIGEST");
+            }
+            header.extend(["IMAGE ID", "CREATED", "SIZE"]);
+            let mut table = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
+            for r in &rows {
+                let mut keys = vec!["Repository", "Tag"];
+                if args.digests {
+                    keys.push("Digest");
+                }
+                keys.extend(["ID", "CreatedSince", "Size"]);
+                table.push(
+                    keys.iter()
+                        .map(|k| r[*k].as_str().unwrap_or_default().to_string())
+                        .collect(),
+                );
+            }
+            print_table(&table);
+        }
+        template => {
+            let (table, template) = match template.strip_prefix("table ") {
+                Some(t) => (true, t),
+                None => (false, template),
+            };
+            let mut lines: Vec<Vec<String>> = Vec::new();
+            if table {
+                lines.push(
+                    crate::cli::template::fields(template)
+                        .iter()
+                        .map(|f| header(f))
+                        .collect(),
+                );
+            }
+            for r in &rows {
+                let text = crate::cli::template::render(template, r).map_err(anyhow::Error::msg)?;
+                lines.push(text.split('\t').map(str::to_string).collect());
+            }
+            match table {
+                true => print_table(&lines),
+                false => lines.iter().for_each(|l| out(&l.join("\t"))),
+            }
+        }
     }
     Ok(0)
 }

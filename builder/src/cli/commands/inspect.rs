@@ -11,6 +11,10 @@ pub struct InspectArgs {
     /// The images (names, ids or digests)
     #[arg(required = true)]
     pub images: Vec<String>,
+    /// A Go template as Docker's, per image (`{{.Id}}`, `{{json .Config.Env}}`,
+    /// `{{index .RepoTags 0}}`)
+    #[arg(short, long)]
+    pub format: Option<String>,
 }
 
 /// Prints a JSON array with one object per image, with Docker's keys.
@@ -47,6 +51,13 @@ pub fn run(global: &Global, args: InspectArgs) -> Result<i32> {
                 "size": image.manifest.size,
             },
         }));
+    }
+    if let Some(template) = &args.format {
+        for image in &out {
+            let text = crate::cli::template::render(template, image).map_err(anyhow::Error::msg)?;
+            crate::cli::commands::images::out(&text);
+        }
+        return Ok(0);
     }
     crate::cli::commands::images::out(&serde_json::to_string_pretty(&out)?);
     Ok(0)

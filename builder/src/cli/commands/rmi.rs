@@ -4,7 +4,7 @@
 use crate::cli::Global;
 use crate::registry::reference::{self, familiar};
 use crate::store::local;
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 
 /// Arguments of `rbuild rmi`.
 #[derive(clap::Args)]
@@ -40,7 +40,10 @@ pub fn run(global: &Global, args: RmiArgs) -> Result<i32> {
             None => image.names.clone(),
         };
         if names.is_empty() {
-            return Err(anyhow!("image {arg} has no name to remove"));
+            // An untagged build result: removing it is all there is to do.
+            state.store.remove_untagged(&image.manifest.digest)?;
+            println!("Deleted: {}", image.id());
+            continue;
         }
         for name in names {
             state.store.untag(&name)?;

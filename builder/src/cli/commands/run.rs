@@ -24,6 +24,36 @@ pub struct RunArgs {
     /// cannot reach this machine's loopback), `none` or `host`
     #[arg(long, value_name = "MODE", default_value = "default")]
     pub network: String,
+    /// Set an environment variable (`KEY=VALUE`, or `KEY` to pass this one's)
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+    /// The working directory in the container
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// The user (`name`, `uid`, `uid:gid`)
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+    /// Bind-mount a host directory or file: `HOST:CONTAINER[:ro]`
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    pub volumes: Vec<String>,
+    /// Replace the image's ENTRYPOINT (an empty string clears it)
+    #[arg(long, value_name = "COMMAND")]
+    pub entrypoint: Option<String>,
+    /// Keep stdin open (it always is: the container shares this terminal)
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a terminal (the container uses this one)
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Publish a port: refused, rbuild runs containers only to try images
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    pub publish: Vec<String>,
+    /// Give the container a name (accepted; rbuild names kept containers by their id)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Run in the background: refused, rbuild runs containers in the foreground only
+    #[arg(short = 'd', long)]
+    pub detach: bool,
     /// The image (pulled if it is not in the local store)
     pub image: String,
     /// The command, replacing the image's CMD (arguments to its ENTRYPOINT, if any)
@@ -33,12 +63,35 @@ pub struct RunArgs {
 
 /// Runs the container; returns its exit code.
 pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
+    if !args.publish.is_empty() {
+        bail!(
+            "-p {}: rbuild runs containers only to try images and publishes no ports; use \
+             --network host to reach the container's servers on this machine's ports",
+            args.publish.join(",")
+        );
+    }
+    if args.detach {
+        bail!("-d: rbuild runs containers in the foreground only (to try images)");
+    }
     let state = Arc::new(global.state()?);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let registry = Arc::new(Registry::new(global.registries.clone()));
-    let resolved = StoreThenRegistry::new(&state, &registry, &runtime)
-        .resolve(&args.image, &rbuild_frontend::Platform::host())
-        .map_err(|e| anyhow!(e))?;
+    // An image of the local store by name, id or digest (an untagged build result too), else
+    // pulled.
+    let resolved = match crate::store::local::find(&state, &args.image) {
+        Ok(image) => rbuild_frontend::ResolvedImage {
+            reference: image
+                .names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| format!("rbuild-local@{}", image.manifest.digest)),
+            digest: image.manifest.digest.clone(),
+            image: image.config.clone(),
+        },
+        Err(_) => StoreThenRegistry::new(&state, &registry, &runtime)
+            .resolve(&args.image, &rbuild_frontend::Platform::host())
+            .map_err(|e| anyhow!(e))?,
+    };
     let worker = BuildWorker {
         named_dirs: Default::default(),
         state: state.clone(),
@@ -59,7 +112,11 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
     ensure_snapshots(&state, &output.layers)?;
 
     let config = &resolved.image.config;
-    let mut argv: Vec<String> = config.entrypoint.clone().unwrap_or_default();
+    let mut argv: Vec<String> = match &args.entrypoint {
+        Some(e) if e.is_empty() => vec![],
+        Some(e) => vec![e.clone()],
+        None => config.entrypoint.clone().unwrap_or_default(),
+    };
     if args.cmd.is_empty() {
         argv.extend(config.cmd.clone().unwrap_or_default());
     } else {
@@ -88,20 +145,38 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
     // The container's directories are outside what other rbuild processes clean up, so the
     // state directory can be shared while the container runs.
     state.release_lock();
+    let mut env = config.env.clone().unwrap_or_default();
+    for e in &args.env {
+        let kv = match e.split_once('=') {
+            Some(_) => e.clone(),
+            None => match std::env::var(e) {
+                Ok(v) => format!("{e}={v}"),
+                Err(_) => continue,
+            },
+        };
+        let key = kv.split('=').next().unwrap_or_default().to_string();
+        env.retain(|old| old.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    }
     let process = Process {
         args: argv,
-        env: config.env.clone().unwrap_or_default(),
-        cwd: config
-            .working_dir
+        env,
+        cwd: args
+            .workdir
             .clone()
+            .or_else(|| config.working_dir.clone())
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| "/".into()),
-        user: config.user.clone().unwrap_or_default(),
+        user: args
+            .user
+            .clone()
+            .or_else(|| config.user.clone())
+            .unwrap_or_default(),
         hostname: id.chars().take(12).collect(),
         network,
         stdio: Stdio::Inherit,
         dev_files: vec![],
-        mounts: vec![],
+        mounts: volumes(&args.volumes)?,
         limits: Default::default(),
         privileged: false,
     };
@@ -126,4 +201,31 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
         );
     }
     Ok(result.map_err(|e| anyhow!("{e}"))?.code())
+}
+
+/// `-v HOST:CONTAINER[:ro|:rw]` as bind mounts (the host path made absolute).
+fn volumes(specs: &[String]) -> Result<Vec<sandbox::Mount>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let parts: Vec<&str> = spec.split(':').collect();
+            let (host, target, readonly) = match parts.as_slice() {
+                [host, target] => (*host, *target, false),
+                [host, target, "ro"] => (*host, *target, true),
+                [host, target, "rw"] => (*host, *target, false),
+                _ => bail!("-v {spec}: expected HOST:CONTAINER[:ro]"),
+            };
+            if !target.starts_with('/') {
+                bail!("-v {spec}: the container path must be absolute");
+            }
+            let host = std::path::Path::new(host)
+                .canonicalize()
+                .with_context(|| format!("-v {spec}: {host}"))?;
+            Ok(sandbox::Mount {
+                target: target.to_string(),
+                source: sandbox::MountSource::Host(host),
+                readonly,
+            })
+        })
+        .collect()
 }

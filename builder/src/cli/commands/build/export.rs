@@ -175,6 +175,11 @@ impl Export<'_> {
                         );
                     }
                 }
+                // Without a name, kept untagged (Docker's `<none>`), usable by its id.
+                if !self.multi() && names.is_empty() && !*push {
+                    self.fetch_layers()?;
+                    self.state.store.keep_untagged(&stored.manifest)?;
+                }
                 named.extend(names.iter().cloned());
                 self.session.step("exporting to image", &lines, started);
                 if *push {
