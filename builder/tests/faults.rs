@@ -461,6 +461,17 @@ fn interrupted_builds_leave_no_mounts_or_processes() {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
         let status = child.wait().unwrap();
         assert!(!status.success(), "{signal}: rbuild should fail");
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        if signal == nix::sys::signal::Signal::SIGINT {
+            // As BuildKit: the running step is CANCELED, not an error of its own.
+            let rest = rest.join("\n");
+            assert!(
+                rest.lines()
+                    .any(|l| l.starts_with('#') && l.ends_with(" CANCELED")),
+                "{rest}"
+            );
+            assert!(!rest.contains(" ERROR: "), "{rest}");
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         while sleeping(&marker) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
@@ -565,5 +576,91 @@ RUN sleep 0.3 && cat /three > /four\n"
     assert!(
         interrupted >= 3 && partial >= 1,
         "{interrupted} interrupted, {partial} with finished steps"
+    );
+}
+
+/// A stopped `rbuild run` stops its container: SIGTERM ends it cleanly (exit 143, the
+/// directory removed with --rm); after SIGKILL the directory is left, `check` reports it and
+/// `prune` removes it, but never a running container's.
+#[test]
+fn stopped_runs_leave_no_processes_and_prune_removes_their_containers() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let containers = env.root().join("containers");
+    let start = |marker: &str| {
+        let child = env
+            .command()
+            .args(["run", "--rm", "rbuild-demo/busybox", "sh", "-c", marker])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !sleeping(marker) {
+            assert!(Instant::now() < deadline, "the container did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    };
+    let gone = |marker: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sleeping(marker) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        !sleeping(marker)
+    };
+    let mut child = start("sleep 4321");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+    assert!(
+        gone("sleep 4321"),
+        "the container's process survived SIGTERM"
+    );
+    assert_eq!(std::fs::read_dir(&containers).unwrap().count(), 0, "--rm");
+
+    let mut killed = start("sleep 4322");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(killed.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    killed.wait().unwrap();
+    assert!(
+        gone("sleep 4322"),
+        "the container's process survived SIGKILL"
+    );
+    let mut running = start("sleep 4323");
+    let check = env.rbuild(&["check"]).ok();
+    assert!(
+        check.stdout.contains("note: 1 stopped container"),
+        "{}",
+        check.stdout
+    );
+    let pruned = env.rbuild(&["prune"]).ok();
+    assert!(
+        pruned.stdout.contains("Removed 1 stopped container"),
+        "{}",
+        pruned.stdout
+    );
+    assert_eq!(
+        std::fs::read_dir(&containers).unwrap().count(),
+        1,
+        "the running one stays"
+    );
+    assert!(sleeping("sleep 4323"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(running.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert_eq!(running.wait().unwrap().code(), Some(130));
+    assert!(gone("sleep 4323"));
+    assert!(
+        !env.rbuild(&["check"])
+            .ok()
+            .stdout
+            .contains("stopped container")
     );
 }

@@ -70,6 +70,14 @@ pub enum Event {
         /// The error.
         error: String,
     },
+    /// The vertex was running when the solve was cancelled (Ctrl-C, or another step failed)
+    /// and was stopped: BuildKit's `CANCELED`.
+    Canceled {
+        /// The vertex.
+        vertex: VertexId,
+        /// How long it ran.
+        elapsed: Duration,
+    },
 }
 
 /// Where a solve sends its events.

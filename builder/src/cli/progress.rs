@@ -59,6 +59,7 @@ struct Counts {
     cached: usize,
     ran: usize,
     failed: usize,
+    canceled: usize,
 }
 
 /// Prints progress to stderr. Shared by the build command and the event task.
@@ -191,6 +192,7 @@ impl Printer {
                 "cached": c.cached,
                 "ran": c.ran,
                 "failed": c.failed,
+                "canceled": c.canceled,
             })));
         } else {
             let text = format!(
@@ -200,10 +202,11 @@ impl Printer {
                 if c.steps == 1 { "" } else { "s" },
                 c.cached,
                 c.ran,
-                if c.failed > 0 {
-                    format!(", {} failed", c.failed)
-                } else {
-                    String::new()
+                match (c.failed, c.canceled) {
+                    (0, 0) => String::new(),
+                    (f, 0) => format!(", {f} failed"),
+                    (0, k) => format!(", {k} canceled"),
+                    (f, k) => format!(", {f} failed, {k} canceled"),
                 }
             );
             match &self.tty {
@@ -278,6 +281,7 @@ impl Printer {
             Event::Cached { .. } => self.counts.cached += 1,
             Event::Done { .. } => self.counts.ran += 1,
             Event::Failed { .. } => self.counts.failed += 1,
+            Event::Canceled { .. } => self.counts.canceled += 1,
             Event::Log { .. } | Event::Progress { .. } => {}
         }
         if let Some(raw) = &mut self.raw {
@@ -370,6 +374,11 @@ impl Printer {
                 let rest = self.flush_partial(vertex, n);
                 self.print(&format!("{rest}#{n} ERROR: {error}\n\n"));
             }
+            Event::Canceled { vertex, .. } => {
+                let n = self.numbers.get(&vertex).copied().unwrap_or(0);
+                let rest = self.flush_partial(vertex, n);
+                self.print(&format!("{rest}#{n} CANCELED\n\n"));
+            }
         }
     }
 
@@ -417,6 +426,11 @@ impl Printer {
             }),
             Event::Done { vertex, elapsed } => serde_json::json!({
                 "event": "done",
+                "id": self.numbers.get(&vertex).copied().unwrap_or(0),
+                "elapsed": round(elapsed.as_secs_f64()),
+            }),
+            Event::Canceled { vertex, elapsed } => serde_json::json!({
+                "event": "canceled",
                 "id": self.numbers.get(&vertex).copied().unwrap_or(0),
                 "elapsed": round(elapsed.as_secs_f64()),
             }),
@@ -535,6 +549,15 @@ impl Tty {
                 if let Some((bar, name)) = self.bars.remove(&vertex) {
                     bar.set_style(Self::style("✔ {msg}"));
                     bar.finish_with_message(format!("{name} {:.1}s", elapsed.as_secs_f64()));
+                }
+            }
+            Event::Canceled { vertex, elapsed } => {
+                if let Some((bar, name)) = self.bars.remove(&vertex) {
+                    bar.set_style(Self::style("✘ {msg}"));
+                    bar.finish_with_message(format!(
+                        "{name} {:.1}s CANCELED",
+                        elapsed.as_secs_f64()
+                    ));
                 }
             }
             Event::Failed {

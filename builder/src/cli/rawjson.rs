@@ -93,6 +93,10 @@ impl RawJson {
             Event::Cached { vertex } => self.finish(vertex, json!({"cached": true})),
             Event::Done { vertex, .. } => self.finish(vertex, json!({})),
             Event::Failed { vertex, error, .. } => self.finish(vertex, json!({"error": error})),
+            // BuildKit's error of a vertex stopped by a cancelled solve.
+            Event::Canceled { vertex, .. } => {
+                self.finish(vertex, json!({"error": "context canceled"}))
+            }
             Event::Log {
                 vertex,
                 stream,

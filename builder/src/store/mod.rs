@@ -10,6 +10,7 @@ macro_rules! bail {
     };
 }
 
+pub mod containers;
 pub mod downloads;
 pub mod gc;
 pub mod git;

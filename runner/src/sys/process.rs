@@ -30,6 +30,13 @@ pub fn fork_child(child: impl FnOnce() -> i32) -> nix::Result<Pid> {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
             nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+            // A parent that waits for signals with sigwait blocks them; its children must
+            // not inherit that (a step's server could not be stopped).
+            let _ = nix::sys::signal::pthread_sigmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(&nix::sys::signal::SigSet::empty()),
+                None,
+            );
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
             exit_now(code)
         }

@@ -433,6 +433,14 @@ impl<W: Worker> Step<W> {
                 });
                 Ok(Arc::new(output))
             }
+            // Stopped because the solve was cancelled: not this step's failure.
+            Err(_) if self.cancel.load(Ordering::Relaxed) => {
+                self.send(Event::Canceled {
+                    vertex: self.vertex,
+                    elapsed: started.elapsed(),
+                });
+                Err(None)
+            }
             Err(e) => {
                 let tail = ctx.tail.lock().expect("log tail").take();
                 Err(self.fail(started, e.to_string(), tail))

@@ -42,7 +42,16 @@ pub fn run(global: &Global, args: PruneArgs) -> Result<i32> {
         }
     }
     let state = global.state_exclusive()?;
-    let pruned = gc::prune(&state, &options)?;
+    let mut pruned = gc::prune(&state, &options)?;
+    let (containers, freed) = crate::store::containers::remove_stopped(&state.root)
+        .map_err(|e| anyhow!("removing stopped containers: {e}"))?;
+    pruned.freed += freed;
+    if containers > 0 {
+        println!(
+            "Removed {containers} stopped container{}",
+            if containers == 1 { "" } else { "s" }
+        );
+    }
     println!(
         "Removed {} cache record{}; total reclaimed space: {}",
         pruned.records,

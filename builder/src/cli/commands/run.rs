@@ -7,6 +7,7 @@ use crate::registry::resolver::StoreThenRegistry;
 use crate::store::layer::ensure_snapshots;
 use crate::worker::BuildWorker;
 use anyhow::{Context, Result, anyhow, bail};
+use nix::sys::signal::Signal;
 use rbuild_frontend::ImageResolver;
 use rbuild_runner::Upper;
 use rbuild_runner::sandbox::{self, Process, Rootfs, Stdio};
@@ -73,6 +74,11 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
     if args.detach {
         bail!("-d: rbuild runs containers in the foreground only (to try images)");
     }
+    // Ctrl-C, SIGTERM and SIGHUP stop the container and end the command cleanly (its
+    // directory removed with --rm), instead of leaving its processes to the kernel. Blocked
+    // before any thread starts, so that only the waiting thread receives them.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let interrupted = wait_for_signals(cancel.clone())?;
     let state = Arc::new(global.state()?);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let registry = Arc::new(Registry::new(global.registries.clone()));
@@ -137,6 +143,7 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
     for d in [&upper.fs, &upper.work, &dir.join("run")] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
+    crate::store::containers::mark_running(&dir).context("recording the container's process")?;
     let layers: Vec<String> = output
         .layers
         .iter()
@@ -189,9 +196,10 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
         &process,
         &dir.join("run"),
         &mut |_, _| {},
-        &AtomicBool::new(false),
+        &cancel,
     );
     let _ = std::fs::remove_dir_all(dir.join("run"));
+    crate::store::containers::mark_stopped(&dir);
     if args.rm {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     } else {
@@ -200,7 +208,35 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
             upper.fs.display()
         );
     }
+    if let Err(sandbox::SandboxError::Cancelled) = &result {
+        let signal = interrupted
+            .lock()
+            .expect("signal")
+            .unwrap_or(Signal::SIGINT);
+        eprintln!("{signal}: the container was stopped");
+        return Ok(128 + signal as i32);
+    }
     Ok(result.map_err(|e| anyhow!("{e}"))?.code())
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and the threads it starts) and waits for
+/// them on a thread of its own, which sets `cancel` and records the signal.
+fn wait_for_signals(cancel: Arc<AtomicBool>) -> Result<Arc<std::sync::Mutex<Option<Signal>>>> {
+    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).context("blocking signals")?;
+    let received = Arc::new(std::sync::Mutex::new(None));
+    let seen = received.clone();
+    std::thread::spawn(move || {
+        if let Ok(signal) = set.wait() {
+            *seen.lock().expect("signal") = Some(signal);
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    Ok(received)
 }
 
 /// `-v HOST:CONTAINER[:ro|:rw]` as bind mounts (the host path made absolute).
