@@ -33,7 +33,7 @@ install() {
 install "" busybox-static:/bin/busybox docker-registry:/usr/bin/docker-registry skopeo:/usr/bin/skopeo \
   umoci:/usr/bin/umoci curl:/usr/bin/curl procps:/usr/bin/ps python3:/usr/bin/python3 \
   uidmap:/usr/bin/newuidmap slirp4netns:/usr/bin/slirp4netns iproute2:/usr/bin/ip gcc:/usr/bin/gcc \
-  make:/usr/bin/make git:/usr/bin/git
+  make:/usr/bin/make git:/usr/bin/git tmux:/usr/bin/tmux
 # Without recommends: reprotest's would bring every comparator of the full diffoscope.
 install --no-install-recommends reprotest:/usr/bin/reprotest diffoscope-minimal:/usr/bin/diffoscope \
   faketime:/usr/bin/faketime disorderfs:/usr/bin/disorderfs

@@ -10,6 +10,7 @@ mod common;
 use common::*;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// A tar.gz of `dir`'s contents.
 fn tarball(dir: &Path) -> Vec<u8> {
@@ -733,4 +734,97 @@ fn a_buildx_ci_invocation_runs_unchanged() {
         r.stderr
     );
     assert!(!r.stderr.contains("envelope"), "{}", r.stderr);
+}
+
+/// The live view in a real terminal (tmux's): when the build ends, every step's line is on the
+/// screen, as Docker's; elsewhere `--progress=tty` falls back to plain.
+#[test]
+fn the_terminal_view_keeps_every_steps_line() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let long = "x".repeat(150);
+    let ctx = env.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                &format!(
+                    "FROM rbuild-demo/busybox\nCOPY a.txt /\nRUN echo {long} && sleep 0.3\n\
+                     RUN echo second\n{}",
+                    (1..=50)
+                        .map(|n| format!("RUN echo step-{n}\n"))
+                        .collect::<String>()
+                ),
+            ),
+            ("a.txt", "a\n"),
+        ],
+    );
+    let session = format!("rbuild-tty-{}", std::process::id());
+    let command = format!(
+        "DOCKER_CONFIG={} {} --root {} build --progress=tty {}; echo EXIT=$?; sleep 60",
+        env.docker_config().display(),
+        assert_cmd::cargo::cargo_bin!("rbuild").display(),
+        env.root().display(),
+        ctx.display()
+    );
+    tool(
+        "tmux",
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "150",
+            "-y",
+            "45",
+            &command,
+        ],
+    );
+    let capture = || tool("tmux", &["capture-pane", "-p", "-S", "-", "-t", &session]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let screen = loop {
+        let screen = capture();
+        if screen.contains("EXIT=") {
+            break screen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the build did not end:\n{screen}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .status();
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    // More steps than the terminal has lines: they stay in its scrollback.
+    let mut steps: Vec<String> = [
+        "✔ [internal] load build definition",
+        "✔ [ 1/54] FROM docker.io/rbuild-demo/busybox",
+        "✔ [ 2/54] COPY a.txt /",
+        "✔ [ 3/54] RUN echo xxxx",
+        "✔ [ 4/54] RUN echo second",
+        "✔ exporting to image",
+        "built in ",
+    ]
+    .map(String::from)
+    .to_vec();
+    steps.extend((1..=50).map(|n| format!("✔ [{:>2}/54] RUN echo step-{n} ", n + 4)));
+    for step in &steps {
+        assert!(
+            screen.lines().any(|l| l.starts_with(step.as_str())),
+            "{step}:\n{screen}"
+        );
+    }
+    // Not a terminal: plain.
+    let r = env
+        .rbuild(&["build", "--progress=tty", ctx.to_str().unwrap()])
+        .ok();
+    assert!(
+        r.stderr.contains("#1 [internal] load build definition"),
+        "{}",
+        r.stderr
+    );
 }

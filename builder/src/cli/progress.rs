@@ -81,7 +81,9 @@ impl Printer {
     /// A printer for `mode`.
     pub fn new(mode: Mode) -> Arc<Mutex<Printer>> {
         use std::io::IsTerminal;
-        let live = mode == Mode::Tty || (mode == Mode::Auto && std::io::stderr().is_terminal());
+        // Only a terminal shows the live view; `--progress=tty` elsewhere (a CI log, a pipe)
+        // falls back to plain, as buildx does, rather than printing nothing.
+        let live = matches!(mode, Mode::Tty | Mode::Auto) && std::io::stderr().is_terminal();
         Arc::new(Mutex::new(Printer {
             quiet: mode == Mode::Quiet,
             json: mode == Mode::Json,
@@ -511,7 +513,16 @@ impl Tty {
     /// Shows `text` after the name of the running step `vertex`.
     fn status(&self, vertex: VertexId, text: &str) {
         if let Some((bar, name)) = self.bars.get(&vertex) {
-            bar.set_message(format!("{name} │ {text}"));
+            bar.set_message(running(name, text));
+        }
+    }
+
+    /// Ends the running line of `vertex` and prints its final line above the running ones,
+    /// where it stays (in the terminal's scrollback too) when the build ends, as Docker's.
+    fn finish(&mut self, vertex: VertexId, line: impl FnOnce(&str) -> String) {
+        if let Some((bar, name)) = self.bars.remove(&vertex) {
+            bar.finish_and_clear();
+            let _ = self.multi.println(line(&name));
         }
     }
 
@@ -533,46 +544,40 @@ impl Tty {
                 if let Some((bar, name)) = self.bars.get(&vertex) {
                     let text = String::from_utf8_lossy(&data);
                     if let Some(line) = text.lines().rev().find(|l| !l.trim().is_empty()) {
-                        bar.set_message(format!("{name} │ {}", line.trim_end()));
+                        bar.set_message(running(name, line.trim_end()));
                     }
                 }
             }
             // Printer::event formats these (it knows when each transfer started).
             Event::Progress { .. } => {}
-            Event::Cached { vertex } => {
-                if let Some((bar, name)) = self.bars.remove(&vertex) {
-                    bar.set_style(Self::style("✔ {msg}"));
-                    bar.finish_with_message(format!("{name} CACHED"));
-                }
-            }
-            Event::Done { vertex, elapsed } => {
-                if let Some((bar, name)) = self.bars.remove(&vertex) {
-                    bar.set_style(Self::style("✔ {msg}"));
-                    bar.finish_with_message(format!("{name} {:.1}s", elapsed.as_secs_f64()));
-                }
-            }
-            Event::Canceled { vertex, elapsed } => {
-                if let Some((bar, name)) = self.bars.remove(&vertex) {
-                    bar.set_style(Self::style("✘ {msg}"));
-                    bar.finish_with_message(format!(
-                        "{name} {:.1}s CANCELED",
-                        elapsed.as_secs_f64()
-                    ));
-                }
-            }
+            Event::Cached { vertex } => self.finish(vertex, |name| format!("✔ {name} CACHED")),
+            Event::Done { vertex, elapsed } => self.finish(vertex, |name| {
+                format!("✔ {name} {:.1}s", elapsed.as_secs_f64())
+            }),
+            Event::Canceled { vertex, elapsed } => self.finish(vertex, |name| {
+                format!("✘ {name} {:.1}s CANCELED", elapsed.as_secs_f64())
+            }),
             Event::Failed {
                 vertex,
                 elapsed,
                 error,
-            } => {
-                if let Some((bar, name)) = self.bars.remove(&vertex) {
-                    bar.set_style(Self::style("✘ {msg}"));
-                    bar.finish_with_message(format!(
-                        "{name} {:.1}s: {error}",
-                        elapsed.as_secs_f64()
-                    ));
-                }
-            }
+            } => self.finish(vertex, |name| {
+                format!("✘ {name} {:.1}s ERROR: {error}", elapsed.as_secs_f64())
+            }),
         }
     }
+}
+
+/// A running step's line: its name and its last line of output. A long name is shortened so
+/// that the output still shows on a line of the terminal's width.
+fn running(name: &str, text: &str) -> String {
+    const NAME: usize = 48;
+    let short: String = if name.chars().count() > NAME {
+        let mut s: String = name.chars().take(NAME - 1).collect();
+        s.push('…');
+        s
+    } else {
+        name.to_string()
+    };
+    format!("{short} │ {text}")
 }
