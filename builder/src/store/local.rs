@@ -3,22 +3,26 @@
 //! its hex of at least 3 characters) or by manifest digest, with all the names each has.
 
 use crate::registry::reference;
-use crate::store::layout::{Descriptor, Manifest, REF_NAME};
+use crate::store::layout::{Descriptor, Index, Manifest, REF_NAME};
 use crate::store::state::State;
 use crate::store::{Context, Result};
 use rbuild_frontend::image::Image;
 use rbuild_solver::Digest;
 
-/// One image of the local store.
+/// One image of the local store: a manifest, or a multi-platform index of them.
 pub struct LocalImage {
     /// Its names (full normalized references), sorted; empty for an untagged image.
     pub names: Vec<String>,
-    /// Its manifest's descriptor.
+    /// What the names name: its manifest's descriptor, or its index's.
     pub manifest: Descriptor,
-    /// The manifest.
+    /// The manifest (of an index, the one for this machine's platform, else the first).
     pub parsed: Manifest,
-    /// Its config.
+    /// The digest of `parsed`.
+    pub platform_manifest: Digest,
+    /// Its config (of `parsed`).
     pub config: Image,
+    /// Of an index, the platforms it has (`linux/arm64`); empty for a single manifest.
+    pub platforms: Vec<String>,
 }
 
 impl LocalImage {
@@ -75,15 +79,87 @@ fn content_size(dir: &std::path::Path) -> u64 {
 }
 
 fn load(state: &State, manifest: Descriptor, names: Vec<String>) -> Result<LocalImage> {
-    let parsed = state.store.manifest(&manifest.digest)?;
-    let config = serde_json::from_slice(&state.store.read_blob(&parsed.config.digest)?)
+    load_for(state, manifest, names, &rbuild_frontend::Platform::host())
+}
+
+/// Loads the image `manifest` names; of an index, the manifest for `platform` (else the first
+/// one stored).
+fn load_for(
+    state: &State,
+    manifest: Descriptor,
+    names: Vec<String>,
+    platform: &rbuild_frontend::Platform,
+) -> Result<LocalImage> {
+    let store = &state.store;
+    let index: Option<Index> = serde_json::from_slice::<Index>(&store.read_blob(&manifest.digest)?)
+        .ok()
+        .filter(|i| !i.manifests.is_empty());
+    let (platform_manifest, platforms) = match &index {
+        None => (manifest.digest.clone(), vec![]),
+        Some(index) => {
+            let chosen = store.manifest_for(&manifest.digest, platform)?.or_else(|| {
+                index
+                    .manifests
+                    .iter()
+                    .find(|d| store.has_blob(&d.digest))
+                    .map(|d| d.digest.clone())
+            });
+            let chosen = chosen.ok_or_else(|| {
+                crate::store::Error::Other(format!(
+                    "index {} has no manifest here",
+                    manifest.digest
+                ))
+            })?;
+            let platforms = index
+                .manifests
+                .iter()
+                .filter_map(|d| d.platform.as_ref())
+                .map(|p| {
+                    let mut s = format!("{}/{}", p.os, p.architecture);
+                    if let Some(v) = p.variant.as_deref().filter(|v| !v.is_empty()) {
+                        s.push('/');
+                        s.push_str(v);
+                    }
+                    s
+                })
+                .collect();
+            (chosen, platforms)
+        }
+    };
+    let parsed = store.manifest(&platform_manifest)?;
+    let config = serde_json::from_slice(&store.read_blob(&parsed.config.digest)?)
         .with_context(|| format!("parsing the config of {}", manifest.digest))?;
     Ok(LocalImage {
         names,
         manifest,
         parsed,
+        platform_manifest,
         config,
+        platforms,
     })
+}
+
+/// `image` for `platform`: of an index, that platform's manifest and config (an error when
+/// the index has none); a single manifest as it is.
+pub fn for_platform(
+    state: &State,
+    image: LocalImage,
+    platform: &rbuild_frontend::Platform,
+) -> Result<LocalImage> {
+    if image.platforms.is_empty() {
+        return Ok(image);
+    }
+    if state
+        .store
+        .manifest_for(&image.manifest.digest, platform)?
+        .is_none()
+    {
+        return Err(crate::store::Error::Other(format!(
+            "the image has no {platform} manifest (it has {})",
+            image.platforms.join(", ")
+        )));
+    }
+    load_for(state, image.manifest, image.names, platform)
 }
 
 /// Every image, one entry per manifest with all its names (none for an untagged build

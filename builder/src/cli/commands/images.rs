@@ -114,6 +114,7 @@ fn row(image: &LocalImage, name: Option<&str>, size: &str, no_trunc: bool) -> se
         "Tag": tag,
         "UniqueSize": "N/A",
         "VirtualSize": size,
+        "Platforms": image.platforms.join(","),
     })
 }
 
@@ -171,6 +172,11 @@ pub fn run(global: &Global, args: ImagesArgs) -> Result<i32> {
                 header.push("DIGEST");
             }
             header.extend(["IMAGE ID", "CREATED", "SIZE"]);
+            // Multi-platform images (an index per name) say which platforms they hold.
+            let platforms = rows.iter().any(|r| r["Platforms"] != "");
+            if platforms {
+                header.push("PLATFORMS");
+            }
             let mut table = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
             for r in &rows {
                 let mut keys = vec!["Repository", "Tag"];
@@ -178,6 +184,9 @@ pub fn run(global: &Global, args: ImagesArgs) -> Result<i32> {
                     keys.push("Digest");
                 }
                 keys.extend(["ID", "CreatedSince", "Size"]);
+                if platforms {
+                    keys.push("Platforms");
+                }
                 table.push(
                     keys.iter()
                         .map(|k| r[*k].as_str().unwrap_or_default().to_string())

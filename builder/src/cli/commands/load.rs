@@ -26,7 +26,8 @@ pub struct LoadArgs {
     /// Print nothing
     #[arg(short, long)]
     pub quiet: bool,
-    /// Of a multi-platform image, the platform to load, `os/arch[/variant]` [default: this
+    /// Of a multi-platform image, load only this platform, `os/arch[/variant]` [default: the
+    /// whole index when the archive has every platform of it, else this
     /// machine's]
     #[arg(long, value_parser = super::pull::parse_platform)]
     pub platform: Option<Platform>,
@@ -49,8 +50,9 @@ pub fn run(global: &Global, args: LoadArgs) -> Result<i32> {
     // store's filesystem so that blobs are moved, not copied, into place.
     let dir = state.store.ingest_path();
     std::fs::create_dir_all(&dir)?;
+    let whole = args.platform.is_none();
     let platform = args.platform.unwrap_or_else(Platform::host);
-    let result = load(&state, &dir, args.input.as_deref(), &platform);
+    let result = load(&state, &dir, args.input.as_deref(), &platform, whole);
     let _ = std::fs::remove_dir_all(&dir);
     for (names, id) in result? {
         if args.quiet {
@@ -71,6 +73,7 @@ fn load(
     dir: &Path,
     input: Option<&Path>,
     platform: &Platform,
+    whole: bool,
 ) -> Result<Vec<(Vec<String>, Digest)>> {
     let reader: Box<dyn Read> = match input {
         Some(path) => Box::new(
@@ -91,12 +94,31 @@ fn load(
         Err(_) => None,
     };
     if dir.join("index.json").is_file() {
-        return load_oci(state, dir, docker.as_deref(), platform);
+        return load_oci(state, dir, docker.as_deref(), platform, whole);
     }
     match docker {
         Some(entries) => load_docker(state, dir, &entries),
         None => bail!("the archive has neither index.json (OCI) nor manifest.json (Docker)"),
     }
+}
+
+/// Whether `entry` is an index whose every manifest, config and layer is in the store.
+fn whole_index(state: &State, entry: &Descriptor) -> bool {
+    let store = &state.store;
+    let Ok(index) = store
+        .read_blob(&entry.digest)
+        .map_err(|_| ())
+        .and_then(|b| serde_json::from_slice::<Index>(&b).map_err(|_| ()))
+    else {
+        return false;
+    };
+    !index.manifests.is_empty()
+        && index.manifests.iter().all(|d| {
+            store.manifest(&d.digest).is_ok_and(|m| {
+                store.has_blob(&m.config.digest)
+                    && m.layers.iter().all(|l| store.has_blob(&l.digest))
+            })
+        })
 }
 
 /// A path of the archive, resolved inside it (a symlink in the archive cannot lead out).
@@ -121,6 +143,7 @@ fn load_oci(
     dir: &Path,
     docker: Option<&[DockerEntry]>,
     platform: &Platform,
+    whole: bool,
 ) -> Result<Vec<(Vec<String>, Digest)>> {
     let blobs = dir.join("blobs/sha256");
     if let Ok(entries) = std::fs::read_dir(&blobs) {
@@ -171,6 +194,16 @@ fn load_oci(
                 );
             }
         }
+        // A multi-platform index with every platform in the archive is kept whole (unless
+        // --platform asks for one), so the name keeps all its platforms.
+        let manifest = match whole && whole_index(state, &entry) {
+            true => Descriptor {
+                platform: None,
+                annotations: BTreeMap::new(),
+                ..entry.clone()
+            },
+            false => manifest,
+        };
         let mut names = Vec::new();
         if let Some(name) = entry.annotations.get("io.containerd.image.name") {
             names.push(name.clone());

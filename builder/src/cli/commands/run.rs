@@ -55,6 +55,10 @@ pub struct RunArgs {
     /// Run in the background: refused, rbuild runs containers in the foreground only
     #[arg(short = 'd', long)]
     pub detach: bool,
+    /// Of a multi-platform image, the platform to run (`linux/arm64`: under emulation where
+    /// one is registered) [default: this machine's]
+    #[arg(long, value_parser = super::pull::parse_platform)]
+    pub platform: Option<rbuild_frontend::Platform>,
     /// The image (pulled if it is not in the local store)
     pub image: String,
     /// The command, replacing the image's CMD (arguments to its ENTRYPOINT, if any)
@@ -82,22 +86,7 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
     let state = Arc::new(global.state()?);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let registry = Arc::new(Registry::new(global.registries.clone()));
-    // An image of the local store by name, id or digest (an untagged build result too), else
-    // pulled.
-    let resolved = match crate::store::local::find(&state, &args.image) {
-        Ok(image) => rbuild_frontend::ResolvedImage {
-            reference: image
-                .names
-                .first()
-                .cloned()
-                .unwrap_or_else(|| format!("rbuild-local@{}", image.manifest.digest)),
-            digest: image.manifest.digest.clone(),
-            image: image.config.clone(),
-        },
-        Err(_) => StoreThenRegistry::new(&state, &registry, &runtime)
-            .resolve(&args.image, &rbuild_frontend::Platform::host())
-            .map_err(|e| anyhow!(e))?,
-    };
+    let resolved = image_of(&state, &registry, &runtime, &args)?;
     let worker = BuildWorker {
         named_dirs: Default::default(),
         state: state.clone(),
@@ -217,6 +206,42 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
         return Ok(128 + signal as i32);
     }
     Ok(result.map_err(|e| anyhow!("{e}"))?.code())
+}
+
+/// The image `args` runs: of the local store by name, id or digest (an untagged build result
+/// too; of a multi-platform one, the platform asked for, or an error that lists the ones it
+/// has), else resolved in its registry.
+fn image_of(
+    state: &Arc<crate::store::state::State>,
+    registry: &Arc<Registry>,
+    runtime: &tokio::runtime::Runtime,
+    args: &RunArgs,
+) -> Result<rbuild_frontend::ResolvedImage> {
+    let platform = args
+        .platform
+        .clone()
+        .unwrap_or_else(rbuild_frontend::Platform::host);
+    let found = match crate::store::local::find(state, &args.image) {
+        Ok(image) => Some(
+            crate::store::local::for_platform(state, image, &platform)
+                .with_context(|| args.image.clone())?,
+        ),
+        Err(_) => None,
+    };
+    Ok(match found {
+        Some(image) => rbuild_frontend::ResolvedImage {
+            reference: image
+                .names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| format!("rbuild-local@{}", image.manifest.digest)),
+            digest: image.platform_manifest.clone(),
+            image: image.config.clone(),
+        },
+        None => StoreThenRegistry::new(state, registry, runtime)
+            .resolve(&args.image, &platform)
+            .map_err(|e| anyhow!(e))?,
+    })
 }
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and the threads it starts) and waits for

@@ -159,7 +159,9 @@ impl Export<'_> {
                 // A multi-platform image is only pushed (refused otherwise). Layers of an
                 // imported cache are fetched for a local name, unless the image is pushed:
                 // then it is named here only if it is whole (the registry mounts the rest).
-                if !self.multi() && !names.is_empty() {
+                // A multi-platform image is named as its index (each platform's manifest in
+                // it), so `run --platform` and `save` find every platform.
+                if !names.is_empty() {
                     if !*push {
                         self.fetch_layers()?;
                     }
@@ -176,7 +178,7 @@ impl Export<'_> {
                     }
                 }
                 // Without a name, kept untagged (Docker's `<none>`), usable by its id.
-                if !self.multi() && names.is_empty() && !*push {
+                if names.is_empty() && !*push {
                     self.fetch_layers()?;
                     self.state.store.keep_untagged(&stored.manifest)?;
                 }

@@ -310,10 +310,6 @@ fn outputs(args: &BuildArgs, tags: &[String], multi: bool) -> Result<Vec<OutputS
             OutputSpec::Image {
                 names, push: true, ..
             } if names.is_empty() => bail!("pushing needs an image name (-t NAME or name=)"),
-            OutputSpec::Image { push: false, .. } if multi => bail!(
-                "a multi-platform image cannot go to the local image store yet: push it \
-                 (--push or -o type=registry) or write it with -o type=oci,dest=FILE"
-            ),
             OutputSpec::Archive {
                 format: ArchiveFormat::Docker,
                 ..
