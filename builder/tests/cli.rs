@@ -264,3 +264,54 @@ fn the_command_line_feels_like_dockers() {
     assert_eq!(code, 0);
     assert!(out.contains(".TH rbuild 1"), "{out}");
 }
+
+/// `scripts/package-deb.sh` makes a Debian package with the binary, completions, man page and
+/// the runtime dependencies; what it installs runs.
+#[test]
+fn the_debian_package_holds_what_a_user_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let scripts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts");
+    let bin = assert_cmd::cargo::cargo_bin!("rbuild");
+    let out = Command::new(scripts.join("package-deb.sh"))
+        .arg(bin)
+        .arg(dir.path())
+        .env("DEB_FAST", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deb = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(deb.ends_with(".deb"), "{deb}");
+    let info = Command::new("dpkg-deb")
+        .args(["-f", &deb, "Depends"])
+        .output()
+        .unwrap();
+    let depends = String::from_utf8_lossy(&info.stdout);
+    for needed in ["uidmap", "slirp4netns", "git"] {
+        assert!(depends.contains(needed), "{depends}");
+    }
+    let root = dir.path().join("root");
+    let status = Command::new("dpkg-deb")
+        .args(["-x", &deb])
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for file in [
+        "usr/share/bash-completion/completions/rbuild",
+        "usr/share/zsh/vendor-completions/_rbuild",
+        "usr/share/fish/vendor_completions.d/rbuild.fish",
+        "usr/share/man/man1/rbuild.1.gz",
+    ] {
+        let meta = std::fs::metadata(root.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(meta.len() > 100, "{file} is empty");
+    }
+    let version = Command::new(root.join("usr/bin/rbuild"))
+        .arg("version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("rbuild "));
+}

@@ -462,7 +462,11 @@ fn multi_platform_builds_make_an_index() {
         ctx.to_str().unwrap(),
     ]);
     assert_ne!(refused.code, 0);
-    assert!(refused.stderr.contains("use type=oci"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("use type=oci"),
+        "{}",
+        refused.stderr
+    );
 }
 
 /// Where scripts/install-emulation.sh puts Debian's busybox for arm64.
