@@ -34,6 +34,9 @@ pub(super) struct StageState {
     pub(super) platform: Platform,
     /// Step names start with the platform (a multi-platform build).
     pub(super) platform_in_names: bool,
+    /// The instruction being lowered is a base image's ONBUILD trigger: its step's name says
+    /// so (`[app 2/4] ONBUILD RUN make`), as BuildKit's `cmdIsOnBuild`.
+    pub(super) on_build: bool,
 }
 
 impl StageState {
@@ -61,6 +64,9 @@ impl StageState {
         name.push('/');
         push_number(&mut name, self.total);
         name.push_str("] ");
+        if self.on_build {
+            name.push_str("ONBUILD ");
+        }
         name.push_str(text);
         let stage = self.prefix.trim_end();
         Step {

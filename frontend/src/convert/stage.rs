@@ -229,6 +229,7 @@ impl Lowerer<'_> {
                 .clone()
                 .unwrap_or_else(|| self.target_platform.clone()),
             platform_in_names: self.options.multi_platform,
+            on_build: false,
         };
         let from_text = self.stage_base(index, &base_name, stage_platform.is_some(), &mut state)?;
 
@@ -255,9 +256,12 @@ impl Lowerer<'_> {
             let step = state.next_step(&text);
             self.graph.name_if_unnamed(state.vertex, step);
         }
-        for (ins, command) in commands {
+        let trigger_count = triggers.len();
+        for (i, (ins, command)) in commands.into_iter().enumerate() {
+            state.on_build = i < trigger_count;
             self.lower_command(&mut state, ins, command)?;
         }
+        state.on_build = false;
         self.in_progress[index] = false;
         self.lowered[index] = Some(Lowered {
             vertex: state.vertex,

@@ -839,8 +839,14 @@ fn onbuild_triggers_run_first_in_the_child() {
         "the ENV trigger ran: {:?}",
         child.env
     );
-    let trigger = exec_of(&b, b.graph.vertex(b.target).inputs[0]);
+    let trigger_vertex = b.graph.vertex(b.target).inputs[0];
+    let trigger = exec_of(&b, trigger_vertex);
     assert_eq!(trigger.args[2], "echo parent-trigger");
+    // As BuildKit names a trigger's step.
+    assert_eq!(
+        b.graph.vertex(trigger_vertex).name.as_deref(),
+        Some("[stage-1 1/2] ONBUILD RUN echo parent-trigger")
+    );
     assert_eq!(b.image.config.on_build, None, "triggers are consumed");
     assert_eq!(
         b.graph.vertex(b.target).name.as_deref(),
