@@ -115,8 +115,11 @@ impl Lowerer<'_> {
         };
         // With --link the copy is made on an empty filesystem and stacked on the stage
         // afterwards (a merge), as BuildKit does: neither its layer nor its key depends on the
-        // stage, and no symlink of the stage affects where files land.
-        let copy_base = if copy.link {
+        // stage, and no symlink of the stage affects where files land. BuildKit makes a --link
+        // copy with --chmod as an ordinary one (dispatchCopy checks `cfg.link && cfg.chmod ==
+        // ""`).
+        let link = copy.link && copy.chmod.is_none();
+        let copy_base = if link {
             self.graph.add(Op::Scratch, vec![], None)
         } else {
             state.vertex
@@ -176,7 +179,7 @@ impl Lowerer<'_> {
             .graph
             .add_step(Op::File(FileOp { actions }), inputs, step);
         self.locate(vertex, ins.span);
-        if copy.link {
+        if link {
             vertex = self.graph.add(Op::Merge, vec![state.vertex, vertex], None);
         }
         state.vertex = vertex;

@@ -501,6 +501,18 @@ fn add_from_urls() {
 }
 
 #[test]
+fn copy_link_with_chmod_is_an_ordinary_copy_as_in_buildkit() {
+    let b = lower_str(
+        "FROM base\nCOPY --link --chmod=755 a.txt /app/\n",
+        &BuildOptions::default(),
+    )
+    .unwrap();
+    let target = b.graph.vertex(b.target);
+    assert!(matches!(target.op, Op::File(_)), "{:?}", target.op);
+    assert!(!matches!(b.graph.vertex(target.inputs[0]).op, Op::Scratch));
+}
+
+#[test]
 fn copy_link_is_made_on_scratch_and_merged() {
     let b = lower_str(
         "FROM base AS one\nRUN one\nCOPY --link a.txt /app/\n\
