@@ -723,6 +723,25 @@ fn a_buildx_ci_invocation_runs_unchanged() {
     );
     let again = json(&std::fs::read_to_string(&metadata).unwrap());
     assert_eq!(again["containerimage.digest"], digest.as_str());
+    // On a machine without the base, the step that waits for it to be unpacked says so.
+    let empty = Env::new();
+    let ctx = empty.context(
+        "on-base",
+        &[("Dockerfile", &format!("FROM {base}\nRUN true\n"))],
+    );
+    let r = empty
+        .rbuild(&["build", "--progress=plain", ctx.to_str().unwrap()])
+        .ok();
+    let progress = Progress::parse(&r.stderr);
+    let run = progress.ran().iter().position(|s| s.contains("RUN true"));
+    assert!(run.is_some(), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.contains(" unpacking sha256:") && l.ends_with(" done")),
+        "{}",
+        r.stderr
+    );
     // A base the registry does not have is "not found", as Docker says it.
     let missing = format!("{}/ci/missing:1", registry.addr);
     let ctx = env.context("missing", &[("Dockerfile", &format!("FROM {missing}\n"))]);

@@ -132,10 +132,25 @@ pub fn decompress<'a, R: BufRead + 'a>(blob: R, media_type: &str) -> Result<Box<
 /// Makes sure every layer has a snapshot, unpacking missing ones from their blobs (in
 /// parallel). Each unpacked layer is checked against its diff id.
 pub fn ensure_snapshots(state: &State, layers: &[OutputLayer]) -> Result<()> {
+    ensure_snapshots_reporting(state, layers, &|_, _| {})
+}
+
+/// [`ensure_snapshots`], telling `report` when each layer's unpacking starts (`false`) and
+/// ends (`true`), so that a step can say what it waits for.
+pub fn ensure_snapshots_reporting(
+    state: &State,
+    layers: &[OutputLayer],
+    report: &(dyn Fn(&OutputLayer, bool) + Sync),
+) -> Result<()> {
     layers
         .par_iter()
         .filter(|l| !state.snapshots.has(l.diff_id.as_str()))
-        .try_for_each(|layer| unpack(state, layer))
+        .try_for_each(|layer| {
+            report(layer, false);
+            unpack(state, layer)?;
+            report(layer, true);
+            Ok(())
+        })
 }
 
 fn unpack(state: &State, layer: &OutputLayer) -> Result<()> {

@@ -4,9 +4,7 @@ pub mod mounts;
 
 use crate::registry::Registry;
 use crate::registry::reference;
-use crate::store::layer::{
-    can_have_layer, commit_upper, ensure_snapshots, has_layer, oci_layer_media_type,
-};
+use crate::store::layer::{can_have_layer, commit_upper, has_layer, oci_layer_media_type};
 use crate::store::state::State;
 use crate::units;
 use rbuild_frontend::image::Image;
@@ -190,7 +188,19 @@ impl BuildWorker {
             layers,
             &progress,
         )?;
-        Ok(ensure_snapshots(&self.state, layers)?)
+        // Unpacking the base's layers is charged to the step that waits for it, by name.
+        let unpacking = |layer: &OutputLayer, done: bool| {
+            if let Some(ctx) = ctx {
+                let id = format!("unpacking {}", layer.digest);
+                let bytes = if done { layer.size } else { 0 };
+                ctx.progress(&id, bytes, Some(layer.size), done);
+            }
+        };
+        Ok(crate::store::layer::ensure_snapshots_reporting(
+            &self.state,
+            layers,
+            &unpacking,
+        )?)
     }
 
     /// The sandbox's network for `mode`, starting the build's user-mode network if this is
