@@ -847,3 +847,125 @@ fn the_terminal_view_keeps_every_steps_line() {
         r.stderr
     );
 }
+
+/// `ADD` of a repository with a submodule checks the submodule out too, as BuildKit does.
+#[test]
+fn add_checks_out_submodules() {
+    require_root!();
+    let env = Env::new();
+    let base = env.path("git");
+    std::fs::create_dir_all(&base).unwrap();
+    let daemon = GitDaemon::start(&base);
+    let lib = base.join("lib.git");
+    std::fs::create_dir_all(&lib).unwrap();
+    git(&lib, &["init", "-q"]);
+    std::fs::write(lib.join("lib.txt"), "from the submodule\n").unwrap();
+    git(&lib, &["add", "."]);
+    git(&lib, &["commit", "-q", "-m", "lib"]);
+    let app = base.join("withsub.git");
+    std::fs::create_dir_all(&app).unwrap();
+    git(&app, &["init", "-q"]);
+    std::fs::write(app.join("main.txt"), "main\n").unwrap();
+    let lib_url = format!("git://127.0.0.1:{}/lib.git", daemon.port);
+    git(&app, &["submodule", "add", "-q", &lib_url, "lib"]);
+    git(&app, &["add", "."]);
+    git(&app, &["commit", "-q", "-m", "with a submodule"]);
+    let url = format!("git://127.0.0.1:{}/withsub.git", daemon.port);
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", &format!("FROM scratch\nADD {url} /src/\n"))],
+    );
+    let ctx = ctx.to_str().unwrap();
+    assert_eq!(built_file(&env, &[ctx], vec![], "src/main.txt"), "main\n");
+    assert_eq!(
+        built_file(&env, &[ctx], vec![], "src/lib/lib.txt"),
+        "from the submodule\n"
+    );
+}
+
+/// `ADD` over HTTP from a server that wants credentials: the `GIT_AUTH_TOKEN` secret, as
+/// BuildKit sends it (basic auth, user `x-access-token`); without it, the error says so.
+#[test]
+fn add_from_git_authenticates_with_buildkits_secrets() {
+    require_root!();
+    use base64::Engine;
+    let env = Env::new();
+    let base = env.path("git");
+    repository(&base);
+    let served = env.path("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let bare = served.join("app.git");
+    git(
+        &served,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            base.join("app.git").to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+    );
+    git(&bare, &["update-server-info"]);
+    let token = "s3cret-token";
+    let expected = format!(
+        "basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"))
+    );
+    // git's dumb HTTP protocol from a server that refuses requests without the header.
+    let script = "import http.server, sys, functools\n\
+        class H(http.server.SimpleHTTPRequestHandler):\n\
+        \x20   def do_GET(self):\n\
+        \x20       if self.headers.get('Authorization', '').lower() != sys.argv[2].lower():\n\
+        \x20           self.send_response(401)\n\
+        \x20           self.send_header('WWW-Authenticate', 'Basic realm=\"git\"')\n\
+        \x20           self.end_headers()\n\
+        \x20           return\n\
+        \x20       super().do_GET()\n\
+        \x20   def log_message(self, *args):\n\
+        \x20       pass\n\
+        srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(H, directory=sys.argv[1]))\n\
+        print(srv.server_address[1], flush=True)\n\
+        srv.serve_forever()\n";
+    let mut server = Command::new("python3")
+        .args(["-c", script])
+        .arg(&served)
+        .arg(&expected)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let url = format!("http://127.0.0.1:{}/app.git#v1", port.trim());
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", &format!("FROM scratch\nADD {url} /app/\n"))],
+    );
+    let ctx = ctx.to_str().unwrap();
+    let r = env.rbuild(&["build", ctx]);
+    assert_ne!(r.code, 0, "it built without credentials");
+    let dest = env.path("out");
+    let output = format!("type=local,dest={}", dest.display());
+    env.rbuild_with(
+        &[
+            "build",
+            "--secret",
+            "id=GIT_AUTH_TOKEN,env=TOKEN",
+            "-o",
+            &output,
+            ctx,
+        ],
+        "",
+        &[("TOKEN", token)],
+    )
+    .ok();
+    assert_eq!(
+        std::fs::read_to_string(dest.join("app/version")).unwrap(),
+        "one\n"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
