@@ -676,6 +676,8 @@ fn a_buildx_ci_invocation_runs_unchanged() {
         &cache,
         "--metadata-file",
         metadata.to_str().unwrap(),
+        "--annotation",
+        "org.opencontainers.image.title=ci app",
         "--progress",
         "plain",
         "--push",
@@ -708,6 +710,8 @@ fn a_buildx_ci_invocation_runs_unchanged() {
             platform.trim_start_matches("linux/")
         );
     }
+    let raw = inspect(Some("--raw"), &tag);
+    assert_eq!(raw["annotations"]["org.opencontainers.image.title"], "ci app", "{raw}");
     let config = inspect(Some("--config"), &tag);
     let history = config["history"].to_string();
     assert!(history.contains("VERSION=1.2"), "{history}");

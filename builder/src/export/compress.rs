@@ -383,6 +383,7 @@ pub fn with_docker_media_types(state: &State, manifest: &Descriptor) -> Result<D
                 ..l.clone()
             })
             .collect(),
+        annotations: m.annotations.clone(),
     };
     let bytes = serde_json::to_vec(&docker)?;
     let (digest, size) = state.store.write_blob(&bytes)?;

@@ -61,6 +61,8 @@ pub struct FinalImage {
     /// An inline cache record (`--cache-to type=inline`), stored in the config under
     /// [`crate::remotecache::record::INLINE_KEY`].
     pub inline_cache: Option<serde_json::Value>,
+    /// The manifest's annotations (`--annotation`).
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Fills in what only the solve knows: diff ids, which history entries have layers, and
@@ -116,6 +118,7 @@ pub fn finalize(build: &Build, outputs: &HashMap<VertexId, Arc<Output>>) -> Fina
         image,
         layers,
         inline_cache: None,
+        annotations: BTreeMap::new(),
     }
 }
 
@@ -153,6 +156,7 @@ pub fn store_image(store: &Store, image: &FinalImage) -> Result<(Descriptor, Vec
                 annotations: BTreeMap::new(),
             })
             .collect(),
+        annotations: image.annotations.clone(),
     };
     let bytes = serde_json::to_vec(&manifest)?;
     let (digest, size) = store.write_blob(&bytes)?;
@@ -175,6 +179,7 @@ pub fn store_index(
     store: &Store,
     manifests: &[Descriptor],
     docker_media_types: bool,
+    annotations: &BTreeMap<String, String>,
 ) -> Result<Descriptor> {
     let media_type = if docker_media_types {
         DOCKER_MANIFEST_LIST
@@ -185,6 +190,7 @@ pub fn store_index(
         schema_version: 2,
         media_type: Some(media_type.into()),
         manifests: manifests.to_vec(),
+        annotations: annotations.clone(),
     };
     let (digest, size) = store.write_blob(&serde_json::to_vec(&index)?)?;
     Ok(Descriptor {
@@ -245,7 +251,12 @@ pub fn export_image(
         .map(one)
         .collect::<Result<Vec<_>>>()?;
     Ok(Exported {
-        top: store_index(&state.store, &manifests, docker_media_types)?,
+        top: store_index(
+            &state.store,
+            &manifests,
+            docker_media_types,
+            &index.annotations,
+        )?,
         manifests,
     })
 }

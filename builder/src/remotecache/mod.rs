@@ -554,6 +554,7 @@ fn write_layout(
         schema_version: 2,
         media_type: Some(crate::store::layout::OCI_INDEX.into()),
         manifests: vec![],
+        annotations: Default::default(),
     });
     let tagged = |m: &Descriptor| m.annotations.get(REF_NAME).map(String::as_str) == Some(tag);
     if index

@@ -210,6 +210,7 @@ pub fn manifest(config: Descriptor, layers: Vec<Descriptor>) -> Manifest {
         media_type: Some(OCI_MANIFEST.into()),
         config,
         layers,
+        annotations: Default::default(),
     }
 }
 

@@ -105,6 +105,9 @@ pub struct Manifest {
     pub config: Descriptor,
     /// The layer blobs, bottom first.
     pub layers: Vec<Descriptor>,
+    /// Annotations (`--annotation manifest:KEY=VALUE`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// An image index or Docker manifest list.
@@ -118,6 +121,9 @@ pub struct Index {
     pub media_type: Option<String>,
     /// The manifests.
     pub manifests: Vec<Descriptor>,
+    /// Annotations (`--annotation index:KEY=VALUE`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Whether an `index.json` entry keeps an untagged image.
@@ -213,6 +219,7 @@ impl Store {
                 schema_version: 2,
                 media_type: Some(OCI_INDEX.into()),
                 manifests: vec![],
+                annotations: BTreeMap::new(),
             })?;
         }
         Ok(store)

@@ -277,6 +277,7 @@ fn load_docker(
                 annotations: BTreeMap::new(),
             },
             layers,
+            annotations: BTreeMap::new(),
         };
         let bytes = serde_json::to_vec(&manifest)?;
         let (digest, size) = state.store.write_blob(&bytes)?;

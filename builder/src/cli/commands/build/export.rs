@@ -18,6 +18,7 @@ pub(super) struct Export<'a> {
     pub(super) keys: &'a cache::Keys,
     pub(super) summaries: &'a cache::Summaries,
     pub(super) loaded: &'a Loaded,
+    pub(super) annotations: &'a super::annotations::Annotations,
 }
 
 /// The image the outputs export: its manifest (or index), its config (one platform), and the
@@ -98,6 +99,7 @@ impl Export<'_> {
                     .get_or_insert_with(Default::default)
                     .insert(key.to_string(), value.to_string());
             }
+            image.annotations = self.annotations.manifest_for(&image.image);
             let (mut manifest, _, image_config) = store_image(&self.state.store, &image)?;
             if self.multi() {
                 manifest.platform = Some(crate::store::layout::Platform {
@@ -110,7 +112,10 @@ impl Export<'_> {
             config = Some(image_config);
         }
         let (manifest, config) = match self.multi() {
-            true => (store_index(&self.state.store, &manifests, false)?, None),
+            true => (
+                store_index(&self.state.store, &manifests, false, &self.annotations.index)?,
+                None,
+            ),
             false => (manifests[0].clone(), config),
         };
         let mut metadata = serde_json::json!({

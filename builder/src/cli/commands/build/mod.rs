@@ -2,6 +2,7 @@
 //! `pipeline::BuildRequest` and runs it; [`output`] parses `--output`, [`export`] writes the
 //! outputs of a finished build.
 
+mod annotations;
 mod cache;
 mod call;
 mod context;
@@ -160,8 +161,8 @@ pub struct BuildArgs {
     /// Run RUN steps in a cgroup of their own under this one (its limits bound them)
     #[arg(long = "cgroup-parent", value_name = "CGROUP")]
     pub cgroup_parent: Option<String>,
-    /// An annotation of the image (`KEY=VALUE`, or `manifest:KEY=VALUE`, buildx's syntax);
-    /// accepted, not yet written into the image (a warning says so)
+    /// An annotation of the image, as buildx's: `KEY=VALUE` (every manifest),
+    /// `manifest[os/arch]:KEY=VALUE` (one platform's) or `index:KEY=VALUE`
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     pub annotations: Vec<String>,
     /// A named context, as buildx: `NAME=DIR`, `NAME=docker-image://REF`,
@@ -503,17 +504,7 @@ pub fn run(global: &Global, mut args: BuildArgs) -> Result<i32> {
     };
     let mut request = request(&args, name)?;
     named::split(&args.build_contexts)?;
-    for a in &args.annotations {
-        if !a.contains('=') {
-            bail!("invalid --annotation {a:?}: expected KEY=VALUE (or manifest:KEY=VALUE)");
-        }
-    }
-    if !args.annotations.is_empty() {
-        eprintln!(
-            "warning: --annotation is accepted, but rbuild does not write annotations into \
-             images yet: the image has none of them"
-        );
-    }
+    let annotations = annotations::Annotations::parse(&args.annotations)?;
     let provided = provided(&args)?;
     let tags = args
         .tags
@@ -603,6 +594,7 @@ pub fn run(global: &Global, mut args: BuildArgs) -> Result<i32> {
         keys: &solution.keys,
         summaries: &solution.summaries,
         loaded: &loaded,
+        annotations: &annotations,
     };
     export.run(&outputs)
 }
