@@ -11,6 +11,8 @@
 #   gcc, make       build the bundled SQLite and jemalloc
 #   reprotest, diffoscope-minimal, faketime, disorderfs
 #                   scripts/reprotest.sh checks that images are reproducible
+#   git, tmux       git servers for ADD and contexts from git; a terminal for the live view
+#   python3-venv    target/test-venv, with PyPI's spdx-tools (pyspdxtools validates SBOMs)
 # rbuild itself needs only busybox-static (for the demo), slirp4netns, uidmap and a Rust toolchain.
 set -eu
 # install [APT-OPTION] PACKAGE:FILE...: installs the packages whose file is missing.
@@ -37,6 +39,13 @@ install "" busybox-static:/bin/busybox docker-registry:/usr/bin/docker-registry 
 # Without recommends: reprotest's would bring every comparator of the full diffoscope.
 install --no-install-recommends reprotest:/usr/bin/reprotest diffoscope-minimal:/usr/bin/diffoscope \
   faketime:/usr/bin/faketime disorderfs:/usr/bin/disorderfs
+install "" python3-venv:/usr/share/doc/python3-venv/copyright
+# Python validators the tests use (pyspdxtools), in a venv of the checkout's own.
+venv="$(cd "$(dirname "$0")/.." && pwd)/target/test-venv"
+if [ ! -x "$venv/bin/pyspdxtools" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q spdx-tools
+fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps.sh: cargo not found; install Rust with rustup (https://rustup.rs)" >&2
   exit 1

@@ -25,6 +25,7 @@ pub mod remotecache;
 // maps, while still single-threaded (the block says why that is sound).
 #[allow(unsafe_code)]
 pub mod rootless;
+pub mod sbom;
 pub mod store;
 pub mod units;
 pub mod worker;

@@ -711,7 +711,10 @@ fn a_buildx_ci_invocation_runs_unchanged() {
         );
     }
     let raw = inspect(Some("--raw"), &tag);
-    assert_eq!(raw["annotations"]["org.opencontainers.image.title"], "ci app", "{raw}");
+    assert_eq!(
+        raw["annotations"]["org.opencontainers.image.title"], "ci app",
+        "{raw}"
+    );
     let config = inspect(Some("--config"), &tag);
     let history = config["history"].to_string();
     assert!(history.contains("VERSION=1.2"), "{history}");

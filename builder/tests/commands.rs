@@ -299,3 +299,98 @@ fn untagged_images_templates_and_run_flags() {
     assert!(r.stdout.contains(&format!("Deleted: {id}")), "{}", r.stdout);
     assert!(!env.rbuild(&["images", "-q"]).ok().stdout.contains(short));
 }
+
+/// `rbuild sbom`: the packages of an image's dpkg database, each attributed to the layer and
+/// instruction that introduced it, as an SPDX 2.3 document that pyspdxtools accepts.
+#[test]
+fn sbom_lists_packages_with_the_instruction_that_added_them() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let status = |name: &str, version: &str| {
+        format!(
+            "Package: {name}\\nStatus: install ok installed\\nArchitecture: amd64\\nVersion: {version}\\n"
+        )
+    };
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM rbuild-demo/busybox\n\
+                 RUN mkdir -p /var/lib/dpkg && echo ID=debian > /etc/os-release && \
+                 printf '{}' > /var/lib/dpkg/status\n\
+                 RUN echo unrelated > /x\n\
+                 RUN printf '\\n{}' >> /var/lib/dpkg/status\n",
+                status("base-files", "12.4"),
+                status("curl", "7.88.1-10+deb12u5")
+            ),
+        )],
+    );
+    env.rbuild(&["build", "-q", "-t", "sbom:1", ctx.to_str().unwrap()])
+        .ok();
+    let r = env.rbuild(&["sbom", "sbom:1"]).ok();
+    let doc = json(&r.stdout);
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+    let packages = doc["packages"].as_array().unwrap();
+    let found: Vec<(&str, &str)> = packages
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["versionInfo"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [("base-files", "12.4"), ("curl", "7.88.1-10+deb12u5")]
+    );
+    assert_eq!(
+        packages[1]["externalRefs"][0]["referenceLocator"],
+        "pkg:deb/debian/curl@7.88.1-10%2Bdeb12u5?arch=amd64"
+    );
+    // Each comes from the layer of the RUN that wrote it, not from the one in between.
+    assert!(
+        packages[0]["comment"]
+            .as_str()
+            .unwrap()
+            .contains("layer 1 ("),
+        "{}",
+        packages[0]
+    );
+    assert!(
+        packages[1]["comment"]
+            .as_str()
+            .unwrap()
+            .contains("layer 3 ("),
+        "{}",
+        packages[1]
+    );
+    assert!(
+        packages[1]["comment"]
+            .as_str()
+            .unwrap()
+            .contains(">> /var/lib/dpkg/status")
+    );
+    // A validator of SPDX's own (PyPI spdx-tools, which scripts/install-deps.sh installs).
+    let validator = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/test-venv/bin/pyspdxtools");
+    if !validator.exists() {
+        skip_or_fail("pyspdxtools is not installed (scripts/install-deps.sh installs it)");
+        return;
+    }
+    let file = env.path("sbom.json");
+    std::fs::write(&file, &r.stdout).unwrap();
+    let out = std::process::Command::new(&validator)
+        .arg("-i")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

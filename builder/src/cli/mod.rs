@@ -91,6 +91,7 @@ const SUBCOMMANDS: &[&str] = &[
     "rmi",
     "run",
     "save",
+    "sbom",
     "tag",
     "version",
     "help",
@@ -161,6 +162,9 @@ enum Command {
     Push(commands::push::PushArgs),
     /// Run a command in a new container from an image (a convenience to try images)
     Run(commands::run::RunArgs),
+    /// Print an image's software bill of materials (SPDX 2.3 JSON): its packages, each with
+    /// the layer and instruction that introduced it
+    Sbom(commands::sbom::SbomArgs),
     /// Print rbuild's version, the Dockerfile syntax it implements and where its state lives
     Version,
     /// Print a shell completion script: `rbuild completion bash > /etc/bash_completion.d/rbuild`
@@ -350,6 +354,7 @@ pub fn main() {
         Command::Pull(args) => commands::pull::run(&global, args),
         Command::Push(args) => commands::push::run(&global, args),
         Command::Run(args) => commands::run::run(&global, args),
+        Command::Sbom(args) => commands::sbom::run(&global, args),
         Command::Version => {
             println!("rbuild {}", env!("CARGO_PKG_VERSION"));
             println!(

@@ -17,6 +17,7 @@ pub mod push;
 pub mod rmi;
 pub mod run;
 pub mod save;
+pub mod sbom;
 pub mod tag;
 
 use crate::cli::Global;

@@ -113,7 +113,12 @@ impl Export<'_> {
         }
         let (manifest, config) = match self.multi() {
             true => (
-                store_index(&self.state.store, &manifests, false, &self.annotations.index)?,
+                store_index(
+                    &self.state.store,
+                    &manifests,
+                    false,
+                    &self.annotations.index,
+                )?,
                 None,
             ),
             false => (manifests[0].clone(), config),
