@@ -678,6 +678,7 @@ fn a_buildx_ci_invocation_runs_unchanged() {
         metadata.to_str().unwrap(),
         "--annotation",
         "org.opencontainers.image.title=ci app",
+        "--provenance=false",
         "--progress",
         "plain",
         "--push",

@@ -165,6 +165,29 @@ pub struct BuildArgs {
     /// `manifest[os/arch]:KEY=VALUE` (one platform's) or `index:KEY=VALUE`
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     pub annotations: Vec<String>,
+    /// SLSA provenance attestation, as buildx's flag: `false` (none, which is what rbuild
+    /// makes today) is accepted; asking for one is refused until rbuild writes them
+    #[arg(
+        long,
+        value_name = "VALUE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub provenance: Option<String>,
+    /// SBOM attestation, as buildx's flag: `false` is accepted; asking for one is refused
+    /// until rbuild attaches them (`rbuild sbom IMAGE` prints one)
+    #[arg(
+        long,
+        value_name = "VALUE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub sbom: Option<String>,
+    /// An attestation, as buildx's `--attest type=sbom|provenance[,disabled=true]`
+    #[arg(long = "attest", value_name = "SPEC")]
+    pub attest: Vec<String>,
     /// A named context, as buildx: `NAME=DIR`, `NAME=docker-image://REF`,
     /// `NAME=oci-layout://PATH[:TAG]`, `NAME=https://…/ctx.tar.gz` or a git URL; `FROM NAME`,
     /// `COPY --from=NAME` and `RUN --mount=from=NAME` use it, and it replaces a stage (or an
@@ -176,6 +199,39 @@ pub struct BuildArgs {
     /// `git@host:repo`); `-f -` reads the Dockerfile from stdin
     #[arg(value_name = "CONTEXT")]
     pub context: PathBuf,
+}
+
+/// `--provenance`, `--sbom` and `--attest`: turning attestations off is what rbuild does
+/// already (it writes none yet), so it is accepted; asking for one is refused clearly.
+fn check_attestations(args: &BuildArgs) -> Result<()> {
+    let off = |v: &str| matches!(v, "false" | "0") || v.split(',').any(|f| f == "disabled=true");
+    let mut wanted = Vec::new();
+    if let Some(v) = args.provenance.as_deref().filter(|v| !off(v)) {
+        wanted.push(format!("--provenance={v}"));
+    }
+    if let Some(v) = args.sbom.as_deref().filter(|v| !off(v)) {
+        wanted.push(format!("--sbom={v}"));
+    }
+    for spec in &args.attest {
+        let kind = spec
+            .split(',')
+            .find_map(|f| f.strip_prefix("type="))
+            .ok_or_else(|| anyhow!("invalid --attest {spec:?}: expected type=sbom|provenance"))?;
+        if !matches!(kind, "sbom" | "provenance") {
+            bail!("invalid --attest {spec:?}: unknown type {kind} (sbom or provenance)");
+        }
+        if !off(spec) {
+            wanted.push(format!("--attest {spec}"));
+        }
+    }
+    if !wanted.is_empty() {
+        bail!(
+            "{}: rbuild does not attach attestations to images yet (use --provenance=false \
+             --sbom=false, or `rbuild sbom IMAGE` for an SPDX document)",
+            wanted.join(" ")
+        );
+    }
+    Ok(())
 }
 
 /// The entitlements `--allow` grants: `network.host` and `security.insecure`.
@@ -505,6 +561,7 @@ pub fn run(global: &Global, mut args: BuildArgs) -> Result<i32> {
     let mut request = request(&args, name)?;
     named::split(&args.build_contexts)?;
     let annotations = annotations::Annotations::parse(&args.annotations)?;
+    check_attestations(&args)?;
     let provided = provided(&args)?;
     let tags = args
         .tags
