@@ -977,3 +977,138 @@ fn add_from_git_authenticates_with_buildkits_secrets() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// `--sbom=true`: the SPDX document is attached as BuildKit attaches it (an attestation
+/// manifest in the index, `unknown/unknown`, with BuildKit's annotations and an in-toto
+/// layer), pushed and read back with skopeo, kept by `skopeo copy --all`, ignored by a
+/// platform copy; each package names the instruction (`Dockerfile:line`) that added it.
+#[test]
+fn sbom_attestations_are_stored_as_buildkit_stores_them() {
+    require_root!();
+    let registry = Registry::start();
+    let env = Env::new();
+    env.base_image();
+    let status = |name: &str, version: &str| {
+        format!(
+            "Package: {name}\\nStatus: install ok installed\\nArchitecture: amd64\\nVersion: {version}\\n"
+        )
+    };
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM rbuild-demo/busybox\n\
+                 RUN mkdir -p /var/lib/dpkg && printf '{}' > /var/lib/dpkg/status\n\
+                 RUN echo unrelated > /x\n\
+                 RUN printf '\\n{}' >> /var/lib/dpkg/status\n",
+                status("base-files", "12.4"),
+                status("curl", "7.88.1")
+            ),
+        )],
+    );
+    let image = format!("{}/sbom/app:1", registry.addr);
+    env.rbuild(&[
+        "build",
+        "--sbom=true",
+        "-t",
+        &image,
+        "--push",
+        ctx.to_str().unwrap(),
+    ])
+    .ok();
+    let raw = |reference: &str| {
+        json(&tool(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("docker://{reference}"),
+            ],
+        ))
+    };
+    let index = raw(&image);
+    assert_eq!(
+        index["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{index}"
+    );
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{index}");
+    let attestation = &entries[1];
+    assert_eq!(attestation["platform"]["os"], "unknown");
+    assert_eq!(attestation["platform"]["architecture"], "unknown");
+    assert_eq!(
+        attestation["annotations"]["vnd.docker.reference.type"],
+        "attestation-manifest"
+    );
+    assert_eq!(
+        attestation["annotations"]["vnd.docker.reference.digest"],
+        entries[0]["digest"]
+    );
+    let repo = image.rsplit_once(':').unwrap().0;
+    let manifest = raw(&format!(
+        "{repo}@{}",
+        attestation["digest"].as_str().unwrap()
+    ));
+    let layer = &manifest["layers"][0];
+    assert_eq!(layer["mediaType"], "application/vnd.in-toto+json");
+    assert_eq!(
+        layer["annotations"]["in-toto.io/predicate-type"],
+        "https://spdx.dev/Document"
+    );
+    // Everything, attestation included, to a directory; the statement's SPDX document.
+    let dir = env.path("copied");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            &format!("docker://{image}"),
+            &format!("dir:{}", dir.display()),
+        ],
+    );
+    let digest = layer["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let statement = json(&std::fs::read_to_string(dir.join(digest)).unwrap());
+    assert_eq!(statement["predicateType"], "https://spdx.dev/Document");
+    assert_eq!(
+        statement["subject"][0]["digest"]["sha256"],
+        entries[0]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+    );
+    let packages = statement["predicate"]["packages"].as_array().unwrap();
+    let curl = packages.iter().find(|p| p["name"] == "curl").unwrap();
+    assert!(
+        curl["comment"].as_str().unwrap().contains("Dockerfile:4)"),
+        "{curl}"
+    );
+    let base = packages.iter().find(|p| p["name"] == "base-files").unwrap();
+    assert!(
+        base["comment"].as_str().unwrap().contains("Dockerfile:2)"),
+        "{base}"
+    );
+    // skopeo copy --all keeps the attestation; a platform copy leaves it behind.
+    let all = format!("{}/sbom/copy-all:1", registry.addr);
+    let one = format!("{}/sbom/copy-one:1", registry.addr);
+    for (flags, dest) in [(&["--all"][..], &all), (&[][..], &one)] {
+        let mut args = vec!["copy", "--src-tls-verify=false", "--dest-tls-verify=false"];
+        args.extend(flags);
+        let (from, to) = (format!("docker://{image}"), format!("docker://{dest}"));
+        args.extend([from.as_str(), to.as_str()]);
+        tool("skopeo", &args);
+    }
+    assert_eq!(raw(&all)["manifests"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        raw(&one)["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    // The local store has it under the name too, and rbuild runs the image, not the SBOM.
+    let r = env.rbuild(&["run", "--rm", &image, "cat", "/x"]).ok();
+    assert_eq!(r.stdout, "unrelated\n");
+}

@@ -316,8 +316,8 @@ fn the_debian_package_holds_what_a_user_needs() {
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("rbuild "));
 }
 
-/// buildx's attestation flags: turning them off (as CI lines do) is accepted, since rbuild
-/// attaches none yet; asking for one is refused with what to do instead.
+/// buildx's attestation flags: turning them off (as CI lines do) is accepted; provenance,
+/// which rbuild does not write yet, is refused with what to do instead.
 #[test]
 fn attestation_flags_off_are_accepted_and_on_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -337,12 +337,12 @@ fn attestation_flags_off_are_accepted_and_on_refused() {
     assert_eq!(code, 0, "{err}");
     for on in [
         &["--provenance=mode=max"][..],
-        &["--sbom"],
-        &["--attest", "type=sbom"],
+        &["--provenance"],
+        &["--attest", "type=provenance"],
     ] {
         let args: Vec<&str> = ["build"].iter().chain(on).chain(&["."]).copied().collect();
         let (code, _, err) = rbuild(&root, &args, dir.path());
         assert_eq!(code, 1, "{on:?}: {err}");
-        assert!(err.contains("does not attach attestations"), "{err}");
+        assert!(err.contains("does not attach provenance"), "{err}");
     }
 }

@@ -13,7 +13,7 @@ use crate::store::state::State;
 use crate::units;
 use rbuild_frontend::Build;
 use rbuild_frontend::image::Image;
-use rbuild_solver::{Output, OutputLayer, VertexId};
+use rbuild_solver::{Digest, Output, OutputLayer, VertexId};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::Arc;
@@ -202,6 +202,69 @@ pub fn store_index(
     })
 }
 
+/// The annotation of an attestation's index entry that names its image manifest.
+pub const REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
+
+/// The attestation manifest `entry` naming the image manifest `new` instead of `old` (the
+/// in-toto statement's subjects and the entry's annotation), stored; its new entry.
+fn retarget_attestation(
+    state: &State,
+    entry: &Descriptor,
+    old: &str,
+    new: &Digest,
+) -> Result<Descriptor> {
+    let store = &state.store;
+    let mut manifest = store.manifest(&entry.digest)?;
+    let old_hex = old.trim_start_matches("sha256:");
+    for layer in &mut manifest.layers {
+        let text = String::from_utf8_lossy(&store.read_blob(&layer.digest)?).into_owned();
+        let (digest, size) = store.write_blob(text.replace(old_hex, new.hex()).as_bytes())?;
+        layer.digest = digest;
+        layer.size = size;
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&store.read_blob(&manifest.config.digest)?)
+            .map_err(crate::errors::json("parsing an attestation's config"))?;
+    config["rootfs"]["diff_ids"] = manifest
+        .layers
+        .iter()
+        .map(|l| serde_json::Value::from(l.digest.to_string()))
+        .collect();
+    let (digest, size) = store.write_blob(&serde_json::to_vec(&config)?)?;
+    manifest.config.digest = digest;
+    manifest.config.size = size;
+    let (digest, size) = store.write_blob(&serde_json::to_vec(&manifest)?)?;
+    let mut retargeted = Descriptor {
+        digest,
+        size,
+        ..entry.clone()
+    };
+    retargeted
+        .annotations
+        .insert(REFERENCE_DIGEST.into(), new.to_string());
+    Ok(retargeted)
+}
+
+/// Whether the stored image `descriptor` is an index with attestation manifests.
+fn has_attestations(state: &State, descriptor: &Descriptor) -> Result<bool> {
+    if !is_index(descriptor) {
+        return Ok(false);
+    }
+    let index: Index =
+        serde_json::from_slice(&state.store.read_blob(&descriptor.digest)?).map_err(
+            crate::errors::json(format!("parsing index {}", descriptor.digest)),
+        )?;
+    Ok(index.manifests.iter().any(is_attestation))
+}
+
+/// Whether an index entry is an attestation manifest (`vnd.docker.reference.type`).
+pub fn is_attestation(descriptor: &Descriptor) -> bool {
+    descriptor
+        .annotations
+        .get("vnd.docker.reference.type")
+        .is_some_and(|t| t == "attestation-manifest")
+}
+
 /// Whether a descriptor is of an index (several platforms) rather than one image.
 pub fn is_index(descriptor: &Descriptor) -> bool {
     descriptor.media_type == OCI_INDEX || descriptor.media_type == DOCKER_MANIFEST_LIST
@@ -226,7 +289,15 @@ pub fn export_image(
     docker_media_types: bool,
     counter: &Counter,
 ) -> Result<Exported> {
+    // Attestations name their image manifest by digest, so an index with attestations keeps
+    // OCI media types (BuildKit forces oci-mediatypes=true for them too).
+    let docker_media_types = docker_media_types && !has_attestations(state, descriptor)?;
     let one = |manifest: &Descriptor| -> Result<Descriptor> {
+        // An attestation manifest (in-toto layers, not filesystem layers) leaves as it is,
+        // with OCI media types and its index annotations, as BuildKit's.
+        if is_attestation(manifest) {
+            return Ok(manifest.clone());
+        }
         let (mut exported, _) = export_manifest(state, manifest, compression, counter)?;
         if docker_media_types {
             exported = crate::export::compress::with_docker_media_types(state, &exported)?;
@@ -245,11 +316,25 @@ pub fn export_image(
         serde_json::from_slice(&state.store.read_blob(&descriptor.digest)?).map_err(
             crate::errors::json(format!("parsing index {}", descriptor.digest)),
         )?;
-    let manifests = index
+    let mut manifests = index
         .manifests
         .iter()
         .map(one)
         .collect::<Result<Vec<_>>>()?;
+    // An image manifest that changed (compressed layers) is what its attestation must name.
+    let renamed: BTreeMap<String, Digest> = index
+        .manifests
+        .iter()
+        .zip(&manifests)
+        .filter(|(old, new)| old.digest != new.digest)
+        .map(|(old, new)| (old.digest.to_string(), new.digest.clone()))
+        .collect();
+    for entry in manifests.iter_mut().filter(|m| is_attestation(m)) {
+        let target = entry.annotations.get(REFERENCE_DIGEST).cloned();
+        if let Some(new) = target.and_then(|t| renamed.get(&t).map(|n| (t, n.clone()))) {
+            *entry = retarget_attestation(state, entry, &new.0, &new.1)?;
+        }
+    }
     Ok(Exported {
         top: store_index(
             &state.store,
@@ -390,7 +475,9 @@ pub fn write_archive(
             blobs.push(manifest.digest.clone());
             blobs.push(one.config.digest.clone());
             blobs.extend(one.layers.iter().map(|l| l.digest.clone()));
-            m = Some(one);
+            if !is_attestation(manifest) {
+                m = Some(one);
+            }
         }
         let m = m.expect("an image has a manifest");
         let manifest = ready.top;

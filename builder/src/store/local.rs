@@ -113,6 +113,7 @@ fn load_for(
             let platforms = index
                 .manifests
                 .iter()
+                .filter(|d| !crate::export::is_attestation(d))
                 .filter_map(|d| d.platform.as_ref())
                 .map(|p| {
                     let mut s = format!("{}/{}", p.os, p.architecture);

@@ -83,7 +83,13 @@ impl Export<'_> {
     /// Stores each platform's image (with `--label`s) and, for several, their index.
     fn store(&self) -> Result<Stored> {
         let mut manifests = Vec::with_capacity(self.builds.len());
+        let mut attestations = Vec::new();
         let mut config = None;
+        let sbom = super::wants_sbom(self.args);
+        if sbom {
+            // The SBOM reads every layer.
+            self.fetch_layers()?;
+        }
         for build in self.builds {
             let mut image = finalize(build, self.solved);
             if self.caches.inline() {
@@ -101,17 +107,29 @@ impl Export<'_> {
             }
             image.annotations = self.annotations.manifest_for(&image.image);
             let (mut manifest, _, image_config) = store_image(&self.state.store, &image)?;
-            if self.multi() {
+            if self.multi() || sbom {
                 manifest.platform = Some(crate::store::layout::Platform {
                     os: image.image.os.clone(),
                     architecture: image.image.architecture.clone(),
                     variant: image.image.variant.clone(),
                 });
             }
+            if sbom {
+                let file = (build, &*self.loaded.file);
+                attestations.push(super::attest::sbom(
+                    self.state,
+                    file,
+                    &image,
+                    &manifest,
+                    &self.args.tags,
+                )?);
+            }
             manifests.push(manifest);
             config = Some(image_config);
         }
-        let (manifest, config) = match self.multi() {
+        // Attestations follow the images in the index, as BuildKit orders them.
+        manifests.extend(attestations);
+        let (manifest, config) = match self.multi() || sbom {
             true => (
                 store_index(
                     &self.state.store,

@@ -3,6 +3,7 @@
 //! outputs of a finished build.
 
 mod annotations;
+mod attest;
 mod cache;
 mod call;
 mod context;
@@ -175,8 +176,9 @@ pub struct BuildArgs {
         default_missing_value = "true"
     )]
     pub provenance: Option<String>,
-    /// SBOM attestation, as buildx's flag: `false` is accepted; asking for one is refused
-    /// until rbuild attaches them (`rbuild sbom IMAGE` prints one)
+    /// SBOM attestation, as buildx's flag: `true` attaches an SPDX document of each
+    /// platform's image (packages of its dpkg and apk databases, each with the instruction
+    /// that introduced it) as BuildKit does, in the image index
     #[arg(
         long,
         value_name = "VALUE",
@@ -201,17 +203,25 @@ pub struct BuildArgs {
     pub context: PathBuf,
 }
 
-/// `--provenance`, `--sbom` and `--attest`: turning attestations off is what rbuild does
-/// already (it writes none yet), so it is accepted; asking for one is refused clearly.
+/// Whether `--sbom` or `--attest type=sbom` asks for an SBOM attestation.
+pub(super) fn wants_sbom(args: &BuildArgs) -> bool {
+    let off = |v: &str| matches!(v, "false" | "0") || v.split(',').any(|f| f == "disabled=true");
+    args.sbom.as_deref().is_some_and(|v| !off(v))
+        || args
+            .attest
+            .iter()
+            .any(|a| a.split(',').any(|f| f == "type=sbom") && !off(a))
+}
+
+/// `--provenance` and `--attest type=provenance`: turning provenance off is what rbuild does
+/// already (it writes none yet), so it is accepted; asking for it is refused clearly.
 fn check_attestations(args: &BuildArgs) -> Result<()> {
     let off = |v: &str| matches!(v, "false" | "0") || v.split(',').any(|f| f == "disabled=true");
     let mut wanted = Vec::new();
     if let Some(v) = args.provenance.as_deref().filter(|v| !off(v)) {
         wanted.push(format!("--provenance={v}"));
     }
-    if let Some(v) = args.sbom.as_deref().filter(|v| !off(v)) {
-        wanted.push(format!("--sbom={v}"));
-    }
+
     for spec in &args.attest {
         let kind = spec
             .split(',')
@@ -220,14 +230,14 @@ fn check_attestations(args: &BuildArgs) -> Result<()> {
         if !matches!(kind, "sbom" | "provenance") {
             bail!("invalid --attest {spec:?}: unknown type {kind} (sbom or provenance)");
         }
-        if !off(spec) {
+        if kind == "provenance" && !off(spec) {
             wanted.push(format!("--attest {spec}"));
         }
     }
     if !wanted.is_empty() {
         bail!(
-            "{}: rbuild does not attach attestations to images yet (use --provenance=false \
-             --sbom=false, or `rbuild sbom IMAGE` for an SPDX document)",
+            "{}: rbuild does not attach provenance attestations to images yet (use \
+             --provenance=false)",
             wanted.join(" ")
         );
     }
