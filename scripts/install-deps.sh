@@ -43,7 +43,8 @@ install "" python3-venv:/usr/share/doc/python3-venv/copyright
 # Python validators the tests use (pyspdxtools), in a venv of the checkout's own.
 venv="$(cd "$(dirname "$0")/.." && pwd)/target/test-venv"
 if [ ! -x "$venv/bin/pyspdxtools" ]; then
-  python3 -m venv "$venv"
+  # Debian's python (python3-venv), which every user can run, not one on a PATH of root's own.
+  /usr/bin/python3 -m venv "$venv"
   "$venv/bin/pip" install -q spdx-tools
 fi
 if ! command -v cargo >/dev/null 2>&1; then
