@@ -43,19 +43,26 @@ const DATABASES: &[(&str, Ecosystem)] = &[
     ("lib/apk/db/installed", Ecosystem::Apk),
 ];
 
-/// The content of `path` as the merged view of `layers[..=top]` shows it: the topmost layer
-/// that has the file, unless a layer above that whites it out (overlayfs's `0:0` character
-/// device).
-fn effective(layers: &[PathBuf], top: usize, path: &str) -> Option<String> {
+/// The content of `path` as the merged view of each `layers[..=i]` shows it, bottom first:
+/// a layer that has the file replaces it, one that whites it out (overlayfs's `0:0`
+/// character device) removes it, any other keeps what the layers below gave. Each file is
+/// read once.
+fn views(layers: &[PathBuf], path: &str) -> Vec<Option<std::rc::Rc<str>>> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    for dir in layers[..=top].iter().rev() {
-        match std::fs::symlink_metadata(dir.join(path)) {
-            Ok(m) if m.file_type().is_char_device() && m.rdev() == 0 => return None,
-            Ok(m) if m.is_file() => return std::fs::read_to_string(dir.join(path)).ok(),
-            _ => {}
-        }
-    }
-    None
+    let mut current: Option<std::rc::Rc<str>> = None;
+    layers
+        .iter()
+        .map(|dir| {
+            match std::fs::symlink_metadata(dir.join(path)) {
+                Ok(m) if m.file_type().is_char_device() && m.rdev() == 0 => current = None,
+                Ok(m) if m.is_file() => {
+                    current = std::fs::read_to_string(dir.join(path)).ok().map(Into::into)
+                }
+                _ => {}
+            }
+            current.clone()
+        })
+        .collect()
 }
 
 /// A database entry: name, version, architecture, license.
@@ -100,38 +107,21 @@ fn apk(text: &str) -> Vec<Entry> {
 /// The packages of the image whose layer directories (snapshots, bottom first) are `layers`.
 pub fn scan(layers: &[PathBuf]) -> Vec<Package> {
     let mut out = Vec::new();
-    if layers.is_empty() {
-        return out;
-    }
-    let top = layers.len() - 1;
     for (path, ecosystem) in DATABASES {
         let parse = |text: &str| match ecosystem {
             Ecosystem::Deb => dpkg(text),
             Ecosystem::Apk => apk(text),
         };
-        let Some(final_db) = effective(layers, top, path) else {
-            continue;
-        };
-        let views: Vec<Vec<Entry>> = (0..=top)
-            .map(|i| {
-                effective(layers, i, path)
-                    .map(|t| parse(&t))
-                    .unwrap_or_default()
-            })
+        let views: Vec<Vec<Entry>> = views(layers, path)
+            .iter()
+            .map(|v| v.as_deref().map(parse).unwrap_or_default())
             .collect();
-        for (name, version, arch, license) in parse(&final_db) {
+        let Some(last) = views.last() else { continue };
+        for (name, version, arch, license) in last.clone() {
             // The first layer from which on the package is there at this version.
-            let mut layer = top;
-            for i in (0..=top).rev() {
-                if views[i]
-                    .iter()
-                    .any(|(n, v, _, _)| *n == name && *v == version)
-                {
-                    layer = i;
-                } else {
-                    break;
-                }
-            }
+            let has =
+                |view: &Vec<Entry>| view.iter().any(|(n, v, _, _)| *n == name && *v == version);
+            let layer = views.len() - views.iter().rev().take_while(|v| has(v)).count();
             out.push(Package {
                 ecosystem: *ecosystem,
                 name,
@@ -178,9 +168,8 @@ fn distroless(layers: &[PathBuf]) -> Vec<Package> {
 
 /// The distribution's id (`debian`, `alpine`) from the image's `os-release`, for PURLs.
 pub fn distro(layers: &[PathBuf]) -> Option<String> {
-    let top = layers.len().checked_sub(1)?;
-    let text = effective(layers, top, "etc/os-release")
-        .or_else(|| effective(layers, top, "usr/lib/os-release"))?;
+    let last = |path: &str| views(layers, path).pop().flatten();
+    let text = last("etc/os-release").or_else(|| last("usr/lib/os-release"))?;
     text.lines()
         .find_map(|l| l.strip_prefix("ID="))
         .map(|v| v.trim_matches('"').to_string())
@@ -309,9 +298,28 @@ pub fn spdx(
     })
 }
 
-/// The layer directories of snapshots `diff_ids` under `snapshots`.
-pub fn layer_dirs(snapshots: &rbuild_runner::Snapshotter, diff_ids: &[String]) -> Vec<PathBuf> {
-    diff_ids.iter().map(|d| snapshots.layer_dir(d)).collect()
+/// The SPDX document of the image `name` (manifest `digest`, created at `created`) whose layers
+/// are `layers` (unpacked first where they are not), each made by `origins[i]`.
+pub fn document(
+    state: &crate::store::state::State,
+    layers: &[rbuild_solver::OutputLayer],
+    (name, digest, created): (&str, &str, &str),
+    origins: &[LayerOrigin],
+) -> crate::store::Result<Value> {
+    crate::store::layer::ensure_snapshots(state, layers)?;
+    let dirs: Vec<PathBuf> = layers
+        .iter()
+        .map(|l| state.snapshots.layer_dir(l.diff_id.as_str()))
+        .collect();
+    let packages = scan(&dirs);
+    Ok(spdx(
+        name,
+        digest,
+        created,
+        &packages,
+        origins,
+        distro(&dirs).as_deref(),
+    ))
 }
 
 #[cfg(test)]

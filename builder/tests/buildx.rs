@@ -988,11 +988,7 @@ fn sbom_attestations_are_stored_as_buildkit_stores_them() {
     let registry = Registry::start();
     let env = Env::new();
     env.base_image();
-    let status = |name: &str, version: &str| {
-        format!(
-            "Package: {name}\\nStatus: install ok installed\\nArchitecture: amd64\\nVersion: {version}\\n"
-        )
-    };
+    let status = dpkg_entry;
     let ctx = env.context(
         "ctx",
         &[(

@@ -307,11 +307,7 @@ fn sbom_lists_packages_with_the_instruction_that_added_them() {
     require_root!();
     let env = Env::new();
     env.base_image();
-    let status = |name: &str, version: &str| {
-        format!(
-            "Package: {name}\\nStatus: install ok installed\\nArchitecture: amd64\\nVersion: {version}\\n"
-        )
-    };
+    let status = dpkg_entry;
     let ctx = env.context(
         "ctx",
         &[(

@@ -92,3 +92,10 @@ pub fn unpack(env: &Env, archive: &Path, name: &str) -> std::path::PathBuf {
     );
     bundle.join("rootfs")
 }
+
+/// A dpkg status entry of an installed package, escaped for a `printf` in a RUN step.
+pub fn dpkg_entry(name: &str, version: &str) -> String {
+    format!(
+        "Package: {name}\\nStatus: install ok installed\\nArchitecture: amd64\\nVersion: {version}\\n"
+    )
+}

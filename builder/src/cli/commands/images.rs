@@ -59,27 +59,37 @@ pub fn out(line: &str) {
     }
 }
 
-/// Prints rows of cells with columns padded to their widest cell, three spaces apart (as
-/// Docker's tabwriter).
-pub fn print_table(rows: &[Vec<String>]) {
+/// Columns as Go's `tabwriter` with minwidth 0 and one blank of padding per `pad`: each cell
+/// but the last padded to its column's widest plus `pad`.
+pub fn columns(rows: &[Vec<String>], pad: usize) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {
             rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|cell| cell.chars().count())
+                .filter(|r| c + 1 < r.len())
+                .map(|r| r[c].chars().count())
                 .max()
                 .unwrap_or(0)
         })
         .collect();
+    let mut out = String::new();
     for row in rows {
-        let mut line = String::new();
         for (c, cell) in row.iter().enumerate() {
-            line.push_str(cell);
+            out.push_str(cell);
             if c + 1 < row.len() {
-                line.push_str(&" ".repeat(widths[c] - cell.chars().count() + 3));
+                let fill = widths[c] + pad - cell.chars().count();
+                out.extend(std::iter::repeat_n(' ', fill));
             }
         }
+        out.push('\n');
+    }
+    out
+}
+
+/// Prints rows of cells with columns padded to their widest cell, three spaces apart (as
+/// Docker's tabwriter), without trailing blanks.
+pub fn print_table(rows: &[Vec<String>]) {
+    for line in columns(rows, 3).lines() {
         out(line.trim_end());
     }
 }

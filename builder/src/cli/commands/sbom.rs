@@ -35,9 +35,6 @@ pub fn run(global: &Global, args: SbomArgs) -> Result<i32> {
             created: None,
         })
         .collect();
-    crate::store::layer::ensure_snapshots(&state, &layers)?;
-    let dirs = sbom::layer_dirs(&state.snapshots, &diff_ids);
-    let packages = sbom::scan(&dirs);
     // Layer i was made by the i-th history entry that has a layer.
     let origins: Vec<LayerOrigin> = image
         .config
@@ -60,14 +57,12 @@ pub fn run(global: &Global, args: SbomArgs) -> Result<i32> {
         .created
         .clone()
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
-    let doc = sbom::spdx(
-        &name,
-        image.platform_manifest.as_str(),
-        &created,
-        &packages,
+    let doc = sbom::document(
+        &state,
+        &layers,
+        (&name, image.platform_manifest.as_str(), &created),
         &origins,
-        sbom::distro(&dirs).as_deref(),
-    );
+    )?;
     crate::cli::commands::images::out(&serde_json::to_string_pretty(&doc)?);
     Ok(0)
 }

@@ -51,10 +51,6 @@ pub fn sbom(
     manifest: &Descriptor,
     names: &[String],
 ) -> Result<Descriptor> {
-    let diff_ids: Vec<String> = image.layers.iter().map(|l| l.diff_id.to_string()).collect();
-    crate::store::layer::ensure_snapshots(state, &image.layers)?;
-    let dirs = sbom::layer_dirs(&state.snapshots, &diff_ids);
-    let packages = sbom::scan(&dirs);
     let name = names
         .first()
         .map(|n| crate::registry::reference::familiar(n))
@@ -64,14 +60,12 @@ pub fn sbom(
         .created
         .clone()
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
-    let document = sbom::spdx(
-        &name,
-        manifest.digest.as_str(),
-        &created,
-        &packages,
+    let document = sbom::document(
+        state,
+        &image.layers,
+        (&name, manifest.digest.as_str(), &created),
         &origins(build, file, image),
-        sbom::distro(&dirs).as_deref(),
-    );
+    )?;
     let platform = format!(
         "{}/{}{}",
         image.image.os,

@@ -6,6 +6,7 @@
 
 use super::BuildArgs;
 use crate::cli::Global;
+use crate::cli::commands::images::columns;
 use crate::cli::diagnostics::{self, Target};
 use crate::pipeline::BuildRequest;
 use anyhow::{Result, anyhow, bail};
@@ -179,33 +180,6 @@ fn lint_json(findings: &[Diagnostic]) -> String {
     serde_json::to_string_pretty(&results).expect("JSON values serialize")
 }
 
-/// Columns as Go's `tabwriter` with minwidth 0 and one blank of padding per `pad`: each cell
-/// but the last padded to its column's widest plus `pad`.
-fn table(rows: &[Vec<String>], pad: usize) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter(|r| c + 1 < r.len())
-                .map(|r| r[c].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        for (c, cell) in row.iter().enumerate() {
-            out.push_str(cell);
-            if c + 1 < row.len() {
-                let fill = widths[c] + pad - cell.chars().count();
-                out.extend(std::iter::repeat_n(' ', fill));
-            }
-        }
-        out.push('\n');
-    }
-    out
-}
-
 fn print_targets(targets: &[outline::Target], source: &str, json: bool) {
     if json {
         let list: Vec<Value> = targets
@@ -244,7 +218,7 @@ fn print_targets(targets: &[outline::Target], source: &str, json: bool) {
         };
         rows.push(vec![name, t.description.clone().unwrap_or_default()]);
     }
-    print!("{}", table(&rows, 1));
+    print!("{}", columns(&rows, 1));
 }
 
 /// A location as BuildKit's subrequests give one: the line's range.
@@ -310,7 +284,7 @@ fn print_outline(o: &Outline, source: &str, json: bool) {
         if let Some(d) = &o.description {
             rows.push(vec!["DESCRIPTION:".into(), d.clone()]);
         }
-        text.push_str(&table(&rows, 1));
+        text.push_str(&columns(&rows, 1));
         text.push('\n');
     }
     if !o.args.is_empty() {
@@ -326,7 +300,7 @@ fn print_outline(o: &Outline, source: &str, json: bool) {
                 a.description.clone().unwrap_or_default(),
             ]
         }));
-        text.push_str(&table(&rows, 3));
+        text.push_str(&columns(&rows, 3));
         text.push('\n');
     }
     for (title, list) in [("SECRET", &o.secrets), ("SSH", &o.ssh)] {
@@ -340,7 +314,7 @@ fn print_outline(o: &Outline, source: &str, json: bool) {
                 if n.required { "true" } else { "" }.to_string(),
             ]
         }));
-        text.push_str(&table(&rows, 3));
+        text.push_str(&columns(&rows, 3));
         text.push('\n');
     }
     print!("{text}");
@@ -372,7 +346,7 @@ mod tests {
             vec!["release (default)".into(), "ships it".into()],
         ];
         assert_eq!(
-            table(&rows, 1),
+            columns(&rows, 1),
             "TARGET            DESCRIPTION\nbuild             \nrelease (default) ships it\n"
         );
     }

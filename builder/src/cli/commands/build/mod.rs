@@ -203,9 +203,14 @@ pub struct BuildArgs {
     pub context: PathBuf,
 }
 
+/// Whether an attestation flag's value turns it off (`false`, `0`, `…,disabled=true`).
+fn attestation_off(value: &str) -> bool {
+    matches!(value, "false" | "0") || value.split(',').any(|f| f == "disabled=true")
+}
+
 /// Whether `--sbom` or `--attest type=sbom` asks for an SBOM attestation.
 pub(super) fn wants_sbom(args: &BuildArgs) -> bool {
-    let off = |v: &str| matches!(v, "false" | "0") || v.split(',').any(|f| f == "disabled=true");
+    let off = attestation_off;
     args.sbom.as_deref().is_some_and(|v| !off(v))
         || args
             .attest
@@ -216,7 +221,7 @@ pub(super) fn wants_sbom(args: &BuildArgs) -> bool {
 /// `--provenance` and `--attest type=provenance`: turning provenance off is what rbuild does
 /// already (it writes none yet), so it is accepted; asking for it is refused clearly.
 fn check_attestations(args: &BuildArgs) -> Result<()> {
-    let off = |v: &str| matches!(v, "false" | "0") || v.split(',').any(|f| f == "disabled=true");
+    let off = attestation_off;
     let mut wanted = Vec::new();
     if let Some(v) = args.provenance.as_deref().filter(|v| !off(v)) {
         wanted.push(format!("--provenance={v}"));
