@@ -13,6 +13,7 @@
 #                   scripts/reprotest.sh checks that images are reproducible
 #   git, tmux       git servers for ADD and contexts from git; a terminal for the live view
 #   python3-venv    target/test-venv, with PyPI's spdx-tools (pyspdxtools validates SBOMs)
+#                   and jsonschema (checks provenance against the SLSA and in-toto schemas)
 # rbuild itself needs only busybox-static (for the demo), slirp4netns, uidmap and a Rust toolchain.
 set -eu
 # install [APT-OPTION] PACKAGE:FILE...: installs the packages whose file is missing.
@@ -40,12 +41,13 @@ install "" busybox-static:/bin/busybox docker-registry:/usr/bin/docker-registry 
 install --no-install-recommends reprotest:/usr/bin/reprotest diffoscope-minimal:/usr/bin/diffoscope \
   faketime:/usr/bin/faketime disorderfs:/usr/bin/disorderfs
 install "" python3-venv:/usr/share/doc/python3-venv/copyright
-# Python validators the tests use (pyspdxtools), in a venv of the checkout's own.
+# Python validators the tests use (pyspdxtools for SBOMs, jsonschema for provenance), in a
+# venv of the checkout's own.
 venv="$(cd "$(dirname "$0")/.." && pwd)/target/test-venv"
-if [ ! -x "$venv/bin/pyspdxtools" ]; then
+if [ ! -x "$venv/bin/pyspdxtools" ] || [ ! -x "$venv/bin/jsonschema" ]; then
   # Debian's python (python3-venv), which every user can run, not one on a PATH of root's own.
-  /usr/bin/python3 -m venv "$venv"
-  "$venv/bin/pip" install -q spdx-tools
+  [ -x "$venv/bin/python3" ] || /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q spdx-tools jsonschema
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps.sh: cargo not found; install Rust with rustup (https://rustup.rs)" >&2

@@ -23,6 +23,7 @@ pub mod registry;
 pub mod remotecache;
 // The builder's only unsafe code: forking the helper that writes a rootless process's id
 // maps, while still single-threaded (the block says why that is sound).
+pub mod provenance;
 #[allow(unsafe_code)]
 pub mod rootless;
 pub mod sbom;

@@ -316,10 +316,10 @@ fn the_debian_package_holds_what_a_user_needs() {
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("rbuild "));
 }
 
-/// buildx's attestation flags: turning them off (as CI lines do) is accepted; provenance,
-/// which rbuild does not write yet, is refused with what to do instead.
+/// buildx's attestation flags: turning them off (as CI lines do) is accepted; a mistyped
+/// parameter or a provenance version rbuild does not write is refused before anything runs.
 #[test]
-fn attestation_flags_off_are_accepted_and_on_refused() {
+fn attestation_flags_off_are_accepted_and_wrong_ones_refused() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nLABEL a=b\n").unwrap();
@@ -335,14 +335,23 @@ fn attestation_flags_off_are_accepted_and_on_refused() {
     ];
     let (code, _, err) = rbuild(&root, &off, dir.path());
     assert_eq!(code, 0, "{err}");
-    for on in [
-        &["--provenance=mode=max"][..],
-        &["--provenance"],
-        &["--attest", "type=provenance"],
+    for (wrong, says) in [
+        (&["--provenance=mode=maximal"][..], "mode is min or max"),
+        (&["--provenance=version=v0.2"], "SLSA provenance v1"),
+        (
+            &["--attest", "type=provenance,colour=red"],
+            "unknown provenance parameter colour",
+        ),
+        (&["--attest", "type=vex"], "unknown type vex"),
     ] {
-        let args: Vec<&str> = ["build"].iter().chain(on).chain(&["."]).copied().collect();
+        let args: Vec<&str> = ["build"]
+            .iter()
+            .chain(wrong)
+            .chain(&["."])
+            .copied()
+            .collect();
         let (code, _, err) = rbuild(&root, &args, dir.path());
-        assert_eq!(code, 1, "{on:?}: {err}");
-        assert!(err.contains("does not attach provenance"), "{err}");
+        assert_eq!(code, 1, "{wrong:?}: {err}");
+        assert!(err.contains(says), "{err}");
     }
 }

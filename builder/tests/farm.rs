@@ -42,13 +42,16 @@ struct Built {
     stderr: String,
 }
 
-/// Builds `ctx` in `env` with `extra` flags, pushing it as `name`.
+/// Builds `ctx` in `env` with `extra` flags, pushing it as `name` (without the default
+/// provenance, whose build times would make each push's index differ: these tests compare
+/// what was pushed).
 fn build(env: &Env, ctx: &Path, name: &str, extra: &[&str]) -> Built {
     let iid = env.path("iid");
     let meta = env.path("meta.json");
     let mut args = vec![
         "build",
         "--progress=plain",
+        "--provenance=false",
         "--push",
         "-t",
         name,

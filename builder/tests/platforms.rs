@@ -51,6 +51,7 @@ fn platforms_choose_base_images_and_name_the_result() {
         let name = format!("{addr}/demo/multi:{arch}");
         env.rbuild(&[
             "build",
+            "--provenance=false",
             "--platform",
             &format!("linux/{arch}"),
             "-o",
@@ -268,6 +269,7 @@ fn multi_platform_builds_make_an_index() {
         .rbuild(&[
             "build",
             "--progress=plain",
+            "--provenance=false",
             "--platform",
             "linux/amd64,linux/arm64",
             "-o",

@@ -71,6 +71,7 @@ struct Cli {
 }
 
 const SUBCOMMANDS: &[&str] = &[
+    "attestations",
     "build",
     "check",
     "completion",
@@ -165,6 +166,9 @@ enum Command {
     /// Print an image's software bill of materials (SPDX 2.3 JSON): its packages, each with
     /// the layer and instruction that introduced it
     Sbom(commands::sbom::SbomArgs),
+    /// List an image's attestations (SBOM, provenance), or print one (`--type sbom|provenance`)
+    /// as its in-toto statement
+    Attestations(commands::attestations::AttestationsArgs),
     /// Print rbuild's version, the Dockerfile syntax it implements and where its state lives
     Version,
     /// Print a shell completion script: `rbuild completion bash > /etc/bash_completion.d/rbuild`
@@ -355,6 +359,7 @@ pub fn main() {
         Command::Push(args) => commands::push::run(&global, args),
         Command::Run(args) => commands::run::run(&global, args),
         Command::Sbom(args) => commands::sbom::run(&global, args),
+        Command::Attestations(args) => commands::attestations::run(&global, args),
         Command::Version => {
             println!("rbuild {}", env!("CARGO_PKG_VERSION"));
             println!(

@@ -73,6 +73,14 @@ pub fn clean_tmp(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The content digest (sha256 of the file) of `source`'s last download, from its record.
+pub fn content(dir: &Path, source: &HttpSource) -> Option<Digest> {
+    let bytes = std::fs::read(record_path(dir, source)).ok()?;
+    serde_json::from_slice::<Record>(&bytes)
+        .ok()
+        .map(|r| r.content)
+}
+
 /// Fetches `source` (see the module docs); returns the directory holding its file and the
 /// digest for its cache key.
 pub fn fetch(

@@ -127,9 +127,13 @@ pub fn resolve(url: &str, reference: Option<&str>, auth: &Auth) -> Result<String
     plain.ok_or_else(|| Error::Other(format!("git ref {wanted:?} not found in {url}")))
 }
 
-/// The checkout of `source`: its directory (the subdirectory asked for) and the digest that
-/// keys the step (from the commit).
-pub fn fetch(downloads: &Path, source: &GitSource, auth: &Auth) -> Result<(PathBuf, Digest)> {
+/// The checkout of `source`: its directory (the subdirectory asked for), the digest that
+/// keys the step (from the commit) and the commit.
+pub fn fetch(
+    downloads: &Path,
+    source: &GitSource,
+    auth: &Auth,
+) -> Result<(PathBuf, Digest, String)> {
     let url = &source.url;
     let commit = resolve(url, source.reference.as_deref(), auth)?;
     if let Some(sum) = &source.checksum
@@ -166,7 +170,8 @@ pub fn fetch(downloads: &Path, source: &GitSource, auth: &Auth) -> Result<(PathB
             source.subdir.as_deref().unwrap_or("/")
         )));
     }
-    Ok((root, Digest::of(format!("git commit {commit}").as_bytes())))
+    let digest = Digest::of(format!("git commit {commit}").as_bytes());
+    Ok((root, digest, commit))
 }
 
 /// Clones `commit` (found by `reference`) into the empty directory `dir`, with submodules;

@@ -88,6 +88,9 @@ pub struct BuildWorker {
     pub imported_mounts: std::collections::HashMap<String, OutputLayer>,
     /// Directories of `--build-context`s, by local source name (`named:NAME`).
     pub named_dirs: std::collections::HashMap<String, PathBuf>,
+    /// What the build's `ADD`s downloaded and checked out, pinned (URL and content digest, git
+    /// URL and commit), for provenance.
+    pub fetched: std::sync::Mutex<Vec<crate::provenance::Dependency>>,
 }
 
 /// The output of a step: `base`'s layers plus, if the step changed anything, the layer made
@@ -121,8 +124,17 @@ impl Worker for BuildWorker {
         &self,
         source: &HttpSource,
     ) -> std::result::Result<(PathBuf, rbuild_solver::Digest), BoxError> {
-        crate::store::downloads::fetch(&self.state.downloads_dir(), &self.runtime, source)
-            .map_err(described)
+        let downloads = self.state.downloads_dir();
+        let (root, digest) =
+            crate::store::downloads::fetch(&downloads, &self.runtime, source).map_err(described)?;
+        if let Some(content) = crate::store::downloads::content(&downloads, source) {
+            self.record(crate::provenance::Dependency {
+                uri: Some(source.url.clone()),
+                name: None,
+                digest: crate::provenance::digest_set(content.as_str()),
+            });
+        }
+        Ok((root, digest))
     }
 
     fn fetch_git(
@@ -130,7 +142,19 @@ impl Worker for BuildWorker {
         source: &rbuild_solver::GitSource,
     ) -> std::result::Result<(PathBuf, rbuild_solver::Digest), BoxError> {
         let auth = crate::store::git::Auth::from_provided(&source.url, &self.provided);
-        crate::store::git::fetch(&self.state.downloads_dir(), source, &auth).map_err(described)
+        let (root, digest, commit) =
+            crate::store::git::fetch(&self.state.downloads_dir(), source, &auth)
+                .map_err(described)?;
+        let uri = match &source.reference {
+            Some(r) => format!("{}#{r}", source.url),
+            None => source.url.clone(),
+        };
+        self.record(crate::provenance::Dependency {
+            uri: Some(uri),
+            name: None,
+            digest: crate::provenance::digest_set(&format!("sha1:{commit}")),
+        });
+        Ok((root, digest))
     }
 
     fn execute(
@@ -173,6 +197,14 @@ impl Worker for BuildWorker {
 }
 
 impl BuildWorker {
+    /// Remembers a fetched source, once.
+    fn record(&self, dependency: crate::provenance::Dependency) {
+        let mut fetched = self.fetched.lock().expect("fetched sources");
+        if !fetched.contains(&dependency) {
+            fetched.push(dependency);
+        }
+    }
+
     /// Makes sure every layer has a snapshot: blobs known only elsewhere (an imported cache)
     /// are downloaded first, reported to `ctx` when a step waits for them.
     fn have(&self, layers: &[OutputLayer], ctx: Option<&StepContext>) -> Result<()> {

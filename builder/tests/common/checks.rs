@@ -99,3 +99,55 @@ pub fn dpkg_entry(name: &str, version: &str) -> String {
         "Package: {name}\\nStatus: install ok installed\\nArchitecture: amd64\\nVersion: {version}\\n"
     )
 }
+
+/// A program of the test venv (`target/test-venv`, which scripts/install-deps.sh makes), or
+/// `None` after saying why it is missing (a failure under CI).
+pub fn venv_tool(name: &str) -> Option<std::path::PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/test-venv/bin")
+        .join(name);
+    if path.exists() {
+        return Some(path);
+    }
+    super::skip_or_fail(&format!(
+        "{name} is not in target/test-venv (scripts/install-deps.sh installs it)"
+    ));
+    None
+}
+
+/// Checks `document` against the JSON schema `testdata/schemas/SCHEMA` with PyPI's
+/// jsonschema (in the test venv); the validator's complaint, if any. `None` result with no
+/// venv means the check was skipped (a failure under CI).
+pub fn schema_errors(document: &serde_json::Value, schema: &str) -> Option<Result<(), String>> {
+    let python = venv_tool("python3")?;
+    let schema = super::testdata().join("schemas").join(schema);
+    let script = "import json, sys, jsonschema\n\
+        schema = json.load(open(sys.argv[1]))\n\
+        doc = json.load(sys.stdin)\n\
+        errors = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)]\n\
+        print('\\n'.join(errors)); sys.exit(1 if errors else 0)\n";
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(schema)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(document.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    Some(match out.status.success() {
+        true => Ok(()),
+        false => Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    })
+}

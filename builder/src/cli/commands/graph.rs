@@ -79,6 +79,7 @@ pub fn run(global: &Global, args: GraphArgs) -> Result<i32> {
     let graph = &build.graph;
     let worker = Arc::new(BuildWorker {
         named_dirs: Default::default(),
+        fetched: Default::default(),
         state: inspected.state.clone(),
         context: inspected.request.context.clone(),
         registry: inspected.registry.clone(),

@@ -1,5 +1,6 @@
 //! One module per subcommand, and [`inspect`], which `lint` and `graph` share.
 
+pub mod attestations;
 pub mod build;
 pub mod check;
 pub mod du;

@@ -42,6 +42,7 @@ pub fn run(global: &Global, args: PullArgs) -> Result<i32> {
     let digest = runtime.block_on(registry.resolve(&r.to_oci(), &state.store, &platform))?;
     let worker = BuildWorker {
         named_dirs: Default::default(),
+        fetched: Default::default(),
         state: state.clone(),
         context: std::env::current_dir()?,
         registry,

@@ -89,6 +89,7 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
     let resolved = image_of(&state, &registry, &runtime, &args)?;
     let worker = BuildWorker {
         named_dirs: Default::default(),
+        fetched: Default::default(),
         state: state.clone(),
         context: std::env::current_dir()?,
         registry,

@@ -17,6 +17,9 @@ pub struct Source {
     pub dockerfile: Option<PathBuf>,
     /// The Dockerfile's name in messages, when it came from stdin or a URL.
     pub dockerfile_name: Option<String>,
+    /// A remote context's URL (as given) and immutable digest (a git commit's `sha1`, a
+    /// tarball's `sha256`), which provenance names as the build's config source.
+    pub origin: Option<(String, crate::provenance::DigestSet)>,
     /// Holds what was fetched.
     _temp: Option<tempfile::TempDir>,
 }
@@ -38,6 +41,7 @@ pub fn resolve(context: &Path, file: Option<&Path>) -> Result<Source> {
             context: context.to_path_buf(),
             dockerfile: file.map(Path::to_path_buf),
             dockerfile_name: None,
+            origin: None,
             _temp: None,
         });
     }
@@ -51,6 +55,7 @@ pub fn resolve(context: &Path, file: Option<&Path>) -> Result<Source> {
         context: context.to_path_buf(),
         dockerfile: file.map(Path::to_path_buf),
         dockerfile_name: None,
+        origin: None,
         _temp: None,
     };
     if file_on_stdin {
@@ -64,7 +69,11 @@ pub fn resolve(context: &Path, file: Option<&Path>) -> Result<Source> {
         source.context = dir.clone();
         unpack_or_dockerfile(&bytes, temp.path(), &dir, &mut source)?;
     } else if let Some((url, reference, subdir)) = git_url(&spec) {
-        clone(&url, reference.as_deref(), &dir)?;
+        let commit = clone(&url, reference.as_deref(), &dir)?;
+        source.origin = Some((
+            spec.clone(),
+            crate::provenance::digest_set(&format!("sha1:{commit}")),
+        ));
         source.context = match subdir {
             Some(sub) => safe_join(&dir, &sub)?,
             None => dir.clone(),
@@ -73,6 +82,8 @@ pub fn resolve(context: &Path, file: Option<&Path>) -> Result<Source> {
         inside(&context, &mut source)?;
     } else if is_url(&spec) {
         let bytes = download(&spec)?;
+        let digest = rbuild_solver::Digest::of(&bytes);
+        source.origin = Some((spec.clone(), crate::provenance::digest_set(digest.as_str())));
         source.context = dir.clone();
         if !unpack_or_dockerfile(&bytes, temp.path(), &dir, &mut source)? {
             source.dockerfile_name = Some(spec.clone());
@@ -155,13 +166,14 @@ pub fn git_url(spec: &str) -> Option<(String, Option<String>, Option<String>)> {
 }
 
 /// Clones `url` at `reference` (a branch, tag or commit; the default branch without one) into
-/// `dir`, with its submodules, as BuildKit's git source does (no `.git` kept).
-fn clone(url: &str, reference: Option<&str>, dir: &Path) -> Result<()> {
+/// `dir`, with its submodules, as BuildKit's git source does (no `.git` kept); returns the
+/// commit.
+fn clone(url: &str, reference: Option<&str>, dir: &Path) -> Result<String> {
     use crate::store::git;
     let auth = git::Auth::default();
     let commit = git::resolve(url, reference, &auth)?;
     git::clone_into(dir, url, reference, &commit, false, &auth)?;
-    Ok(())
+    Ok(commit)
 }
 
 /// Downloads a context or Dockerfile from an HTTP(S) URL.

@@ -19,6 +19,11 @@ pub(super) struct Export<'a> {
     pub(super) summaries: &'a cache::Summaries,
     pub(super) loaded: &'a Loaded,
     pub(super) annotations: &'a super::annotations::Annotations,
+    pub(super) attestations: &'a super::attest::Options,
+    /// When the build started.
+    pub(super) started: std::time::SystemTime,
+    /// A remote context's URL and digest.
+    pub(super) origin: Option<&'a (String, crate::provenance::DigestSet)>,
 }
 
 /// The image the outputs export: its manifest (or index), its config (one platform), and the
@@ -26,7 +31,12 @@ pub(super) struct Export<'a> {
 struct Stored {
     manifest: crate::store::layout::Descriptor,
     config: Option<crate::store::layout::Descriptor>,
+    /// The config of a one-platform image, index or not: the image id, as buildx's
+    /// `--iidfile` takes `containerimage.config.digest` whenever there is one.
+    id_config: Option<crate::store::layout::Descriptor>,
     metadata: serde_json::Value,
+    /// Each platform's attestations, for exports that write them as files.
+    statements: Vec<Vec<super::attest::Statement>>,
 }
 
 impl Export<'_> {
@@ -49,7 +59,7 @@ impl Export<'_> {
         // The image id: the config's digest, or for several platforms the index's as the
         // outputs last reported it (pushed with Docker media types, say), as buildx's
         // --iidfile.
-        let image_id = match &stored.config {
+        let image_id = match &stored.id_config {
             Some(config) => config.digest.to_string(),
             None => stored.metadata["containerimage.digest"]
                 .as_str()
@@ -80,16 +90,23 @@ impl Export<'_> {
         Ok(0)
     }
 
-    /// Stores each platform's image (with `--label`s) and, for several, their index.
+    /// Stores each platform's image (with `--label`s) and, for several or with attestations,
+    /// their index.
     fn store(&self) -> Result<Stored> {
         let mut manifests = Vec::with_capacity(self.builds.len());
         let mut attestations = Vec::new();
+        let mut statements = Vec::new();
         let mut config = None;
-        let sbom = super::wants_sbom(self.args);
-        if sbom {
+        let options = self.attestations;
+        if options.sbom {
             // The SBOM reads every layer.
             self.fetch_layers()?;
         }
+        let provenance = options
+            .provenance
+            .as_ref()
+            .map(|p| super::attest::Provenance::new(self, p));
+        let indexed = self.multi() || options.any();
         for build in self.builds {
             let mut image = finalize(build, self.solved);
             if self.caches.inline() {
@@ -107,29 +124,36 @@ impl Export<'_> {
             }
             image.annotations = self.annotations.manifest_for(&image.image);
             let (mut manifest, _, image_config) = store_image(&self.state.store, &image)?;
-            if self.multi() || sbom {
+            if indexed {
                 manifest.platform = Some(crate::store::layout::Platform {
                     os: image.image.os.clone(),
                     architecture: image.image.architecture.clone(),
                     variant: image.image.variant.clone(),
                 });
             }
-            if sbom {
+            // BuildKit's order: the SBOM, then provenance.
+            let mut these = Vec::new();
+            if options.sbom {
                 let file = (build, &*self.loaded.file);
-                attestations.push(super::attest::sbom(
-                    self.state,
-                    file,
-                    &image,
-                    &manifest,
-                    &self.args.tags,
+                let names = &self.args.tags;
+                these.push(super::attest::sbom(
+                    self.state, file, &image, &manifest, names,
                 )?);
             }
+            if let Some(p) = &provenance {
+                these.push(p.statement(self, build, &image, &manifest));
+            }
+            if !these.is_empty() {
+                attestations.push(super::attest::attach(self.state, &manifest, &these)?);
+            }
+            statements.push(these);
             manifests.push(manifest);
             config = Some(image_config);
         }
+        let last_config = config.clone();
         // Attestations follow the images in the index, as BuildKit orders them.
         manifests.extend(attestations);
-        let (manifest, config) = match self.multi() || sbom {
+        let (manifest, config) = match indexed {
             true => (
                 store_index(
                     &self.state.store,
@@ -149,13 +173,19 @@ impl Export<'_> {
                 "size": manifest.size,
             },
         });
-        if let Some(config) = &config {
+        let id_config = match self.multi() {
+            true => None,
+            false => last_config,
+        };
+        if let Some(config) = &id_config {
             metadata["containerimage.config.digest"] = config.digest.to_string().into();
         }
         Ok(Stored {
             manifest,
             config,
+            id_config,
             metadata,
+            statements,
         })
     }
 
@@ -263,7 +293,8 @@ impl Export<'_> {
                 self.session.step(what, &lines, started);
             }
             OutputSpec::Local { dest } => {
-                for (build, platform) in self.builds.iter().zip(&self.request.platforms) {
+                let platforms = self.builds.iter().zip(&self.request.platforms);
+                for ((build, platform), statements) in platforms.zip(&stored.statements) {
                     // Several platforms: a directory each, named as BuildKit names them.
                     let dest = match (self.multi(), platform) {
                         (true, Some(p)) => dest.join(p.to_string().replace('/', "_")),
@@ -271,6 +302,13 @@ impl Export<'_> {
                     };
                     self.worker
                         .export_rootfs(&self.solved[&build.target], None, Some(&dest))?;
+                    // Attestations as files next to the root filesystem, as BuildKit's local
+                    // exporter writes them.
+                    for s in statements {
+                        let path = dest.join(s.file);
+                        std::fs::write(&path, serde_json::to_vec_pretty(&s.statement)?)
+                            .with_context(|| format!("writing {}", path.display()))?;
+                    }
                 }
                 self.session.step(
                     "exporting to client directory",

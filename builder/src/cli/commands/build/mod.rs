@@ -166,8 +166,9 @@ pub struct BuildArgs {
     /// `manifest[os/arch]:KEY=VALUE` (one platform's) or `index:KEY=VALUE`
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     pub annotations: Vec<String>,
-    /// SLSA provenance attestation, as buildx's flag: `false` (none, which is what rbuild
-    /// makes today) is accepted; asking for one is refused until rbuild writes them
+    /// SLSA v1 provenance attestation, as buildx's flag: `true`/`min`/`max`, `false`, or
+    /// `mode=min|max,builder-id=URI,reproducible=true`; `mode=min` is the default when the
+    /// image is pushed (`BUILDX_NO_DEFAULT_ATTESTATIONS=1` or `--provenance=false` turn it off)
     #[arg(
         long,
         value_name = "VALUE",
@@ -187,7 +188,8 @@ pub struct BuildArgs {
         default_missing_value = "true"
     )]
     pub sbom: Option<String>,
-    /// An attestation, as buildx's `--attest type=sbom|provenance[,disabled=true]`
+    /// An attestation, as buildx's `--attest type=sbom|provenance[,KEY=VALUE…]`
+    /// (`disabled=true` turns one off)
     #[arg(long = "attest", value_name = "SPEC")]
     pub attest: Vec<String>,
     /// A named context, as buildx: `NAME=DIR`, `NAME=docker-image://REF`,
@@ -201,52 +203,6 @@ pub struct BuildArgs {
     /// `git@host:repo`); `-f -` reads the Dockerfile from stdin
     #[arg(value_name = "CONTEXT")]
     pub context: PathBuf,
-}
-
-/// Whether an attestation flag's value turns it off (`false`, `0`, `…,disabled=true`).
-fn attestation_off(value: &str) -> bool {
-    matches!(value, "false" | "0") || value.split(',').any(|f| f == "disabled=true")
-}
-
-/// Whether `--sbom` or `--attest type=sbom` asks for an SBOM attestation.
-pub(super) fn wants_sbom(args: &BuildArgs) -> bool {
-    let off = attestation_off;
-    args.sbom.as_deref().is_some_and(|v| !off(v))
-        || args
-            .attest
-            .iter()
-            .any(|a| a.split(',').any(|f| f == "type=sbom") && !off(a))
-}
-
-/// `--provenance` and `--attest type=provenance`: turning provenance off is what rbuild does
-/// already (it writes none yet), so it is accepted; asking for it is refused clearly.
-fn check_attestations(args: &BuildArgs) -> Result<()> {
-    let off = attestation_off;
-    let mut wanted = Vec::new();
-    if let Some(v) = args.provenance.as_deref().filter(|v| !off(v)) {
-        wanted.push(format!("--provenance={v}"));
-    }
-
-    for spec in &args.attest {
-        let kind = spec
-            .split(',')
-            .find_map(|f| f.strip_prefix("type="))
-            .ok_or_else(|| anyhow!("invalid --attest {spec:?}: expected type=sbom|provenance"))?;
-        if !matches!(kind, "sbom" | "provenance") {
-            bail!("invalid --attest {spec:?}: unknown type {kind} (sbom or provenance)");
-        }
-        if kind == "provenance" && !off(spec) {
-            wanted.push(format!("--attest {spec}"));
-        }
-    }
-    if !wanted.is_empty() {
-        bail!(
-            "{}: rbuild does not attach provenance attestations to images yet (use \
-             --provenance=false)",
-            wanted.join(" ")
-        );
-    }
-    Ok(())
 }
 
 /// The entitlements `--allow` grants: `network.host` and `security.insecure`.
@@ -554,6 +510,7 @@ fn step_failure(
 
 /// Runs a build; returns the process exit code.
 pub fn run(global: &Global, mut args: BuildArgs) -> Result<i32> {
+    let started = std::time::SystemTime::now();
     // A context from stdin, a URL or git is fetched into a directory that lives until the end.
     let source = context::resolve(&args.context, args.file.as_deref())?;
     args.context = source.context.clone();
@@ -576,7 +533,6 @@ pub fn run(global: &Global, mut args: BuildArgs) -> Result<i32> {
     let mut request = request(&args, name)?;
     named::split(&args.build_contexts)?;
     let annotations = annotations::Annotations::parse(&args.annotations)?;
-    check_attestations(&args)?;
     let provided = provided(&args)?;
     let tags = args
         .tags
@@ -588,6 +544,10 @@ pub fn run(global: &Global, mut args: BuildArgs) -> Result<i32> {
         })
         .collect::<Result<Vec<_>>>()?;
     let outputs = outputs(&args, &tags, request.platforms.len() > 1)?;
+    let pushing = outputs
+        .iter()
+        .any(|o| matches!(o, OutputSpec::Image { push: true, .. }));
+    let attestations = attest::Options::parse(&args, pushing)?;
     let caches = cache::Caches::parse(&args)?;
     let session = Session {
         mode,
@@ -623,6 +583,7 @@ pub fn run(global: &Global, mut args: BuildArgs) -> Result<i32> {
     let worker = Arc::new(BuildWorker {
         imported_mounts: std::mem::take(&mut imported.mounts),
         named_dirs: named.dirs.clone(),
+        fetched: Default::default(),
         state: state.clone(),
         context: request.context.clone(),
         registry: registry.clone(),
@@ -667,6 +628,9 @@ pub fn run(global: &Global, mut args: BuildArgs) -> Result<i32> {
         summaries: &solution.summaries,
         loaded: &loaded,
         annotations: &annotations,
+        attestations: &attestations,
+        started,
+        origin: source.origin.as_ref(),
     };
     export.run(&outputs)
 }
