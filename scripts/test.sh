@@ -12,7 +12,7 @@ scripts/reprotest.sh target/debug/rbuild
 # The tests that run steps, again with the native (copying) snapshotter, which must give the
 # same layers as overlayfs.
 RBUILD_SNAPSHOTTER=native cargo test --locked -p rbuild-runner
-RBUILD_SNAPSHOTTER=native cargo test --locked -p rbuild-builder --test builds --test copies --test cache --test outputs --test registry --test platforms --test commands --test conformance --test isolation --test limits --test faults --test farm --test buildx --test attestations
+RBUILD_SNAPSHOTTER=native cargo test --locked -p rbuild-builder --test builds --test copies --test cache --test outputs --test registry --test platforms --test commands --test conformance --test isolation --test limits --test faults --test farm --test buildx --test attestations --test sbom
 # Rootless: the end-to-end and conformance tests once more as an unprivileged user with
 # subordinate ids (rbuild enters a user namespace itself). Only as root, which can make the user.
 if [ "$(id -u)" = 0 ]; then
@@ -26,7 +26,7 @@ if [ "$(id -u)" = 0 ]; then
     su "$user" -s /bin/sh -c "test -x '$dir'" || { echo "test.sh: chmod o+x $dir (for $user)"; chmod o+x "$dir"; }
     dir=$(dirname "$dir")
   done
-  bins=$(cargo test --locked -p rbuild-builder --test builds --test copies --test cache --test outputs --test registry --test platforms --test commands --test conformance --test isolation --test limits --test faults --test farm --test buildx --test attestations --no-run 2>&1 \
+  bins=$(cargo test --locked -p rbuild-builder --test builds --test copies --test cache --test outputs --test registry --test platforms --test commands --test conformance --test isolation --test limits --test faults --test farm --test buildx --test attestations --test sbom --no-run 2>&1 \
     | sed -n 's/.*Executable tests\/[a-z0-9_]*\.rs (\(.*\))$/\1/p')
   [ -n "$bins" ] || { echo "test.sh: no test binaries found for the rootless run" >&2; exit 1; }
   # RUN's network (slirp4netns) needs the TUN device, which Debian's udev makes 0666; some

@@ -29,6 +29,16 @@ pub fn overlay_opaque_xattr() -> &'static str {
     }
 }
 
+/// Whether `dir` (in a snapshot) is an opaque directory: it hides what the layers below have
+/// there.
+pub fn is_opaque(dir: &Path) -> bool {
+    xattr::get(dir, overlay_opaque_xattr())
+        .ok()
+        .flatten()
+        .as_deref()
+        == Some(b"y")
+}
+
 /// Whether a snapshot directory has no entries (its layer would be empty).
 pub fn is_empty(dir: &Path) -> io::Result<bool> {
     Ok(std::fs::read_dir(dir)?.next().is_none())

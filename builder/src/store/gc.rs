@@ -314,6 +314,7 @@ pub fn prune(state: &State, options: &PruneOptions) -> Result<Pruned> {
             pruned.freed += size;
         }
     }
+    crate::store::origins::sweep(state);
     // Downloads are build cache; cache mounts only go with --all.
     let unconditional = options.keep_recent.is_none() && options.keep_storage.is_none();
     if unconditional {

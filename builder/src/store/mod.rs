@@ -19,6 +19,7 @@ pub mod layout;
 pub mod lazy;
 pub mod local;
 pub mod lock;
+pub mod origins;
 pub mod state;
 
 use rbuild_solver::Digest;

@@ -35,18 +35,22 @@ pub fn run(global: &Global, args: SbomArgs) -> Result<i32> {
             created: None,
         })
         .collect();
-    // Layer i was made by the i-th history entry that has a layer.
-    let origins: Vec<LayerOrigin> = image
-        .config
-        .history
-        .iter()
-        .filter(|h| !h.empty_layer)
-        .zip(&diff_ids)
-        .map(|(h, diff_id)| LayerOrigin {
-            diff_id: diff_id.clone(),
-            instruction: h.created_by.clone().unwrap_or_default(),
-        })
-        .collect();
+    // Where this machine built it, the instructions with their places in the Dockerfile;
+    // else layer i was made by the i-th history entry that has a layer.
+    let recorded = crate::store::origins::load(&state, &image.parsed.config.digest);
+    let origins: Vec<LayerOrigin> = recorded.unwrap_or_else(|| {
+        image
+            .config
+            .history
+            .iter()
+            .filter(|h| !h.empty_layer)
+            .zip(&diff_ids)
+            .map(|(h, diff_id)| LayerOrigin {
+                diff_id: diff_id.clone(),
+                instruction: h.created_by.clone().unwrap_or_default(),
+            })
+            .collect()
+    });
     let name = image
         .names
         .first()

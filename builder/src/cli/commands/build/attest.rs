@@ -206,7 +206,7 @@ fn statement(
 
 /// What made each layer of `image`: the instruction of its history entry, with where it is in
 /// the Dockerfile when this build made it.
-fn origins(build: &Build, file: &SourceFile, image: &FinalImage) -> Vec<LayerOrigin> {
+pub fn origins(build: &Build, file: &SourceFile, image: &FinalImage) -> Vec<LayerOrigin> {
     image
         .image
         .history

@@ -124,6 +124,10 @@ impl Export<'_> {
             }
             image.annotations = self.annotations.manifest_for(&image.image);
             let (mut manifest, _, image_config) = store_image(&self.state.store, &image)?;
+            // Where each layer came from, for `rbuild sbom` and the like.
+            let origins = super::attest::origins(build, &self.loaded.file, &image);
+            crate::store::origins::save(self.state, &image_config.digest, &origins)
+                .context("recording where the image's layers came from")?;
             if indexed {
                 manifest.platform = Some(crate::store::layout::Platform {
                     os: image.image.os.clone(),

@@ -3,27 +3,56 @@
 //! instruction that made that layer, as an SPDX 2.3 JSON document (what BuildKit attaches).
 //!
 //! Read from the layers (their snapshots, bottom first), so that attribution is exact: a
-//! package is introduced by the first layer whose view of the package database lists it at
-//! its final version. Databases: Debian's `var/lib/dpkg/status` (and distroless images'
-//! `var/lib/dpkg/status.d/*`), Alpine's `lib/apk/db/installed`.
+//! package is introduced by the first layer whose view of the file that lists it (a package
+//! database, a lockfile, a binary) lists it at its final version. Distributions' databases
+//! are in [`os`] (dpkg, distroless `status.d`, apk, RPM's SQLite), language ecosystems in
+//! [`lang`] (Cargo, npm, Python, Go).
+
+mod lang;
+mod os;
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-/// Which package database a package came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which ecosystem a package belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Ecosystem {
     /// dpkg (Debian, Ubuntu, distroless).
     Deb,
     /// apk (Alpine).
     Apk,
+    /// RPM (Fedora, RHEL and its rebuilds).
+    Rpm,
+    /// Rust crates.
+    Cargo,
+    /// npm packages.
+    Npm,
+    /// Python distributions.
+    Python,
+    /// Go modules.
+    Go,
+}
+
+impl Ecosystem {
+    /// The PURL type (and SPDX id part).
+    fn purl_type(self) -> &'static str {
+        match self {
+            Ecosystem::Deb => "deb",
+            Ecosystem::Apk => "apk",
+            Ecosystem::Rpm => "rpm",
+            Ecosystem::Cargo => "cargo",
+            Ecosystem::Npm => "npm",
+            Ecosystem::Python => "pypi",
+            Ecosystem::Go => "golang",
+        }
+    }
 }
 
 /// One installed package.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Package {
-    /// Its database.
+    /// Its ecosystem.
     pub ecosystem: Ecosystem,
     /// Name.
     pub name: String,
@@ -31,110 +60,155 @@ pub struct Package {
     pub version: String,
     /// Architecture, as the database says it.
     pub arch: String,
-    /// License, where the database records one (apk).
+    /// License, where the database records one (apk, RPM, npm, Python).
     pub license: Option<String>,
     /// The layer (index, bottom first) that introduced it.
     pub layer: usize,
+    /// The file that lists it (a language package's lockfile, metadata or binary).
+    pub path: Option<String>,
 }
 
-/// Where a database's content lives in a layer, and how to read it.
-const DATABASES: &[(&str, Ecosystem)] = &[
-    ("var/lib/dpkg/status", Ecosystem::Deb),
-    ("lib/apk/db/installed", Ecosystem::Apk),
-];
+/// A package as a file lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Architecture, if the file says.
+    pub arch: String,
+    /// License, if the file says.
+    pub license: Option<String>,
+}
 
-/// The content of `path` as the merged view of each `layers[..=i]` shows it, bottom first:
-/// a layer that has the file replaces it, one that whites it out (overlayfs's `0:0`
-/// character device) removes it, any other keeps what the layers below gave. Each file is
-/// read once.
-fn views(layers: &[PathBuf], path: &str) -> Vec<Option<std::rc::Rc<str>>> {
+/// Which layer's copy of `path` the merged view of each `layers[..=i]` shows, bottom first:
+/// a layer that has the file replaces it; one that whites it (or a directory above it) out
+/// (overlayfs's `0:0` character device), or makes a directory above it opaque without
+/// having the file, removes it; any other keeps what the layers below gave.
+fn owners(layers: &[PathBuf], path: &str) -> Vec<Option<usize>> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let mut current: Option<std::rc::Rc<str>> = None;
+    let ancestors: Vec<&str> = path.match_indices('/').map(|(i, _)| &path[..i]).collect();
+    let mut current = None;
     layers
         .iter()
-        .map(|dir| {
+        .enumerate()
+        .map(|(i, dir)| {
+            let whiteout = |m: &std::fs::Metadata| m.file_type().is_char_device() && m.rdev() == 0;
             match std::fs::symlink_metadata(dir.join(path)) {
-                Ok(m) if m.file_type().is_char_device() && m.rdev() == 0 => current = None,
-                Ok(m) if m.is_file() => {
-                    current = std::fs::read_to_string(dir.join(path)).ok().map(Into::into)
+                Ok(m) if m.is_file() => current = Some(i),
+                Ok(m) if whiteout(&m) => current = None,
+                _ if current.is_some() => {
+                    let removed = ancestors.iter().any(|a| {
+                        let p = dir.join(a);
+                        std::fs::symlink_metadata(&p).is_ok_and(|m| {
+                            whiteout(&m) || (m.is_dir() && rbuild_runner::diff::is_opaque(&p))
+                        })
+                    });
+                    if removed {
+                        current = None;
+                    }
                 }
                 _ => {}
             }
-            current.clone()
+            current
         })
         .collect()
 }
 
-/// A database entry: name, version, architecture, license.
-type Entry = (String, String, String, Option<String>);
-
-/// The installed packages of a dpkg status file.
-fn dpkg(text: &str) -> Vec<Entry> {
-    let mut out = Vec::new();
-    for paragraph in text.split("\n\n") {
-        let field = |key: &str| {
-            paragraph
-                .lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-                .map(|v| v.trim().to_string())
-        };
-        let installed = field("Status").is_none_or(|s| s.ends_with(" installed"));
-        if let (Some(name), Some(version), true) = (field("Package"), field("Version"), installed) {
-            let arch = field("Architecture").unwrap_or_default();
-            out.push((name, version, arch, None));
-        }
+/// The packages listed by `path` as the merged view of each `layers[..=i]` shows it, each
+/// with the first layer from which on it is listed at its final version; `parse` reads one
+/// layer's copy of the file (each copy once).
+fn attribute(
+    layers: &[PathBuf],
+    path: &str,
+    parse: &dyn Fn(&std::path::Path) -> Vec<(Ecosystem, Entry)>,
+) -> Vec<(Ecosystem, Entry, usize)> {
+    let owners = owners(layers, path);
+    let mut parsed: BTreeMap<usize, Vec<(Ecosystem, Entry)>> = BTreeMap::new();
+    for owner in owners.iter().flatten() {
+        parsed
+            .entry(*owner)
+            .or_insert_with(|| parse(&layers[*owner].join(path)));
     }
-    out
+    let empty = Vec::new();
+    let view = |i: usize| owners[i].map_or(&empty, |o| &parsed[&o]);
+    let Some(last) = owners.len().checked_sub(1) else {
+        return vec![];
+    };
+    view(last)
+        .iter()
+        .map(|(ecosystem, e)| {
+            let has = |i: usize| {
+                view(i)
+                    .iter()
+                    .any(|(k, x)| k == ecosystem && x.name == e.name && x.version == e.version)
+            };
+            let from = (0..=last).rev().take_while(|&i| has(i)).count();
+            (*ecosystem, e.clone(), owners.len() - from)
+        })
+        .collect()
 }
 
-/// The packages of an apk `installed` database.
-fn apk(text: &str) -> Vec<Entry> {
-    let mut out = Vec::new();
-    for paragraph in text.split("\n\n") {
-        let field = |key: &str| {
-            paragraph
-                .lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-                .map(str::to_string)
-        };
-        if let (Some(name), Some(version)) = (field("P"), field("V")) {
-            out.push((name, version, field("A").unwrap_or_default(), field("L")));
-        }
-    }
-    out
-}
+/// Where the distributions' databases are, and how to read a copy.
+const DATABASES: &[(&str, Ecosystem)] = &[
+    ("var/lib/dpkg/status", Ecosystem::Deb),
+    ("lib/apk/db/installed", Ecosystem::Apk),
+    ("var/lib/rpm/rpmdb.sqlite", Ecosystem::Rpm),
+    ("usr/lib/sysimage/rpm/rpmdb.sqlite", Ecosystem::Rpm),
+];
 
-/// The packages of the image whose layer directories (snapshots, bottom first) are `layers`.
+/// The packages of the image whose layer directories (snapshots, bottom first) are `layers`:
+/// each once (a package several files list is attributed to the earliest layer).
 pub fn scan(layers: &[PathBuf]) -> Vec<Package> {
-    let mut out = Vec::new();
-    for (path, ecosystem) in DATABASES {
-        let parse = |text: &str| match ecosystem {
-            Ecosystem::Deb => dpkg(text),
-            Ecosystem::Apk => apk(text),
+    let mut found = Vec::new();
+    for &(path, ecosystem) in DATABASES {
+        let parse = move |file: &std::path::Path| -> Vec<(Ecosystem, Entry)> {
+            let entries = match ecosystem {
+                Ecosystem::Rpm => os::rpm(file),
+                _ => {
+                    let text = std::fs::read_to_string(file).unwrap_or_default();
+                    match ecosystem {
+                        Ecosystem::Apk => os::apk(&text),
+                        _ => os::dpkg(&text),
+                    }
+                }
+            };
+            entries.into_iter().map(|e| (ecosystem, e)).collect()
         };
-        let views: Vec<Vec<Entry>> = views(layers, path)
-            .iter()
-            .map(|v| v.as_deref().map(parse).unwrap_or_default())
-            .collect();
-        let Some(last) = views.last() else { continue };
-        for (name, version, arch, license) in last.clone() {
-            // The first layer from which on the package is there at this version.
-            let has =
-                |view: &Vec<Entry>| view.iter().any(|(n, v, _, _)| *n == name && *v == version);
-            let layer = views.len() - views.iter().rev().take_while(|v| has(v)).count();
-            out.push(Package {
-                ecosystem: *ecosystem,
-                name,
-                version,
-                arch,
-                license,
-                layer,
-            });
-        }
+        found.extend(
+            attribute(layers, path, &parse)
+                .into_iter()
+                .map(|f| (f, None)),
+        );
     }
+    for (path, kind) in lang::candidates(layers) {
+        let parse = |file: &std::path::Path| lang::parse(kind, file);
+        let listed = attribute(layers, &path, &parse);
+        found.extend(listed.into_iter().map(|f| (f, Some(path.clone()))));
+    }
+    let mut out: Vec<Package> = found
+        .into_iter()
+        .map(|((ecosystem, e, layer), path)| Package {
+            ecosystem,
+            name: e.name,
+            version: e.version,
+            arch: e.arch,
+            license: e.license,
+            layer,
+            path,
+        })
+        .collect();
     // distroless: one status file per package.
     out.extend(distroless(layers));
-    out.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+    out.sort_by(|a, b| {
+        (a.ecosystem, &a.name, &a.version, a.layer).cmp(&(
+            b.ecosystem,
+            &b.name,
+            &b.version,
+            b.layer,
+        ))
+    });
+    out.dedup_by(|b, a| (a.ecosystem, &a.name, &a.version) == (b.ecosystem, &b.name, &b.version));
     out
 }
 
@@ -150,15 +224,16 @@ fn distroless(layers: &[PathBuf]) -> Vec<Package> {
             let Ok(text) = std::fs::read_to_string(entry.path()) else {
                 continue;
             };
-            for (name, version, arch, _) in dpkg(&text) {
-                let key = format!("{name} {version}");
+            for e in os::dpkg(&text) {
+                let key = format!("{} {}", e.name, e.version);
                 found.entry(key).or_insert(Package {
                     ecosystem: Ecosystem::Deb,
-                    name,
-                    version,
-                    arch,
+                    name: e.name,
+                    version: e.version,
+                    arch: e.arch,
                     license: None,
                     layer: i,
+                    path: None,
                 });
             }
         }
@@ -168,30 +243,42 @@ fn distroless(layers: &[PathBuf]) -> Vec<Package> {
 
 /// The distribution's id (`debian`, `alpine`) from the image's `os-release`, for PURLs.
 pub fn distro(layers: &[PathBuf]) -> Option<String> {
-    let last = |path: &str| views(layers, path).pop().flatten();
+    let last = |path: &str| {
+        let owner = owners(layers, path).pop().flatten()?;
+        std::fs::read_to_string(layers[owner].join(path)).ok()
+    };
     let text = last("etc/os-release").or_else(|| last("usr/lib/os-release"))?;
     text.lines()
         .find_map(|l| l.strip_prefix("ID="))
         .map(|v| v.trim_matches('"').to_string())
 }
 
-/// A package's PURL (`pkg:deb/debian/bash@5.2?arch=amd64`).
+/// A package's PURL (`pkg:deb/debian/bash@5.2?arch=amd64`, `pkg:npm/%40types/node@20.1.0`).
 pub fn purl(p: &Package, distro: Option<&str>) -> String {
-    let (kind, default) = match p.ecosystem {
-        Ecosystem::Deb => ("deb", "debian"),
-        Ecosystem::Apk => ("apk", "alpine"),
-    };
     let enc = |s: &str| {
         s.replace('%', "%25")
             .replace(':', "%3A")
             .replace('+', "%2B")
+            .replace('@', "%40")
     };
-    let mut out = format!(
-        "pkg:{kind}/{}/{}@{}",
-        distro.unwrap_or(default),
-        enc(&p.name),
-        enc(&p.version)
-    );
+    let kind = p.ecosystem.purl_type();
+    let name = match p.ecosystem {
+        // The namespace is the distribution.
+        Ecosystem::Deb | Ecosystem::Apk | Ecosystem::Rpm => {
+            let default = match p.ecosystem {
+                Ecosystem::Deb => "debian",
+                Ecosystem::Apk => "alpine",
+                _ => "fedora",
+            };
+            format!("{}/{}", distro.unwrap_or(default), enc(&p.name))
+        }
+        // PEP 503 normalized.
+        Ecosystem::Python => p.name.to_lowercase().replace(['_', '.'], "-"),
+        // A scope or module path keeps its slashes.
+        Ecosystem::Npm | Ecosystem::Go => p.name.split('/').map(enc).collect::<Vec<_>>().join("/"),
+        Ecosystem::Cargo => enc(&p.name),
+    };
+    let mut out = format!("pkg:{kind}/{name}@{}", enc(&p.version));
     if !p.arch.is_empty() {
         out.push_str(&format!("?arch={}", p.arch));
     }
@@ -200,6 +287,7 @@ pub fn purl(p: &Package, distro: Option<&str>) -> String {
 
 /// What made each layer: for layer `i`, its digest and the instruction (`RUN apt-get install
 /// … (Dockerfile:4)` when the builder knows where, else the history's `created_by`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LayerOrigin {
     /// The layer's diff id.
     pub diff_id: String,
@@ -233,10 +321,7 @@ pub fn spdx(
     let mut spdx_packages = Vec::new();
     let mut relationships = Vec::new();
     for (n, p) in packages.iter().enumerate() {
-        let kind = match p.ecosystem {
-            Ecosystem::Deb => "deb",
-            Ecosystem::Apk => "apk",
-        };
+        let kind = p.ecosystem.purl_type();
         let id: String = format!("SPDXRef-Package-{kind}-{}-{n}", p.name)
             .chars()
             .map(|c| {
@@ -248,13 +333,16 @@ pub fn spdx(
             })
             .collect();
         let origin = origins.get(p.layer);
-        let comment = match origin {
+        let mut comment = match origin {
             Some(o) => format!(
                 "introduced by layer {} ({}): {}",
                 p.layer, o.diff_id, o.instruction
             ),
             None => format!("introduced by layer {}", p.layer),
         };
+        if let Some(path) = &p.path {
+            comment.push_str(&format!("; listed in /{path}"));
+        }
         spdx_packages.push(json!({
             "name": p.name,
             "SPDXID": id,

@@ -1,0 +1,205 @@
+//! End to end, `rbuild sbom`: the packages of an image, each with the layer and instruction
+//! that introduced it, as an SPDX 2.3 document pyspdxtools accepts: dpkg and apk databases,
+//! language ecosystems (Cargo, npm, Python, and the build info of a real Go binary, Debian's
+//! own `docker-registry`), and a real Debian root filesystem (debootstrap) whose package list
+//! must equal what `dpkg-query` says inside the image. Needs root.
+
+mod common;
+
+use common::*;
+
+/// `document` passes SPDX's own validator (PyPI spdx-tools, in the test venv).
+fn assert_valid_spdx(env: &Env, document: &str) {
+    let Some(validator) = venv_tool("pyspdxtools") else {
+        return;
+    };
+    let file = env.path("sbom.json");
+    std::fs::write(&file, document).unwrap();
+    let out = std::process::Command::new(&validator)
+        .arg("-i")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The packages of an SPDX document: (PURL, comment).
+fn packages(doc: &serde_json::Value) -> Vec<(String, String)> {
+    doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["externalRefs"][0]["referenceLocator"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                p["comment"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `rbuild sbom`: the packages of an image's dpkg database, each attributed to the layer and
+/// instruction that introduced it, as an SPDX 2.3 document that pyspdxtools accepts.
+#[test]
+fn sbom_lists_packages_with_the_instruction_that_added_them() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let status = dpkg_entry;
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM rbuild-demo/busybox\n\
+                 RUN mkdir -p /var/lib/dpkg && echo ID=debian > /etc/os-release && \
+                 printf '{}' > /var/lib/dpkg/status\n\
+                 RUN echo unrelated > /x\n\
+                 RUN printf '\\n{}' >> /var/lib/dpkg/status\n",
+                status("base-files", "12.4"),
+                status("curl", "7.88.1-10+deb12u5")
+            ),
+        )],
+    );
+    env.rbuild(&["build", "-q", "-t", "sbom:1", ctx.to_str().unwrap()])
+        .ok();
+    let r = env.rbuild(&["sbom", "sbom:1"]).ok();
+    let doc = json(&r.stdout);
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+    let packages = doc["packages"].as_array().unwrap();
+    let found: Vec<(&str, &str)> = packages
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["versionInfo"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [("base-files", "12.4"), ("curl", "7.88.1-10+deb12u5")]
+    );
+    assert_eq!(
+        packages[1]["externalRefs"][0]["referenceLocator"],
+        "pkg:deb/debian/curl@7.88.1-10%2Bdeb12u5?arch=amd64"
+    );
+    // Each comes from the layer of the RUN that wrote it, not from the one in between.
+    assert!(
+        packages[0]["comment"]
+            .as_str()
+            .unwrap()
+            .contains("layer 1 ("),
+        "{}",
+        packages[0]
+    );
+    assert!(
+        packages[1]["comment"]
+            .as_str()
+            .unwrap()
+            .contains("layer 3 ("),
+        "{}",
+        packages[1]
+    );
+    assert!(
+        packages[1]["comment"]
+            .as_str()
+            .unwrap()
+            .contains(">> /var/lib/dpkg/status")
+    );
+    assert_valid_spdx(&env, &r.stdout);
+}
+
+/// Language packages: a `Cargo.lock`, an npm tree (`package-lock.json` and `node_modules`),
+/// a Python distribution's metadata and a real Go binary's build info, each attributed to the
+/// instruction that wrote it; a `node_modules` removed by a later step is gone from the SBOM.
+#[test]
+fn sbom_lists_language_packages_where_they_were_installed() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let lock = "version = 3\n\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\n\n\
+        [[package]]\nname = \"serde\"\nversion = \"1.0.200\"\n\
+        source = \"registry+https://github.com/rust-lang/crates.io-index\"\n";
+    let npm_lock = r#"{"name": "web", "lockfileVersion": 3, "packages": {"": {"name": "web"},
+        "node_modules/left-pad": {"version": "1.3.0", "license": "WTFPL"}}}"#;
+    let metadata = "Metadata-Version: 2.1\nName: Requests\nVersion: 2.31.0\nLicense: Apache-2.0\n";
+    let registry_binary = std::fs::read("/usr/bin/docker-registry")
+        .expect("docker-registry (a Go binary, Debian package docker-registry)");
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("Cargo.lock", lock),
+            ("package-lock.json", npm_lock),
+            (
+                "left-pad.json",
+                r#"{"name": "left-pad", "version": "1.3.0"}"#,
+            ),
+            ("tmp.json", r#"{"name": "scratch-pkg", "version": "9.9.9"}"#),
+            ("METADATA", metadata),
+            (
+                "Dockerfile",
+                "FROM rbuild-demo/busybox\n\
+                 COPY Cargo.lock /src/app/\n\
+                 COPY package-lock.json /web/\n\
+                 COPY left-pad.json /web/node_modules/left-pad/package.json\n\
+                 COPY tmp.json /tmp/build/node_modules/scratch-pkg/package.json\n\
+                 COPY METADATA /usr/lib/python3/dist-packages/requests-2.31.0.dist-info/\n\
+                 COPY registry /usr/bin/registry\n\
+                 RUN rm -r /tmp/build\n",
+            ),
+        ],
+    );
+    std::fs::write(ctx.join("registry"), &registry_binary).unwrap();
+    std::fs::set_permissions(
+        ctx.join("registry"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    env.rbuild(&["build", "-q", "-t", "langs:1", ctx.to_str().unwrap()])
+        .ok();
+    let r = env.rbuild(&["sbom", "langs:1"]).ok();
+    let doc = json(&r.stdout);
+    let found = packages(&doc);
+    let comment_of = |purl: &str| {
+        found
+            .iter()
+            .find(|(p, _)| p == purl)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_else(|| panic!("no {purl} in {found:#?}"))
+    };
+    assert!(comment_of("pkg:cargo/serde@1.0.200").contains("Dockerfile:2)"));
+    assert!(comment_of("pkg:cargo/serde@1.0.200").contains("listed in /src/app/Cargo.lock"));
+    // In the lockfile (line 3) and in node_modules (line 4): one package, the first layer.
+    let left_pad: Vec<_> = found
+        .iter()
+        .filter(|(p, _)| p == "pkg:npm/left-pad@1.3.0")
+        .collect();
+    assert_eq!(left_pad.len(), 1, "{found:#?}");
+    assert!(left_pad[0].1.contains("Dockerfile:3)"), "{}", left_pad[0].1);
+    assert!(comment_of("pkg:pypi/requests@2.31.0").contains("Dockerfile:6)"));
+    assert!(
+        !found.iter().any(|(p, _)| p.contains("scratch-pkg")),
+        "a removed directory's packages are gone: {found:#?}"
+    );
+    // Debian's docker-registry, built outside module mode: its main package and the Go
+    // toolchain (module-mode build info is checked by the unit tests).
+    let main = "pkg:golang/github.com/docker/distribution/cmd/registry@(devel)";
+    assert!(comment_of(main).contains("Dockerfile:7)"));
+    let stdlib = found
+        .iter()
+        .find(|(p, _)| p.starts_with("pkg:golang/stdlib@1."));
+    assert!(
+        stdlib.is_some_and(|(_, c)| c.contains("listed in /usr/bin/registry")),
+        "{found:#?}"
+    );
+    assert_valid_spdx(&env, &r.stdout);
+}
