@@ -95,7 +95,9 @@ printf 'FROM 127.0.0.1:5000/rbuild-demo/busybox\nRUN head -c 536870912 /dev/uran
 rm -f "$work/export.tar"
 # The build farm: a cache exported by one machine, used by an empty one (its own script).
 bench/farm.sh > "$work/farm.md"
-python3 - "$work/cold.json" "$work/warm.json" "$runs" "$work/runs1.json" "$work/runs50.json" "$work/noop.json" "$work/onefile.json" "$work/sleeps.json" "$work/push.json" "$work/export-rss" "$work/farm.md" > BENCHMARKS.md <<'PY'
+# The SBOM of a 460 MiB Debian image (its own script).
+bench/sbom.sh > "$work/sbom.md"
+python3 - "$work/cold.json" "$work/warm.json" "$runs" "$work/runs1.json" "$work/runs50.json" "$work/noop.json" "$work/onefile.json" "$work/sleeps.json" "$work/push.json" "$work/export-rss" "$work/farm.md" "$work/sbom.md" > BENCHMARKS.md <<'PY'
 import json, sys, platform, datetime
 cold, warm = (json.load(open(p))["results"] for p in sys.argv[1:3])
 runs = sys.argv[3]
@@ -149,6 +151,7 @@ print("gzip, Buildah with pgzip, dockerd one layer at a time. Issue 6 asks rbuil
 print("Buildah's time, i.e. Buildah at least 1.25× here.")
 print()
 print(open(sys.argv[11]).read())
+print(open(sys.argv[12]).read())
 print("## Frontend")
 print()
 print("`cargo bench -p rbuild-frontend` (criterion) parses and lowers a 2,000-instruction Dockerfile")

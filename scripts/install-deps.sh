@@ -12,6 +12,8 @@
 #   reprotest, diffoscope-minimal, faketime, disorderfs
 #                   scripts/reprotest.sh checks that images are reproducible
 #   git, tmux       git servers for ADD and contexts from git; a terminal for the live view
+#   debootstrap     target/debian-minbase.tar, a real Debian root filesystem (the SBOM tests
+#                   compare rbuild's package list with dpkg-query's inside it)
 #   python3-venv    target/test-venv, with PyPI's spdx-tools (pyspdxtools validates SBOMs)
 #                   and jsonschema (checks provenance against the SLSA and in-toto schemas)
 # rbuild itself needs only busybox-static (for the demo), slirp4netns, uidmap and a Rust toolchain.
@@ -48,6 +50,21 @@ if [ ! -x "$venv/bin/pyspdxtools" ] || [ ! -x "$venv/bin/jsonschema" ]; then
   # Debian's python (python3-venv), which every user can run, not one on a PATH of root's own.
   [ -x "$venv/bin/python3" ] || /usr/bin/python3 -m venv "$venv"
   "$venv/bin/pip" install -q spdx-tools jsonschema
+fi
+# A real Debian root filesystem (minbase, ~200 MiB, ~30 s from the package mirror).
+rootfs="$(cd "$(dirname "$0")/.." && pwd)/target/debian-minbase.tar"
+if [ ! -s "$rootfs" ]; then
+  install "" debootstrap:/usr/sbin/debootstrap
+  mirror=$(grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1 | awk '{print $2}')
+  suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+  work=$(mktemp -d)
+  if ! debootstrap --variant=minbase "$suite" "$work/root" "${mirror:-http://deb.debian.org/debian}" \
+      >"$work/log" 2>&1; then
+    tail -20 "$work/log" >&2; rm -rf "$work"; exit 1
+  fi
+  mkdir -p "$(dirname "$rootfs")"
+  tar -C "$work/root" --numeric-owner -cf "$rootfs.tmp" . && mv "$rootfs.tmp" "$rootfs"
+  rm -rf "$work"
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps.sh: cargo not found; install Rust with rustup (https://rustup.rs)" >&2

@@ -203,3 +203,101 @@ fn sbom_lists_language_packages_where_they_were_installed() {
     );
     assert_valid_spdx(&env, &r.stdout);
 }
+
+/// A real Debian root filesystem (debootstrap minbase, which scripts/install-deps.sh makes):
+/// rbuild's package list equals what `dpkg-query` says inside the image, a package installed
+/// by a later RUN (`dpkg -i` of a package made here) is attributed to that RUN and the base's
+/// to the ADD, and the document passes SPDX's validator.
+#[test]
+fn sbom_of_a_debian_root_filesystem_matches_dpkg_query() {
+    require_root!();
+    let rootfs =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debian-minbase.tar");
+    if !rootfs.exists() {
+        skip_or_fail("target/debian-minbase.tar is missing (scripts/install-deps.sh makes it)");
+        return;
+    }
+    let env = Env::new();
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM scratch\nADD debian.tar /\nCOPY hello.deb /tmp/\n\
+             RUN dpkg -i /tmp/hello.deb && rm /tmp/hello.deb\n",
+        )],
+    );
+    // A symlink would point out of the context, which a build does not follow.
+    if std::fs::hard_link(&rootfs, ctx.join("debian.tar")).is_err() {
+        std::fs::copy(&rootfs, ctx.join("debian.tar")).unwrap();
+    }
+    // A package of our own, made with dpkg-deb.
+    let pkg = env.path("pkg");
+    std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(pkg.join("usr/share/rbuild-hello")).unwrap();
+    std::fs::write(pkg.join("usr/share/rbuild-hello/hello"), "hello\n").unwrap();
+    std::fs::write(
+        pkg.join("DEBIAN/control"),
+        "Package: rbuild-hello\nVersion: 1.0-1\nArchitecture: all\nMaintainer: rbuild <rbuild@invalid>\n\
+         Description: a package the SBOM test installs\n",
+    )
+    .unwrap();
+    tool(
+        "dpkg-deb",
+        &[
+            "--root-owner-group",
+            "--build",
+            pkg.to_str().unwrap(),
+            ctx.join("hello.deb").to_str().unwrap(),
+        ],
+    );
+    env.rbuild(&["build", "-q", "-t", "deb:1", ctx.to_str().unwrap()])
+        .ok();
+    let started = std::time::Instant::now();
+    let r = env.rbuild(&["sbom", "deb:1"]).ok();
+    eprintln!("rbuild sbom of the Debian image: {:?}", started.elapsed());
+    let doc = json(&r.stdout);
+    let mut listed: Vec<String> = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["name"].as_str().unwrap(),
+                p["versionInfo"].as_str().unwrap()
+            )
+        })
+        .collect();
+    listed.sort();
+    let query = env
+        .rbuild(&[
+            "run",
+            "--rm",
+            "deb:1",
+            "dpkg-query",
+            "-W",
+            "-f",
+            "${db:Status-Abbrev}|${Package} ${Version}\\n",
+        ])
+        .ok();
+    let mut installed: Vec<String> = query
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("ii |"))
+        .map(str::to_string)
+        .collect();
+    installed.sort();
+    assert!(installed.len() > 50, "{}", query.stdout);
+    assert_eq!(listed, installed);
+    let found = packages(&doc);
+    let comment = |purl: &str| {
+        found
+            .iter()
+            .find(|(p, _)| p.starts_with(purl))
+            .map(|(_, c)| c.clone())
+            .unwrap_or_else(|| panic!("no {purl}"))
+    };
+    assert!(comment("pkg:deb/debian/rbuild-hello@1.0-1").contains("Dockerfile:4)"));
+    assert!(comment("pkg:deb/debian/base-files@").contains("Dockerfile:2)"));
+    assert_valid_spdx(&env, &r.stdout);
+}
