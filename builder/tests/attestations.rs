@@ -8,19 +8,6 @@ mod common;
 
 use common::*;
 
-/// The raw manifest or index of `reference` in a registry on loopback.
-fn raw(reference: &str) -> serde_json::Value {
-    json(&tool(
-        "skopeo",
-        &[
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            &format!("docker://{reference}"),
-        ],
-    ))
-}
-
 /// The in-toto statements attached to the pushed `image` (its index's attestation manifests),
 /// each with its layer's predicate type annotation; everything the registry holds of it is
 /// copied to `dir` first (`skopeo copy --all`).
@@ -35,14 +22,14 @@ fn pushed_statements(image: &str, dir: &std::path::Path) -> Vec<(String, serde_j
             &format!("dir:{}", dir.display()),
         ],
     );
-    let index = raw(image);
+    let index = registry_raw(image);
     let repo = image.rsplit_once(':').unwrap().0;
     let mut out = Vec::new();
     for entry in index["manifests"].as_array().unwrap() {
         if entry["annotations"]["vnd.docker.reference.type"] != "attestation-manifest" {
             continue;
         }
-        let manifest = raw(&format!("{repo}@{}", entry["digest"].as_str().unwrap()));
+        let manifest = registry_raw(&format!("{repo}@{}", entry["digest"].as_str().unwrap()));
         for layer in manifest["layers"].as_array().unwrap() {
             assert_eq!(layer["mediaType"], "application/vnd.in-toto+json");
             let hex = layer["digest"]
@@ -169,7 +156,7 @@ fn max_provenance_names_every_input_and_no_secret() {
         let bytes = std::fs::read(entry.unwrap().path()).unwrap();
         assert!(!bytes.windows(12).any(|w| w == b"s3cr3t-value"));
     }
-    let index = raw(&image);
+    let index = registry_raw(&image);
     let platform_manifest = index["manifests"][0]["digest"].as_str().unwrap();
     assert_eq!(
         statement["subject"][0]["digest"]["sha256"],
@@ -309,7 +296,10 @@ fn pushes_get_min_provenance_by_default() {
     env.rbuild(&["build", "--provenance=false", "-t", &off, "--push", dir])
         .ok();
     let media = |m: serde_json::Value| m["mediaType"].as_str().unwrap_or("docker").to_string();
-    assert_ne!(media(raw(&off)), "application/vnd.oci.image.index.v1+json");
+    assert_ne!(
+        media(registry_raw(&off)),
+        "application/vnd.oci.image.index.v1+json"
+    );
     let env_off = format!("{}/default/env-off:1", registry.addr);
     env.rbuild_with(
         &["build", "-t", &env_off, "--push", dir],
@@ -317,7 +307,7 @@ fn pushes_get_min_provenance_by_default() {
         &[("BUILDX_NO_DEFAULT_ATTESTATIONS", "1")],
     )
     .ok();
-    assert_eq!(media(raw(&env_off)), media(raw(&off)));
+    assert_eq!(media(registry_raw(&env_off)), media(registry_raw(&off)));
 }
 
 /// `type=local` writes the attestations next to the root filesystem, as BuildKit's local
@@ -417,7 +407,7 @@ fn sbom_attestations_are_stored_as_buildkit_stores_them() {
         ctx.to_str().unwrap(),
     ])
     .ok();
-    let index = raw(&image);
+    let index = registry_raw(&image);
     assert_eq!(
         index["mediaType"], "application/vnd.oci.image.index.v1+json",
         "{index}"
@@ -436,7 +426,7 @@ fn sbom_attestations_are_stored_as_buildkit_stores_them() {
         entries[0]["digest"]
     );
     let repo = image.rsplit_once(':').unwrap().0;
-    let manifest = raw(&format!(
+    let manifest = registry_raw(&format!(
         "{repo}@{}",
         attestation["digest"].as_str().unwrap()
     ));
@@ -481,9 +471,9 @@ fn sbom_attestations_are_stored_as_buildkit_stores_them() {
         args.extend([from.as_str(), to.as_str()]);
         tool("skopeo", &args);
     }
-    assert_eq!(raw(&all)["manifests"].as_array().unwrap().len(), 2);
+    assert_eq!(registry_raw(&all)["manifests"].as_array().unwrap().len(), 2);
     assert_eq!(
-        raw(&one)["mediaType"],
+        registry_raw(&one)["mediaType"],
         "application/vnd.oci.image.manifest.v1+json"
     );
     // The local store has it under the name too, and rbuild runs the image, not the SBOM.

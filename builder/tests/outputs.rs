@@ -352,3 +352,130 @@ fn a_terminal_gets_the_live_view() {
     assert!(screen.contains("built in "), "{screen}");
     assert!(!screen.contains("#5 DONE"), "{screen}");
 }
+
+/// An OCI archive unpacked into a directory, and its `index.json`.
+fn untar_index(env: &Env, archive: &Path) -> (std::path::PathBuf, serde_json::Value) {
+    let unpacked = env.path("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    tool(
+        "tar",
+        &[
+            "-xf",
+            archive.to_str().unwrap(),
+            "-C",
+            unpacked.to_str().unwrap(),
+        ],
+    );
+    let top = json(&std::fs::read_to_string(unpacked.join("index.json")).unwrap());
+    (unpacked, top)
+}
+
+/// `--annotation manifest-descriptor:` and `index-descriptor:` (buildx's descriptor
+/// annotations): on the manifests' entries in the index (one platform's with `[os/arch]`) and
+/// on the index's entry in an OCI archive's `index.json`; pushed, the index keeps the
+/// manifests' entries' annotations.
+#[test]
+fn descriptor_annotations_go_on_the_entries() {
+    require_root!();
+    let registry = Registry::start();
+    let env = Env::new();
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY a.txt /\n"),
+            ("a.txt", "a\n"),
+        ],
+    );
+    let archive = env.path("multi.tar");
+    let image = format!("{}/annotated/app:1", registry.addr);
+    let flags = [
+        "--annotation",
+        "manifest-descriptor:org.example.entry=every",
+        "--annotation",
+        "manifest-descriptor[linux/arm64]:org.example.arm=only",
+        "--annotation",
+        "index-descriptor:org.example.index=top",
+    ];
+    let mut args = vec!["build", "--platform", "linux/amd64,linux/arm64"];
+    args.extend(flags);
+    let oci = format!("type=oci,dest={}", archive.display());
+    let push = format!("type=registry,name={image}");
+    args.extend(["-o", &oci, "-o", &push, ctx.to_str().unwrap()]);
+    env.rbuild(&args).ok();
+    let (unpacked, top) = untar_index(&env, &archive);
+    let entry = &top["manifests"][0];
+    assert_eq!(entry["annotations"]["org.example.index"], "top", "{top}");
+    let hex = entry["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let index = json(&std::fs::read_to_string(unpacked.join("blobs/sha256").join(hex)).unwrap());
+    let pushed = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{image}"),
+        ],
+    ));
+    for index in [&index, &pushed] {
+        // The push's default provenance adds attestation entries: only the images' count.
+        let images = index["manifests"].as_array().unwrap().iter();
+        for m in images.filter(|m| m["platform"]["os"] != "unknown") {
+            let arch = m["platform"]["architecture"].as_str().unwrap();
+            assert_eq!(m["annotations"]["org.example.entry"], "every", "{index}");
+            let arm = m["annotations"].get("org.example.arm").is_some();
+            assert_eq!(arm, arch == "arm64", "{index}");
+        }
+    }
+    let bad = env.rbuild(&[
+        "build",
+        "--annotation",
+        "index-descriptor[linux/amd64]:k=v",
+        ".",
+    ]);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("for every platform"), "{}", bad.stderr);
+}
+
+/// `--label-annotations`: the image's `org.opencontainers.image.*` labels (the Dockerfile's
+/// and `--label`'s) annotate its manifest too; other labels do not, and an `--annotation` of
+/// the same key wins.
+#[test]
+fn oci_labels_become_annotations_when_asked() {
+    require_root!();
+    let env = Env::new();
+    let dockerfile =
+        "FROM scratch\nLABEL org.opencontainers.image.title=app other=x\nCOPY a.txt /\n";
+    let ctx = env.context("ctx", &[("Dockerfile", dockerfile), ("a.txt", "a\n")]);
+    let archive = env.path("labelled.tar");
+    env.rbuild(&[
+        "build",
+        "--label-annotations",
+        "--label",
+        "org.opencontainers.image.version=1.0",
+        "--annotation",
+        "org.opencontainers.image.description=explicit",
+        "--label",
+        "org.opencontainers.image.description=from a label",
+        "-o",
+        &format!("type=oci,dest={}", archive.display()),
+        ctx.to_str().unwrap(),
+    ])
+    .ok();
+    let (unpacked, top) = untar_index(&env, &archive);
+    let hex = top["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let manifest = json(&std::fs::read_to_string(unpacked.join("blobs/sha256").join(hex)).unwrap());
+    let annotations = manifest["annotations"].as_object().unwrap();
+    assert_eq!(annotations["org.opencontainers.image.title"], "app");
+    assert_eq!(annotations["org.opencontainers.image.version"], "1.0");
+    assert_eq!(
+        annotations["org.opencontainers.image.description"],
+        "explicit"
+    );
+    assert!(!annotations.contains_key("other"), "{manifest}");
+}

@@ -80,6 +80,7 @@ const SUBCOMMANDS: &[&str] = &[
     "graph",
     "history",
     "images",
+    "imagetools",
     "inspect",
     "lint",
     "load",
@@ -121,6 +122,7 @@ const LONG_FORMS: &[(&str, &str, &str)] = &[
     ("buildx", "build", "build"),
     ("buildx", "du", "du"),
     ("buildx", "prune", "prune"),
+    ("buildx", "imagetools", "imagetools"),
 ];
 
 #[derive(Subcommand)]
@@ -166,6 +168,9 @@ enum Command {
     /// Print an image's software bill of materials (SPDX 2.3 JSON): its packages, each with
     /// the layer and instruction that introduced it
     Sbom(commands::sbom::SbomArgs),
+    /// Make multi-platform indexes from images in registries, inspect remote images (buildx's
+    /// `imagetools create|inspect`)
+    Imagetools(commands::imagetools::ImagetoolsArgs),
     /// List an image's attestations (SBOM, provenance), or print one (`--type sbom|provenance`)
     /// as its in-toto statement
     Attestations(commands::attestations::AttestationsArgs),
@@ -360,6 +365,7 @@ pub fn main() {
         Command::Run(args) => commands::run::run(&global, args),
         Command::Sbom(args) => commands::sbom::run(&global, args),
         Command::Attestations(args) => commands::attestations::run(&global, args),
+        Command::Imagetools(args) => commands::imagetools::run(&global, args),
         Command::Version => {
             println!("rbuild {}", env!("CARGO_PKG_VERSION"));
             println!(

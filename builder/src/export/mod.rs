@@ -303,6 +303,8 @@ pub fn export_image(
             exported = crate::export::compress::with_docker_media_types(state, &exported)?;
         }
         exported.platform = manifest.platform.clone();
+        // The entry's own annotations (`--annotation manifest-descriptor:…`) stay with it.
+        exported.annotations = manifest.annotations.clone();
         Ok(exported)
     };
     if !is_index(descriptor) {
@@ -489,7 +491,12 @@ pub fn write_archive(
         for name in names {
             let mut entry = manifest.clone();
             entry.platform = None;
-            entry.annotations.clear();
+            // The descriptor's annotations (`--annotation index-descriptor:…`, or
+            // `manifest-descriptor:…` of a single manifest), not the local store's names.
+            entry.annotations = image.manifest.annotations.clone();
+            entry.annotations.retain(|k, _| {
+                !k.starts_with("io.rbuild.") && k != REF_NAME && k != "io.containerd.image.name"
+            });
             if let Some(name) = name {
                 let tag = name
                     .rsplit_once(':')

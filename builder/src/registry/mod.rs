@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod reference;
+mod remote;
 pub mod resolver;
 pub mod sources;
 
@@ -499,17 +500,8 @@ impl Registry {
         platform: &Platform,
     ) -> Result<Digest> {
         let client = self.client(r.resolve_registry()).await?;
-        let auth = self.auth(r.resolve_registry())?;
         let wait = Some((r.resolve_registry(), self.options.timeout));
-        let (bytes, digest) = with_retries("the manifest", wait, || async {
-            client
-                .pull_manifest_raw(r, &auth, ACCEPTED)
-                .await
-                .map_err(|e| self.request_error(r, "failed to resolve", &e))
-        })
-        .await?;
-        let mut bytes = bytes.to_vec();
-        let mut digest = Digest::parse(&digest).unwrap_or_else(|| Digest::of(&bytes));
+        let (mut bytes, mut digest) = self.manifest_raw(r).await?;
         let mut media_type = media_type_of(&bytes);
         if media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST {
             let index: Index = serde_json::from_slice(&bytes).map_err(|e| {
@@ -534,6 +526,7 @@ impl Registry {
                 r.repository().to_string(),
                 chosen.digest.to_string(),
             );
+            let auth = self.auth(r.resolve_registry())?;
             let (b, d) = with_retries("the manifest", wait, || async {
                 client
                     .pull_manifest_raw(&by_digest, &auth, ACCEPTED)

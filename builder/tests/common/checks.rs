@@ -45,6 +45,15 @@ pub fn skopeo_inspect(flag: &str, image: &str) -> serde_json::Value {
     json(&tool("skopeo", &args))
 }
 
+/// The raw manifest or index `reference` names in a registry on loopback (plain HTTP).
+pub fn registry_raw(reference: &str) -> serde_json::Value {
+    let image = format!("docker://{reference}");
+    json(&tool(
+        "skopeo",
+        &["inspect", "--raw", "--tls-verify=false", &image],
+    ))
+}
+
 /// The media types of the layers of an OCI archive, bottom first.
 pub fn layer_media_types(archive: &Path) -> Vec<String> {
     let raw = skopeo_inspect("--raw", &format!("oci-archive:{}", archive.display()));

@@ -8,6 +8,7 @@ pub mod explain;
 pub mod graph;
 pub mod history;
 pub mod images;
+pub mod imagetools;
 pub mod inspect;
 pub mod lint;
 pub mod load;

@@ -1,7 +1,10 @@
 //! `--annotation`, as buildx takes it: `KEY=VALUE` or `TYPE:KEY=VALUE`, where TYPE is
-//! `manifest` (the default: every platform's manifest), `manifest[os/arch]` (one platform's)
-//! or `index` (the index of a multi-platform image). Descriptor annotations
-//! (`manifest-descriptor`, `index-descriptor`) are refused for now.
+//! `manifest` (the default: every platform's manifest), `manifest[os/arch]` (one platform's),
+//! `index` (the index of a multi-platform image or one with attestations),
+//! `manifest-descriptor[os/arch]` (the manifests' entries in the index, or in an OCI
+//! archive's `index.json` for a single manifest) or `index-descriptor` (the index's entry in an
+//! OCI archive's `index.json`). A registry keeps no descriptor of what is pushed under a tag,
+//! so a push carries the manifest descriptors inside its index only, as with BuildKit.
 
 use anyhow::{Result, anyhow, bail};
 use rbuild_frontend::Platform;
@@ -15,6 +18,10 @@ pub struct Annotations {
     manifest: Vec<(Option<Platform>, String, String)>,
     /// For the index.
     pub index: BTreeMap<String, String>,
+    /// For the manifests' descriptors: of one platform, or (`None`) of all.
+    manifest_descriptor: Vec<(Option<Platform>, String, String)>,
+    /// For the index's descriptor.
+    pub index_descriptor: BTreeMap<String, String>,
 }
 
 impl Annotations {
@@ -47,17 +54,24 @@ impl Annotations {
                     None => (t, None),
                 },
             };
+            if matches!(kind, "index" | "index-descriptor") && platform.is_some() {
+                bail!("--annotation {spec:?}: {kind} annotations are for every platform");
+            }
             match kind {
                 "manifest" => out.manifest.push((platform, key.into(), value.into())),
                 "index" => {
                     out.index.insert(key.into(), value.into());
                 }
-                "manifest-descriptor" | "index-descriptor" => {
-                    bail!("--annotation {spec:?}: {kind} annotations are not supported yet")
+                "manifest-descriptor" => {
+                    out.manifest_descriptor
+                        .push((platform, key.into(), value.into()))
+                }
+                "index-descriptor" => {
+                    out.index_descriptor.insert(key.into(), value.into());
                 }
                 other => bail!(
-                    "--annotation {spec:?}: unknown type {other} (manifest, manifest[PLATFORM] \
-                     or index)"
+                    "--annotation {spec:?}: unknown type {other} (manifest, manifest[PLATFORM], \
+                     index, manifest-descriptor[PLATFORM] or index-descriptor)"
                 ),
             }
         }
@@ -66,17 +80,29 @@ impl Annotations {
 
     /// The annotations of the manifest of `image` (its platform decides the platform ones).
     pub fn manifest_for(&self, image: &Image) -> BTreeMap<String, String> {
-        let own = Platform::new(
-            &image.os,
-            &image.architecture,
-            image.variant.as_deref().unwrap_or(""),
-        );
-        self.manifest
-            .iter()
-            .filter(|(p, _, _)| p.as_ref().is_none_or(|p| *p == own))
-            .map(|(_, k, v)| (k.clone(), v.clone()))
-            .collect()
+        for_platform(&self.manifest, image)
     }
+
+    /// The annotations of the descriptor of `image`'s manifest.
+    pub fn manifest_descriptor_for(&self, image: &Image) -> BTreeMap<String, String> {
+        for_platform(&self.manifest_descriptor, image)
+    }
+}
+
+/// The annotations of `list` that apply to `image`'s platform.
+fn for_platform(
+    list: &[(Option<Platform>, String, String)],
+    image: &Image,
+) -> BTreeMap<String, String> {
+    let own = Platform::new(
+        &image.os,
+        &image.architecture,
+        image.variant.as_deref().unwrap_or(""),
+    );
+    list.iter()
+        .filter(|(p, _, _)| p.as_ref().is_none_or(|p| *p == own))
+        .map(|(_, k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -104,5 +130,14 @@ mod tests {
         assert!(!m.contains_key("only"));
         assert!(Annotations::parse(&["nokey".into()]).is_err());
         assert!(Annotations::parse(&["bogus:k=v".into()]).is_err());
+        let d = Annotations::parse(&[
+            "manifest-descriptor:d=all".into(),
+            "manifest-descriptor[linux/arm64]:arm=yes".into(),
+            "index-descriptor:i=1".into(),
+        ])
+        .unwrap();
+        assert_eq!(d.manifest_descriptor_for(&amd).len(), 1);
+        assert_eq!(d.index_descriptor["i"], "1");
+        assert!(Annotations::parse(&["index-descriptor[linux/amd64]:k=v".into()]).is_err());
     }
 }

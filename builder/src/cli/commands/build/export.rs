@@ -39,6 +39,15 @@ struct Stored {
     statements: Vec<Vec<super::attest::Statement>>,
 }
 
+/// The image's `org.opencontainers.image.*` labels (`--label-annotations`).
+fn oci_labels(image: &rbuild_frontend::image::Image) -> Vec<(String, String)> {
+    let labels = image.config.labels.iter().flatten();
+    labels
+        .filter(|(k, _)| k.starts_with("org.opencontainers.image."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 impl Export<'_> {
     fn multi(&self) -> bool {
         self.builds.len() > 1
@@ -90,8 +99,42 @@ impl Export<'_> {
         Ok(0)
     }
 
-    /// Stores each platform's image (with `--label`s) and, for several or with attestations,
-    /// their index.
+    /// One platform's image as the outputs take it: `--label`s, the inline cache, the manifest
+    /// annotations (and with `--label-annotations` the OCI labels, which the index takes from
+    /// the first platform).
+    fn image_of(
+        &self,
+        build: &Build,
+        index: &mut BTreeMap<String, String>,
+    ) -> crate::export::FinalImage {
+        let mut image = finalize(build, self.solved);
+        if self.caches.inline() {
+            image.inline_cache = Some(self.caches.inline_record(build, self.solved, self.keys));
+        }
+        // --label: set on the final config, with no history entry, as BuildKit does.
+        for label in &self.args.labels {
+            let (key, value) = label.split_once('=').unwrap_or((label.as_str(), ""));
+            image
+                .image
+                .config
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(key.to_string(), value.to_string());
+        }
+        image.annotations = self.annotations.manifest_for(&image.image);
+        if self.args.label_annotations {
+            for (key, value) in oci_labels(&image.image) {
+                image
+                    .annotations
+                    .entry(key.clone())
+                    .or_insert(value.clone());
+                index.entry(key).or_insert(value);
+            }
+        }
+        image
+    }
+
+    /// Stores each platform's image and, for several or with attestations, their index.
     fn store(&self) -> Result<Stored> {
         let mut manifests = Vec::with_capacity(self.builds.len());
         let mut attestations = Vec::new();
@@ -107,22 +150,9 @@ impl Export<'_> {
             .as_ref()
             .map(|p| super::attest::Provenance::new(self, p));
         let indexed = self.multi() || options.any();
+        let mut index_annotations = self.annotations.index.clone();
         for build in self.builds {
-            let mut image = finalize(build, self.solved);
-            if self.caches.inline() {
-                image.inline_cache = Some(self.caches.inline_record(build, self.solved, self.keys));
-            }
-            // --label: set on the final config, with no history entry, as BuildKit does.
-            for label in &self.args.labels {
-                let (key, value) = label.split_once('=').unwrap_or((label.as_str(), ""));
-                image
-                    .image
-                    .config
-                    .labels
-                    .get_or_insert_with(Default::default)
-                    .insert(key.to_string(), value.to_string());
-            }
-            image.annotations = self.annotations.manifest_for(&image.image);
+            let image = self.image_of(build, &mut index_annotations);
             let (mut manifest, _, image_config) = store_image(&self.state.store, &image)?;
             // Where each layer came from, for `rbuild sbom` and the like.
             let origins = super::attest::origins(build, &self.loaded.file, &image);
@@ -135,6 +165,8 @@ impl Export<'_> {
                     variant: image.image.variant.clone(),
                 });
             }
+            let descriptor = self.annotations.manifest_descriptor_for(&image.image);
+            manifest.annotations.extend(descriptor);
             // BuildKit's order: the SBOM, then provenance.
             let mut these = Vec::new();
             if options.sbom {
@@ -159,16 +191,16 @@ impl Export<'_> {
         manifests.extend(attestations);
         let (manifest, config) = match indexed {
             true => (
-                store_index(
-                    &self.state.store,
-                    &manifests,
-                    false,
-                    &self.annotations.index,
-                )?,
+                store_index(&self.state.store, &manifests, false, &index_annotations)?,
                 None,
             ),
             false => (manifests[0].clone(), config),
         };
+        let mut manifest = manifest;
+        if indexed {
+            let descriptor = self.annotations.index_descriptor.clone();
+            manifest.annotations.extend(descriptor);
+        }
         let mut metadata = serde_json::json!({
             "containerimage.digest": manifest.digest,
             "containerimage.descriptor": {

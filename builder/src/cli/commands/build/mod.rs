@@ -163,9 +163,15 @@ pub struct BuildArgs {
     #[arg(long = "cgroup-parent", value_name = "CGROUP")]
     pub cgroup_parent: Option<String>,
     /// An annotation of the image, as buildx's: `KEY=VALUE` (every manifest),
-    /// `manifest[os/arch]:KEY=VALUE` (one platform's) or `index:KEY=VALUE`
+    /// `manifest[os/arch]:KEY=VALUE` (one platform's), `index:KEY=VALUE`,
+    /// `manifest-descriptor[os/arch]:KEY=VALUE` or `index-descriptor:KEY=VALUE`
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     pub annotations: Vec<String>,
+    /// Annotate the manifests (and the index) with the image's `org.opencontainers.image.*`
+    /// labels (the Dockerfile's and `--label`'s), as registries show annotations; an
+    /// `--annotation` of the same key wins
+    #[arg(long)]
+    pub label_annotations: bool,
     /// SLSA v1 provenance attestation, as buildx's flag: `true`/`min`/`max`, `false`, or
     /// `mode=min|max,builder-id=URI,reproducible=true`; `mode=min` is the default when the
     /// image is pushed (`BUILDX_NO_DEFAULT_ATTESTATIONS=1` or `--provenance=false` turn it off)
