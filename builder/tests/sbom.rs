@@ -301,3 +301,87 @@ fn sbom_of_a_debian_root_filesystem_matches_dpkg_query() {
     assert!(comment("pkg:deb/debian/base-files@").contains("Dockerfile:2)"));
     assert_valid_spdx(&env, &r.stdout);
 }
+
+/// BuildKit's scan options: a stage that declares `ARG BUILDKIT_SBOM_SCAN_STAGE=true` gets an
+/// SBOM of its own (`sbom-STAGE.spdx.json`), `scan-stage=true` gives every stage one, and
+/// `scan-context=true` (or the build arg `BUILDKIT_SBOM_SCAN_CONTEXT`) one of the context.
+#[test]
+fn sbom_scans_stages_and_the_context_when_asked() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let dockerfile = format!(
+        "FROM rbuild-demo/busybox AS build\n\
+         RUN mkdir -p /var/lib/dpkg && printf '{}' > /var/lib/dpkg/status && echo built > /out\n\
+         FROM rbuild-demo/busybox AS tools\n\
+         ARG BUILDKIT_SBOM_SCAN_STAGE=true\n\
+         RUN mkdir -p /opt/node_modules/left-pad && \
+         echo '{{\"name\": \"left-pad\", \"version\": \"1.3.0\"}}' > /opt/node_modules/left-pad/package.json\n\
+         FROM rbuild-demo/busybox\n\
+         COPY --from=build /out /out\n\
+         COPY --from=tools /opt /opt\n",
+        dpkg_entry("gcc-12", "12.2.0-14")
+    );
+    let lock =
+        r#"{"lockfileVersion": 3, "packages": {"node_modules/is-odd": {"version": "3.0.1"}}}"#;
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", &dockerfile), ("package-lock.json", lock)],
+    );
+    let build = |flags: &[&str], out: &str| -> std::path::PathBuf {
+        let dest = env.path(out);
+        let output = format!("type=local,dest={}", dest.display());
+        let mut args = vec!["build"];
+        args.extend(flags);
+        args.extend(["-o", &output, ctx.to_str().unwrap()]);
+        env.rbuild(&args).ok();
+        dest
+    };
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("sbom"))
+            .collect();
+        n.sort();
+        n
+    };
+    let purls = |file: &std::path::Path| -> Vec<String> {
+        let statement = json(&std::fs::read_to_string(file).unwrap());
+        packages(&statement["predicate"])
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect()
+    };
+    let plain = build(&["--sbom=true"], "plain");
+    assert_eq!(names(&plain), ["sbom-tools.spdx.json", "sbom.spdx.json"]);
+    assert_eq!(
+        purls(&plain.join("sbom-tools.spdx.json")),
+        ["pkg:npm/left-pad@1.3.0"]
+    );
+    let all = build(
+        &["--attest", "type=sbom,scan-stage=true,scan-context=true"],
+        "all",
+    );
+    let expected = [
+        "sbom-build.spdx.json",
+        "sbom-context.spdx.json",
+        "sbom-tools.spdx.json",
+        "sbom.spdx.json",
+    ];
+    assert_eq!(names(&all), expected);
+    let build_sbom = json(&std::fs::read_to_string(all.join("sbom-build.spdx.json")).unwrap());
+    let gcc = packages(&build_sbom["predicate"]);
+    assert_eq!(gcc.len(), 1, "{gcc:?}");
+    assert!(gcc[0].0.starts_with("pkg:deb/"), "{gcc:?}");
+    assert!(gcc[0].1.contains("Dockerfile:2)"), "{gcc:?}");
+    assert_eq!(
+        purls(&all.join("sbom-context.spdx.json")),
+        ["pkg:npm/is-odd@3.0.1"]
+    );
+    let by_arg = build(
+        &["--sbom=true", "--build-arg", "BUILDKIT_SBOM_SCAN_CONTEXT=1"],
+        "by-arg",
+    );
+    assert!(names(&by_arg).contains(&"sbom-context.spdx.json".to_string()));
+}

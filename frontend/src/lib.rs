@@ -18,7 +18,7 @@ pub mod platform;
 pub mod shell;
 pub mod source;
 
-pub use convert::{Build, BuildOptions, ImageResolver, ResolvedImage, lower};
+pub use convert::{Build, BuildOptions, ImageResolver, ResolvedImage, StageOutput, lower};
 pub use diagnostic::{Diagnostic, Severity};
 pub use platform::Platform;
 pub use source::{SourceFile, Span};

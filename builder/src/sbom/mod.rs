@@ -391,7 +391,7 @@ pub fn spdx(
 pub fn document(
     state: &crate::store::state::State,
     layers: &[rbuild_solver::OutputLayer],
-    (name, digest, created): (&str, &str, &str),
+    names: (&str, &str, &str),
     origins: &[LayerOrigin],
 ) -> crate::store::Result<Value> {
     crate::store::layer::ensure_snapshots(state, layers)?;
@@ -399,15 +399,25 @@ pub fn document(
         .iter()
         .map(|l| state.snapshots.layer_dir(l.diff_id.as_str()))
         .collect();
-    let packages = scan(&dirs);
-    Ok(spdx(
+    Ok(document_of(&dirs, names, origins))
+}
+
+/// The SPDX document of the directories `dirs` taken as layers, bottom first (an image's
+/// snapshots, or a build context alone), `name`d, its namespace made unique by `digest`.
+pub fn document_of(
+    dirs: &[PathBuf],
+    (name, digest, created): (&str, &str, &str),
+    origins: &[LayerOrigin],
+) -> Value {
+    let packages = scan(dirs);
+    spdx(
         name,
         digest,
         created,
         &packages,
         origins,
-        distro(&dirs).as_deref(),
-    ))
+        distro(dirs).as_deref(),
+    )
 }
 
 #[cfg(test)]

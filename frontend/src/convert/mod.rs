@@ -178,6 +178,27 @@ pub struct Build {
     pub warnings: Vec<Diagnostic>,
     /// `# check=error=true` and some build check found something: the build must fail.
     pub failing_checks: bool,
+    /// The other stages lowered (those the target needs), each once.
+    pub stages: Vec<StageOutput>,
+    /// `BUILDKIT_SBOM_SCAN_CONTEXT` is true (a global ARG's default or a build arg): an SBOM
+    /// covers the build context too.
+    pub scan_context: bool,
+}
+
+/// A stage other than the target, as a build lowered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageOutput {
+    /// Its name (`build`), or `stage-N` for an unnamed one.
+    pub name: String,
+    /// The vertex whose output is its filesystem.
+    pub vertex: VertexId,
+    /// The stage declares `ARG BUILDKIT_SBOM_SCAN_STAGE` true: an SBOM covers it too.
+    pub scan: bool,
+}
+
+/// Whether a build arg's value is true, as Go's `strconv.ParseBool` reads it.
+fn truthy(value: &str) -> bool {
+    matches!(value, "1" | "t" | "T" | "true" | "TRUE" | "True")
 }
 
 impl Build {
@@ -194,6 +215,9 @@ impl Build {
     pub fn merge_into(&mut self, graph: &mut Graph) {
         let map = graph.absorb(&self.graph);
         self.target = map[self.target.index()];
+        for stage in &mut self.stages {
+            stage.vertex = map[stage.vertex.index()];
+        }
         for entry in &mut self.image.history {
             if let Some(v) = &mut entry.layer_of {
                 *v = map[v.index()];
@@ -241,6 +265,30 @@ pub fn lower(
     warnings.retain(|d| d.rule.is_none_or(|rule| check.enabled(rule)));
     let failing_checks = check.error && warnings.iter().any(|d| d.rule.is_some());
     warnings.extend(lowerer.warnings);
+    let scan_arg = |args: &[(String, Option<String>)], name: &str| {
+        args.iter()
+            .any(|(k, v)| k == name && v.as_deref().is_some_and(truthy))
+    };
+    let stage_outputs = lowerer
+        .lowered
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != target_index)
+        .filter_map(|(i, l)| Some((i, l.as_ref()?)))
+        .map(|(i, l)| StageOutput {
+            name: stages[i]
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("stage-{i}")),
+            vertex: l.vertex,
+            scan: scan_arg(&l.args, "BUILDKIT_SBOM_SCAN_STAGE"),
+        })
+        .collect();
+    let scan_context = scan_arg(&lowerer.global_args, "BUILDKIT_SBOM_SCAN_CONTEXT")
+        || options
+            .build_args
+            .get("BUILDKIT_SBOM_SCAN_CONTEXT")
+            .is_some_and(|v| truthy(v));
     let mut image = lowerer.lowered[target_index]
         .take()
         .expect("the target was lowered")
@@ -261,6 +309,8 @@ pub fn lower(
         image,
         warnings,
         failing_checks,
+        stages: stage_outputs,
+        scan_context,
     })
 }
 

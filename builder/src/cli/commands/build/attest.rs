@@ -32,6 +32,10 @@ const STATEMENT: &str = "https://in-toto.io/Statement/v0.1";
 pub struct Options {
     /// An SBOM.
     pub sbom: bool,
+    /// `scan-stage=true`: an SBOM of every other stage the target needs too.
+    pub scan_stages: bool,
+    /// `scan-context=true`: an SBOM of the build context too.
+    pub scan_context: bool,
     /// Provenance, and its parameters.
     pub provenance: Option<ProvenanceOptions>,
 }
@@ -75,8 +79,8 @@ impl Options {
         let default_off = std::env::var("BUILDX_NO_DEFAULT_ATTESTATIONS")
             .is_ok_and(|v| v.is_empty() || truthy(&v));
         let mut options = Options {
-            sbom: false,
             provenance: (pushing && !default_off).then(ProvenanceOptions::default),
+            ..Options::default()
         };
         for spec in &specs {
             options.apply(spec)?;
@@ -107,7 +111,8 @@ impl Options {
                             "warning: --attest {spec}: rbuild makes the SBOM itself; the \
                              generator {value} is not used"
                         ),
-                        "scan-stage" | "scan-context" if !truthy(value) => {}
+                        "scan-stage" => self.scan_stages = truthy(value),
+                        "scan-context" => self.scan_context = truthy(value),
                         _ => {
                             bail!("invalid --attest {spec:?}: rbuild's SBOM does not support {key}")
                         }
@@ -163,7 +168,7 @@ pub struct Statement {
     /// The in-toto statement.
     pub statement: serde_json::Value,
     /// The file a local export writes it to.
-    pub file: &'static str,
+    pub file: String,
 }
 
 /// `os/arch[/variant]` of an image.
@@ -253,8 +258,106 @@ pub fn sbom(
     Ok(Statement {
         predicate_type: SPDX_PREDICATE,
         statement: statement(image, manifest, names, SPDX_PREDICATE, document),
-        file: "sbom.spdx.json",
+        file: "sbom.spdx.json".into(),
     })
+}
+
+/// The stages whose SBOMs a build attaches besides the final image's: every other stage the
+/// target needs with `scan-stage=true` (or the build arg `BUILDKIT_SBOM_SCAN_STAGE`), else
+/// those that declare `ARG BUILDKIT_SBOM_SCAN_STAGE=true`, as BuildKit chooses them.
+pub fn scanned_stages<'b>(
+    options: &Options,
+    build_args: &BTreeMap<String, String>,
+    build: &'b Build,
+) -> Vec<&'b rbuild_frontend::StageOutput> {
+    if !options.sbom {
+        return vec![];
+    }
+    let all = options.scan_stages
+        || build_args
+            .get("BUILDKIT_SBOM_SCAN_STAGE")
+            .is_some_and(|v| truthy(v));
+    build.stages.iter().filter(|s| all || s.scan).collect()
+}
+
+/// What made each layer of a stage's filesystem: the instruction of the first step (inputs
+/// first) whose output ends with it, with its place in the Dockerfile.
+fn stage_origins(
+    export: &Export,
+    build: &Build,
+    stage: &rbuild_frontend::StageOutput,
+) -> Vec<LayerOrigin> {
+    let file = &export.loaded.file;
+    let mut made: BTreeMap<String, String> = BTreeMap::new();
+    for v in build.graph.needed_for(&[stage.vertex]) {
+        let (Some(output), Some(label)) = (export.solved.get(&v), &build.graph.vertex(v).label)
+        else {
+            continue;
+        };
+        if let Some(last) = output.layers.last() {
+            let at = build
+                .location(v)
+                .map(|span| format!(" ({}:{})", file.name, file.position(span.start).line));
+            made.entry(last.diff_id.to_string())
+                .or_insert_with(|| format!("{label}{}", at.unwrap_or_default()));
+        }
+    }
+    export.solved[&stage.vertex]
+        .layers
+        .iter()
+        .map(|l| LayerOrigin {
+            diff_id: l.diff_id.to_string(),
+            instruction: made
+                .get(l.diff_id.as_str())
+                .cloned()
+                .unwrap_or_else(|| format!("the base of stage {}", stage.name)),
+        })
+        .collect()
+}
+
+/// The SBOM of a stage other than the final one, as BuildKit adds it (`sbom-STAGE.spdx.json`).
+pub fn stage_sbom(
+    export: &Export,
+    build: &Build,
+    stage: &rbuild_frontend::StageOutput,
+    (image, manifest): (&FinalImage, &Descriptor),
+) -> Result<Statement> {
+    let layers = &export.solved[&stage.vertex].layers;
+    // Layers an imported cache only names are fetched first.
+    let (state, registry) = (export.state, export.registry);
+    let runtime = export.runtime.handle();
+    crate::remotecache::fetch_missing(state, registry, runtime, layers, &|_, _, _, _| {})?;
+    let created = image.image.created.clone().unwrap_or_default();
+    let namespace = format!("{}/stage/{}", manifest.digest, stage.name);
+    let document = sbom::document(
+        export.state,
+        layers,
+        (&stage.name, &namespace, &created),
+        &stage_origins(export, build, stage),
+    )?;
+    Ok(Statement {
+        predicate_type: SPDX_PREDICATE,
+        statement: statement(image, manifest, &export.args.tags, SPDX_PREDICATE, document),
+        file: format!("sbom-{}.spdx.json", stage.name),
+    })
+}
+
+/// The SBOM of the build context (`scan-context=true`, `BUILDKIT_SBOM_SCAN_CONTEXT`): the
+/// lockfiles and package metadata in its directory.
+pub fn context_sbom(export: &Export, image: &FinalImage, manifest: &Descriptor) -> Statement {
+    let created = image.image.created.clone().unwrap_or_default();
+    let namespace = format!("{}/context", manifest.digest);
+    let origin = LayerOrigin {
+        diff_id: "context".into(),
+        instruction: "the build context".into(),
+    };
+    let dirs = [export.request.context.clone()];
+    let document = sbom::document_of(&dirs, ("context", &namespace, &created), &[origin]);
+    Statement {
+        predicate_type: SPDX_PREDICATE,
+        statement: statement(image, manifest, &export.args.tags, SPDX_PREDICATE, document),
+        file: "sbom-context.spdx.json".into(),
+    }
 }
 
 /// What one build's provenance shares across its platforms: the request, the run, and the
@@ -366,7 +469,7 @@ impl Provenance {
                 provenance::PREDICATE,
                 predicate,
             ),
-            file: "provenance.json",
+            file: "provenance.json".into(),
         }
     }
 }

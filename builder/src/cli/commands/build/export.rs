@@ -175,6 +175,14 @@ impl Export<'_> {
                 these.push(super::attest::sbom(
                     self.state, file, &image, &manifest, names,
                 )?);
+                let build_args = &self.request.build_args;
+                for stage in super::attest::scanned_stages(options, build_args, build) {
+                    let image = (&image, &manifest);
+                    these.push(super::attest::stage_sbom(self, build, stage, image)?);
+                }
+                if options.scan_context || build.scan_context {
+                    these.push(super::attest::context_sbom(self, &image, &manifest));
+                }
             }
             if let Some(p) = &provenance {
                 these.push(p.statement(self, build, &image, &manifest));
@@ -341,7 +349,7 @@ impl Export<'_> {
                     // Attestations as files next to the root filesystem, as BuildKit's local
                     // exporter writes them.
                     for s in statements {
-                        let path = dest.join(s.file);
+                        let path = dest.join(&s.file);
                         std::fs::write(&path, serde_json::to_vec_pretty(&s.statement)?)
                             .with_context(|| format!("writing {}", path.display()))?;
                     }

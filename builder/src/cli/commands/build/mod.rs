@@ -423,15 +423,21 @@ fn report_warnings(session: &Session, builds: &[Build]) -> bool {
 /// Solves the builds' targets with progress and Ctrl-C handling; keeps what hashing learned.
 fn solve(
     session: &Session,
-    request: &BuildRequest,
-    state: &State,
+    (request, state): (&BuildRequest, &State),
     worker: Arc<BuildWorker>,
     runtime: &tokio::runtime::Runtime,
-    builds: &[Build],
+    (builds, extra): (&[Build], &[rbuild_solver::VertexId]),
     imported: crate::remotecache::Imported,
 ) -> Result<Result<Solution, SolveError>> {
     let graph = Arc::new(builds[0].graph.clone());
-    let targets: Vec<rbuild_solver::VertexId> = builds.iter().map(|b| b.target).collect();
+    let mut targets: Vec<rbuild_solver::VertexId> = builds.iter().map(|b| b.target).collect();
+    targets.extend(
+        extra
+            .iter()
+            .filter(|v| !targets.contains(v))
+            .copied()
+            .collect::<Vec<_>>(),
+    );
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let (solver, stats) = request.solver(worker, state, &graph, &targets, Some(tx))?;
     let solver = solver
@@ -597,13 +603,18 @@ pub fn run(global: &Global, mut args: BuildArgs) -> Result<i32> {
         provided: Arc::new(provided),
         network: Default::default(),
     });
+    // Stages an SBOM covers are built too (BuildKit's scan-stage).
+    let scanned: Vec<rbuild_solver::VertexId> = builds
+        .iter()
+        .flat_map(|b| attest::scanned_stages(&attestations, &request.build_args, b))
+        .map(|s| s.vertex)
+        .collect();
     let solution = match solve(
         &session,
-        &request,
-        &state,
+        (&request, &state),
         worker.clone(),
         &runtime,
-        &builds,
+        (&builds, &scanned),
         imported,
     )? {
         Ok(solved) => solved,
