@@ -385,3 +385,56 @@ fn sbom_scans_stages_and_the_context_when_asked() {
     );
     assert!(names(&by_arg).contains(&"sbom-context.spdx.json".to_string()));
 }
+
+/// An RPM database made by rpm itself (Debian's rpm, whose backend is SQLite, as Fedora's and
+/// RHEL 9's): a package built with rpmbuild and recorded with `rpm --root … -i --justdb` is
+/// listed with its version-release, architecture and license, from the COPY that brought the
+/// database.
+#[test]
+fn sbom_reads_a_database_rpm_made() {
+    require_root!();
+    if !std::path::Path::new("/usr/bin/rpmbuild").exists() {
+        skip_or_fail(
+            "rpmbuild is missing (Debian package rpm; scripts/install-deps.sh installs it)",
+        );
+        return;
+    }
+    let env = Env::new();
+    let spec = "Name: rbuild-hello\nVersion: 2.1\nRelease: 3\nSummary: an SBOM test package\n\
+        License: MIT\nBuildArch: noarch\n%description\ntest\n%install\n\
+        mkdir -p %{buildroot}/usr/share/rbuild-hello\necho hi > %{buildroot}/usr/share/rbuild-hello/hi\n\
+        %files\n/usr/share/rbuild-hello/hi\n";
+    let work = env.path("rpm");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("hello.spec"), spec).unwrap();
+    let topdir = format!("_topdir {}", work.join("top").display());
+    tool(
+        "rpmbuild",
+        &[
+            "--define",
+            &topdir,
+            "-bb",
+            work.join("hello.spec").to_str().unwrap(),
+        ],
+    );
+    let package = work.join("top/RPMS/noarch/rbuild-hello-2.1-3.noarch.rpm");
+    let ctx = env.context("ctx", &[("Dockerfile", "FROM scratch\nCOPY root/ /\n")]);
+    let root = ctx.join("root");
+    let rpm = |args: &[&str]| {
+        let mut all = vec!["--root", root.to_str().unwrap(), "--dbpath", "/var/lib/rpm"];
+        all.extend(args);
+        tool("rpm", &all)
+    };
+    rpm(&["--initdb"]);
+    rpm(&["-i", "--nodeps", "--justdb", package.to_str().unwrap()]);
+    env.rbuild(&["build", "-q", "-t", "rpm:1", ctx.to_str().unwrap()])
+        .ok();
+    let r = env.rbuild(&["sbom", "rpm:1"]).ok();
+    let doc = json(&r.stdout);
+    let found = packages(&doc);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "pkg:rpm/fedora/rbuild-hello@2.1-3?arch=noarch");
+    assert!(found[0].1.contains("Dockerfile:2)"), "{found:?}");
+    assert_eq!(doc["packages"][0]["licenseDeclared"], "MIT");
+    assert_valid_spdx(&env, &r.stdout);
+}

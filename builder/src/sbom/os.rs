@@ -95,11 +95,35 @@ fn header_value(blob: &[u8], tag: u32) -> Option<String> {
 /// read. The version is `[EPOCH:]VERSION-RELEASE`, as RPM's PURLs and scanners write it.
 pub fn rpm(path: &Path) -> Vec<Entry> {
     use rusqlite::OpenFlags;
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    // Immutable: no lock, no journal files next to a snapshot's database.
-    let uri = format!("file:{}?immutable=1", path.display());
-    let Ok(db) = rusqlite::Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
-    else {
+    // A snapshot is never written: the database is opened immutable (no lock, no journal
+    // files next to it), unless rpm left changes in its write-ahead log, which only a
+    // writable copy can apply.
+    let wal = path.with_file_name("rpmdb.sqlite-wal");
+    let copy = match std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+        true => {
+            let Ok(dir) = tempfile::tempdir() else {
+                return vec![];
+            };
+            let copied = std::fs::copy(path, dir.path().join("rpmdb.sqlite"))
+                .and_then(|_| std::fs::copy(&wal, dir.path().join("rpmdb.sqlite-wal")));
+            if copied.is_err() {
+                return vec![];
+            }
+            Some(dir)
+        }
+        false => None,
+    };
+    let opened = match &copy {
+        Some(dir) => rusqlite::Connection::open(dir.path().join("rpmdb.sqlite")),
+        None => {
+            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI;
+            let uri = format!("file:{}?immutable=1", path.display());
+            rusqlite::Connection::open_with_flags(uri, flags)
+        }
+    };
+    let Ok(db) = opened else {
         return vec![];
     };
     let Ok(mut rows) = db.prepare("SELECT blob FROM Packages") else {
@@ -194,5 +218,26 @@ pub mod tests {
         assert_eq!(found[0].license.as_deref(), Some("GPL-3.0-or-later"));
         assert_eq!(found[1].version, "1:2024a-1.fc38");
         assert!(rpm(&dir.path().join("missing.sqlite")).is_empty());
+        // Changes still in the write-ahead log (rpm's journal mode) are read too.
+        let wal = tempfile::tempdir().unwrap();
+        let path = wal.path().join("rpmdb.sqlite");
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE Packages (hnum INTEGER PRIMARY KEY, blob BLOB)",
+        )
+        .unwrap();
+        let zlib = header(&[(NAME, 6, "zlib"), (VERSION, 6, "1.2.13"), (RELEASE, 6, "4")]);
+        db.execute("INSERT INTO Packages (blob) VALUES (?1)", [zlib])
+            .unwrap();
+        assert!(
+            std::fs::metadata(wal.path().join("rpmdb.sqlite-wal"))
+                .unwrap()
+                .len()
+                > 0
+        );
+        let found = rpm(&path);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].version, "1.2.13-4");
+        drop(db);
     }
 }
