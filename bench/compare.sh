@@ -97,7 +97,9 @@ rm -f "$work/export.tar"
 bench/farm.sh > "$work/farm.md"
 # The SBOM of a 460 MiB Debian image (its own script).
 bench/sbom.sh > "$work/sbom.md"
-python3 - "$work/cold.json" "$work/warm.json" "$runs" "$work/runs1.json" "$work/runs50.json" "$work/noop.json" "$work/onefile.json" "$work/sleeps.json" "$work/push.json" "$work/export-rss" "$work/farm.md" "$work/sbom.md" > BENCHMARKS.md <<'PY'
+# Pushing a fresh source-like layer, and the gzip levels (its own script).
+bench/push.sh > "$work/push-source.md"
+python3 - "$work/cold.json" "$work/warm.json" "$runs" "$work/runs1.json" "$work/runs50.json" "$work/noop.json" "$work/onefile.json" "$work/sleeps.json" "$work/push.json" "$work/export-rss" "$work/farm.md" "$work/sbom.md" "$work/push-source.md" > BENCHMARKS.md <<'PY'
 import json, sys, platform, datetime
 cold, warm = (json.load(open(p))["results"] for p in sys.argv[1:3])
 runs = sys.argv[3]
@@ -150,6 +152,7 @@ print("with a new marker first), so each builder compresses and uploads it: rbui
 print("gzip, Buildah with pgzip, dockerd one layer at a time. Issue 6 asks rbuild for at most 0.8×")
 print("Buildah's time, i.e. Buildah at least 1.25× here.")
 print()
+print(open(sys.argv[13]).read())
 print(open(sys.argv[11]).read())
 print(open(sys.argv[12]).read())
 print("## Frontend")

@@ -14,16 +14,9 @@
 # export, to measure what exporting mode=max adds. Prints a Markdown section (BENCHMARKS.md takes
 # it; bench/compare.sh runs this). Needs root and the reference builders with --debian.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-repo=$PWD
+. "$(dirname "$0")/setup.sh"
+bench_setup --debian
 runs=${FARM_RUNS:-3}
-"${REFERENCE_BUILDERS:-$repo/../shared/tools/reference-builders.sh}" --debian >/dev/null
-command -v hyperfine >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q hyperfine >/dev/null
-cargo build --release --locked --bin rbuild 2>/dev/null
-rbuild=$repo/target/release/rbuild
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-export DOCKER_HOST=unix:///tmp/ref/docker/docker.sock DOCKER_BUILDKIT=1
 reg=127.0.0.1:5000
 # The sources: 24 C files of generated, source-like code (a few seconds of gcc -O2 on this
 # machine), built into one binary; the final stage has only the binary.

@@ -8,15 +8,9 @@
 # no reference builder to time. Prints a Markdown section for BENCHMARKS.md. Needs root and the
 # reference builders with --debian.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-repo=$PWD
+. "$(dirname "$0")/setup.sh"
+bench_setup --debian
 runs=${SBOM_RUNS:-10}
-"${REFERENCE_BUILDERS:-$repo/../shared/tools/reference-builders.sh}" --debian >/dev/null
-command -v hyperfine >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q hyperfine >/dev/null
-cargo build --release --locked --bin rbuild 2>/dev/null
-rbuild=$repo/target/release/rbuild
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 image=127.0.0.1:5000/library/debian-gcc:bookworm
 "$rbuild" --root "$work/root" pull "$image" >/dev/null 2>&1
 start=$(date +%s%N)

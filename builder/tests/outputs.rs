@@ -479,3 +479,84 @@ fn oci_labels_become_annotations_when_asked() {
     );
     assert!(!annotations.contains_key("other"), "{manifest}");
 }
+
+/// `--trace FILE`: a Chrome trace of the build (what Perfetto opens): the build's phases, each
+/// step's phases on a track of its own, and the work of its process (preparing, running,
+/// diffing) on the thread that did it, within the step's `execute`; a failed build writes
+/// its trace too.
+#[test]
+fn a_trace_shows_where_the_time_went() {
+    require_root!();
+    let env = Env::new();
+    env.base_image();
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM rbuild-demo/busybox\nRUN sleep 0.2 && echo made > /made\nCOPY Dockerfile /d\n",
+        )],
+    );
+    let file = env.path("trace.json");
+    let trace = |file: &Path| -> Vec<serde_json::Value> {
+        let value = json(&std::fs::read_to_string(file).unwrap());
+        value["traceEvents"].as_array().unwrap().clone()
+    };
+    env.rbuild(&[
+        "build",
+        "--trace",
+        file.to_str().unwrap(),
+        ctx.to_str().unwrap(),
+    ])
+    .ok();
+    let events = trace(&file);
+    let complete: Vec<&serde_json::Value> = events.iter().filter(|e| e["ph"] == "X").collect();
+    let named = |name: &str| complete.iter().filter(|e| e["name"] == name).count();
+    for phase in [
+        "parse", "lower", "solve", "export", "execute", "prepare", "run",
+    ] {
+        assert!(named(phase) > 0, "no {phase} in {complete:#?}");
+    }
+    assert!(
+        named("diff and commit") >= 2,
+        "the RUN and the COPY make layers"
+    );
+    let run = complete.iter().find(|e| e["name"] == "run").unwrap();
+    assert!(
+        run["args"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("sleep 0.2")
+    );
+    assert!(run["dur"].as_u64().unwrap() >= 200_000, "{run}");
+    // The step's track, named as its progress line, holds an execute around the run.
+    let track = events
+        .iter()
+        .find(|e| {
+            e["name"] == "thread_name" && e["args"]["name"].as_str().unwrap().contains("RUN sleep")
+        })
+        .expect("a track for the RUN step");
+    let execute = complete
+        .iter()
+        .find(|e| e["tid"] == track["tid"] && e["name"] == "execute")
+        .unwrap();
+    let span = |e: &serde_json::Value| (e["ts"].as_u64().unwrap(), e["dur"].as_u64().unwrap());
+    let ((r0, rd), (e0, ed)) = (span(run), span(execute));
+    assert!(
+        e0 <= r0 && r0 + rd <= e0 + ed,
+        "run {run} outside execute {execute}"
+    );
+    // A failed build writes its trace too.
+    let failing = env.context(
+        "failing",
+        &[("Dockerfile", "FROM rbuild-demo/busybox\nRUN exit 3\n")],
+    );
+    let failed = env.path("failed.json");
+    let r = env.rbuild(&[
+        "build",
+        "--trace",
+        failed.to_str().unwrap(),
+        failing.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(trace(&failed).iter().any(|e| e["name"] == "run"));
+}

@@ -21,6 +21,7 @@ pub mod progress;
 pub mod scheduler;
 pub mod statcache;
 pub mod summary;
+pub mod trace;
 
 pub use cache::CacheIndex;
 pub use digest::Digest;

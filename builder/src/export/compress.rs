@@ -108,9 +108,7 @@ impl<W: Write> Encoder<W> {
                 inner,
                 compression
                     .level
-                    .map_or(flate2::Compression::default(), |l| {
-                        flate2::Compression::new(l.min(9))
-                    }),
+                    .map_or(crate::export::pgzip::DEFAULT_LEVEL, |l| l.min(9)),
             )?),
             OCI_LAYER_ZSTD => {
                 let level = compression.level.map_or(3, |l| l.clamp(1, 22) as i32);
@@ -194,7 +192,9 @@ pub fn layer_blob(
             ..target
         });
     }
+    let compressing = rbuild_solver::trace::span("push", "compress", || Some(diff_id.to_string()));
     let (digest, size) = write_blob(state, layer, diff_id, compression, counter)?;
+    drop(compressing);
     state
         .cache
         .remember_compressed(diff_id, compression.media_type, &digest, size)?;

@@ -757,7 +757,10 @@ impl Registry {
                         .await?;
                 }
                 let upload = || self.upload(client, r, store, blob);
+                let uploading = std::time::Instant::now();
                 with_retries(blob.digest.as_str(), None, upload).await?;
+                let track = format!("upload {}", blob.digest);
+                rbuild_solver::trace::record(&track, "push", "upload", uploading);
                 sources.add(&blob.digest, registry, repository);
                 report(format!(
                     "{} pushed",

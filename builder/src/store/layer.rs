@@ -61,6 +61,7 @@ impl<R: Read> Read for HashReader<R> {
 /// leaves the machine, as BuildKit does with Docker's layer store; compressing every step's
 /// layer while building cost more than the rest of a big COPY together.
 pub fn commit_upper(state: &State, upper: Upper, created: &str) -> Result<Option<OutputLayer>> {
+    let _span = rbuild_solver::trace::span("layer", "diff and commit", || None);
     if rbuild_runner::diff::is_empty(&upper.fs)? {
         state.snapshots.discard(upper)?;
         return Ok(None);
@@ -147,6 +148,8 @@ pub fn ensure_snapshots_reporting(
         .filter(|l| !state.snapshots.has(l.diff_id.as_str()))
         .try_for_each(|layer| {
             report(layer, false);
+            let _span =
+                rbuild_solver::trace::span("pull", "unpack", || Some(layer.digest.to_string()));
             unpack(state, layer)?;
             report(layer, true);
             Ok(())

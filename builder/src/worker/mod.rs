@@ -274,7 +274,13 @@ impl BuildWorker {
             let pulls = missing.iter().map(|l| {
                 let report = move |bytes, done| progress(&l.digest, bytes, l.size, done);
                 let r = &r;
-                async move { self.registry.pull_blob(r, l, store, &report).await }
+                async move {
+                    let started = std::time::Instant::now();
+                    let pulled = self.registry.pull_blob(r, l, store, &report).await;
+                    let track = format!("download {}", l.digest);
+                    rbuild_solver::trace::record(&track, "pull", "download", started);
+                    pulled
+                }
             });
             self.runtime
                 .block_on(futures_util::future::try_join_all(pulls))?;
@@ -333,6 +339,7 @@ impl BuildWorker {
     ) -> std::result::Result<Output, BoxError> {
         let state = &self.state;
         let base = &inputs[0];
+        let preparing = rbuild_solver::trace::span("exec", "prepare", || Some(exec.args.join(" ")));
         self.have(&base.layers, Some(ctx)).map_err(described)?;
         let network = self.sandbox_network(exec.network).map_err(described)?;
         let mut env = exec.env.clone();
@@ -376,6 +383,8 @@ impl BuildWorker {
             privileged: exec.insecure,
         };
         let cancel = ctx.cancel_flag();
+        drop(preparing);
+        let running = rbuild_solver::trace::span("exec", "run", || Some(exec.args.join(" ")));
         let result = sandbox::run(
             &Rootfs {
                 snapshots: &state.snapshots,
@@ -393,6 +402,7 @@ impl BuildWorker {
             },
             &cancel,
         );
+        drop(running);
         let _ = std::fs::remove_dir_all(&run_dir);
         drop(leases);
         discard(scratch);

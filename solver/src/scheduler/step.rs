@@ -200,6 +200,18 @@ impl<W: Worker> Step<W> {
 
     /// The usable cached output for `key`, from the index or else from the imported records,
     /// unless the cache is off for this step.
+    /// Records a phase of this step, from `start` to now, in the trace (if one is kept).
+    fn phase(&self, name: &'static str, start: Instant) {
+        if crate::trace::enabled() {
+            let vertex = self.graph.vertex(self.vertex);
+            let label = vertex
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{} {}", vertex.op.kind(), self.vertex.index()));
+            crate::trace::interval(self.vertex.index(), &label, name, start);
+        }
+    }
+
     async fn lookup(&self, key: &Digest) -> Result<Option<Arc<Output>>, Option<SolveError>> {
         if self.no_cache {
             return Ok(None);
@@ -270,7 +282,10 @@ impl<W: Worker> Step<W> {
         let key = cachekey::of_vertex(&vertex.op, &input_keys, None, self.salt.as_deref());
         let _ = publisher.key.send(Some(Some(key.clone())));
         let summary = self.summarize(&key, &vertex.op, &input_keys, None, vec![]);
-        if let Some(output) = self.lookup(&key).await? {
+        let looking = Instant::now();
+        let found = self.lookup(&key).await?;
+        self.phase("cache lookup", looking);
+        if let Some(output) = found {
             // Its root filesystem's chain is wanted (for the image's history), nothing else.
             inputs.decide(|i| i == 0);
             self.started();
@@ -289,7 +304,9 @@ impl<W: Worker> Step<W> {
         if !wanted {
             return Ok((key, None));
         }
+        let waiting = Instant::now();
         let input_outputs = inputs.outputs().await?;
+        self.phase("wait for inputs", waiting);
         if self.cancel.load(Ordering::Relaxed) {
             return Err(None);
         }
@@ -344,6 +361,7 @@ impl<W: Worker> Step<W> {
                 .expect("hashing does not panic");
                 let (root, content, op, files) =
                     hashed.map_err(|e| self.fail(started, e.to_string(), vec![]))?;
+                self.phase("hash source", started);
                 let key = cachekey::of_vertex(&op, input_keys, Some(&content), None);
                 let summary = self.summarize(&key, &op, input_keys, Some(&content), files);
                 self.cache
@@ -382,6 +400,7 @@ impl<W: Worker> Step<W> {
                 .await
                 .expect("claiming does not panic")
                 .map_err(|e| self.fail(started, e.to_string(), vec![]))?;
+            self.phase("claim", started);
             if claim.is_some()
                 && let Some(output) = self.lookup(key).await?
             {
@@ -401,6 +420,7 @@ impl<W: Worker> Step<W> {
             tail: Mutex::new(LogTail::default()),
         });
         // Exec steps wait for a slot (the permit is held until the step ends).
+        let queued = Instant::now();
         let _slot = match op {
             Op::Exec(_) => Some(
                 self.exec_slots
@@ -411,21 +431,28 @@ impl<W: Worker> Step<W> {
             ),
             _ => None,
         };
+        if matches!(op, Op::Exec(_)) {
+            self.phase("wait for an exec slot", queued);
+        }
         if self.cancel.load(Ordering::Relaxed) {
             return Err(None);
         }
         let worker = self.worker.clone();
         let run_op = op.clone();
         let step_ctx = ctx.clone();
+        let executing = Instant::now();
         let executed =
             tokio::task::spawn_blocking(move || worker.execute(&run_op, &inputs, &step_ctx))
                 .await
                 .expect("worker does not panic");
+        self.phase("execute", executing);
         match executed {
             Ok(output) => {
+                let recording = Instant::now();
                 self.cache
                     .put(key, &output)
                     .map_err(|e| Some(SolveError::Solver(e)))?;
+                self.phase("record in the cache", recording);
                 self.ran.lock().expect("ran").push(self.vertex);
                 self.send(Event::Done {
                     vertex: self.vertex,

@@ -14,6 +14,7 @@ mod output;
 
 use export::Export;
 pub use output::{OutputSpec, parse_output};
+use rbuild_solver::trace;
 
 use crate::cli::Global;
 use crate::cli::diagnostics::{self, Target};
@@ -145,6 +146,12 @@ pub struct BuildArgs {
     /// environment, base image, an earlier step). `rbuild explain --last` prints it again
     #[arg(long)]
     pub explain: bool,
+    /// Write a trace of where the build's time went to FILE (Chrome trace JSON, which
+    /// ui.perfetto.dev and chrome://tracing open): parsing, lowering, each step's phases
+    /// (waiting for inputs, a claim, an exec slot; preparing, running, diffing and committing),
+    /// pulls, unpacking, compression and uploads
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
     /// Grant an entitlement to the Dockerfile: `network.host` (for `RUN --network=host`),
     /// `security.insecure` (for `RUN --security=insecure`, a privileged step)
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
@@ -209,6 +216,30 @@ pub struct BuildArgs {
     /// `git@host:repo`); `-f -` reads the Dockerfile from stdin
     #[arg(value_name = "CONTEXT")]
     pub context: PathBuf,
+}
+
+/// The trace file of `--trace`, written when dropped.
+struct TraceFile(PathBuf);
+
+impl TraceFile {
+    fn start(path: PathBuf) -> TraceFile {
+        trace::enable();
+        TraceFile(path)
+    }
+}
+
+impl Drop for TraceFile {
+    fn drop(&mut self) {
+        let written = serde_json::to_vec(&trace::chrome_json())
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(&self.0, json));
+        if let Err(e) = written {
+            eprintln!(
+                "warning: could not write the trace {}: {e}",
+                self.0.display()
+            );
+        }
+    }
 }
 
 /// The entitlements `--allow` grants: `network.host` and `security.insecure`.
@@ -523,6 +554,8 @@ fn step_failure(
 /// Runs a build; returns the process exit code.
 pub fn run(global: &Global, mut args: BuildArgs) -> Result<i32> {
     let started = std::time::SystemTime::now();
+    // Written when the build ends, however it ends.
+    let _trace = args.trace.clone().map(TraceFile::start);
     // A context from stdin, a URL or git is fetched into a directory that lives until the end.
     let source = context::resolve(&args.context, args.file.as_deref())?;
     args.context = source.context.clone();
@@ -566,7 +599,9 @@ pub fn run(global: &Global, mut args: BuildArgs) -> Result<i32> {
         printer: Printer::new(mode),
         root: global.root.clone(),
     };
+    let parsing = trace::span("build", "parse", || None);
     let loaded = request.load()?;
+    drop(parsing);
     report_load(&session, &loaded);
     session.diagnostics(&loaded.parsed.diagnostics);
     if loaded.parsed.has_errors() {
@@ -581,6 +616,7 @@ pub fn run(global: &Global, mut args: BuildArgs) -> Result<i32> {
     let registry = Arc::new(Registry::new(global.registries.clone()));
     let mut resolver = StoreThenRegistry::new(&state, &registry, &runtime);
     resolver.pull = args.pull;
+    let lowering = trace::span("build", "lower", || None);
     let builds = match request.lower(&loaded, &resolver) {
         Ok(builds) => builds,
         Err(d) => {
@@ -588,10 +624,13 @@ pub fn run(global: &Global, mut args: BuildArgs) -> Result<i32> {
             return Ok(1);
         }
     };
+    drop(lowering);
     if report_warnings(&session, &builds) {
         return Ok(1);
     }
+    let importing = trace::span("build", "import caches", || None);
     let mut imported = caches.import(&session, &loaded, &state, &registry, &runtime);
+    drop(importing);
     let worker = Arc::new(BuildWorker {
         imported_mounts: std::mem::take(&mut imported.mounts),
         named_dirs: named.dirs.clone(),
@@ -609,6 +648,7 @@ pub fn run(global: &Global, mut args: BuildArgs) -> Result<i32> {
         .flat_map(|b| attest::scanned_stages(&attestations, &request.build_args, b))
         .map(|s| s.vertex)
         .collect();
+    let solving = trace::span("build", "solve", || None);
     let solution = match solve(
         &session,
         (&request, &state),
@@ -629,7 +669,9 @@ pub fn run(global: &Global, mut args: BuildArgs) -> Result<i32> {
         }
         Err(e) => return Err(e.into()),
     };
+    drop(solving);
     caches.report_misses(&session, &state, &solution.misses, args.explain);
+    let _exporting = trace::span("build", "export", || None);
     let export = Export {
         session: &session,
         args: &args,
