@@ -18,39 +18,8 @@ set -euo pipefail
 bench_setup --debian
 runs=${FARM_RUNS:-3}
 reg=127.0.0.1:5000
-# The sources: 24 C files of generated, source-like code (a few seconds of gcc -O2 on this
-# machine), built into one binary; the final stage has only the binary.
-mkdir -p "$work/ctx/src"
-python3 - "$work/ctx/src" <<'PY'
-import sys, random
-root = sys.argv[1]
-random.seed(7)
-for f in range(24):
-    with open(f"{root}/part{f}.c", "w") as out:
-        out.write("#include <string.h>\n#include <stdlib.h>\n")
-        for n in range(60):
-            ops = " ".join(f"x = (x * {random.randint(3, 99)} + {random.randint(1, 999)}) ^ (x >> {random.randint(1, 13)});" for _ in range(12))
-            out.write(f"unsigned long part{f}_{n}(unsigned long x) {{ for (int i = 0; i < {random.randint(8, 64)}; i++) {{ {ops} }} return x; }}\n")
-        out.write(f"unsigned long part{f}(unsigned long x) {{ return " + " + ".join(f"part{f}_{n}(x)" for n in range(60)) + "; }\n")
-with open(f"{root}/main.c", "w") as out:
-    out.write("#include <stdio.h>\n")
-    for f in range(24):
-        out.write(f"unsigned long part{f}(unsigned long);\n")
-    out.write("int main(void) { unsigned long x = 1;\n")
-    for f in range(24):
-        out.write(f"  x ^= part{f}(x);\n")
-    out.write('  printf("%lu\\n", x); return 0; }\n')
-PY
-cat > "$work/ctx/Dockerfile" <<EOF
-FROM $reg/library/debian-gcc:bookworm AS build
-WORKDIR /src
-COPY src/ ./
-RUN gcc -O2 -static -o /app *.c
-FROM $reg/library/busybox:1.35
-COPY --from=build /app /usr/local/bin/app
-CMD ["app"]
-EOF
 ctx=$work/ctx
+c_project "$ctx" "$reg"
 # A: cold (every step runs), then the same with the cache exported.
 hyperfine --style basic --warmup 1 --runs "$runs" --export-json "$work/a.json" \
   -n rbuild "$rbuild --root $work/a-root build -q --no-cache -t $reg/farm/app:rbuild --push $ctx" \

@@ -115,6 +115,16 @@ fn registry_faults_are_retried_or_reported_clearly() {
         "{}",
         images.stdout
     );
+    // What was unpacked while the bad blob arrived is not kept either.
+    let snapshots: Vec<_> = std::fs::read_dir(fresh.path("root/snapshots"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        snapshots
+            .iter()
+            .all(|n| !n.to_string_lossy().chars().all(|c| c.is_ascii_hexdigit())),
+        "{snapshots:?}"
+    );
     assert_eq!(fresh.rbuild(&["check"]).code, 0);
     let build = fresh.context(
         "from",

@@ -346,6 +346,23 @@ fn pulls_and_builds_on_an_image_buildkit_built() {
         "{}",
         pulled.stderr
     );
+    // Each layer was unpacked while it downloaded: its snapshot is there without a build.
+    let config = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            "--tls-verify=false",
+            &format!("docker://{buildkit_image}"),
+        ],
+    ));
+    for diff_id in config["rootfs"]["diff_ids"].as_array().unwrap() {
+        let hex = diff_id.as_str().unwrap().trim_start_matches("sha256:");
+        assert!(
+            fresh.root().join("snapshots").join(hex).is_dir(),
+            "no snapshot {hex}"
+        );
+    }
     let again = fresh.rbuild(&["pull", &buildkit_image]).ok();
     assert!(
         again.stdout.contains("Status: Image is up to date"),

@@ -587,13 +587,41 @@ impl Registry {
         store: &Store,
         progress: &(dyn Fn(u64, bool) + Sync),
     ) -> Result<()> {
+        self.pull_blob_following(r, blob, store, progress, None)
+            .await
+    }
+
+    /// [`Registry::pull_blob`], with `follow` told where the first attempt writes and how it
+    /// ended, so that another thread can read the blob while it arrives.
+    pub async fn pull_blob_following(
+        &self,
+        r: &Reference,
+        blob: &Descriptor,
+        store: &Store,
+        progress: &(dyn Fn(u64, bool) + Sync),
+        follow: Option<&crate::store::follow::Follow>,
+    ) -> Result<()> {
         if store.has_blob(&blob.digest) {
             return Ok(());
         }
-        with_retries(blob.digest.as_str(), None, || {
-            self.pull_blob_once(r, blob, store, progress)
+        let result = with_retries(blob.digest.as_str(), None, || {
+            let followed = follow.filter(|f| f.take());
+            async move {
+                let pulled = self
+                    .pull_blob_once(r, blob, store, progress, followed)
+                    .await;
+                if let (Err(_), Some(f)) = (&pulled, followed) {
+                    f.finished(false);
+                }
+                pulled
+            }
         })
-        .await
+        .await;
+        if let Some(f) = follow {
+            // A retry's download is not followed: its reader stops.
+            f.finished(false);
+        }
+        result
     }
 
     async fn pull_blob_once(
@@ -602,12 +630,16 @@ impl Registry {
         blob: &Descriptor,
         store: &Store,
         progress: &(dyn Fn(u64, bool) + Sync),
+        follow: Option<&crate::store::follow::Follow>,
     ) -> Result<()> {
         let client = self.client(r.resolve_registry()).await?;
         let path = store.ingest_path();
         let file = tokio::fs::File::create(&path)
             .await
             .map_err(|e| Error::local(format!("creating {}", path.display()), e))?;
+        if let Some(f) = follow {
+            f.started(&path);
+        }
         let mut counting = CountingWriter {
             inner: file,
             written: 0,
@@ -633,6 +665,9 @@ impl Registry {
         store.commit_file(&path, &blob.digest).map_err(|e| {
             Error::local(format!("storing layer {} of {}", blob.digest, r.whole()), e)
         })?;
+        if let Some(f) = follow {
+            f.finished(true);
+        }
         progress(written, true);
         Ok(())
     }

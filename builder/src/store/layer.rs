@@ -167,7 +167,28 @@ fn unpack(state: &State, layer: &OutputLayer) -> Result<()> {
     }
     let file = std::fs::File::open(&path)
         .with_context(|| format!("opening layer blob {}", layer.digest))?;
-    let file = BufReader::with_capacity(1 << 20, file);
+    unpack_from(state, layer, file)
+}
+
+/// Unpacks `layer` as its blob is downloaded (see [`crate::store::follow`]): the snapshot is
+/// committed only if the download succeeded and the content gives the layer's diff id;
+/// otherwise nothing is kept (and a build unpacks the blob later, as usual). `false` if the
+/// download never started.
+pub fn unpack_following(
+    state: &State,
+    layer: &OutputLayer,
+    follow: &crate::store::follow::Follow,
+) -> Result<bool> {
+    let Some(reader) = follow.reader() else {
+        return Ok(false);
+    };
+    unpack_from(state, layer, reader)?;
+    Ok(true)
+}
+
+/// Unpacks the blob `blob` of `layer` into a snapshot, checking the diff id.
+fn unpack_from(state: &State, layer: &OutputLayer, blob: impl std::io::Read) -> Result<()> {
+    let file = BufReader::with_capacity(1 << 20, blob);
     let mut reader = HashReader {
         inner: decompress(file, &layer.media_type)?,
         hasher: Sha256::new(),

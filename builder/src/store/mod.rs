@@ -12,6 +12,7 @@ macro_rules! bail {
 
 pub mod containers;
 pub mod downloads;
+pub mod follow;
 pub mod gc;
 pub mod git;
 pub mod layer;

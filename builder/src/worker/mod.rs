@@ -93,6 +93,27 @@ pub struct BuildWorker {
     pub fetched: std::sync::Mutex<Vec<crate::provenance::Dependency>>,
 }
 
+/// The layers of `image` (its `manifest` and `config`), bottom first.
+fn output_layers(
+    image: &ImageSource,
+    manifest: &crate::store::layout::Manifest,
+    config: &Image,
+) -> Result<Vec<OutputLayer>> {
+    let mut layers = Vec::new();
+    for (blob, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+        layers.push(OutputLayer {
+            diff_id: rbuild_solver::Digest::parse(diff_id).ok_or_else(|| {
+                Error::Other(format!("bad diff id {diff_id} in {}", image.reference))
+            })?,
+            digest: blob.digest.clone(),
+            size: blob.size,
+            media_type: oci_layer_media_type(&blob.media_type)?.to_string(),
+            created: None,
+        });
+    }
+    Ok(layers)
+}
+
 /// The output of a step: `base`'s layers plus, if the step changed anything, the layer made
 /// from `upper` (stamped with the build time).
 fn on_top(state: &State, base: &Output, upper: rbuild_runner::Upper) -> Result<Output> {
@@ -267,23 +288,12 @@ impl BuildWorker {
             .iter()
             .filter(|l| !has_layer(&self.state, &l.digest, &l.media_type))
             .collect();
+        let layers = output_layers(image, &manifest, &config)?;
         if !missing.is_empty() {
             let r = reference::parse(&image.reference)
                 .map_err(Error::Other)?
                 .to_oci();
-            let pulls = missing.iter().map(|l| {
-                let report = move |bytes, done| progress(&l.digest, bytes, l.size, done);
-                let r = &r;
-                async move {
-                    let started = std::time::Instant::now();
-                    let pulled = self.registry.pull_blob(r, l, store, &report).await;
-                    let track = format!("download {}", l.digest);
-                    rbuild_solver::trace::record(&track, "pull", "download", started);
-                    pulled
-                }
-            });
-            self.runtime
-                .block_on(futures_util::future::try_join_all(pulls))?;
+            self.download_and_unpack(&r, &missing, &layers, progress)?;
             // Remembered for cross-repository mounts when pushing to the same registry.
             let sources = self.state.blob_sources();
             for blob in manifest.layers.iter().chain([&manifest.config]) {
@@ -313,22 +323,68 @@ impl BuildWorker {
                 },
             )?;
         }
-        let mut layers = Vec::new();
-        for (blob, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
-            layers.push(OutputLayer {
-                diff_id: rbuild_solver::Digest::parse(diff_id).ok_or_else(|| {
-                    Error::Other(format!("bad diff id {diff_id} in {}", image.reference))
-                })?,
-                digest: blob.digest.clone(),
-                size: blob.size,
-                media_type: oci_layer_media_type(&blob.media_type)?.to_string(),
-                created: None,
-            });
-        }
         Ok(Output {
             layers,
             local: None,
         })
+    }
+
+    /// Downloads the `missing` blobs of the image `r` (several at once), each unpacked into
+    /// its snapshot while it arrives, on a thread of its own, so that pulling takes about as
+    /// long as the slower of downloading and unpacking. A layer whose streamed unpacking
+    /// fails is unpacked from its blob when a step needs it, as before.
+    fn download_and_unpack(
+        &self,
+        r: &oci_client::Reference,
+        missing: &[&crate::store::layout::Descriptor],
+        layers: &[OutputLayer],
+        progress: &PullProgress<'_>,
+    ) -> Result<()> {
+        let store = &self.state.store;
+        let follows: Vec<crate::store::follow::Follow> =
+            missing.iter().map(|_| Default::default()).collect();
+        std::thread::scope(|scope| {
+            for (blob, follow) in missing.iter().zip(&follows) {
+                let Some(layer) = layers.iter().find(|l| l.digest == blob.digest) else {
+                    follow.finished(false);
+                    continue;
+                };
+                if self.state.snapshots.has(layer.diff_id.as_str()) {
+                    follow.finished(false);
+                    continue;
+                }
+                let state = &self.state;
+                scope.spawn(move || {
+                    let detail = || Some(layer.digest.to_string());
+                    let _span = rbuild_solver::trace::span("pull", "unpack as it arrives", detail);
+                    if let Err(e) = crate::store::layer::unpack_following(state, layer, follow) {
+                        tracing::debug!("unpacking {} as it arrived: {e}", layer.digest);
+                    }
+                });
+            }
+            let pulls = missing.iter().zip(&follows).map(|(l, follow)| {
+                let report = move |bytes, done| progress(&l.digest, bytes, l.size, done);
+                async move {
+                    let started = std::time::Instant::now();
+                    let pulled = self
+                        .registry
+                        .pull_blob_following(r, l, store, &report, Some(follow))
+                        .await;
+                    let track = format!("download {}", l.digest);
+                    rbuild_solver::trace::record(&track, "pull", "download", started);
+                    pulled
+                }
+            });
+            let pulled = self
+                .runtime
+                .block_on(futures_util::future::try_join_all(pulls));
+            // Readers of downloads that were never made (or were cut short) stop.
+            for follow in &follows {
+                follow.finished(false);
+            }
+            pulled.map(|_| ())
+        })?;
+        Ok(())
     }
 
     fn exec(
