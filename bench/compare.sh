@@ -99,7 +99,9 @@ bench/farm.sh > "$work/farm.md"
 bench/sbom.sh > "$work/sbom.md"
 # Pushing a fresh source-like layer, and the gzip levels (its own script).
 bench/push.sh > "$work/push-source.md"
-python3 - "$work/cold.json" "$work/warm.json" "$runs" "$work/runs1.json" "$work/runs50.json" "$work/noop.json" "$work/onefile.json" "$work/sleeps.json" "$work/push.json" "$work/export-rss" "$work/farm.md" "$work/sbom.md" "$work/push-source.md" > BENCHMARKS.md <<'PY'
+# A cold build on the 460 MiB Debian base (its own script).
+bench/coldbase.sh > "$work/coldbase.md"
+python3 - "$work/cold.json" "$work/warm.json" "$runs" "$work/runs1.json" "$work/runs50.json" "$work/noop.json" "$work/onefile.json" "$work/sleeps.json" "$work/push.json" "$work/export-rss" "$work/farm.md" "$work/sbom.md" "$work/push-source.md" "$work/coldbase.md" > BENCHMARKS.md <<'PY'
 import json, sys, platform, datetime
 cold, warm = (json.load(open(p))["results"] for p in sys.argv[1:3])
 runs = sys.argv[3]
@@ -153,6 +155,7 @@ print("gzip, Buildah with pgzip, dockerd one layer at a time. Issue 6 asks rbuil
 print("Buildah's time, i.e. Buildah at least 1.25× here.")
 print()
 print(open(sys.argv[13]).read())
+print(open(sys.argv[14]).read())
 print(open(sys.argv[11]).read())
 print(open(sys.argv[12]).read())
 print("## Frontend")

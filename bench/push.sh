@@ -34,7 +34,7 @@ args+=(--prepare "sh -c '$mark && $rbuild build -q -t bench-push $ctx'"
   -n buildah "buildah push -q --tls-verify=false localhost/bench-push docker://$reg/bench/buildah-push:latest")
 hyperfine "${args[@]}" >&2
 # The size of the new layer each pushed (the largest of its image).
-size() { skopeo inspect --tls-verify=false "docker://$reg/bench/$1:latest" | jq '[.LayersData[].Size] | max'; }
+size() { skopeo inspect --raw --tls-verify=false "docker://$reg/bench/$1:latest" | jq '[.layers[].size] | max'; }
 {
   for n in 1 2 3 4 5 6; do echo "rbuild-$n $(size rbuild-$n)"; done
   echo "rbuild $(size rbuild-push)"; echo "buildkit $(size buildkit-push)"; echo "buildah $(size buildah-push)"
