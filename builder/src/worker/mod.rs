@@ -69,6 +69,9 @@ fn described(e: impl Into<Error>) -> BoxError {
 /// Hears how far a download has come: the blob, bytes so far, its size, whether it is done.
 pub type PullProgress<'a> = dyn Fn(&rbuild_solver::Digest, u64, u64, bool) + Sync + 'a;
 
+/// Hears when each pulled layer starts (`false`) and ends (`true`) being unpacked.
+pub type UnpackProgress<'a> = dyn Fn(&OutputLayer, bool) + Sync + 'a;
+
 /// Runs ops for one build.
 pub struct BuildWorker {
     /// The state directory.
@@ -189,7 +192,13 @@ impl Worker for BuildWorker {
                 let progress = |digest: &rbuild_solver::Digest, bytes, total, done| {
                     ctx.progress(digest.as_str(), bytes, Some(total), done)
                 };
-                self.pull(image, &progress).map_err(described)
+                // As BuildKit's pull says it: `extracting sha256:… done`.
+                let extracting = |layer: &OutputLayer, done: bool| {
+                    let id = format!("extracting {}", layer.digest);
+                    let bytes = if done { layer.size } else { 0 };
+                    ctx.progress(&id, bytes, Some(layer.size), done);
+                };
+                self.pull(image, &progress, &extracting).map_err(described)
             }
             Op::Exec(exec) => self.exec(exec, inputs, ctx),
             Op::File(file) => self.file(file, inputs).map_err(described),
@@ -269,7 +278,12 @@ impl BuildWorker {
     /// The layers of an image, with their blobs in the store (pulled if missing). The image is
     /// tagged locally once complete, so later builds find it without the registry. `progress`
     /// hears how far each download has come (blob, bytes, total, done).
-    pub fn pull(&self, image: &ImageSource, progress: &PullProgress<'_>) -> Result<Output> {
+    pub fn pull(
+        &self,
+        image: &ImageSource,
+        progress: &PullProgress<'_>,
+        unpacking: &UnpackProgress<'_>,
+    ) -> Result<Output> {
         use crate::store::Context as _;
         let store = &self.state.store;
         let manifest = store.manifest(&image.digest)?;
@@ -293,7 +307,7 @@ impl BuildWorker {
             let r = reference::parse(&image.reference)
                 .map_err(Error::Other)?
                 .to_oci();
-            self.download_and_unpack(&r, &missing, &layers, progress)?;
+            self.download_and_unpack(&r, &missing, &layers, (progress, unpacking))?;
             // Remembered for cross-repository mounts when pushing to the same registry.
             let sources = self.state.blob_sources();
             for blob in manifest.layers.iter().chain([&manifest.config]) {
@@ -338,7 +352,7 @@ impl BuildWorker {
         r: &oci_client::Reference,
         missing: &[&crate::store::layout::Descriptor],
         layers: &[OutputLayer],
-        progress: &PullProgress<'_>,
+        (progress, unpacking): (&PullProgress<'_>, &UnpackProgress<'_>),
     ) -> Result<()> {
         let store = &self.state.store;
         let follows: Vec<crate::store::follow::Follow> =
@@ -357,8 +371,11 @@ impl BuildWorker {
                 scope.spawn(move || {
                     let detail = || Some(layer.digest.to_string());
                     let _span = rbuild_solver::trace::span("pull", "unpack as it arrives", detail);
-                    if let Err(e) = crate::store::layer::unpack_following(state, layer, follow) {
-                        tracing::debug!("unpacking {} as it arrived: {e}", layer.digest);
+                    unpacking(layer, false);
+                    match crate::store::layer::unpack_following(state, layer, follow) {
+                        Ok(true) => unpacking(layer, true),
+                        Ok(false) => {}
+                        Err(e) => tracing::debug!("unpacking {} as it arrived: {e}", layer.digest),
                     }
                 });
             }

@@ -68,6 +68,7 @@ pub fn run(global: &Global, args: PullArgs) -> Result<i32> {
             digest: digest.clone(),
         },
         &report,
+        &|_, _| {},
     )?;
     ensure_snapshots(&state, &output.layers)?;
     let shown = reference::familiar(&r.whole());

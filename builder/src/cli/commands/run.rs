@@ -104,6 +104,7 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
             digest: resolved.digest.clone(),
         },
         &|_, _, _, _| {},
+        &|_, _| {},
     )?;
     ensure_snapshots(&state, &output.layers)?;
 
