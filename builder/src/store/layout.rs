@@ -69,6 +69,17 @@ pub struct Platform {
     pub variant: Option<String>,
 }
 
+impl std::fmt::Display for Platform {
+    /// `os/arch[/variant]`, as the descriptor has it (not normalized).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        match self.variant.as_deref().filter(|v| !v.is_empty()) {
+            Some(v) => write!(f, "/{v}"),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Platform {
     /// As the frontend spells and compares platforms.
     pub fn to_platform(&self) -> rbuild_frontend::Platform {

@@ -115,14 +115,7 @@ fn load_for(
                 .iter()
                 .filter(|d| !crate::export::is_attestation(d))
                 .filter_map(|d| d.platform.as_ref())
-                .map(|p| {
-                    let mut s = format!("{}/{}", p.os, p.architecture);
-                    if let Some(v) = p.variant.as_deref().filter(|v| !v.is_empty()) {
-                        s.push('/');
-                        s.push_str(v);
-                    }
-                    s
-                })
+                .map(ToString::to_string)
                 .collect();
             (chosen, platforms)
         }

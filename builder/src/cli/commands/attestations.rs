@@ -54,11 +54,7 @@ pub fn run(global: &Global, args: AttestationsArgs) -> Result<i32> {
             .manifests
             .iter()
             .find(|d| d.digest.as_str() == digest)?;
-        let p = entry.platform.as_ref()?;
-        Some(match p.variant.as_deref().filter(|v| !v.is_empty()) {
-            Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-            None => format!("{}/{}", p.os, p.architecture),
-        })
+        entry.platform.as_ref().map(ToString::to_string)
     };
     let mut rows = Vec::new();
     for entry in index

@@ -81,14 +81,6 @@ fn is_index(media_type: &str) -> bool {
     media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST
 }
 
-/// `os/arch[/variant]`.
-fn platform_string(p: &Platform) -> String {
-    match p.variant.as_deref().filter(|v| !v.is_empty()) {
-        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-        None => format!("{}/{}", p.os, p.architecture),
-    }
-}
-
 /// The same repository's manifest `digest`.
 fn by_digest(r: &Reference, digest: &str) -> Reference {
     Reference::with_digest(
@@ -281,7 +273,7 @@ fn attestations(
             .iter()
             .find(|d| Some(&d.digest.to_string()) == subject)
             .and_then(|d| d.platform.as_ref())
-            .map_or_else(|| "unknown/unknown".to_string(), platform_string);
+            .map_or_else(|| "unknown/unknown".to_string(), ToString::to_string);
         let child = by_digest(r, entry.digest.as_str());
         let (bytes, _) = runtime.block_on(registry.manifest_raw(&child))?;
         let manifest: Manifest = serde_json::from_slice(&bytes)?;
@@ -340,7 +332,7 @@ fn readable(name: &str, media_type: &str, digest: &str, index: Option<&Index>, r
         ));
         out(&format!("  MediaType:   {}", m.media_type));
         if let Some(p) = &m.platform {
-            out(&format!("  Platform:    {}", platform_string(p)));
+            out(&format!("  Platform:    {}", p));
         }
         if !m.annotations.is_empty() {
             out("  Annotations:");
@@ -383,7 +375,11 @@ fn inspect(
             .iter()
             .filter(|d| !crate::export::is_attestation(d))
             .map(|d| {
-                let p = d.platform.as_ref().map(platform_string).unwrap_or_default();
+                let p = d
+                    .platform
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
                 (p, by_digest(&r, d.digest.as_str()))
             })
             .collect(),

@@ -174,10 +174,12 @@ pub struct Statement {
 /// `os/arch[/variant]` of an image.
 fn platform_of(image: &FinalImage) -> String {
     let i = &image.image;
-    match &i.variant {
-        Some(v) => format!("{}/{}/{v}", i.os, i.architecture),
-        None => format!("{}/{}", i.os, i.architecture),
-    }
+    let platform = Platform {
+        os: i.os.clone(),
+        architecture: i.architecture.clone(),
+        variant: i.variant.clone(),
+    };
+    platform.to_string()
 }
 
 /// The statement's subjects: the image manifest under each name (`_` without one, as
@@ -235,8 +237,7 @@ pub fn origins(build: &Build, file: &SourceFile, image: &FinalImage) -> Vec<Laye
 /// The SBOM attestation of the image `manifest` (built by `build` as `image`, named `names`).
 pub fn sbom(
     state: &State,
-    (build, file): (&Build, &SourceFile),
-    image: &FinalImage,
+    (image, origins): (&FinalImage, &[LayerOrigin]),
     manifest: &Descriptor,
     names: &[String],
 ) -> Result<Statement> {
@@ -253,7 +254,7 @@ pub fn sbom(
         state,
         &image.layers,
         (&name, manifest.digest.as_str(), &created),
-        &origins(build, file, image),
+        origins,
     )?;
     Ok(Statement {
         predicate_type: SPDX_PREDICATE,

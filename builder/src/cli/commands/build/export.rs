@@ -170,11 +170,9 @@ impl Export<'_> {
             // BuildKit's order: the SBOM, then provenance.
             let mut these = Vec::new();
             if options.sbom {
-                let file = (build, &*self.loaded.file);
                 let names = &self.args.tags;
-                these.push(super::attest::sbom(
-                    self.state, file, &image, &manifest, names,
-                )?);
+                let made = (&image, origins.as_slice());
+                these.push(super::attest::sbom(self.state, made, &manifest, names)?);
                 let build_args = &self.request.build_args;
                 for stage in super::attest::scanned_stages(options, build_args, build) {
                     let image = (&image, &manifest);
@@ -194,17 +192,16 @@ impl Export<'_> {
             manifests.push(manifest);
             config = Some(image_config);
         }
-        let last_config = config.clone();
+        let id_config = config.clone().filter(|_| !self.multi());
         // Attestations follow the images in the index, as BuildKit orders them.
         manifests.extend(attestations);
-        let (manifest, config) = match indexed {
+        let (mut manifest, config) = match indexed {
             true => (
                 store_index(&self.state.store, &manifests, false, &index_annotations)?,
                 None,
             ),
             false => (manifests[0].clone(), config),
         };
-        let mut manifest = manifest;
         if indexed {
             let descriptor = self.annotations.index_descriptor.clone();
             manifest.annotations.extend(descriptor);
@@ -217,10 +214,6 @@ impl Export<'_> {
                 "size": manifest.size,
             },
         });
-        let id_config = match self.multi() {
-            true => None,
-            false => last_config,
-        };
         if let Some(config) = &id_config {
             metadata["containerimage.config.digest"] = config.digest.to_string().into();
         }
