@@ -63,20 +63,23 @@ fn registry_faults_are_retried_or_reported_clearly() {
         times,
     };
 
-    // Pushing: the first blob upload gets a 503, the first manifest PUT a 502.
+    // Pushing: the first look for a blob gets a 500 (as the distribution registry answers
+    // now and then while another machine uploads that blob), the first blob upload a 503, the
+    // first manifest PUT a 502.
     let flaky = FaultProxy::start(
         &registry.addr,
         vec![
+            rule("HEAD", "/blobs/sha256:", Fault::Status(500), 1),
             rule("PUT", "/blobs/uploads/", Fault::Status(503), 1),
             rule("PUT", "/manifests/", Fault::Status(502), 1),
         ],
     );
     let image = format!("{}/faults/busybox:1", flaky.addr);
     let r = env.rbuild(&["push", "rbuild-demo/busybox", &image]).ok();
-    assert_eq!(flaky.injected(), 2);
+    assert_eq!(flaky.injected(), 3);
     assert_eq!(
         r.stderr.matches("warning: retrying").count(),
-        2,
+        3,
         "{}",
         r.stderr
     );

@@ -753,10 +753,16 @@ impl Registry {
         let uploads = blobs.iter().map(|blob| {
             let client = &client;
             async move {
-                let exists = client
-                    .blob_exists(r, blob.digest.as_str())
-                    .await
-                    .map_err(|e| self.request_error(r, "failed to push to", &e))?;
+                // A registry answers 500 now and then while another client uploads the same
+                // blob (the distribution registry on a shared filesystem does): retried.
+                let wait = Some((registry, self.options.timeout));
+                let exists = with_retries(blob.digest.as_str(), wait, || async {
+                    client
+                        .blob_exists(r, blob.digest.as_str())
+                        .await
+                        .map_err(|e| self.request_error(r, "failed to push to", &e))
+                })
+                .await?;
                 if exists {
                     report(format!("{}: layer already exists", blob.digest));
                     sources.add(&blob.digest, registry, repository);
