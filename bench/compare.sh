@@ -101,7 +101,9 @@ bench/sbom.sh > "$work/sbom.md"
 bench/push.sh > "$work/push-source.md"
 # A cold build on the 460 MiB Debian base (its own script).
 bench/coldbase.sh > "$work/coldbase.md"
-python3 - "$work/cold.json" "$work/warm.json" "$runs" "$work/runs1.json" "$work/runs50.json" "$work/noop.json" "$work/onefile.json" "$work/sleeps.json" "$work/push.json" "$work/export-rss" "$work/farm.md" "$work/sbom.md" "$work/push-source.md" "$work/coldbase.md" > BENCHMARKS.md <<'PY'
+# Scaling curves: context size, image depth, RUN chains (its own script; writes bench/scaling.svg).
+bench/scaling.sh > "$work/scaling.md"
+python3 - "$work/cold.json" "$work/warm.json" "$runs" "$work/runs1.json" "$work/runs50.json" "$work/noop.json" "$work/onefile.json" "$work/sleeps.json" "$work/push.json" "$work/export-rss" "$work/farm.md" "$work/sbom.md" "$work/push-source.md" "$work/coldbase.md" "$work/scaling.md" bench/history.md > BENCHMARKS.md <<'PY'
 import json, sys, platform, datetime
 cold, warm = (json.load(open(p))["results"] for p in sys.argv[1:3])
 runs = sys.argv[3]
@@ -156,6 +158,7 @@ print("Buildah's time, i.e. Buildah at least 1.25× here.")
 print()
 print(open(sys.argv[13]).read())
 print(open(sys.argv[14]).read())
+print(open(sys.argv[15]).read())
 print(open(sys.argv[11]).read())
 print(open(sys.argv[12]).read())
 print("## Frontend")
@@ -172,5 +175,7 @@ print("`cargo bench -p rbuild-runner --bench diff` (criterion, root) runs a step
 print("over a 1 GiB image in the real sandbox, then times making its layer tar and diff id. Issue 4")
 print("sets a target of 5 ms; the diff reads only the step's overlay upper directory, so its cost")
 print("follows what the step changed, not the size of the image.")
+print()
+print(open(sys.argv[16]).read().rstrip())
 PY
 cat BENCHMARKS.md

@@ -349,6 +349,28 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
+            // Files are written on threads while the stream goes on: the directory under
+            // many pending files is replaced by a symlink to the outside, and a hard link is
+            // made to a file that was just handed out.
+            name: "a directory with pending files replaced by a symlink",
+            entries: |outside| {
+                let mut entries = vec![E::Dir("d/")];
+                entries.extend((0..40).map(|i| E::File(["d/0", "d/1", "d/2", "d/3"][i % 4], "x")));
+                entries.push(E::File("d/victim", "pwned"));
+                entries.push(E::Hardlink("h", "d/victim".to_string()));
+                entries.push(E::Symlink("d", outside.to_string()));
+                entries.push(E::File("g", "y"));
+                entries
+            },
+            layer: Contained,
+            archive: Contained,
+            check: |d| {
+                assert!(d.join("d").is_symlink());
+                assert_eq!(std::fs::read_to_string(d.join("h")).unwrap(), "pwned");
+                assert_eq!(std::fs::read_to_string(d.join("g")).unwrap(), "y");
+            },
+        },
+        Case {
             name: "overlay attributes are not set",
             entries: |_| vec![E::XattrDir("dir/", "trusted.overlay.redirect", "/outside")],
             layer: Contained,

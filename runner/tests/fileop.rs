@@ -343,3 +343,86 @@ fn missing_source_is_reported() {
         "{err:?}"
     );
 }
+
+/// A copy of more files than one queue holds (they are written by several threads, in
+/// batches): every file's content, mode and time, and every directory's mode and time (set
+/// after its files were written), are the source's.
+#[test]
+fn a_big_tree_is_copied_exactly() {
+    if !is_root() {
+        eprintln!("skipped: needs root for mount namespaces and overlayfs");
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_snapshots(&dir.path().join("snapshots"));
+    let ctx = dir.path().join("context");
+    let set_time = |path: &Path, secs: u64| {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        std::fs::File::open(path).unwrap().set_modified(t).unwrap();
+    };
+    let mut dirs = Vec::new();
+    for d in 0..60u64 {
+        let sub = ctx.join(format!("tree/d{d}/e{}", d % 7));
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in 0..90u64 {
+            let file = sub.join(format!("f{f}"));
+            std::fs::write(&file, format!("{d}/{f}").repeat(f as usize + 1)).unwrap();
+            let mode = [0o644, 0o600, 0o755][(f % 3) as usize];
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            set_time(&file, 1_000_000 + d * 100 + f);
+        }
+        dirs.push((sub, 2_000_000 + d));
+    }
+    for (i, (sub, secs)) in dirs.iter().enumerate() {
+        std::fs::set_permissions(sub, std::fs::Permissions::from_mode(0o750 + i as u32 % 2))
+            .unwrap();
+        set_time(sub, *secs);
+        set_time(sub.parent().unwrap(), secs + 1);
+    }
+    let upper = s.new_upper().unwrap();
+    fileop::run(
+        &FileOpSpec {
+            snapshots: &s,
+            base: &[],
+            upper: &upper,
+            sources: &[Source::Layers(vec![]), Source::Host(ctx.clone())],
+        },
+        &[FileAction::Copy {
+            source: 1,
+            paths: vec!["tree".into()],
+            dest: "/copied".into(),
+            owner: None,
+            mode: None,
+            chmod: None,
+            unpack_archives: false,
+            ignore: vec![],
+            include_patterns: vec![],
+            exclude_patterns: vec![],
+        }],
+        &dir.path().join("run"),
+    )
+    .unwrap();
+    let source = ctx.join("tree");
+    let copied = upper.fs.join("copied");
+    let mut entries = walk(&source);
+    entries.sort();
+    let mut found = walk(&copied);
+    found.sort();
+    assert_eq!(entries, found);
+    assert!(entries.len() > 5400, "{}", entries.len());
+    for rel in &entries {
+        let (a, b) = (source.join(rel), copied.join(rel));
+        let (ma, mb) = (a.symlink_metadata().unwrap(), b.symlink_metadata().unwrap());
+        assert_eq!(ma.mode(), mb.mode(), "{rel}");
+        assert_eq!(ma.mtime(), mb.mtime(), "{rel}");
+        assert_eq!((mb.uid(), mb.gid()), (0, 0), "{rel}");
+        if ma.is_file() {
+            assert_eq!(
+                std::fs::read(&a).unwrap(),
+                std::fs::read(&b).unwrap(),
+                "{rel}"
+            );
+        }
+    }
+}

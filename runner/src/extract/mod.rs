@@ -4,7 +4,10 @@
 //! and no entry is written through a symlink (a layer cannot plant `a -> /etc` and then write
 //! `a/passwd`). OCI whiteouts become overlay markers: `.wh.x` a 0/0 character device `x`,
 //! `.wh..wh..opq` the `trusted.overlay.opaque=y` xattr on its directory. Directory modification
-//! times are restored after their contents are written.
+//! times are restored after their contents are written. Regular files of up to 16 MiB are
+//! written by a thread of their own while the stream is read on (see [`writers`]).
+
+mod writers;
 
 use crate::diff::{OPAQUE_MARKER, WHITEOUT_PREFIX, overlay_opaque_xattr};
 use crate::sys::xattr;
@@ -203,6 +206,7 @@ pub fn extract_layer(reader: impl Read, dest: &Path) -> io::Result<()> {
     archive.set_unpack_xattrs(false);
     archive.set_overwrite(true);
     let mut dirs: Vec<(PathBuf, u64)> = Vec::new();
+    let mut writers = writers::Writers::default();
     for entry in archive.entries()? {
         let mut entry = entry?;
         let raw = entry.path()?.into_owned();
@@ -222,13 +226,20 @@ pub fn extract_layer(reader: impl Read, dest: &Path) -> io::Result<()> {
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
             let target = parent.join(hidden);
+            writers.drain()?;
             remove_existing(&target, false)?;
             mknod(&target, SFlag::S_IFCHR, Mode::empty(), 0).map_err(io::Error::from)?;
             continue;
         }
         let target = dest.join(&rel);
         let kind = entry.header().entry_type();
-        remove_existing(&target, kind.is_dir())?;
+        if kind.is_hard_link() || writers.is_pending(&target) {
+            writers.drain()?;
+        }
+        if std::fs::symlink_metadata(&target).is_ok() {
+            writers.drain()?;
+            remove_existing(&target, kind.is_dir())?;
+        }
         if kind.is_hard_link() {
             let link = entry
                 .link_name()?
@@ -253,10 +264,32 @@ pub fn extract_layer(reader: impl Read, dest: &Path) -> io::Result<()> {
             }
             continue;
         }
+        let header = entry.header();
+        // The entry's size, not the header's: a PAX record may override it.
+        if kind.is_file() && entry.size() <= writers::LARGEST {
+            let (mode, mtime) = (header.mode()?, header.mtime()?);
+            let owner = crate::sys::userns::owners_preserved()
+                .then(|| Ok::<_, io::Error>((header.uid()?, header.gid()?)))
+                .transpose()?;
+            let room = writers::Room::reserve(entry.size());
+            let mut data = Vec::with_capacity(entry.size() as usize);
+            entry.read_to_end(&mut data)?;
+            writers.write(writers::File {
+                target,
+                data,
+                mode,
+                owner,
+                mtime,
+                xattrs,
+                room,
+            })?;
+            continue;
+        }
         entry.unpack(&target)?;
         keep_zero_mtime(&target, entry.header())?;
         set_xattrs(&target, &xattrs)?;
     }
+    writers.drain()?;
     // Children changed their directories' mtimes; put them back, deepest first.
     dirs.sort_by(|a, b| b.0.cmp(&a.0));
     for (dir, mtime) in dirs {
