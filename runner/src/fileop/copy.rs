@@ -1,13 +1,13 @@
 //! `COPY`/`ADD` of files and directories inside the file op's child: the selected sources are
 //! walked in order and directories, symlinks and devices made as the walk meets them; regular
 //! files are queued and written by up to [`WRITERS`] threads at once, one per two cores
-//! (`io::copy` between files is `copy_file_range`, a reflink where the filesystem has them),
-//! and each directory's metadata is set after everything below it is written, since writing in
-//! it changes its times. One per two cores because the copy is all kernel work: on a 2-core
-//! machine two or four writers gained nothing measurable on a cold `COPY` of a source tree
-//! and cost a third (two) to two thirds (four) more system time (ext4 creates a directory's
-//! files one at a time under its lock, and the other threads spin on it), so there the copy
-//! is one thread.
+//! (`io::copy` between files is `copy_file_range`, which xfs and btrfs may make a reflink when
+//! both ends share the filesystem), and each directory's metadata is set after everything
+//! below it is written, since writing in it changes its times. One per two cores because the
+//! copy is all kernel work: on a 2-core machine two or four writers gained nothing measurable
+//! on a cold `COPY` of a source tree and cost a third (two) to two thirds (four) more system
+//! time (ext4 creates a directory's files one at a time under its lock, and the other threads
+//! spin on it), so there the copy is one thread.
 
 use super::archive::{archive_kind, unpack};
 use super::{Owner, chown, chown_error, create_dirs, owner_of};
