@@ -753,16 +753,9 @@ impl Registry {
         let uploads = blobs.iter().map(|blob| {
             let client = &client;
             async move {
-                // A registry answers 500 now and then while another client uploads the same
-                // blob (the distribution registry on a shared filesystem does): retried.
-                let wait = Some((registry, self.options.timeout));
-                let exists = with_retries(blob.digest.as_str(), wait, || async {
-                    client
-                        .blob_exists(r, blob.digest.as_str())
-                        .await
-                        .map_err(|e| self.request_error(r, "failed to push to", &e))
-                })
-                .await?;
+                // Retried, as every request is: a registry answers 500 now and then while
+                // another client uploads the same blob.
+                let exists = self.has_blob(r, &blob.digest).await?;
                 if exists {
                     report(format!("{}: layer already exists", blob.digest));
                     sources.add(&blob.digest, registry, repository);

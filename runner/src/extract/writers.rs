@@ -1,23 +1,23 @@
 //! Writing a layer's regular files on a thread of their own while the tar stream goes on.
 //!
-//! Unpacking a base image is mostly file creation, which the kernel does in parallel, while
-//! decompressing and parsing the stream is one thread's work: so the reading thread hands each
-//! regular file of at most [`LARGEST`] bytes, with its data, to [`THREADS`] writer(s), and
-//! does everything else itself, in order. The data handed out and not yet written is at most
-//! [`BUDGET`] bytes in the whole process (several layers unpack at once), so memory stays
-//! bounded whatever the layers hold. Safety and tar's order are kept by draining (waiting
-//! until every handed-out file is written) before any entry that could meet one of them:
-//! one whose path already holds something (it would be removed, and a directory removed and
-//! replaced by a symlink must not redirect a pending write), one whose path is pending, a hard
-//! link (its target may be pending) and a whiteout. A writer creates its file with `O_EXCL`
-//! (never through a symlink) below directories the reading thread checked.
+//! Unpacking a base image is decompressing and parsing the stream, one thread's work, and
+//! creating files, which another thread can do meanwhile: so the reading thread hands each
+//! regular file of at most [`LARGEST`] bytes, with its data, to one writer thread (see [`Writers`]
+//! for why one), and does everything else itself, in order. The data handed out and not yet written
+//! is at most [`BUDGET`] bytes in the whole process (several layers unpack at once), so memory
+//! stays bounded whatever the layers hold. Safety and tar's order are kept by draining (waiting
+//! until every handed-out file is written) before any entry that could meet one of them: one whose
+//! path already holds something (it would be removed, and a directory removed and replaced by a
+//! symlink must not redirect a pending write), one whose path is pending, a hard link (its target
+//! may be pending) and a whiteout. The writer creates its file with `O_EXCL` (never through a
+//! symlink) below directories the reading thread checked.
 
 use std::collections::HashSet;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Condvar, Mutex};
 
 /// The largest file handed to a writer; larger ones are written by the reading thread,
 /// streamed (and sparse where the tar says so).
@@ -55,15 +55,7 @@ impl Drop for Room {
     }
 }
 
-/// How many writer threads one layer's extraction uses. One: it overlaps file creation with
-/// the reading thread's decompression, which is the gain (a pull of the 460 MiB Debian base
-/// onto a fresh ext4 filesystem: 1.09× faster than unpacking on the reading thread). On a
-/// 2-core machine two or three writers made no measurable difference on a fresh filesystem,
-/// and on one full of recently freed inodes they cost a quarter more time: ext4 creates a
-/// directory's files one at a time under its lock, and the other writers spin on it.
-const THREADS: usize = 1;
-
-/// How many handed-out files may wait for a writer.
+/// How many handed-out files may wait for the writer.
 const BACKLOG: usize = 64;
 
 /// A regular file to write, with what its tar header says.
@@ -79,7 +71,14 @@ pub(super) struct File {
     pub room: Room,
 }
 
-/// The writer threads of one extraction, started when the first file is handed out.
+/// The writer thread of one extraction, started when the first file is handed out.
+///
+/// One writer thread per extraction: it overlaps file creation with the reading thread's
+/// decompression, which is the gain (a pull of the 460 MiB Debian base onto a fresh ext4
+/// filesystem: 1.09× faster than unpacking on the reading thread). On a 2-core machine two or
+/// three writers made no measurable difference on a fresh filesystem, and on one full of
+/// recently freed inodes they cost a quarter more time: ext4 creates a directory's files one
+/// at a time under its lock, and the other writers spin on it.
 #[derive(Default)]
 pub(super) struct Writers {
     running: Option<Running>,
@@ -89,9 +88,8 @@ pub(super) struct Writers {
 
 struct Running {
     sender: SyncSender<File>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-    /// The first failure of a writer.
-    failed: Arc<Mutex<Option<io::Error>>>,
+    /// The writer; it ends with its first failure.
+    thread: std::thread::JoinHandle<io::Result<()>>,
 }
 
 impl Writers {
@@ -100,7 +98,7 @@ impl Writers {
         self.pending.contains(path)
     }
 
-    /// Hands `file` (whose data's room was reserved) to a writer.
+    /// Hands `file` (whose data's room was reserved) to the writer.
     pub fn write(&mut self, file: File) -> io::Result<()> {
         let running = match &mut self.running {
             Some(running) => running,
@@ -108,30 +106,23 @@ impl Writers {
         };
         self.pending.insert(file.target.clone());
         if running.sender.send(file).is_err() {
-            // Every writer has stopped: one failed (or panicked, saying nothing).
+            // The writer has stopped: it failed (or panicked, saying nothing).
             self.drain()?;
             return Err(io::Error::other("the unpacking thread stopped"));
         }
         Ok(())
     }
 
-    /// Waits until every handed-out file is written; the first writer's failure, if any.
+    /// Waits until every handed-out file is written; the writer's failure, if any.
     pub fn drain(&mut self) -> io::Result<()> {
         self.pending.clear();
-        let Some(Running {
-            sender,
-            threads,
-            failed,
-        }) = self.running.take()
-        else {
+        let Some(Running { sender, thread }) = self.running.take() else {
             return Ok(());
         };
         drop(sender);
-        for thread in threads {
-            let _ = thread.join();
-        }
-        let failed = failed.lock().unwrap_or_else(|p| p.into_inner()).take();
-        failed.map_or(Ok(()), Err)
+        thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the unpacking thread panicked")))
     }
 }
 
@@ -143,42 +134,23 @@ impl Drop for Writers {
 
 fn start() -> io::Result<Running> {
     let (sender, receiver) = sync_channel::<File>(BACKLOG);
-    let receiver = Arc::new(Mutex::new(receiver));
-    let failed = Arc::new(Mutex::new(None));
-    let threads = (0..THREADS)
-        .map(|i| {
-            let (receiver, failed) = (receiver.clone(), failed.clone());
-            std::thread::Builder::new()
-                .name(format!("unpack-{i}"))
-                .spawn(move || work(&receiver, &failed))
-        })
-        .collect::<io::Result<Vec<_>>>()?;
-    Ok(Running {
-        sender,
-        threads,
-        failed,
-    })
+    let thread = std::thread::Builder::new()
+        .name("unpack-writer".into())
+        .spawn(move || work(&receiver))?;
+    Ok(Running { sender, thread })
 }
 
-/// A writer: takes files until the reading thread is done or one fails; it then stops, and the
-/// next drain reports the failure (when every writer has stopped, the next hand-out drains).
-fn work(receiver: &Mutex<Receiver<File>>, failed: &Mutex<Option<io::Error>>) {
-    loop {
-        let next = receiver.lock().unwrap_or_else(|p| p.into_inner()).recv();
-        let Ok(file) = next else { return };
+/// The writer: takes files until the reading thread is done, or one fails. Returning drops
+/// the receiver, which discards the files still queued (and gives back their room).
+fn work(receiver: &Receiver<File>) -> io::Result<()> {
+    while let Ok(file) = receiver.recv() {
         let written = write_file(&file);
         // The data is written (or failed): its room goes back now, before the next file.
         let File { target, room, .. } = file;
         drop(room);
-        if let Err(e) = written {
-            let e = io::Error::new(e.kind(), format!("{}: {e}", target.display()));
-            failed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_or_insert(e);
-            return;
-        }
+        written.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", target.display())))?;
     }
+    Ok(())
 }
 
 /// Creates `file.target` (nothing is there) with its data, then its owner, its mode (after the
