@@ -255,10 +255,7 @@ impl CacheIndex {
             )
             .optional()
             .map_err(|e| self.err(e))?;
-        let known = data
-            .map(|d| StatCache::decode(root, &d))
-            .unwrap_or_default();
-        Ok(StatCache::new(root, known))
+        Ok(StatCache::new(root, data.unwrap_or_default()))
     }
 
     /// Writes what `stats` learned (the directory's whole stat cache, in one statement).
@@ -437,11 +434,11 @@ mod tests {
             ctime: 5,
         };
         let ctx = Path::new("/ctx");
-        let learned = StatCache::new(ctx, Default::default());
+        let learned = StatCache::new(ctx, Vec::new());
         learned.put(&ctx.join("a"), key, Digest::of(b"a"));
         index.save_stats(&learned).unwrap();
         // Another directory that shares a prefix does not see it.
-        let other = StatCache::new(Path::new("/ctx2"), Default::default());
+        let other = StatCache::new(Path::new("/ctx2"), Vec::new());
         other.put(Path::new("/ctx2/b"), key, Digest::of(b"b"));
         index.save_stats(&other).unwrap();
         let loaded = index.load_stats(ctx).unwrap();

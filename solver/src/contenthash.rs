@@ -235,55 +235,35 @@ pub fn hash_local_listed(
     } else {
         source.include.to_vec()
     };
-    // (record prefix, file to hash) in a fixed order; contents are hashed in parallel below.
-    let mut entries: Vec<(String, Option<(PathBuf, StatKey)>)> = Vec::new();
-    for pattern in &patterns {
-        entries.push((format!("pattern {pattern:?}\n"), None));
-        for selected in select(root, pattern, &filter)? {
-            walk(
-                &selected.host,
-                &selected.rel,
-                "",
-                &filter,
-                None,
-                &mut entries,
-            )?;
-        }
-    }
-    let contents: Vec<Result<Option<Digest>>> = entries
-        .par_iter()
-        .map(|(_, file)| {
-            file.as_ref()
-                .map(|(path, key)| {
-                    if let Some(digest) = stats.and_then(|s| s.get(path, key)) {
-                        return Ok(digest);
-                    }
-                    let digest = hash_file(path)?;
-                    if let Some(s) = stats {
-                        s.put(path, *key, digest.clone());
-                    }
-                    Ok(digest)
-                })
-                .transpose()
-        })
-        .collect();
     let mut hasher = Sha256::new();
     hasher.update(b"rbuild local source v1\n");
-    for ((record, _), content) in entries.iter().zip(contents) {
-        hasher.update(record.as_bytes());
-        let content = content?;
-        if let Some(digest) = &content {
-            hasher.update(digest.as_str().as_bytes());
-            hasher.update(b"\n");
-        }
-        if let Some(listing) = listing.as_deref_mut()
-            && !record.starts_with("pattern ")
-        {
-            // `"path" kind mode…` → `"path"\tkind mode…\tdigest`.
-            let record = record.trim_end();
-            let (path, rest) = split_quoted(record);
-            let digest = content.as_ref().map_or("", |d| d.as_str());
-            listing.push(format!("{path}\t{}\t{digest}", rest.trim_start()));
+    for pattern in &patterns {
+        hasher.update(format!("pattern {pattern:?}\n").as_bytes());
+        for selected in select(root, pattern, &filter)? {
+            let meta = std::fs::symlink_metadata(&selected.host).map_err(|e| Error::Io {
+                path: selected.host.clone(),
+                source: e,
+            })?;
+            let found = walk(&selected.host, &selected.rel, "", &filter, meta, stats)?;
+            found.visit(&mut |record, content| {
+                hasher.update(record.as_bytes());
+                if let Some(digest) = content {
+                    hasher.update(digest.as_str().as_bytes());
+                    hasher.update(b"\n");
+                }
+                if let Some(listing) = listing.as_deref_mut() {
+                    // `"path" kind mode…` → `"path"\tkind mode…\tdigest`.
+                    let (path, rest) = split_quoted(record.trim_end());
+                    let digest = content.map_or("", |d| d.as_str());
+                    let mut line = String::with_capacity(record.len() + digest.len() + 2);
+                    line.push_str(path);
+                    line.push('\t');
+                    line.push_str(rest.trim_start());
+                    line.push('\t');
+                    line.push_str(digest);
+                    listing.push(line);
+                }
+            })?;
         }
     }
     Ok(Digest::from_hasher(hasher))
@@ -302,25 +282,43 @@ fn split_quoted(record: &str) -> (&str, &str) {
     (record, "")
 }
 
-/// Appends one record per file under `host` (itself included), sorted by path, leaving out
-/// what `filter` leaves out; `rel` is `host`'s path relative to the root, `below` relative to
-/// the source path the walk started at.
-fn walk(
-    host: &Path,
-    rel: &str,
-    below: &str,
-    filter: &CopyFilter,
-    meta: Option<std::fs::Metadata>,
-    out: &mut Vec<(String, Option<(PathBuf, StatKey)>)>,
-) -> Result<()> {
-    let io_err = |path: &Path, source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let meta = match meta {
-        Some(meta) => meta,
-        None => std::fs::symlink_metadata(host).map_err(|e| io_err(host, e))?,
-    };
+/// What the walk found at one path: its record, its content's digest if it is a regular file,
+/// and, for a directory, what it found below it, in order.
+struct Found {
+    record: String,
+    content: Option<Digest>,
+    below: Vec<Result<Found>>,
+}
+
+impl Found {
+    /// Calls `f` with every record and digest in walk order, up to the first failure.
+    fn visit(self, f: &mut impl FnMut(&str, Option<&Digest>)) -> Result<()> {
+        f(&self.record, self.content.as_ref());
+        for found in self.below {
+            found?.visit(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// `s` quoted as `{s:?}` would quote it, without the formatter for plain names.
+fn push_quoted(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{s:?}");
+    }
+}
+
+/// The record of the file at `host` with metadata `meta`, `rel` its path from the root: the
+/// path, the kind and the mode (and a link's target, a device's number).
+fn record_of(host: &Path, rel: &str, meta: &std::fs::Metadata) -> Result<String> {
+    use std::fmt::Write as _;
     let ft = meta.file_type();
     let mode = meta.permissions().mode() & 0o7777;
     let kind = if ft.is_dir() {
@@ -336,42 +334,100 @@ fn walk(
     } else {
         "other"
     };
-    let mut record = format!("{rel:?} {kind} {mode:o}");
+    let mut record = String::with_capacity(rel.len() + 16);
+    push_quoted(&mut record, rel);
+    let _ = write!(record, " {kind} {mode:o}");
     if ft.is_symlink() {
-        let target = std::fs::read_link(host).map_err(|e| io_err(host, e))?;
-        record.push_str(&format!(" -> {:?}", target));
+        let target = std::fs::read_link(host).map_err(|e| Error::Io {
+            path: host.to_path_buf(),
+            source: e,
+        })?;
+        let _ = write!(record, " -> {target:?}");
     }
     if ft.is_char_device() || ft.is_block_device() {
-        record.push_str(&format!(" dev {}", meta.rdev()));
+        let _ = write!(record, " dev {}", meta.rdev());
     }
     record.push('\n');
-    out.push((
-        record,
-        ft.is_file()
-            .then(|| (host.to_path_buf(), StatKey::of(&meta))),
-    ));
-    if ft.is_dir() {
-        // The directory entry's type saves a stat per skipped child, and the entry's
-        // metadata is read relative to the open directory (no walk of the whole path).
-        let mut children: Vec<(std::ffi::OsString, std::fs::DirEntry)> = std::fs::read_dir(host)
-            .map_err(|e| io_err(host, e))?
-            .map(|e| e.map(|e| (e.file_name(), e)))
-            .collect::<std::io::Result<_>>()
-            .map_err(|e| io_err(host, e))?;
-        children.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, entry) in children {
+    Ok(record)
+}
+
+/// The records of `host` (metadata `meta`) and of every file under it, sorted by path, leaving
+/// out what `filter` leaves out, with the digests of regular files (from `stats` for files it
+/// knows unchanged); `rel` is `host`'s path relative to the root, `below` relative to the
+/// source path the walk started at. A directory's children are walked in parallel: the cost of
+/// a large context is one `statx` per file, spread over the cores.
+fn walk(
+    host: &Path,
+    rel: &str,
+    below: &str,
+    filter: &CopyFilter,
+    meta: std::fs::Metadata,
+    stats: Option<&crate::statcache::StatCache>,
+) -> Result<Found> {
+    let io_err = |path: &Path, source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let record = record_of(host, rel, &meta)?;
+    let ft = meta.file_type();
+    if ft.is_file() {
+        let key = StatKey::of(&meta);
+        let digest = match stats.and_then(|s| s.get(host, &key)) {
+            Some(digest) => digest,
+            None => {
+                let digest = hash_file(host)?;
+                if let Some(s) = stats {
+                    s.put(host, key, digest.clone());
+                }
+                digest
+            }
+        };
+        return Ok(Found {
+            record,
+            content: Some(digest),
+            below: Vec::new(),
+        });
+    }
+    if !ft.is_dir() {
+        return Ok(Found {
+            record,
+            content: None,
+            below: Vec::new(),
+        });
+    }
+    // The directory entry's type saves a stat per skipped child, and the entry's metadata is
+    // read relative to the open directory (no walk of the whole path).
+    let mut children: Vec<(std::ffi::OsString, std::fs::DirEntry)> = std::fs::read_dir(host)
+        .map_err(|e| io_err(host, e))?
+        .map(|e| e.map(|e| (e.file_name(), e)))
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| io_err(host, e))?;
+    children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let below = children
+        .par_iter()
+        .with_max_len(64)
+        .filter_map(|(name, entry)| {
             let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-            let child = host.join(&name);
-            let name = pathname::from_os(&name);
+            let name = pathname::from_os(name);
             let child_rel = join_rel(rel, &name);
             let child_below = join_rel(below, &name);
-            if filter.visit(&child_rel, &child_below, is_dir) != Visit::Skip {
-                let meta = entry.metadata().map_err(|e| io_err(&child, e))?;
-                walk(&child, &child_rel, &child_below, filter, Some(meta), out)?;
+            if filter.visit(&child_rel, &child_below, is_dir) == Visit::Skip {
+                return None;
             }
-        }
-    }
-    Ok(())
+            let child = entry.path();
+            Some(
+                entry
+                    .metadata()
+                    .map_err(|e| io_err(&child, e))
+                    .and_then(|meta| walk(&child, &child_rel, &child_below, filter, meta, stats)),
+            )
+        })
+        .collect();
+    Ok(Found {
+        record,
+        content: None,
+        below,
+    })
 }
 
 fn hash_file(path: &Path) -> Result<Digest> {
@@ -379,16 +435,22 @@ fn hash_file(path: &Path) -> Result<Digest> {
         path: path.to_path_buf(),
         source,
     };
+    thread_local! {
+        // One buffer per thread: a fresh 256 KiB one per file costs more than reading a small
+        // file (it is mapped and faulted in anew each time).
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 256 * 1024]);
+    }
     let mut file = std::fs::File::open(path).map_err(io_err)?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf).map_err(io_err)?;
-        if n == 0 {
-            break;
+    BUF.with_borrow_mut(|buf| {
+        loop {
+            let n = file.read(buf).map_err(io_err)?;
+            if n == 0 {
+                return Ok(());
+            }
+            hasher.update(&buf[..n]);
         }
-        hasher.update(&buf[..n]);
-    }
+    })?;
     Ok(Digest::from_hasher(hasher))
 }
 
@@ -574,6 +636,51 @@ mod tests {
     }
 
     #[test]
+    fn the_parallel_walk_lists_in_path_order_and_hashes_alike_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        // Names whose byte order differs from their order as whole paths ("a-b" < "a/…").
+        let mut expected = vec!["\"\"\tdir 755\t".to_string()];
+        for d in ["a", "a-b", "a.c", "b", "z"] {
+            std::fs::create_dir_all(r.join(d).join("sub")).unwrap();
+            std::fs::set_permissions(r.join(d), std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(
+                r.join(d).join("sub"),
+                std::fs::Permissions::from_mode(0o755),
+            )
+            .unwrap();
+            expected.push(format!("\"{d}\"\tdir 755\t"));
+            for i in 0..150 {
+                let name = format!("f{i:03}");
+                std::fs::write(r.join(d).join(&name), format!("{d}{i}")).unwrap();
+                std::fs::set_permissions(
+                    r.join(d).join(&name),
+                    std::fs::Permissions::from_mode(0o644),
+                )
+                .unwrap();
+                let digest = Digest::of(format!("{d}{i}").as_bytes());
+                expected.push(format!("\"{d}/{name}\"\tfile 644\t{digest}"));
+            }
+            expected.push(format!("\"{d}/sub\"\tdir 755\t"));
+            std::fs::write(r.join(d).join("sub/x"), "x").unwrap();
+            std::fs::set_permissions(
+                r.join(d).join("sub/x"),
+                std::fs::Permissions::from_mode(0o644),
+            )
+            .unwrap();
+            expected.push(format!("\"{d}/sub/x\"\tfile 644\t{}", Digest::of(b"x")));
+        }
+        std::fs::set_permissions(r, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let source = local(&[], &[]);
+        let mut listing = Vec::new();
+        let first = hash_local_listed(r, &source, None, Some(&mut listing)).unwrap();
+        assert_eq!(listing, expected);
+        for _ in 0..5 {
+            assert_eq!(hash_local(r, &source).unwrap(), first);
+        }
+    }
+
+    #[test]
     fn the_stat_cache_spares_reading_unchanged_files_only() {
         use crate::statcache::{StatCache, StatKey};
         let dir = tempfile::tempdir().unwrap();
@@ -587,13 +694,8 @@ mod tests {
         let plain = hash_local(&root, &source).unwrap();
         // A cache that claims a different digest for `a`: used while `a` is unchanged.
         let key_of = |name: &str| StatKey::of(&std::fs::symlink_metadata(root.join(name)).unwrap());
-        let lie = StatCache::new(
-            &root,
-            crate::statcache::Known::from_iter([(
-                root.join("a"),
-                (key_of("a"), Digest::of(b"not a")),
-            )]),
-        );
+        let lie =
+            StatCache::with_entries(&root, [(root.join("a"), key_of("a"), Digest::of(b"not a"))]);
         assert_ne!(hash_local_with(&root, &source, Some(&lie)).unwrap(), plain);
         // Same size, same modification time, new content: the change time differs, so `a` is
         // read again and the true digest comes back.

@@ -34,10 +34,15 @@ impl Digest {
 
     /// Finishes a hasher into a digest.
     pub fn from_hasher(hasher: Sha256) -> Digest {
+        Digest::from_sha256(hasher.finalize().into())
+    }
+
+    /// The digest whose SHA-256 is `bytes`.
+    pub fn from_sha256(bytes: [u8; 32]) -> Digest {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut s = String::with_capacity(71);
         s.push_str("sha256:");
-        for byte in hasher.finalize() {
+        for byte in bytes {
             s.push(HEX[usize::from(byte >> 4)] as char);
             s.push(HEX[usize::from(byte & 0xf)] as char);
         }
@@ -54,6 +59,13 @@ impl Digest {
     /// The full `sha256:<hex>` form.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The 32 bytes of the SHA-256 ([`Digest::from_sha256`]'s inverse).
+    pub fn sha256(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(self.hex(), &mut out).expect("a digest is 64 hex digits");
+        out
     }
 
     /// The hex part without the algorithm.

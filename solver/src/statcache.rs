@@ -1,7 +1,7 @@
 //! A persistent stat cache for content hashing of local sources: a file whose device, inode,
 //! size, modification and change times are what they were when it was hashed is not read
-//! again. It lives in the cache index's database (table `stat`), loaded for one context
-//! directory before a solve and written back after it.
+//! again. It lives in the cache index's database (table `stats`, one value per directory),
+//! loaded for one context directory before a solve and written back after it.
 //!
 //! File times have a coarse granularity (a few milliseconds on most kernels), so a file
 //! changed twice within one tick, keeping its size, could keep its times. As git does for its
@@ -9,8 +9,8 @@
 //! [`RACY_WINDOW`]: a file that changed very recently is hashed again next time.
 
 use crate::digest::Digest;
-use std::collections::HashMap;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use hashbrown::HashTable;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -47,27 +47,99 @@ impl StatKey {
     }
 }
 
-/// Recorded digests by absolute path (FxHash: thousands of lookups per build, no untrusted
-/// keys).
-pub type Known = HashMap<PathBuf, (StatKey, Digest), rustc_hash::FxBuildHasher>;
+/// The stored form's first bytes. A value without them (the first form, with text digests) is
+/// ignored: its files are hashed once more.
+const MAGIC: &[u8; 8] = b"rbstat2\n";
+
+/// Bytes of an entry after its path: device, inode, size, modification and change times, the
+/// digest's SHA-256.
+const FIXED: usize = 5 * 8 + 32;
 
 /// Digests of files under one directory, by absolute path.
-#[derive(Debug, Default)]
+///
+/// The recorded entries stay in their stored form, one buffer read from the cache index, with
+/// a table of their offsets by path: loading the cache of a 100,000-file context makes no
+/// allocation per file and parses nothing that is not looked up.
+#[derive(Default)]
 pub struct StatCache {
     root: PathBuf,
-    known: Known,
+    /// [`MAGIC`], then per entry the path relative to the root (u32 length, bytes) and
+    /// [`FIXED`] bytes.
+    data: Vec<u8>,
+    /// Offsets in `data` of the entries, by path (the last of equal paths wins).
+    index: HashTable<u32>,
     /// Entries learned during this solve, to write back.
     new: Mutex<Vec<(PathBuf, StatKey, Digest)>>,
 }
 
+impl std::fmt::Debug for StatCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatCache")
+            .field("root", &self.root)
+            .field("entries", &self.index.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn hash_of(rel: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(rel)
+}
+
+fn u64_at(data: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes"))
+}
+
 impl StatCache {
-    /// A cache for files under `root` that knows `known`.
-    pub fn new(root: &Path, known: Known) -> StatCache {
-        StatCache {
+    /// A cache for files under `root` that knows the entries of `data`, a value of
+    /// [`StatCache::encode`] (a damaged tail is ignored: its files are hashed again).
+    pub fn new(root: &Path, mut data: Vec<u8>) -> StatCache {
+        let mut cache = StatCache {
             root: root.to_path_buf(),
-            known,
+            data: Vec::new(),
+            index: HashTable::new(),
             new: Mutex::new(Vec::new()),
+        };
+        if !data.starts_with(MAGIC) || data.len() > u32::MAX as usize {
+            return cache;
         }
+        let mut index = HashTable::with_capacity(data.len() / 128);
+        let mut at = MAGIC.len();
+        while let Some(len) = data.get(at..at + 4) {
+            let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+            let Some(rel) = data.get(at + 4..at + 4 + len) else {
+                break;
+            };
+            if data.len() < at + 4 + len + FIXED {
+                break;
+            }
+            let hash = hash_of(rel);
+            let rel_at = |offset: &u32| {
+                let o = *offset as usize;
+                let n = u32::from_le_bytes(data[o..o + 4].try_into().expect("4 bytes")) as usize;
+                &data[o + 4..o + 4 + n]
+            };
+            match index.find_mut(hash, |o| rel_at(o) == rel) {
+                Some(o) => *o = at as u32,
+                None => {
+                    index.insert_unique(hash, at as u32, |o| hash_of(rel_at(o)));
+                }
+            }
+            at += 4 + len + FIXED;
+        }
+        data.truncate(at);
+        cache.data = data;
+        cache.index = index;
+        cache
+    }
+
+    /// A cache for files under `root` that knows `entries` (by absolute path).
+    pub fn with_entries(
+        root: &Path,
+        entries: impl IntoIterator<Item = (PathBuf, StatKey, Digest)>,
+    ) -> StatCache {
+        let entries: Vec<_> = entries.into_iter().collect();
+        StatCache::new(root, StatCache::new(root, Vec::new()).encode(&entries))
     }
 
     /// The directory this cache is for.
@@ -75,12 +147,47 @@ impl StatCache {
         &self.root
     }
 
+    /// The number of entries recorded before this solve.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether no entries were recorded before this solve.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    fn relative<'a>(&self, path: &'a Path) -> Option<&'a [u8]> {
+        path.as_os_str()
+            .as_bytes()
+            .strip_prefix(self.root.as_os_str().as_bytes())?
+            .strip_prefix(b"/")
+    }
+
+    /// The stored entry at `at`: its path, key and digest bytes.
+    fn entry(&self, at: usize) -> (&[u8], StatKey, &[u8]) {
+        let d = &self.data;
+        let len = u32::from_le_bytes(d[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let rel = &d[at + 4..at + 4 + len];
+        let f = at + 4 + len;
+        let key = StatKey {
+            dev: u64_at(d, f),
+            ino: u64_at(d, f + 8),
+            size: u64_at(d, f + 16),
+            mtime: u64_at(d, f + 24) as i64,
+            ctime: u64_at(d, f + 32) as i64,
+        };
+        (rel, key, &d[f + 40..f + FIXED])
+    }
+
     /// The digest recorded for `path` in the state `key`, if any.
     pub fn get(&self, path: &Path, key: &StatKey) -> Option<Digest> {
-        self.known
-            .get(path)
-            .filter(|(k, _)| k == key)
-            .map(|(_, d)| d.clone())
+        let rel = self.relative(path)?;
+        let at = *self
+            .index
+            .find(hash_of(rel), |o| self.entry(*o as usize).0 == rel)?;
+        let (_, stored, digest) = self.entry(at as usize);
+        (stored == *key).then(|| Digest::from_sha256(digest.try_into().expect("32 bytes")))
     }
 
     /// Records a digest just computed (unless the file changed too recently to be sure).
@@ -102,79 +209,42 @@ impl StatCache {
         std::mem::take(&mut *self.new.lock().expect("stat cache"))
     }
 
-    /// Every entry, the known ones updated by `new`, in the stored form: per entry the path
-    /// relative to the root (u32 length, bytes), device, inode, size, modification and change
-    /// times (8 bytes each, little-endian) and the digest (u8 length, text). One value per
-    /// directory reads back an order of magnitude faster than a row per file.
+    /// Every entry, the known ones updated by `new`, in the stored form: [`MAGIC`], then per
+    /// entry the path relative to the root (u32 length, bytes), device, inode, size,
+    /// modification and change times (8 bytes each, little-endian) and the digest's 32
+    /// bytes. One value per directory reads back an order of magnitude faster than a row per
+    /// file. Paths outside the root are left out.
     pub fn encode(&self, new: &[(PathBuf, StatKey, Digest)]) -> Vec<u8> {
-        let mut out = Vec::with_capacity((self.known.len() + new.len()) * 128);
-        let updated: std::collections::HashSet<&Path> =
-            new.iter().map(|(p, _, _)| p.as_path()).collect();
-        let known = self
-            .known
+        let new: Vec<(&[u8], &StatKey, &Digest)> = new
             .iter()
-            .filter(|(p, _)| !updated.contains(p.as_path()))
-            .map(|(p, (k, d))| (p.as_path(), k, d));
-        for (path, key, digest) in known.chain(new.iter().map(|(p, k, d)| (p.as_path(), k, d))) {
-            let Ok(rel) = path.strip_prefix(&self.root) else {
-                continue;
-            };
-            let rel = rel.as_os_str().as_bytes();
+            .filter_map(|(p, k, d)| Some((self.relative(p)?, k, d)))
+            .collect();
+        let updated: std::collections::HashSet<&[u8], rustc_hash::FxBuildHasher> =
+            new.iter().map(|(rel, _, _)| *rel).collect();
+        let mut out = Vec::with_capacity(self.data.len() + new.len() * 128);
+        out.extend_from_slice(MAGIC);
+        for at in self.index.iter() {
+            let at = *at as usize;
+            let (rel, _, _) = self.entry(at);
+            if !updated.contains(rel) {
+                out.extend_from_slice(&self.data[at..at + 4 + rel.len() + FIXED]);
+            }
+        }
+        for (rel, key, digest) in new {
             out.extend_from_slice(&(rel.len() as u32).to_le_bytes());
             out.extend_from_slice(rel);
-            for n in [key.dev, key.ino, key.size] {
+            for n in [
+                key.dev,
+                key.ino,
+                key.size,
+                key.mtime as u64,
+                key.ctime as u64,
+            ] {
                 out.extend_from_slice(&n.to_le_bytes());
             }
-            for n in [key.mtime, key.ctime] {
-                out.extend_from_slice(&n.to_le_bytes());
-            }
-            let d = digest.as_str().as_bytes();
-            out.push(d.len() as u8);
-            out.extend_from_slice(d);
+            out.extend_from_slice(&digest.sha256());
         }
         out
-    }
-
-    /// The entries of [`StatCache::encode`]'s output for `root` (a damaged tail is ignored:
-    /// its files are hashed again).
-    pub fn decode(root: &Path, data: &[u8]) -> Known {
-        fn take<'a>(data: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-            let (head, rest) = data.split_at_checked(n)?;
-            *data = rest;
-            Some(head)
-        }
-        fn u64_of(data: &mut &[u8]) -> Option<u64> {
-            Some(u64::from_le_bytes(take(data, 8)?.try_into().ok()?))
-        }
-        let mut known = Known::with_capacity_and_hasher(data.len() / 128, Default::default());
-        let mut data = data;
-        let root = root.as_os_str().as_bytes();
-        let next = |data: &mut &[u8]| -> Option<(PathBuf, StatKey, Digest)> {
-            let len = u32::from_le_bytes(take(data, 4)?.try_into().ok()?) as usize;
-            // root/rel, put together by hand: Path::join's checks cost more than the rest.
-            let mut path = Vec::with_capacity(root.len() + 1 + len);
-            path.extend_from_slice(root);
-            path.push(b'/');
-            path.extend_from_slice(take(data, len)?);
-            let key = StatKey {
-                dev: u64_of(data)?,
-                ino: u64_of(data)?,
-                size: u64_of(data)?,
-                mtime: u64_of(data)? as i64,
-                ctime: u64_of(data)? as i64,
-            };
-            let len = take(data, 1)?[0] as usize;
-            let digest = Digest::parse(std::str::from_utf8(take(data, len)?).ok()?)?;
-            Some((
-                PathBuf::from(std::ffi::OsString::from_vec(path)),
-                key,
-                digest,
-            ))
-        };
-        while let Some((path, key, digest)) = next(&mut data) {
-            known.insert(path, (key, digest));
-        }
-        known
     }
 }
 
@@ -189,10 +259,7 @@ mod tests {
         std::fs::write(&file, "x").unwrap();
         let key = StatKey::of(&std::fs::metadata(&file).unwrap());
         let digest = Digest::of(b"x");
-        let cache = StatCache::new(
-            dir.path(),
-            Known::from_iter([(file.clone(), (key, digest.clone()))]),
-        );
+        let cache = StatCache::with_entries(dir.path(), [(file.clone(), key, digest.clone())]);
         assert_eq!(cache.get(&file, &key), Some(digest.clone()));
         let changed = StatKey { size: 2, ..key };
         assert_eq!(cache.get(&file, &changed), None);
@@ -217,18 +284,34 @@ mod tests {
             mtime: -5,
             ctime: 1_700_000_000_000_000_000,
         };
-        let mut known = Known::default();
-        known.insert(root.join("a"), (key(1), Digest::of(b"a")));
-        known.insert(root.join("d/é b"), (key(2), Digest::of(b"b")));
-        let cache = StatCache::new(root, known);
+        let cache = StatCache::with_entries(
+            root,
+            [
+                (root.join("a"), key(1), Digest::of(b"a")),
+                (root.join("d/é b"), key(2), Digest::of(b"b")),
+                (
+                    Path::new("/elsewhere/c").to_path_buf(),
+                    key(3),
+                    Digest::of(b"c"),
+                ),
+            ],
+        );
+        assert_eq!(cache.len(), 2, "a path outside the root is not kept");
         let new = vec![(root.join("a"), key(9), Digest::of(b"a2"))];
         let data = cache.encode(&new);
-        let back = StatCache::decode(root, &data);
+        let back = StatCache::new(root, data.clone());
         assert_eq!(back.len(), 2);
-        assert_eq!(back[&root.join("a")], (key(9), Digest::of(b"a2")));
-        assert_eq!(back[&root.join("d/é b")], (key(2), Digest::of(b"b")));
+        assert_eq!(back.get(&root.join("a"), &key(9)), Some(Digest::of(b"a2")));
+        assert_eq!(back.get(&root.join("a"), &key(1)), None);
+        assert_eq!(
+            back.get(&root.join("d/é b"), &key(2)),
+            Some(Digest::of(b"b"))
+        );
+        assert_eq!(back.get(Path::new("/ctx2/d/é b"), &key(2)), None);
         // A truncated value keeps the whole entries before the cut.
-        let cut = StatCache::decode(root, &data[..data.len() - 3]);
+        let cut = StatCache::new(root, data[..data.len() - 3].to_vec());
         assert_eq!(cut.len(), 1);
+        // The first stored form (no magic) is ignored, not misread.
+        assert!(StatCache::new(root, data[8..].to_vec()).is_empty());
     }
 }
