@@ -266,7 +266,9 @@ impl BuildRequest {
         // Layers made with SOURCE_DATE_EPOCH have their file times clamped: not the same layers.
         solver = solver.with_key_salt(crate::units::cache_salt());
         // Context files unchanged since an earlier build are not read again.
+        let loading = rbuild_solver::trace::span("build", "load stat cache", || None);
         let stats = Arc::new(state.cache.load_stats(&self.context)?);
+        drop(loading);
         solver = solver.with_stat_cache(stats.clone());
         if !self.no_cache_filter.is_empty() {
             let filtered = graph.needed_for(targets).into_iter().filter(|v| {

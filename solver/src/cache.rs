@@ -6,11 +6,10 @@
 //! names layers; whether they still exist on disk is checked by the worker on every hit, so a
 //! record whose snapshots were removed is a miss, not an error.
 //!
-//! Two more tables live beside the records: `stats` (the context stat cache, one value per
-//! directory, see
-//! [`crate::statcache`]) and `compressed`, which maps a layer's diff id and a compressed media
-//! type to the blob made for it, so an image is compressed once, however often it is pushed or
-//! exported.
+//! Two more tables live beside the records: `summaries` (what went into a key, to explain
+//! misses) and `compressed`, which maps a layer's diff id and a compressed media type to the
+//! blob made for it, so an image is compressed once, however often it is pushed or exported.
+//! The context stat cache ([`crate::statcache`]) is kept in files beside the database.
 
 use crate::digest::Digest;
 use crate::ops::Output;
@@ -53,10 +52,7 @@ impl CacheIndex {
                 last_used TEXT
             );
             DROP TABLE IF EXISTS stat;
-            CREATE TABLE IF NOT EXISTS stats (
-                root TEXT PRIMARY KEY,
-                data BLOB NOT NULL
-            );
+            DROP TABLE IF EXISTS stats;
             CREATE TABLE IF NOT EXISTS summaries (
                 key TEXT PRIMARY KEY,
                 kind TEXT NOT NULL,
@@ -243,34 +239,47 @@ impl CacheIndex {
         Ok(out)
     }
 
-    /// The stat cache of the files under `root` (see [`crate::statcache`]).
-    pub fn load_stats(&self, root: &Path) -> Result<crate::statcache::StatCache> {
-        use crate::statcache::StatCache;
-        let conn = self.conn.lock().expect("cache index lock");
-        let data: Option<Vec<u8>> = conn
-            .query_row(
-                "SELECT data FROM stats WHERE root = ?1",
-                params![root.to_string_lossy()],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
-        Ok(StatCache::new(root, data.unwrap_or_default()))
+    /// Where the stat cache of the files under `root` is kept: `stats/` beside the index,
+    /// one file per directory, named by the SHA-256 of its path.
+    fn stats_path(&self, root: &Path) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        dir.join("stats")
+            .join(Digest::of(root.as_os_str().as_bytes()).hex())
     }
 
-    /// Writes what `stats` learned (the directory's whole stat cache, in one statement).
+    /// The stat cache of the files under `root` (see [`crate::statcache`]); a missing or
+    /// damaged file is an empty cache.
+    pub fn load_stats(&self, root: &Path) -> Result<crate::statcache::StatCache> {
+        let path = self.stats_path(root);
+        let data = match std::fs::read(&path) {
+            Ok(data) => data,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => return Err(Error::Io { path, source }),
+        };
+        Ok(crate::statcache::StatCache::new(root, data))
+    }
+
+    /// Writes what `stats` learned: the directory's whole stat cache, written beside its file
+    /// and renamed over it, so a reader sees the old or the new one whole.
     pub fn save_stats(&self, stats: &crate::statcache::StatCache) -> Result<()> {
         let new = stats.take_new();
         if new.is_empty() {
             return Ok(());
         }
-        let data = stats.encode(&new);
-        let conn = self.conn.lock().expect("cache index lock");
-        conn.execute(
-            "INSERT OR REPLACE INTO stats (root, data) VALUES (?1, ?2)",
-            params![stats.root().to_string_lossy(), data],
-        )
-        .map_err(|e| self.err(e))?;
+        let path = self.stats_path(stats.root());
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        let dir = path.parent().expect("a stats file is in a directory");
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
+        std::io::Write::write_all(&mut temp, &stats.encode(&new)).map_err(io(temp.path()))?;
+        temp.persist(&path).map_err(|e| Error::Io {
+            path: path.clone(),
+            source: e.error,
+        })?;
         Ok(())
     }
 
