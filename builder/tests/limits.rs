@@ -44,7 +44,8 @@ fn images_of_many_layers_build_under_a_long_root_path() {
     build_and_read(&env, 130);
 }
 
-/// Past the 500 lower directories one overlay takes, steps run over a copy of their layers.
+/// Past the 500 lower directories one overlay takes: RUN steps run over flattened views of
+/// most of their layers, the RUN mount and the COPY of the stage over copies of its layers.
 #[test]
 fn more_layers_than_one_overlay_takes_still_build() {
     require_root!();

@@ -112,53 +112,102 @@ fn copy_leaf(
 
 /// Applies the layers (bottom first) of `snapshots` to the empty directory `dest`.
 pub fn materialize(snapshots: &Snapshotter, layers: &[String], dest: &Path) -> io::Result<()> {
+    apply_layers(snapshots, layers, dest, Leaves::Copy)
+}
+
+/// How [`apply`] makes the files, links and devices of a layer in the destination.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Leaves {
+    /// Copies with their metadata: the destination may be written.
+    Copy,
+    /// Hard links of the snapshot's own inodes (a copy where linking fails): for a read-only
+    /// view, such as an overlay lower directory, which copies up before any write.
+    Link,
+}
+
+/// Applies `layers` (bottom first) of `snapshots` to `dest`, making leaves as `leaves` says.
+fn apply_layers(
+    snapshots: &Snapshotter,
+    layers: &[String],
+    dest: &Path,
+    leaves: Leaves,
+) -> io::Result<()> {
+    let dirs: Vec<PathBuf> = layers.iter().map(|l| snapshots.layer_dir(l)).collect();
+    apply_dirs(&dirs, dest, leaves)
+}
+
+/// Applies the directories `layers` (bottom first; snapshots in overlay format) to `dest`,
+/// making leaves as `leaves` says.
+pub(crate) fn apply_dirs(layers: &[PathBuf], dest: &Path, leaves: Leaves) -> io::Result<()> {
     for layer in layers {
         let mut dirs = Vec::new();
         let mut links = HashMap::new();
-        apply(&snapshots.layer_dir(layer), dest, &mut dirs, &mut links)?;
+        let mut apply = Apply {
+            dirs: &mut dirs,
+            links: &mut links,
+            leaves,
+        };
+        apply.dir(layer, dest)?;
         // Directory times last, deepest first: writing their contents changed them.
         for (src, meta, dst) in dirs.into_iter().rev() {
             copy_metadata(&src, &meta, &dst)?;
         }
+    }
+    if leaves == Leaves::Link
+        && let Some(top) = layers.last()
+    {
+        // A view's root is the top layer's, as in an overlay of the layers.
+        copy_metadata(top, &std::fs::symlink_metadata(top)?, dest)?;
     }
     Ok(())
 }
 
 type DirMeta = (PathBuf, std::fs::Metadata, PathBuf);
 
-fn apply(
-    layer_dir: &Path,
-    dest_dir: &Path,
-    dirs: &mut Vec<DirMeta>,
-    links: &mut HashMap<(u64, u64), PathBuf>,
-) -> io::Result<()> {
-    for entry in std::fs::read_dir(layer_dir)? {
-        let entry = entry?;
-        let src = entry.path();
-        let dst = dest_dir.join(entry.file_name());
-        let meta = std::fs::symlink_metadata(&src)?;
-        if is_whiteout(&meta) {
-            crate::extract::remove_existing(&dst, false)?;
-            continue;
-        }
-        if meta.is_dir() {
-            let opaque = xattr::get(&src, overlay_opaque_xattr())?.as_deref() == Some(b"y");
-            match std::fs::symlink_metadata(&dst) {
-                Ok(m) if m.is_dir() && !opaque => {}
-                Ok(_) => {
-                    crate::extract::remove_existing(&dst, false)?;
-                    std::fs::create_dir(&dst)?;
-                }
-                Err(_) => std::fs::create_dir(&dst)?,
+/// One layer being applied: the directories whose metadata is set at the end, the hard links
+/// copied so far, how leaves are made.
+struct Apply<'a> {
+    dirs: &'a mut Vec<DirMeta>,
+    links: &'a mut HashMap<(u64, u64), PathBuf>,
+    leaves: Leaves,
+}
+
+impl Apply<'_> {
+    fn dir(&mut self, layer_dir: &Path, dest_dir: &Path) -> io::Result<()> {
+        for entry in std::fs::read_dir(layer_dir)? {
+            let entry = entry?;
+            let src = entry.path();
+            let dst = dest_dir.join(entry.file_name());
+            let meta = std::fs::symlink_metadata(&src)?;
+            if is_whiteout(&meta) {
+                crate::extract::remove_existing(&dst, false)?;
+                continue;
             }
-            apply(&src, &dst, dirs, links)?;
-            dirs.push((src, meta, dst));
-            continue;
+            if meta.is_dir() {
+                let opaque = xattr::get(&src, overlay_opaque_xattr())?.as_deref() == Some(b"y");
+                match std::fs::symlink_metadata(&dst) {
+                    Ok(m) if m.is_dir() && !opaque => {}
+                    Ok(_) => {
+                        crate::extract::remove_existing(&dst, false)?;
+                        std::fs::create_dir(&dst)?;
+                    }
+                    Err(_) => std::fs::create_dir(&dst)?,
+                }
+                self.dir(&src, &dst)?;
+                self.dirs.push((src, meta, dst));
+                continue;
+            }
+            crate::extract::remove_existing(&dst, false)?;
+            // Sockets are not part of layers.
+            let linked = self.leaves == Leaves::Link
+                && !meta.file_type().is_socket()
+                && std::fs::hard_link(&src, &dst).is_ok();
+            if !linked {
+                copy_leaf(&src, &meta, &dst, self.links)?;
+            }
         }
-        crate::extract::remove_existing(&dst, false)?;
-        copy_leaf(&src, &meta, &dst, links)?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// Identity of an entry before a step: inode and its birth time (inode numbers are reused at

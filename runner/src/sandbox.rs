@@ -574,14 +574,16 @@ const RUNTIME_MOUNT_DIRS: [&str; 3] = ["dev", "proc", "sys"];
 
 fn add_runtime_mount_points(rootfs: &Rootfs) -> std::io::Result<()> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    // (A deep chain's flattened view stands for most of its layers, whiteouts applied.)
+    let lowers = rootfs.snapshots.lowers(rootfs.layers);
     for name in RUNTIME_MOUNT_DIRS {
         let in_upper = rootfs.upper.fs.join(name);
         if std::fs::symlink_metadata(&in_upper).is_ok() {
             continue;
         }
         // The topmost layer that mentions the name decides; a whiteout means "deleted".
-        let exists = rootfs.layers.iter().rev().find_map(|layer| {
-            std::fs::symlink_metadata(rootfs.snapshots.layer_dir(layer).join(name))
+        let exists = lowers.iter().find_map(|lower| {
+            std::fs::symlink_metadata(lower.join(name))
                 .ok()
                 .map(|m| !(m.file_type().is_char_device() && m.rdev() == 0))
         });

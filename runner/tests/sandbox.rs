@@ -643,3 +643,149 @@ fn kernel_interfaces_are_masked_and_read_only_as_in_buildkit() {
         r.stderr
     );
 }
+
+/// Every entry under `root`: path, kind, mode, content or link target, sorted.
+fn tree_listing(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out: Vec<String> = walkdir(root)
+        .into_iter()
+        .map(|rel| {
+            let p = root.join(&rel);
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            let what = if meta.is_dir() {
+                "dir".to_string()
+            } else if meta.is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).unwrap().display())
+            } else {
+                format!("{:?}", std::fs::read(&p).unwrap())
+            };
+            format!(
+                "{rel} {:o} {}:{} {what}",
+                meta.mode(),
+                meta.uid(),
+                meta.gid()
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A chain of `FLATTEN_FROM` layers or more runs over a flattened view of most of them: the
+/// process sees what an overlay of every layer shows (whiteouts, opaque directories, later
+/// files over earlier ones), and writing a file of the view changes no snapshot.
+#[test]
+fn deep_chains_run_over_a_flattened_view_that_shows_every_layer() {
+    use rbuild_runner::snapshot::{FLATTEN_FROM, FLATTEN_STEP};
+    if skip_reason().is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_snapshots(&dir.path().join("snapshots"));
+    let mut layers = vec![busybox_layer(&s)];
+    let n = FLATTEN_FROM + FLATTEN_STEP + 3;
+    for i in 1..n {
+        let u = s.new_upper().unwrap();
+        std::fs::create_dir_all(u.fs.join("n")).unwrap();
+        std::fs::write(u.fs.join("n").join(i.to_string()), "").unwrap();
+        let data = u.fs.join("data");
+        match i {
+            3 => {
+                std::fs::create_dir_all(data.join("sub")).unwrap();
+                std::fs::write(data.join("f"), "three").unwrap();
+                std::fs::write(data.join("gone"), "").unwrap();
+                std::fs::write(data.join("sub/x"), "").unwrap();
+            }
+            10 => {
+                std::fs::create_dir_all(&data).unwrap();
+                nix::sys::stat::mknod(
+                    &data.join("gone"),
+                    nix::sys::stat::SFlag::S_IFCHR,
+                    nix::sys::stat::Mode::empty(),
+                    0,
+                )
+                .unwrap();
+            }
+            20 => {
+                std::fs::create_dir_all(&data).unwrap();
+                std::fs::write(data.join("f"), "twenty").unwrap();
+            }
+            25 => {
+                std::fs::create_dir_all(data.join("sub")).unwrap();
+                rbuild_runner::sys::xattr::set(
+                    &data.join("sub"),
+                    rbuild_runner::diff::overlay_opaque_xattr(),
+                    b"y",
+                )
+                .unwrap();
+                std::fs::write(data.join("sub/y"), "").unwrap();
+            }
+            i if i == n - 1 => std::fs::write(u.fs.join("top"), "top").unwrap(),
+            _ => {}
+        }
+        let id = format!("sha256:{i:064x}");
+        s.commit(u, &id).unwrap();
+        layers.push(id);
+    }
+    // A view made from a shorter one is the view made from the layers, and what applying
+    // every layer by copying them makes.
+    let prefix = n - n % FLATTEN_STEP;
+    let shorter = s.flattened(&layers[..prefix - FLATTEN_STEP]).unwrap();
+    let view = s.flattened(&layers[..prefix]).unwrap();
+    let copied = dir.path().join("copied");
+    std::fs::create_dir(&copied).unwrap();
+    rbuild_runner::native::materialize(&s, &layers[..prefix], &copied).unwrap();
+    assert_eq!(tree_listing(&view), tree_listing(&copied));
+    assert_ne!(tree_listing(&view), tree_listing(&shorter));
+    // Its files are the snapshots' own inodes.
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let twenty = s.layer_dir(&layers[20]).join("data/f");
+    assert_eq!(ino(&view.join("data/f")), ino(&twenty));
+
+    let upper = s.new_upper().unwrap();
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let script = "cat /data/f; echo; ls /data; ls /data/sub; ls /n | wc -l; cat /top; echo; \
+                  echo changed > /data/f";
+    let process = Process {
+        args: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        env: vec!["PATH=/bin".into()],
+        cwd: "/".into(),
+        user: "root".into(),
+        hostname: sandbox::BUILD_HOSTNAME.into(),
+        network: Network::None,
+        stdio: Stdio::Capture,
+        dev_files: vec![],
+        mounts: vec![],
+        limits: rbuild_solver::ExecLimits::default(),
+        privileged: false,
+    };
+    let mut out = Vec::new();
+    let rootfs = Rootfs {
+        snapshots: &s,
+        layers: &layers,
+        upper: &upper,
+    };
+    let exit = sandbox::run(
+        &rootfs,
+        &process,
+        &run_dir,
+        &mut |_, data| out.extend_from_slice(data),
+        &no_cancel(),
+    )
+    .unwrap();
+    assert_eq!(exit, Exit::Code(0), "{}", String::from_utf8_lossy(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        format!("twenty\nf\nsub\ny\n{}\ntop\n", n - 1)
+    );
+    assert_eq!(
+        std::fs::read_to_string(upper.fs.join("data/f")).unwrap(),
+        "changed\n"
+    );
+    assert_eq!(std::fs::read_to_string(&twenty).unwrap(), "twenty");
+    assert_eq!(
+        std::fs::read_to_string(view.join("data/f")).unwrap(),
+        "twenty"
+    );
+}

@@ -314,6 +314,11 @@ pub fn prune(state: &State, options: &PruneOptions) -> Result<Pruned> {
             pruned.freed += size;
         }
     }
+    // Flattened views hold links to snapshots' files: made again when a step needs them.
+    state
+        .snapshots
+        .remove_flattened()
+        .context("removing flattened layer views")?;
     crate::store::origins::sweep(state);
     // Downloads are build cache; cache mounts only go with --all.
     let unconditional = options.keep_recent.is_none() && options.keep_storage.is_none();

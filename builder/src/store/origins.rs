@@ -22,7 +22,8 @@ pub fn save(state: &State, config: &Digest, origins: &[LayerOrigin]) -> std::io:
     let dir = file.parent().expect("origins/");
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    serde_json::to_writer(&mut tmp, origins)?;
+    // One write, not one per JSON token (thousands for a deep image).
+    std::io::Write::write_all(&mut tmp, &serde_json::to_vec(origins)?)?;
     tmp.persist(&file).map_err(|e| e.error)?;
     Ok(())
 }
