@@ -60,17 +60,72 @@ impl Compression {
     }
 }
 
-/// Counts the uncompressed bytes an export compresses (or writes), for progress.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+/// Where a copy of a new blob's bytes goes while the blob is written: a push streams each
+/// layer it compresses to the registry as it is made (see `commands::push`).
+pub trait Tap: Send {
+    /// The next bytes of the blob.
+    fn write(&mut self, bytes: &[u8]);
+    /// The blob is whole and committed. A tap dropped without this abandons what it got.
+    fn done(self: Box<Self>);
+}
+
+/// Makes a [`Tap`] for each new blob an export writes, or none.
+pub type Taps = Box<dyn Fn() -> Option<Box<dyn Tap>> + Send + Sync>;
+
+/// Counts the uncompressed bytes an export compresses (or writes), for progress; with
+/// [`Counter::with_taps`], also hands the bytes of every new blob to a tap.
+#[derive(Default)]
+pub struct Counter {
+    bytes: AtomicU64,
+    taps: Option<Taps>,
+}
+
+impl std::fmt::Debug for Counter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counter")
+            .field("bytes", &self.bytes)
+            .field("taps", &self.taps.is_some())
+            .finish()
+    }
+}
 
 impl Counter {
+    /// A counter whose new blobs are also written to the taps `taps` makes.
+    pub fn with_taps(taps: Taps) -> Counter {
+        Counter {
+            bytes: AtomicU64::new(0),
+            taps: Some(taps),
+        }
+    }
+
     /// Bytes counted so far.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.bytes.load(Ordering::Relaxed)
     }
     fn add(&self, n: usize) {
-        self.0.fetch_add(n as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    fn tap(&self) -> Option<Box<dyn Tap>> {
+        self.taps.as_ref().and_then(|make| make())
+    }
+}
+
+/// A new blob's file, and the tap that sees its bytes too.
+struct Tapped<W> {
+    file: W,
+    tap: Option<Box<dyn Tap>>,
+}
+
+impl<W: Write> Write for Tapped<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        if let Some(tap) = &mut self.tap {
+            tap.write(&buf[..n]);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -262,7 +317,10 @@ fn compress_to_blob(
     fill: impl FnOnce(&mut dyn Write) -> Result<()>,
     check: impl FnOnce(&Digest) -> Result<()>,
 ) -> Result<(Digest, Digest, u64)> {
-    let ingest = state.store.ingest()?;
+    let ingest = Tapped {
+        file: state.store.ingest()?,
+        tap: counter.tap(),
+    };
     let encoder = Encoder::new(BufWriter::with_capacity(1 << 20, ingest), compression)?;
     let mut tee = Tee {
         inner: BufWriter::with_capacity(1 << 20, encoder),
@@ -275,7 +333,10 @@ fn compress_to_blob(
     let encoder = tee.inner.into_inner().map_err(|e| e.into_error())?;
     let ingest = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;
     let expected = (compression.media_type == OCI_LAYER_TAR).then_some(&diff_id);
-    let (digest, size) = ingest.commit(expected)?;
+    let (digest, size) = ingest.file.commit(expected)?;
+    if let Some(tap) = ingest.tap {
+        tap.done();
+    }
     Ok((diff_id, digest, size))
 }
 

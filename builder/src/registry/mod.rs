@@ -828,6 +828,61 @@ impl Registry {
         Ok(Digest::of(manifest))
     }
 
+    /// Uploads a blob whose bytes arrive in `chunks` while it is being made (its digest is
+    /// computed as they go, see `export::compress::Tap`); returns its digest and size. Not
+    /// retried: the bytes are gone. A blob whose upload failed is uploaded from its file by
+    /// [`Registry::push`], as any other.
+    pub async fn upload_stream(
+        &self,
+        r: &Reference,
+        chunks: tokio::sync::mpsc::Receiver<Chunk>,
+    ) -> Result<(Digest, u64)> {
+        let client = self.client(r.resolve_registry()).await?;
+        let stream = futures_util::stream::unfold(Some(chunks), |rx| async move {
+            let mut rx = rx?;
+            let abandoned = || {
+                let why = "the blob was abandoned before it was whole".to_string();
+                Some((
+                    Err(oci_client::errors::OciDistributionError::GenericError(
+                        Some(why),
+                    )),
+                    None,
+                ))
+            };
+            let mut bytes = match rx.recv().await {
+                Some(Chunk::Data(b)) => bytes::BytesMut::from(b),
+                Some(Chunk::Done) => return None,
+                None => return abandoned(),
+            };
+            // What came meanwhile goes in the same request (fewer round trips when the
+            // registry is slower than the compressor).
+            let mut done = false;
+            while bytes.len() < UPLOAD_CHUNK {
+                match rx.try_recv() {
+                    Ok(Chunk::Data(b)) => bytes.extend_from_slice(&b),
+                    Ok(Chunk::Done) => {
+                        done = true;
+                        break;
+                    }
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                        return abandoned();
+                    }
+                }
+            }
+            // After the last bytes, the stream ends (`Done` was taken).
+            let next = if done { None } else { Some(rx) };
+            Some((Ok(bytes.freeze()), next))
+        });
+        let pushed = client
+            .push_blob_stream_chunked(r, stream)
+            .await
+            .map_err(|e| self.request_error(r, "failed to push a new blob to", &e))?;
+        let digest = Digest::parse(&pushed.blob_digest)
+            .ok_or_else(|| Error::local("a pushed blob's digest", pushed.blob_digest.clone()))?;
+        Ok((digest, pushed.size))
+    }
+
     /// Uploads one blob from the store, streamed from its file in one request.
     async fn upload(
         &self,
@@ -902,6 +957,18 @@ pub fn challenge_params(header: &str, scheme: &str) -> Option<Vec<(String, Strin
     }
     Some(params)
 }
+
+/// Part of a blob streamed to [`Registry::upload_stream`] while it is made.
+#[derive(Debug)]
+pub enum Chunk {
+    /// The next bytes.
+    Data(bytes::Bytes),
+    /// The blob is whole: the upload may be committed.
+    Done,
+}
+
+/// The most bytes of a streamed blob sent in one request.
+const UPLOAD_CHUNK: usize = 8 << 20;
 
 /// How many times a registry request that failed transiently is made in all.
 const ATTEMPTS: u32 = 3;
