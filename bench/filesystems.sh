@@ -26,7 +26,7 @@ for fs in ext4 xfs btrfs; do
   case $fs in
     ext4) mkfs.ext4 -q -F "$img" ;;
     xfs) mkfs.xfs -q -f "$img" ;;
-    btrfs) mkfs.btrfs -q -f "$img" ;;
+    btrfs) mkfs.btrfs -q -f "$img" >/dev/null ;;
   esac
   mkdir -p "$mnt" && mount -o loop "$img" "$mnt" && mounted+=("$mnt")
   ctx=$mnt/ctx
@@ -42,7 +42,7 @@ files=$(find "$work/ext4/ctx/src" -type f | wc -l)
 args=(--style basic --warmup 1 --runs "$runs" --export-json "$work/fs.json")
 for fs in ext4 xfs btrfs; do
   mnt=$work/$fs
-  args+=(-n "rbuild-$fs" "env RBUILD_ROOT=$mnt/root $rbuild build -q --provenance=false --no-cache -t fs-bench $mnt/ctx")
+  args+=(--prepare true -n "rbuild-$fs" "env RBUILD_ROOT=$mnt/root $rbuild build -q --provenance=false --no-cache -t fs-bench $mnt/ctx")
   args+=(--prepare "rm -rf $mnt/copy" -n "cp-$fs" "cp -a $mnt/ctx/src $mnt/copy")
   if [ "$fs" != ext4 ]; then
     args+=(--prepare "rm -rf $mnt/copy" -n "reflink-$fs" "cp -a --reflink=always $mnt/ctx/src $mnt/copy")

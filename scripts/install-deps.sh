@@ -13,6 +13,7 @@
 #                   scripts/reprotest.sh checks that images are reproducible
 #   git, tmux       git servers for ADD and contexts from git; a terminal for the live view
 #   rpm             rpmbuild and an RPM database made by rpm itself, for the SBOM tests
+#   xfsprogs        an xfs loop filesystem, where COPY must make reflinks (runner tests)
 #   debootstrap     target/debian-minbase.tar, a real Debian root filesystem (the SBOM tests
 #                   compare rbuild's package list with dpkg-query's inside it)
 #   python3-venv    target/test-venv, with PyPI's spdx-tools (pyspdxtools validates SBOMs)
@@ -39,7 +40,8 @@ install() {
 install "" busybox-static:/bin/busybox docker-registry:/usr/bin/docker-registry skopeo:/usr/bin/skopeo \
   umoci:/usr/bin/umoci curl:/usr/bin/curl procps:/usr/bin/ps python3:/usr/bin/python3 \
   uidmap:/usr/bin/newuidmap slirp4netns:/usr/bin/slirp4netns iproute2:/usr/bin/ip gcc:/usr/bin/gcc \
-  make:/usr/bin/make git:/usr/bin/git tmux:/usr/bin/tmux rpm:/usr/bin/rpmbuild
+  make:/usr/bin/make git:/usr/bin/git tmux:/usr/bin/tmux rpm:/usr/bin/rpmbuild \
+  xfsprogs:/usr/sbin/mkfs.xfs
 # Without recommends: reprotest's would bring every comparator of the full diffoscope.
 install --no-install-recommends reprotest:/usr/bin/reprotest diffoscope-minimal:/usr/bin/diffoscope \
   faketime:/usr/bin/faketime disorderfs:/usr/bin/disorderfs

@@ -426,3 +426,114 @@ fn a_big_tree_is_copied_exactly() {
         }
     }
 }
+
+/// A loop filesystem made by `mkfs` (`kind`), mounted on `dir`, unmounted when dropped.
+struct LoopFs {
+    dir: PathBuf,
+}
+
+impl LoopFs {
+    fn make(kind: &str, image: &Path, dir: &Path) -> LoopFs {
+        let run = |program: &str, args: &[&str]| {
+            let out = std::process::Command::new(program)
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("{program}: {e} (Debian package xfsprogs)"));
+            assert!(out.status.success(), "{program} {args:?}: {out:?}");
+        };
+        std::fs::File::create(image)
+            .unwrap()
+            .set_len(512 << 20)
+            .unwrap();
+        run(
+            &format!("mkfs.{kind}"),
+            &["-q", "-f", image.to_str().unwrap()],
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        run(
+            "mount",
+            &["-o", "loop", image.to_str().unwrap(), dir.to_str().unwrap()],
+        );
+        LoopFs {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+/// Whether every extent of `path` is shared with another file (`FIEMAP`'s flag, as
+/// `filefrag -v` prints it).
+fn extents_shared(path: &Path) -> bool {
+    let out = std::process::Command::new("filefrag")
+        .arg("-v")
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let extents: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
+        })
+        .collect();
+    !extents.is_empty() && extents.iter().all(|l| l.contains("shared"))
+}
+
+/// On xfs, whose `copy_file_range` shares extents, a COPY from a context on the same
+/// filesystem as the state directory copies no data: the layer's files are reflinks of the
+/// context's (the data goes into the overlay's upper directory, not through the overlay, which
+/// is another filesystem).
+#[test]
+fn copies_on_xfs_share_the_contexts_extents() {
+    if !is_root() {
+        eprintln!("skipped: needs root for loop mounts and overlayfs");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fs = LoopFs::make("xfs", &dir.path().join("xfs.img"), &dir.path().join("xfs"));
+    let s = open_snapshots(&fs.dir.join("snapshots"));
+    let ctx = fs.dir.join("context");
+    std::fs::create_dir_all(ctx.join("src")).unwrap();
+    let data: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(ctx.join("src/big"), &data).unwrap();
+    std::fs::write(ctx.join("src/small"), "small").unwrap();
+    let upper = s.new_upper().unwrap();
+    let copy = FileAction::Copy {
+        source: 1,
+        paths: vec!["src".into()],
+        dest: "/app".into(),
+        owner: None,
+        mode: None,
+        chmod: None,
+        unpack_archives: false,
+        ignore: vec![],
+        include_patterns: vec![],
+        exclude_patterns: vec![],
+    };
+    let spec = FileOpSpec {
+        snapshots: &s,
+        base: &[base_layer(&s)],
+        upper: &upper,
+        sources: &[Source::Layers(vec![]), Source::Host(ctx.clone())],
+    };
+    fileop::run(&spec, &[copy], &fs.dir.join("run")).unwrap();
+    let copied = upper.fs.join("app/big");
+    assert_eq!(std::fs::read(&copied).unwrap(), data);
+    assert_eq!(
+        std::fs::read_to_string(upper.fs.join("app/small")).unwrap(),
+        "small"
+    );
+    assert!(
+        extents_shared(&copied),
+        "not a reflink of the context's file"
+    );
+    assert!(extents_shared(&ctx.join("src/big")));
+}

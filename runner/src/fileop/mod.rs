@@ -169,9 +169,9 @@ fn prepare_and_run(
     let err_fd = err_w.as_raw_fd();
     let child = fork_child(|| {
         let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+        let upper = dest_overlay.as_ref().map(|_| spec.upper.fs.as_path());
         let result = in_namespace(
-            &dest,
-            dest_overlay.as_ref(),
+            (&dest, dest_overlay.as_ref(), upper),
             &source_mounts,
             &keep_owner,
             actions,
@@ -210,9 +210,10 @@ fn prepare_and_run(
     }
 }
 
+/// The file op's child: mounts the destination (`dest`, with its overlay and the overlay's
+/// upper directory) and the sources, then does the actions.
 fn in_namespace(
-    dest: &Path,
-    dest_overlay: Option<&OverlayMount>,
+    (dest, dest_overlay, upper): (&Path, Option<&OverlayMount>, Option<&Path>),
     sources: &[(PathBuf, Option<OverlayMount>)],
     keep_owner: &[bool],
     actions: &[FileAction],
@@ -257,6 +258,7 @@ fn in_namespace(
                     chmod: chmod.as_ref(),
                     unpack_archives: *unpack_archives,
                     keep_owner: keep_owner.get(*source).copied().unwrap_or(false),
+                    upper,
                     filter: CopyFilter::new(ignore, include_patterns, exclude_patterns),
                 };
                 copy(src_root, dest, paths, to, &options)?;
