@@ -103,7 +103,9 @@ bench/push.sh > "$work/push-source.md"
 bench/coldbase.sh > "$work/coldbase.md"
 # Scaling curves: context size, image depth, RUN chains (its own script; writes bench/scaling.svg).
 bench/scaling.sh > "$work/scaling.md"
-python3 - "$work/cold.json" "$work/warm.json" "$runs" "$work/runs1.json" "$work/runs50.json" "$work/noop.json" "$work/onefile.json" "$work/sleeps.json" "$work/push.json" "$work/export-rss" "$work/farm.md" "$work/sbom.md" "$work/push-source.md" "$work/coldbase.md" "$work/scaling.md" bench/history.md > BENCHMARKS.md <<'PY'
+# COPY on ext4, xfs and btrfs loop filesystems (its own script).
+bench/filesystems.sh > "$work/filesystems.md"
+python3 - "$work/cold.json" "$work/warm.json" "$runs" "$work/runs1.json" "$work/runs50.json" "$work/noop.json" "$work/onefile.json" "$work/sleeps.json" "$work/push.json" "$work/export-rss" "$work/farm.md" "$work/sbom.md" "$work/push-source.md" "$work/coldbase.md" "$work/scaling.md" "$work/filesystems.md" bench/history.md > BENCHMARKS.md <<'PY'
 import json, sys, platform, datetime
 cold, warm = (json.load(open(p))["results"] for p in sys.argv[1:3])
 runs = sys.argv[3]
@@ -159,6 +161,7 @@ print()
 print(open(sys.argv[13]).read())
 print(open(sys.argv[14]).read())
 print(open(sys.argv[15]).read())
+print(open(sys.argv[16]).read())
 print(open(sys.argv[11]).read())
 print(open(sys.argv[12]).read())
 print("## Frontend")
@@ -176,6 +179,6 @@ print("over a 1 GiB image in the real sandbox, then times making its layer tar a
 print("sets a target of 5 ms; the diff reads only the step's overlay upper directory, so its cost")
 print("follows what the step changed, not the size of the image.")
 print()
-print(open(sys.argv[16]).read().rstrip())
+print(open(sys.argv[17]).read().rstrip())
 PY
 cat BENCHMARKS.md
