@@ -112,10 +112,11 @@ fn copy_leaf(
 
 /// Applies the layers (bottom first) of `snapshots` to the empty directory `dest`.
 pub fn materialize(snapshots: &Snapshotter, layers: &[String], dest: &Path) -> io::Result<()> {
-    apply_layers(snapshots, layers, dest, Leaves::Copy)
+    let dirs: Vec<PathBuf> = layers.iter().map(|l| snapshots.layer_dir(l)).collect();
+    apply_dirs(&dirs, dest, Leaves::Copy)
 }
 
-/// How [`apply`] makes the files, links and devices of a layer in the destination.
+/// How [`apply_dirs`] makes the files, links and devices of a layer in the destination.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Leaves {
     /// Copies with their metadata: the destination may be written.
@@ -125,31 +126,18 @@ pub(crate) enum Leaves {
     Link,
 }
 
-/// Applies `layers` (bottom first) of `snapshots` to `dest`, making leaves as `leaves` says.
-fn apply_layers(
-    snapshots: &Snapshotter,
-    layers: &[String],
-    dest: &Path,
-    leaves: Leaves,
-) -> io::Result<()> {
-    let dirs: Vec<PathBuf> = layers.iter().map(|l| snapshots.layer_dir(l)).collect();
-    apply_dirs(&dirs, dest, leaves)
-}
-
 /// Applies the directories `layers` (bottom first; snapshots in overlay format) to `dest`,
 /// making leaves as `leaves` says.
 pub(crate) fn apply_dirs(layers: &[PathBuf], dest: &Path, leaves: Leaves) -> io::Result<()> {
     for layer in layers {
-        let mut dirs = Vec::new();
-        let mut links = HashMap::new();
         let mut apply = Apply {
-            dirs: &mut dirs,
-            links: &mut links,
+            dirs: Vec::new(),
+            links: HashMap::new(),
             leaves,
         };
         apply.dir(layer, dest)?;
         // Directory times last, deepest first: writing their contents changed them.
-        for (src, meta, dst) in dirs.into_iter().rev() {
+        for (src, meta, dst) in apply.dirs.into_iter().rev() {
             copy_metadata(&src, &meta, &dst)?;
         }
     }
@@ -166,13 +154,13 @@ type DirMeta = (PathBuf, std::fs::Metadata, PathBuf);
 
 /// One layer being applied: the directories whose metadata is set at the end, the hard links
 /// copied so far, how leaves are made.
-struct Apply<'a> {
-    dirs: &'a mut Vec<DirMeta>,
-    links: &'a mut HashMap<(u64, u64), PathBuf>,
+struct Apply {
+    dirs: Vec<DirMeta>,
+    links: HashMap<(u64, u64), PathBuf>,
     leaves: Leaves,
 }
 
-impl Apply<'_> {
+impl Apply {
     fn dir(&mut self, layer_dir: &Path, dest_dir: &Path) -> io::Result<()> {
         for entry in std::fs::read_dir(layer_dir)? {
             let entry = entry?;
@@ -203,7 +191,7 @@ impl Apply<'_> {
                 && !meta.file_type().is_socket()
                 && std::fs::hard_link(&src, &dst).is_ok();
             if !linked {
-                copy_leaf(&src, &meta, &dst, self.links)?;
+                copy_leaf(&src, &meta, &dst, &mut self.links)?;
             }
         }
         Ok(())

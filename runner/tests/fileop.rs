@@ -81,6 +81,22 @@ fn context(dir: &Path) -> PathBuf {
     c
 }
 
+/// A COPY of `path` from the context (source 1) to `dest`, with no options.
+fn plain_copy(path: &str, dest: &str) -> FileAction {
+    FileAction::Copy {
+        source: 1,
+        paths: vec![path.into()],
+        dest: dest.into(),
+        owner: None,
+        mode: None,
+        chmod: None,
+        unpack_archives: false,
+        ignore: vec![],
+        include_patterns: vec![],
+        exclude_patterns: vec![],
+    }
+}
+
 fn walk(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -323,18 +339,7 @@ fn missing_source_is_reported() {
             upper: &upper,
             sources: &[Source::Layers(vec![]), Source::Host(ctx)],
         },
-        &[FileAction::Copy {
-            source: 1,
-            paths: vec!["nope".into()],
-            dest: "/x".into(),
-            owner: None,
-            mode: None,
-            chmod: None,
-            unpack_archives: false,
-            ignore: vec![],
-            include_patterns: vec![],
-            exclude_patterns: vec![],
-        }],
+        &[plain_copy("nope", "/x")],
         &dir.path().join("run"),
     )
     .unwrap_err();
@@ -388,18 +393,7 @@ fn a_big_tree_is_copied_exactly() {
             upper: &upper,
             sources: &[Source::Layers(vec![]), Source::Host(ctx.clone())],
         },
-        &[FileAction::Copy {
-            source: 1,
-            paths: vec!["tree".into()],
-            dest: "/copied".into(),
-            owner: None,
-            mode: None,
-            chmod: None,
-            unpack_archives: false,
-            ignore: vec![],
-            include_patterns: vec![],
-            exclude_patterns: vec![],
-        }],
+        &[plain_copy("tree", "/copied")],
         &dir.path().join("run"),
     )
     .unwrap();
@@ -506,18 +500,7 @@ fn copies_on_xfs_share_the_contexts_extents() {
     std::fs::write(ctx.join("src/big"), &data).unwrap();
     std::fs::write(ctx.join("src/small"), "small").unwrap();
     let upper = s.new_upper().unwrap();
-    let copy = FileAction::Copy {
-        source: 1,
-        paths: vec!["src".into()],
-        dest: "/app".into(),
-        owner: None,
-        mode: None,
-        chmod: None,
-        unpack_archives: false,
-        ignore: vec![],
-        include_patterns: vec![],
-        exclude_patterns: vec![],
-    };
+    let copy = plain_copy("src", "/app");
     let spec = FileOpSpec {
         snapshots: &s,
         base: &[base_layer(&s)],

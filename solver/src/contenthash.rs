@@ -370,28 +370,14 @@ fn walk(
     };
     let record = record_of(host, rel, &meta)?;
     let ft = meta.file_type();
-    if ft.is_file() {
-        let key = StatKey::of(&meta);
-        let digest = match stats.and_then(|s| s.get(host, &key)) {
-            Some(digest) => digest,
-            None => {
-                let digest = hash_file(host)?;
-                if let Some(s) = stats {
-                    s.put(host, key, digest.clone());
-                }
-                digest
-            }
+    if !ft.is_dir() {
+        let content = match ft.is_file() {
+            true => Some(file_digest(host, &meta, stats)?),
+            false => None,
         };
         return Ok(Found {
             record,
-            content: Some(digest),
-            below: Vec::new(),
-        });
-    }
-    if !ft.is_dir() {
-        return Ok(Found {
-            record,
-            content: None,
+            content,
             below: Vec::new(),
         });
     }
@@ -428,6 +414,24 @@ fn walk(
         content: None,
         below,
     })
+}
+
+/// The digest of the regular file at `host` (metadata `meta`): the one `stats` knows for it
+/// unchanged, else read and hashed, and told to `stats`.
+fn file_digest(
+    host: &Path,
+    meta: &std::fs::Metadata,
+    stats: Option<&crate::statcache::StatCache>,
+) -> Result<Digest> {
+    let key = StatKey::of(meta);
+    if let Some(digest) = stats.and_then(|s| s.get(host, &key)) {
+        return Ok(digest);
+    }
+    let digest = hash_file(host)?;
+    if let Some(s) = stats {
+        s.put(host, key, digest.clone());
+    }
+    Ok(digest)
 }
 
 fn hash_file(path: &Path) -> Result<Digest> {

@@ -3,12 +3,12 @@
 //! files are queued and written by up to [`WRITERS`] threads at once, one per two cores
 //! (`io::copy` between files is `copy_file_range`, which xfs and btrfs make a reflink when both
 //! ends share the filesystem: the data goes into the overlay's upper directory directly, see
-//! [`copy_data`]), and each directory's metadata is set after everything
-//! below it is written, since writing in it changes its times. One per two cores because the
-//! copy is all kernel work: on a 2-core machine two or four writers gained nothing measurable
-//! on a cold `COPY` of a source tree and cost a third (two) to two thirds (four) more system
-//! time (ext4 creates a directory's files one at a time under its lock, and the other threads
-//! spin on it), so there the copy is one thread.
+//! [`copy_data`]), and each directory's metadata is set after everything below it is written,
+//! since writing in it changes its times. One per two cores because the copy is all kernel
+//! work: on a 2-core machine two or four writers gained nothing measurable on a cold `COPY` of
+//! a source tree and cost a third (two) to two thirds (four) more system time (ext4 creates a
+//! directory's files one at a time under its lock, and the other threads spin on it), so there
+//! the copy is one thread.
 
 use super::archive::{archive_kind, unpack};
 use super::{Owner, chown, chown_error, create_dirs, owner_of};
@@ -203,8 +203,8 @@ fn write_file(file: &Entry, attrs: Attrs) -> Result<(), String> {
     copy_metadata(src, &file.meta, Target::File(&to, dst), attrs)
 }
 
-/// Copies the data of `from` into `to`, the file just created at `dst` (below `root`) through
-/// the destination overlay whose upper directory is `upper`. That new file is a file of the
+/// Copies the data of `from` into `to`, the file just created at `dst` through the destination
+/// overlay; `upper` is that overlay's root and upper directory. That new file is a file of the
 /// upper directory, which is written directly when it is there (the same inode): across the
 /// overlay, `copy_file_range` fails (the overlay is another filesystem) and the bytes are
 /// copied, while between the source and the upper directory, when they share a filesystem,
