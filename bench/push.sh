@@ -2,7 +2,8 @@
 # Pushing a freshly built image whose new layer (~115 MiB) is source-like, as application
 # layers are: Python's standard library (sources and bytecode), C and C++ headers, and three
 # executables, plus a marker that makes the layer new for every run (one `COPY n src/ /data/`,
-# rebuilt untimed before each run). Timed for rbuild, BuildKit (dockerd's) and Buildah in one
+# rebuilt untimed before each run, then synced, so that the build's writeback does not land in
+# the push's time). Timed for rbuild, BuildKit (dockerd's) and Buildah in one
 # run, each pushing to the loopback registry as its users do; rbuild also at gzip levels 1 to
 # 6, to choose its default. Prints a Markdown section with the times and the compressed size
 # of the layer each gives. Needs root and the reference builders.
@@ -23,14 +24,14 @@ mark="date +%s%N > $ctx/n"
 date +%s%N > "$ctx/n"
 args=(--style basic --warmup 1 --runs "$runs" --export-json "$work/push.json")
 for level in 1 2 3 4 5 6; do
-  args+=(--prepare "sh -c '$mark && $rbuild build -q --provenance=false -t bench-push $ctx'"
+  args+=(--prepare "sh -c '$mark && $rbuild build -q --provenance=false -t bench-push $ctx && sync'"
     -n "rbuild-$level" "$rbuild build -q --provenance=false -o type=registry,name=$reg/bench/rbuild-$level:latest,compression-level=$level $ctx")
 done
-args+=(--prepare "sh -c '$mark && $rbuild build -q -t bench-push $ctx'"
+args+=(--prepare "sh -c '$mark && $rbuild build -q -t bench-push $ctx && sync'"
   -n rbuild "$rbuild push bench-push $reg/bench/rbuild-push:latest"
-  --prepare "sh -c '$mark && /usr/bin/docker build -q -t $reg/bench/buildkit-push $ctx'"
+  --prepare "sh -c '$mark && /usr/bin/docker build -q -t $reg/bench/buildkit-push $ctx && sync'"
   -n buildkit "/usr/bin/docker push -q $reg/bench/buildkit-push"
-  --prepare "sh -c '$mark && buildah bud --runtime /usr/sbin/runc --tls-verify=false --layers -q -t localhost/bench-push $ctx'"
+  --prepare "sh -c '$mark && buildah bud --runtime /usr/sbin/runc --tls-verify=false --layers -q -t localhost/bench-push $ctx && sync'"
   -n buildah "buildah push -q --tls-verify=false localhost/bench-push docker://$reg/bench/buildah-push:latest")
 hyperfine "${args[@]}" >&2
 # The size of the new layer each pushed (the largest of its image).
