@@ -170,6 +170,11 @@ impl Write for Ingest {
 }
 
 impl Ingest {
+    /// The digest of what was written so far.
+    pub fn digest(&self) -> Digest {
+        Digest::from_hasher(self.hasher.clone())
+    }
+
     /// Finishes the blob: fsync, verify against `expected` if given, rename into place.
     pub fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
         self.file.flush()?;
