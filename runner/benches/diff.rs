@@ -81,6 +81,7 @@ fn bench(c: &mut Criterion) {
                 snapshots: &s,
                 layers: &layers,
                 upper: &upper,
+                volatile: true,
             },
             &process,
             &run_dir,

@@ -159,6 +159,10 @@ pub struct Rootfs<'a> {
     pub layers: &'a [String],
     /// Where changes go.
     pub upper: &'a Upper,
+    /// Whether `upper` is a step's, thrown away or made a snapshot afterwards (mounted
+    /// volatile, see [`crate::snapshot::OverlayMount::volatile`]), rather than a kept
+    /// container's, which may be mounted again.
+    pub volatile: bool,
 }
 
 /// Why a process could not be run.
@@ -385,12 +389,14 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
                         scratch.push(upper);
                         scratch.last()
                     };
+                    // (A scratch upper is thrown away with the run.)
                     let overlay = OverlayMount::prepare(
                         &run_dir.join(format!("m{i}l")),
                         &lowers,
                         upper.map(|u| (u.fs.as_path(), u.work.as_path())),
                     )
-                    .map_err(|e| err("preparing the overlay of a mount", e))?;
+                    .map_err(|e| err("preparing the overlay of a mount", e))?
+                    .volatile();
                     Some((Some(overlay), point))
                 }
                 _ => None,
@@ -426,12 +432,15 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
             .map_err(|e| err("recording the root filesystem", e))?;
         (None, Some((baseline, made)))
     } else {
-        let overlay = OverlayMount::prepare(
+        let mut overlay = OverlayMount::prepare(
             &run_dir.join("l"),
             &lower,
             Some((&rootfs.upper.fs, &rootfs.upper.work)),
         )
         .map_err(|e| err("preparing the root overlay", e))?;
+        if rootfs.volatile {
+            overlay = overlay.volatile();
+        }
         (Some(overlay), None)
     };
 

@@ -136,6 +136,7 @@ fn run_with(
             snapshots: &s,
             layers: &layers,
             upper: &upper,
+            volatile: true,
         },
         &process,
         &run_dir,
@@ -297,6 +298,7 @@ fn missing_program_is_a_setup_error() {
             snapshots: &s,
             layers: &layers,
             upper: &upper,
+            volatile: true,
         },
         &process,
         &run_dir,
@@ -765,6 +767,7 @@ fn deep_chains_run_over_a_flattened_view_that_shows_every_layer() {
         snapshots: &s,
         layers: &layers,
         upper: &upper,
+        volatile: true,
     };
     let exit = sandbox::run(
         &rootfs,
@@ -788,4 +791,67 @@ fn deep_chains_run_over_a_flattened_view_that_shows_every_layer() {
         std::fs::read_to_string(view.join("data/f")).unwrap(),
         "twenty"
     );
+}
+
+/// A step's overlay is mounted volatile (its unmount does not sync the whole filesystem the
+/// upper directory is on), a kept container's is not; the store's one sync afterwards works.
+#[test]
+fn step_overlays_skip_syncing_and_kept_containers_do_not() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_snapshots(&dir.path().join("snapshots"));
+    if s.is_native() {
+        eprintln!("the native snapshotter mounts no overlay: nothing to check");
+        return;
+    }
+    let layers = vec![busybox_layer(&s)];
+    for volatile in [true, false] {
+        let upper = s.new_upper().unwrap();
+        let run_dir = dir.path().join(format!("run-{volatile}"));
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let process = Process {
+            args: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "grep ' / / ' /proc/self/mountinfo; echo data > /f".into(),
+            ],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/".into(),
+            user: "root".into(),
+            hostname: sandbox::BUILD_HOSTNAME.into(),
+            network: Network::None,
+            stdio: Stdio::Capture,
+            dev_files: vec![],
+            mounts: vec![],
+            limits: rbuild_solver::ExecLimits::default(),
+            privileged: false,
+        };
+        let mut out = Vec::new();
+        let rootfs = Rootfs {
+            snapshots: &s,
+            layers: &layers,
+            upper: &upper,
+            volatile,
+        };
+        let exit = sandbox::run(
+            &rootfs,
+            &process,
+            &run_dir,
+            &mut |_, data| out.extend_from_slice(data),
+            &no_cancel(),
+        )
+        .unwrap();
+        let out = String::from_utf8_lossy(&out);
+        assert_eq!(exit, Exit::Code(0), "{out}");
+        assert!(out.contains(" - overlay "), "{out}");
+        assert_eq!(out.contains("volatile"), volatile, "{out}");
+        assert_eq!(
+            std::fs::read_to_string(upper.fs.join("f")).unwrap(),
+            "data\n"
+        );
+    }
+    s.sync().unwrap();
 }

@@ -143,17 +143,25 @@ pub fn ensure_snapshots_reporting(
     layers: &[OutputLayer],
     report: &(dyn Fn(&OutputLayer, bool) + Sync),
 ) -> Result<()> {
-    layers
-        .par_iter()
+    let one = |layer: &&OutputLayer| -> Result<()> {
+        report(layer, false);
+        let _span = rbuild_solver::trace::span("pull", "unpack", || Some(layer.digest.to_string()));
+        unpack(state, layer)?;
+        report(layer, true);
+        Ok(())
+    };
+    // Every step asks, and its layers are almost always there: rayon's workers are woken only
+    // for two layers or more to unpack (once woken, they spin a while, taking the core from
+    // the step's sandbox).
+    let missing: Vec<&OutputLayer> = layers
+        .iter()
         .filter(|l| !state.snapshots.has(l.diff_id.as_str()))
-        .try_for_each(|layer| {
-            report(layer, false);
-            let _span =
-                rbuild_solver::trace::span("pull", "unpack", || Some(layer.digest.to_string()));
-            unpack(state, layer)?;
-            report(layer, true);
-            Ok(())
-        })
+        .collect();
+    match missing.as_slice() {
+        [] => Ok(()),
+        [layer] => one(layer),
+        _ => missing.par_iter().try_for_each(one),
+    }
 }
 
 fn unpack(state: &State, layer: &OutputLayer) -> Result<()> {

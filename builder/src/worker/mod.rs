@@ -463,6 +463,7 @@ impl BuildWorker {
                 snapshots: &state.snapshots,
                 layers: &layers,
                 upper: &upper,
+                volatile: true,
             },
             &process,
             &run_dir,

@@ -126,8 +126,10 @@ fn prepare_and_run(
         lowers.push(spec.snapshots.empty());
         let upper = (spec.upper.fs.as_path(), spec.upper.work.as_path());
         Some(
+            // The upper is made a snapshot afterwards.
             OverlayMount::prepare(&run_dir.join("destl"), &lowers, Some(upper))
-                .map_err(|e| format!("preparing the destination overlay: {e}"))?,
+                .map_err(|e| format!("preparing the destination overlay: {e}"))?
+                .volatile(),
         )
     };
     let mut source_mounts: Vec<(PathBuf, Option<OverlayMount>)> = Vec::new();

@@ -183,6 +183,8 @@ pub fn run(global: &Global, args: RunArgs) -> Result<i32> {
             snapshots: &state.snapshots,
             layers: &layers,
             upper: &upper,
+            // A kept container's changes are read later (diff, commit): synced, as Docker's.
+            volatile: false,
         },
         &process,
         &dir.join("run"),

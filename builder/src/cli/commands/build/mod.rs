@@ -503,6 +503,13 @@ fn solve(
         interrupt.abort();
         result
     });
+    // The steps' overlays, COPY and unpacking do not sync: one sync for the whole build,
+    // before the caller relies on its snapshots (see `Snapshotter::sync`).
+    let syncing = trace::span("build", "sync snapshots", || None);
+    if let Err(e) = state.snapshots.sync() {
+        eprintln!("warning: could not sync the build's snapshots to disk: {e}");
+    }
+    drop(syncing);
     // What the hashing learned is kept even if the build failed.
     if let Err(e) = state.cache.save_stats(&stats) {
         eprintln!("warning: could not save the stat cache: {e}");
