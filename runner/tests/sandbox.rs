@@ -183,6 +183,46 @@ fn no_cancel() -> Arc<AtomicBool> {
     Arc::new(AtomicBool::new(false))
 }
 
+/// Runs `script` as root with no network over `layers` of `s`, changes going to `upper`
+/// (mounted volatile if `volatile`); its exit and its output, both streams together.
+fn run_script(
+    s: &Snapshotter,
+    layers: &[String],
+    (upper, volatile): (&rbuild_runner::snapshot::Upper, bool),
+    run_dir: &Path,
+    script: &str,
+) -> (Exit, String) {
+    let process = Process {
+        args: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        env: vec!["PATH=/bin".into()],
+        cwd: "/".into(),
+        user: "root".into(),
+        hostname: sandbox::BUILD_HOSTNAME.into(),
+        network: Network::None,
+        stdio: Stdio::Capture,
+        dev_files: vec![],
+        mounts: vec![],
+        limits: rbuild_solver::ExecLimits::default(),
+        privileged: false,
+    };
+    let mut out = Vec::new();
+    let rootfs = Rootfs {
+        snapshots: s,
+        layers,
+        upper,
+        volatile,
+    };
+    let exit = sandbox::run(
+        &rootfs,
+        &process,
+        run_dir,
+        &mut |_, data| out.extend_from_slice(data),
+        &no_cancel(),
+    )
+    .unwrap();
+    (exit, String::from_utf8_lossy(&out).into_owned())
+}
+
 fn host_mounts_under(dir: &Path) -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
@@ -749,39 +789,9 @@ fn deep_chains_run_over_a_flattened_view_that_shows_every_layer() {
     std::fs::create_dir_all(&run_dir).unwrap();
     let script = "cat /data/f; echo; ls /data; ls /data/sub; ls /n | wc -l; cat /top; echo; \
                   echo changed > /data/f";
-    let process = Process {
-        args: vec!["/bin/sh".into(), "-c".into(), script.into()],
-        env: vec!["PATH=/bin".into()],
-        cwd: "/".into(),
-        user: "root".into(),
-        hostname: sandbox::BUILD_HOSTNAME.into(),
-        network: Network::None,
-        stdio: Stdio::Capture,
-        dev_files: vec![],
-        mounts: vec![],
-        limits: rbuild_solver::ExecLimits::default(),
-        privileged: false,
-    };
-    let mut out = Vec::new();
-    let rootfs = Rootfs {
-        snapshots: &s,
-        layers: &layers,
-        upper: &upper,
-        volatile: true,
-    };
-    let exit = sandbox::run(
-        &rootfs,
-        &process,
-        &run_dir,
-        &mut |_, data| out.extend_from_slice(data),
-        &no_cancel(),
-    )
-    .unwrap();
-    assert_eq!(exit, Exit::Code(0), "{}", String::from_utf8_lossy(&out));
-    assert_eq!(
-        String::from_utf8_lossy(&out),
-        format!("twenty\nf\nsub\ny\n{}\ntop\n", n - 1)
-    );
+    let (exit, out) = run_script(&s, &layers, (&upper, true), &run_dir, script);
+    assert_eq!(exit, Exit::Code(0), "{out}");
+    assert_eq!(out, format!("twenty\nf\nsub\ny\n{}\ntop\n", n - 1));
     assert_eq!(
         std::fs::read_to_string(upper.fs.join("data/f")).unwrap(),
         "changed\n"
@@ -812,39 +822,8 @@ fn step_overlays_skip_syncing_and_kept_containers_do_not() {
         let upper = s.new_upper().unwrap();
         let run_dir = dir.path().join(format!("run-{volatile}"));
         std::fs::create_dir_all(&run_dir).unwrap();
-        let process = Process {
-            args: vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                "grep ' / / ' /proc/self/mountinfo; echo data > /f".into(),
-            ],
-            env: vec!["PATH=/bin".into()],
-            cwd: "/".into(),
-            user: "root".into(),
-            hostname: sandbox::BUILD_HOSTNAME.into(),
-            network: Network::None,
-            stdio: Stdio::Capture,
-            dev_files: vec![],
-            mounts: vec![],
-            limits: rbuild_solver::ExecLimits::default(),
-            privileged: false,
-        };
-        let mut out = Vec::new();
-        let rootfs = Rootfs {
-            snapshots: &s,
-            layers: &layers,
-            upper: &upper,
-            volatile,
-        };
-        let exit = sandbox::run(
-            &rootfs,
-            &process,
-            &run_dir,
-            &mut |_, data| out.extend_from_slice(data),
-            &no_cancel(),
-        )
-        .unwrap();
-        let out = String::from_utf8_lossy(&out);
+        let script = "grep ' / / ' /proc/self/mountinfo; echo data > /f";
+        let (exit, out) = run_script(&s, &layers, (&upper, volatile), &run_dir, script);
         assert_eq!(exit, Exit::Code(0), "{out}");
         assert!(out.contains(" - overlay "), "{out}");
         assert_eq!(out.contains("volatile"), volatile, "{out}");

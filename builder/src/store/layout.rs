@@ -179,7 +179,7 @@ impl Ingest {
     pub fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
         self.file.flush()?;
         self.file.sync_all()?;
-        let digest = Digest::from_hasher(self.hasher.clone());
+        let digest = self.digest();
         if let Some(expected) = expected
             && *expected != digest
         {
