@@ -47,7 +47,7 @@ pub(crate) const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
     .union(MsFlags::MS_NODEV)
     .union(MsFlags::MS_NOEXEC);
 
-pub(crate) fn mount_err(what: &str, target: &Path, e: Errno) -> String {
+pub(crate) fn mount_err(what: &str, target: &Path, e: impl std::fmt::Display) -> String {
     format!("mounting {what} on {}: {e}", target.display())
 }
 

@@ -18,11 +18,15 @@
 //! creating anything in the step's upper directory (BuildKit creates them and deletes them
 //! afterwards instead).
 
+use crate::sys::mount::FsContext;
+use std::ffi::CString;
 use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// The most lower directories one overlay mount takes (the kernel's `OVL_MAX_STACK`). A
 /// step over more layers runs over a copy of them instead (the native snapshotter's way), so
@@ -37,18 +41,21 @@ pub const FLATTEN_FROM: usize = 32;
 /// build's steps share them, and fewer than this many layers stay above the view.
 pub const FLATTEN_STEP: usize = 8;
 
-/// An overlay mount prepared for a child process to make. The kernel takes mount options of at
-/// most a page (4 KiB), which 64-hex-digit layer paths fill at ~57 layers, fewer the longer the
-/// state directory's path. So the layers are named through symlinks in `dir` (`0`, `1`, …, top
-/// first; `u` and `w` for the upper and work directories) and the options through those short
-/// names, relative to `dir`: [`MAX_OVERLAY_LAYERS`] fit wherever the state directory is. The
-/// child changes into `dir` before it mounts (see [`OverlayMount::mount`]).
+/// An overlay mount prepared for a child process to make.
+///
+/// Where the kernel takes overlayfs's layers one by one through the new mount API
+/// (`lowerdir+`, Linux 6.8), each is passed so, by its path relative to the deepest directory
+/// that holds them all (the kernel takes 255 bytes per path): nothing is made on disk.
+/// Older kernels take mount options of at most a page (4 KiB), which 64-hex-digit layer paths
+/// fill at ~57 layers, fewer the longer the state directory's path. There the layers are
+/// named through symlinks in a directory (`0`, `1`, …, top first; `u` and `w` for the upper
+/// and work directories) and the options through those short names, relative to it:
+/// [`MAX_OVERLAY_LAYERS`] fit wherever the state directory is. The child changes into it
+/// before it mounts (see [`OverlayMount::mount`]). Those links were a fifth of a one-file RUN
+/// step's time on ext4 mounted with `discard` (each created and removed again per step).
 #[derive(Clone, Debug)]
 pub struct OverlayMount {
-    /// The directory of the links, and the working directory to mount from.
-    pub dir: PathBuf,
-    /// The mount options.
-    pub options: String,
+    layers: Layers,
     /// Without an upper directory the overlay is read-only, and mounted so.
     pub readonly: bool,
     /// Mounted with overlayfs's `volatile` where the kernel has it (see
@@ -56,9 +63,77 @@ pub struct OverlayMount {
     pub volatile: bool,
 }
 
+/// How an [`OverlayMount`] names its layers.
+#[derive(Clone, Debug)]
+enum Layers {
+    /// One `lowerdir+` per lower (top first), and the upper and work directories, each
+    /// relative to `base`: the kernel takes at most 255 bytes per value.
+    Listed {
+        base: CString,
+        lowers: Vec<CString>,
+        upper: Option<(CString, CString)>,
+        userxattr: bool,
+    },
+    /// Links in `dir`, and the options that name them.
+    Linked { dir: PathBuf, options: String },
+}
+
+/// Whether overlayfs takes `lowerdir+` here: decided once, by configuring (not mounting) an
+/// overlay. A process that may not make filesystems is told no, and links its layers; so is
+/// one with `RBUILD_OVERLAY_LINKS=1` in its environment (the tests' way to run the older
+/// kernels' path, and a way around a kernel whose new mount API misbehaves).
+fn lowerdir_plus_works() -> bool {
+    static WORKS: OnceLock<bool> = OnceLock::new();
+    *WORKS.get_or_init(|| {
+        let forced = std::env::var_os("RBUILD_OVERLAY_LINKS").is_some_and(|v| v != "0");
+        !forced && FsContext::open(c"overlay").is_ok_and(|fs| fs.set(c"lowerdir+", c"/").is_ok())
+    })
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// The longest value `fsconfig` takes: it copies values with `strndup_user(value, 256)`, the
+/// NUL included, and refuses longer ones with EINVAL.
+const FSCONFIG_VALUE_MAX: usize = 255;
+
+/// `paths` relative to the deepest directory that holds them all, with that directory; `None`
+/// when one of them is still too long for `fsconfig`.
+fn relative_to_common(paths: &[&Path]) -> io::Result<Option<(CString, Vec<CString>)>> {
+    let mut base = paths.first().map_or(Path::new("."), |p| *p);
+    for path in paths {
+        // (Every path starts with the empty one.)
+        while !path.starts_with(base) {
+            base = base.parent().unwrap_or(Path::new(""));
+        }
+    }
+    let base_dir = if base.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base
+    };
+    let mut relative = Vec::with_capacity(paths.len());
+    for path in paths {
+        let rel = path.strip_prefix(base).unwrap_or(path);
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        if rel.as_os_str().len() > FSCONFIG_VALUE_MAX {
+            return Ok(None);
+        }
+        relative.push(c_path(rel)?);
+    }
+    Ok(Some((c_path(base_dir)?, relative)))
+}
+
 impl OverlayMount {
-    /// Links `lowers` (top first; at least two when there is no upper) and `upper` (its files
-    /// and work directories) into the new directory `dir`.
+    /// An overlay of `lowers` (top first; at least two when there is no upper) and `upper`
+    /// (its files and work directories). `dir` is a new directory for the layers' links, made
+    /// only where the kernel needs them.
     pub fn prepare(
         dir: &Path,
         lowers: &[PathBuf],
@@ -70,6 +145,43 @@ impl OverlayMount {
                 lowers.len()
             )));
         }
+        let listed = match lowerdir_plus_works() {
+            true => Self::list(lowers, upper)?,
+            false => None,
+        };
+        let layers = match listed {
+            Some(listed) => listed,
+            None => Self::link(dir, lowers, upper)?,
+        };
+        Ok(OverlayMount {
+            layers,
+            readonly: upper.is_none(),
+            volatile: false,
+        })
+    }
+
+    fn list(lowers: &[PathBuf], upper: Option<(&Path, &Path)>) -> io::Result<Option<Layers>> {
+        let mut paths: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
+        paths.extend(upper.iter().flat_map(|(fs, work)| [*fs, *work]));
+        let Some((base, mut relative)) = relative_to_common(&paths)? else {
+            return Ok(None);
+        };
+        let upper = match upper {
+            Some(_) => {
+                let work = relative.pop();
+                relative.pop().zip(work)
+            }
+            None => None,
+        };
+        Ok(Some(Layers::Listed {
+            base,
+            lowers: relative,
+            upper,
+            userxattr: crate::sys::userns::in_user_namespace(),
+        }))
+    }
+
+    fn link(dir: &Path, lowers: &[PathBuf], upper: Option<(&Path, &Path)>) -> io::Result<Layers> {
         std::fs::create_dir(dir)?;
         let mut names = Vec::with_capacity(lowers.len());
         for (i, lower) in lowers.iter().enumerate() {
@@ -84,11 +196,9 @@ impl OverlayMount {
             options.push_str(",upperdir=u,workdir=w");
         }
         options.push_str(crate::sys::userns::overlay_mount_options());
-        Ok(OverlayMount {
+        Ok(Layers::Linked {
             dir: dir.to_path_buf(),
             options,
-            readonly: upper.is_none(),
-            volatile: false,
         })
     }
 
@@ -105,32 +215,62 @@ impl OverlayMount {
         self
     }
 
-    /// Mounts the overlay on `target` (absolute). Changes the working directory; for a
+    /// Mounts the overlay on `target` (absolute). May change the working directory; for a
     /// single-threaded child process with a mount namespace of its own. A kernel that does
     /// not know `volatile` gets the mount without it.
-    pub fn mount(&self, target: &Path) -> nix::Result<()> {
-        nix::unistd::chdir(&self.dir)?;
-        let flags = if self.readonly {
-            nix::mount::MsFlags::MS_RDONLY
-        } else {
-            nix::mount::MsFlags::empty()
-        };
-        let mount = |options: &str| {
-            nix::mount::mount(
-                Some("overlay"),
-                target,
-                Some("overlay"),
-                flags,
-                Some(options),
-            )
-        };
-        if self.volatile {
-            match mount(&format!("{},volatile", self.options)) {
-                Err(nix::errno::Errno::EINVAL) => {}
-                other => return other,
+    pub fn mount(&self, target: &Path) -> io::Result<()> {
+        match &self.layers {
+            Layers::Listed {
+                base,
+                lowers,
+                upper,
+                userxattr,
+            } => {
+                // The layers' paths are relative to `base`.
+                nix::unistd::chdir(base.as_c_str())?;
+                let fs = FsContext::open(c"overlay")?;
+                for lower in lowers {
+                    fs.set(c"lowerdir+", lower)?;
+                }
+                if let Some((upper, work)) = upper {
+                    fs.set(c"upperdir", upper)?;
+                    fs.set(c"workdir", work)?;
+                }
+                if *userxattr {
+                    fs.set_flag(c"userxattr")?;
+                }
+                // (Every kernel with `lowerdir+` has `volatile`.)
+                if self.volatile {
+                    fs.set_flag(c"volatile")?;
+                }
+                let tree = fs.create(self.readonly)?;
+                crate::sys::mount::attach(tree.as_fd(), target)
+            }
+            Layers::Linked { dir, options } => {
+                nix::unistd::chdir(dir)?;
+                let flags = if self.readonly {
+                    nix::mount::MsFlags::MS_RDONLY
+                } else {
+                    nix::mount::MsFlags::empty()
+                };
+                let mount = |options: &str| {
+                    nix::mount::mount(
+                        Some("overlay"),
+                        target,
+                        Some("overlay"),
+                        flags,
+                        Some(options),
+                    )
+                };
+                if self.volatile {
+                    match mount(&format!("{options},volatile")) {
+                        Err(nix::errno::Errno::EINVAL) => {}
+                        other => return Ok(other?),
+                    }
+                }
+                Ok(mount(options)?)
             }
         }
-        mount(&self.options)
     }
 }
 
@@ -444,6 +584,27 @@ impl Snapshotter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listed_layers_are_named_relative_to_their_deepest_common_directory() {
+        let c = |s: &str| CString::new(s).unwrap();
+        let paths = [
+            Path::new("/s/snapshots/a/fs"),
+            Path::new("/s/snapshots/b/fs"),
+        ];
+        let (base, rel) = relative_to_common(&paths).unwrap().unwrap();
+        assert_eq!((base, rel), (c("/s/snapshots"), vec![c("a/fs"), c("b/fs")]));
+        let paths = [Path::new("/s/run/x/stubs"), Path::new("/s/run/x/stubs")];
+        let (base, rel) = relative_to_common(&paths).unwrap().unwrap();
+        assert_eq!((base, rel), (c("/s/run/x/stubs"), vec![c("."), c(".")]));
+        let paths = [Path::new("/a/x"), Path::new("b/y")];
+        let (base, rel) = relative_to_common(&paths).unwrap().unwrap();
+        assert_eq!((base, rel), (c("."), vec![c("/a/x"), c("b/y")]));
+        // A value past what fsconfig takes: the layers are linked instead.
+        let long = format!("/s/{}", "d".repeat(FSCONFIG_VALUE_MAX + 1));
+        let paths = [Path::new("/s/a"), Path::new(&long)];
+        assert!(relative_to_common(&paths).unwrap().is_none());
+    }
 
     #[test]
     fn commit_is_a_rename_and_equal_layers_are_stored_once() {

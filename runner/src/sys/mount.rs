@@ -1,12 +1,14 @@
-//! The new mount API (`open_tree`, `move_mount`, Linux 5.2) and `openat2` (Linux 5.6), which
-//! `nix` does not wrap.
+//! The new mount API (`open_tree`, `move_mount`, `fsopen`, Linux 5.2) and `openat2` (Linux
+//! 5.6), which `nix` does not wrap.
 //!
 //! The sandbox uses them for RUN mounts: a source is resolved and cloned into a *detached*
 //! mount while the host's filesystem is still visible, and attached at its target after
 //! `pivot_root`, when paths resolve inside the step's root. A detached clone survives the
-//! detaching of the old root, which a plain bind source would not.
+//! detaching of the old root, which a plain bind source would not. Overlays are made with
+//! [`FsContext`] where the kernel takes their layers one by one (see
+//! [`crate::snapshot::OverlayMount`]).
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -15,6 +17,12 @@ use std::path::Path;
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOUNT_ATTR_RDONLY: libc::c_uint = 1;
 
 fn cstring(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
@@ -107,4 +115,84 @@ pub fn open_in_root(root: BorrowedFd, path: &str) -> io::Result<OwnedFd> {
         )
     };
     fd_result(ret)
+}
+
+/// A filesystem being configured (`fsopen`): parameters are set one call each, so no option
+/// string limits their number or needs their values escaped.
+pub struct FsContext(OwnedFd);
+
+impl FsContext {
+    /// A context for a new filesystem of type `fstype`.
+    pub fn open(fstype: &CStr) -> io::Result<FsContext> {
+        // SAFETY: a NUL-terminated name and plain flags.
+        let ret = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) };
+        fd_result(ret).map(FsContext)
+    }
+
+    fn config(
+        &self,
+        cmd: libc::c_uint,
+        key: Option<&CStr>,
+        value: Option<&CStr>,
+    ) -> io::Result<()> {
+        let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
+        // SAFETY: a valid descriptor, NUL-terminated strings or null where the command
+        // takes none.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                self.0.as_raw_fd(),
+                cmd,
+                ptr(key),
+                ptr(value),
+                0,
+            )
+        };
+        if ret < 0 {
+            return Err(self.explained(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Sets the parameter `key` to `value`.
+    pub fn set(&self, key: &CStr, value: &CStr) -> io::Result<()> {
+        self.config(FSCONFIG_SET_STRING, Some(key), Some(value))
+    }
+
+    /// Sets the flag parameter `key`.
+    pub fn set_flag(&self, key: &CStr) -> io::Result<()> {
+        self.config(FSCONFIG_SET_FLAG, Some(key), None)
+    }
+
+    /// Creates the filesystem and a detached mount of it, read-only if `readonly`.
+    pub fn create(self, readonly: bool) -> io::Result<OwnedFd> {
+        self.config(FSCONFIG_CMD_CREATE, None, None)?;
+        let attrs = if readonly { MOUNT_ATTR_RDONLY } else { 0 };
+        // SAFETY: a valid descriptor and plain flags.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_fsmount,
+                self.0.as_raw_fd(),
+                FSMOUNT_CLOEXEC,
+                attrs,
+            )
+        };
+        fd_result(ret).map_err(|e| self.explained(e))
+    }
+
+    /// `e` with the filesystem's own message about it, which the kernel keeps in the context
+    /// (e.g. "overlayfs: failed to resolve '/x': -2") where `dmesg` would otherwise be needed.
+    fn explained(&self, e: io::Error) -> io::Error {
+        let mut buf = [0u8; 256];
+        // SAFETY: reading into a buffer of the length passed.
+        let n = unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        let Ok(n) = usize::try_from(n) else {
+            return e;
+        };
+        let message = String::from_utf8_lossy(&buf[..n]);
+        // Each message starts with its severity: "e " for errors.
+        let message = message.trim_end();
+        let message = message.split_once(' ').map_or(message, |(_, m)| m);
+        io::Error::new(e.kind(), format!("{e} ({message})"))
+    }
 }
