@@ -316,12 +316,21 @@ fn make_stub(stubs: &Path, target: &str, kind: PointKind) -> std::io::Result<()>
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
 }
 
+/// Writes `content` to `path` unless the file (an earlier step's in a reused run directory)
+/// holds it already: truncating it would free its block, a discard on filesystems mounted so.
+fn write_if_changed(path: &Path, content: String) -> std::io::Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == content.as_bytes()) {
+        return Ok(());
+    }
+    std::fs::write(path, content)
+}
+
 fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepared, SandboxError> {
     let err = |what: &str, e: std::io::Error| SandboxError::Prepare(format!("{what}: {e}"));
     let root_dir = run_dir.join("rootfs");
     std::fs::create_dir_all(&root_dir).map_err(|e| err("creating the root mount point", e))?;
     let hosts = run_dir.join("hosts");
-    std::fs::write(
+    write_if_changed(
         &hosts,
         format!(
             "127.0.0.1\tlocalhost {BUILD_HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n{}",
@@ -330,14 +339,14 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
     )
     .map_err(|e| err("writing /etc/hosts", e))?;
     let hostname = run_dir.join("hostname");
-    std::fs::write(&hostname, format!("{}\n", process.hostname))
+    write_if_changed(&hostname, format!("{}\n", process.hostname))
         .map_err(|e| err("writing /etc/hostname", e))?;
     let resolv = run_dir.join("resolv.conf");
     let mut host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     if matches!(process.network, Network::Join(_)) {
         host_resolv = crate::network::resolv_conf(&host_resolv);
     }
-    std::fs::write(&resolv, host_resolv).map_err(|e| err("writing /etc/resolv.conf", e))?;
+    write_if_changed(&resolv, host_resolv).map_err(|e| err("writing /etc/resolv.conf", e))?;
     let mut lower = rootfs.snapshots.lowers(rootfs.layers);
     lower.push(rootfs.snapshots.stubs());
     let snapshots = rootfs.snapshots;
@@ -369,14 +378,15 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
                 MountSource::Layers { layers, .. } if snapshots.copies(layers.len() + 1) => {
                     // A copy, so writes are thrown away with the run directory.
                     let dir = run_dir.join(format!("m{i}"));
-                    std::fs::create_dir(&dir).map_err(|e| err("creating a mount source", e))?;
+                    std::fs::create_dir_all(&dir).map_err(|e| err("creating a mount source", e))?;
                     crate::native::materialize(snapshots, layers, &dir)
                         .map_err(|e| err("copying the layers of a mount", e))?;
                     Some((None, dir))
                 }
                 MountSource::Layers { layers, .. } => {
                     let point = run_dir.join(format!("m{i}"));
-                    std::fs::create_dir(&point).map_err(|e| err("creating a mount point", e))?;
+                    std::fs::create_dir_all(&point)
+                        .map_err(|e| err("creating a mount point", e))?;
                     let mut lowers = snapshots.lowers(layers);
                     // Overlayfs needs two lower directories when there is no upper.
                     lowers.push(snapshots.empty());
@@ -459,8 +469,8 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
     })
 }
 
-/// Runs `process` over `rootfs`, using `run_dir` (a fresh directory) for its mount point and
-/// generated files. Captured output is passed to `on_output` as it comes. Returns how the
+/// Runs `process` over `rootfs`, using `run_dir` for its mount point and generated files: a
+/// new directory, or one an earlier run left with only empty directories and those files. Captured output is passed to `on_output` as it comes. Returns how the
 /// process ended; setting `cancel` kills the sandbox.
 pub fn run(
     rootfs: &Rootfs,

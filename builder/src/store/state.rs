@@ -64,7 +64,73 @@ pub struct State {
     pub cache: Arc<CacheIndex>,
     /// Blobs known elsewhere (imported cache), fetched when needed.
     pub lazy: crate::store::lazy::LazyBlobs,
+    /// (Dropped before the lock.)
+    run_dirs: RunDirs,
     lock: std::sync::Mutex<Option<Flock<File>>>,
+}
+
+/// The run directories of this process's finished steps, for its next steps (see
+/// [`State::run_dir`]); removed when the state is dropped.
+#[derive(Default)]
+struct RunDirs(std::sync::Mutex<Vec<PathBuf>>);
+
+impl Drop for RunDirs {
+    fn drop(&mut self) {
+        let dirs = self.0.get_mut().map(std::mem::take).unwrap_or_default();
+        for dir in dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// The files a sandbox writes into its run directory for every step, rewritten by the next.
+const RUN_DIR_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
+
+/// One step's run directory (see [`State::run_dir`]): handed back when dropped.
+pub struct RunDir<'a> {
+    path: PathBuf,
+    pool: &'a RunDirs,
+}
+
+impl std::ops::Deref for RunDir<'_> {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for RunDir<'_> {
+    fn drop(&mut self) {
+        let path = std::mem::take(&mut self.path);
+        if tidy_run_dir(&path).is_ok() {
+            self.pool.0.lock().expect("run dirs").push(path);
+        } else {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+/// Removes what a step left in its run directory but the generated files and empty
+/// directories (mount points, which the step's mounts covered only in its own namespace).
+fn tidy_run_dir(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let keep = if kind.is_dir() {
+            std::fs::read_dir(entry.path())?.next().is_none()
+        } else {
+            kind.is_file() && RUN_DIR_FILES.iter().any(|f| entry.file_name() == *f)
+        };
+        if keep {
+            continue;
+        }
+        if kind.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// When `message` tells of a full file system (ENOSPC, or SQLite's SQLITE_FULL from the cache
@@ -159,6 +225,7 @@ impl State {
             snapshots,
             cache,
             lazy: Default::default(),
+            run_dirs: Default::default(),
             lock: std::sync::Mutex::new(Some(lock)),
         };
         if alone {
@@ -205,13 +272,65 @@ impl State {
         self.root.join("cache-mounts")
     }
 
-    /// A fresh directory under `run/` for one step's mount points and generated files.
-    pub fn run_dir(&self) -> Result<PathBuf> {
-        let dir = self
-            .root
-            .join("run")
-            .join(rbuild_runner::snapshot::unique_name());
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(dir)
+    /// A directory under `run/` for one step's mount points and generated files: one an earlier
+    /// step of this process left (its empty directories and generated files, which the
+    /// sandbox rewrites), else a new one. Making and removing one per step cost a step several
+    /// inodes, which ext4 without a journal (as on this machine's VMs) then skips on every
+    /// allocation for a minute, and a discard each where the filesystem is mounted so.
+    pub fn run_dir(&self) -> Result<RunDir<'_>> {
+        let reused = self.run_dirs.0.lock().expect("run dirs").pop();
+        let path = match reused {
+            Some(path) => path,
+            None => {
+                let dir = self
+                    .root
+                    .join("run")
+                    .join(rbuild_runner::snapshot::unique_name());
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                dir
+            }
+        };
+        Ok(RunDir {
+            path,
+            pool: &self.run_dirs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_directory_goes_back_with_only_its_mount_points_and_generated_files() {
+        let root = tempfile::tempdir().unwrap();
+        let state = State::open(root.path(), SnapshotterChoice::Native).unwrap();
+        let first = state.run_dir().unwrap();
+        let path = first.to_path_buf();
+        for dir in ["rootfs", "m0", "stubs/etc", "copy/usr"] {
+            std::fs::create_dir_all(path.join(dir)).unwrap();
+        }
+        for file in ["hosts", "hostname", "resolv.conf", "copy/usr/x", "other"] {
+            std::fs::write(path.join(file), "x").unwrap();
+        }
+        drop(first);
+        let mut left: Vec<_> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["hostname", "hosts", "m0", "resolv.conf", "rootfs"]);
+        // The next step gets it; one at the same time gets another.
+        let again = state.run_dir().unwrap();
+        assert_eq!(*again, *path);
+        let other = state.run_dir().unwrap();
+        assert_ne!(*other, *path);
+        drop((again, other));
+        drop(state);
+        assert_eq!(
+            std::fs::read_dir(root.path().join("run")).unwrap().count(),
+            0
+        );
     }
 }

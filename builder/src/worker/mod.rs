@@ -477,7 +477,7 @@ impl BuildWorker {
             &cancel,
         );
         drop(running);
-        let _ = std::fs::remove_dir_all(&run_dir);
+        drop(run_dir);
         drop(leases);
         discard(scratch);
         let command = exec.args.join(" ");
@@ -764,7 +764,7 @@ impl BuildWorker {
             actions,
             &run_dir,
         );
-        let _ = std::fs::remove_dir_all(&run_dir);
+        drop(run_dir);
         match result {
             Ok(()) => Ok(upper),
             Err(e) => {

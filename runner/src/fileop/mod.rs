@@ -72,7 +72,8 @@ pub enum Error {
     Died,
 }
 
-/// Runs `actions` in a child process; `run_dir` is a fresh directory for mount points.
+/// Runs `actions` in a child process; `run_dir` is a directory for mount points (new, or one
+/// an earlier run or sandbox left with only empty directories and files in it).
 pub fn run(spec: &FileOpSpec, actions: &[FileAction], run_dir: &Path) -> Result<(), Error> {
     prepare_and_run(spec, actions, run_dir).map_err(|e| match e {
         Outcome::Setup(m) => Error::Setup(m),
