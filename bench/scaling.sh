@@ -86,10 +86,16 @@ for l in $depths; do
     -n buildkit "$(docker_cmd -t bench-deep-run --no-cache "$deep/run-buildkit")" \
     -n buildah "$(buildah_cmd -t localhost/bench-deep-run --pull=never --no-cache "$deep/run-buildah")" >&2
   /usr/bin/time -f %M -o "$results/layers-$l.rss" $(rbuild_cmd -t bench-deep-run --no-cache "$deep/run-rbuild") >/dev/null
-  # The RUN step's own start, from --trace: its prepare span (the overlay of every layer, the
-  # mount points) and its run span (the sandbox), in ms, one line per run.
-  for i in $(seq $((runs * 3))); do
-    $(rbuild_cmd -t bench-deep-run --no-cache --trace "$results/trace.json" "$deep/run-rbuild") >/dev/null
+done
+# The RUN step's own start, from --trace: its prepare span (the overlay of every layer, the
+# mount points) and its run span (the sandbox), in ms, one line per run. The depths take turns
+# (in both orders), so the machine's drift over minutes meets them alike: timed one depth after
+# another, a 2 ms bound was lost to drift alone.
+for i in $(seq $((runs * 3))); do
+  order=$depths
+  [ $((i % 2)) = 0 ] && order=$(printf '%s\n' $depths | tac)
+  for l in $order; do
+    $(rbuild_cmd -t bench-deep-run --no-cache --trace "$results/trace.json" "$work/deep$l/run-rbuild") >/dev/null
     python3 -c 'import json,sys; e=[e for e in json.load(open(sys.argv[1]))["traceEvents"] if e["ph"]=="X"]; print(sum(x["dur"] for x in e if x["name"] in ("prepare","run"))/1000)' "$results/trace.json" >> "$results/layers-$l.start"
   done
 done
