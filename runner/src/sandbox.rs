@@ -470,8 +470,9 @@ fn prepare(rootfs: &Rootfs, process: &Process, run_dir: &Path) -> Result<Prepare
 }
 
 /// Runs `process` over `rootfs`, using `run_dir` for its mount point and generated files: a
-/// new directory, or one an earlier run left with only empty directories and those files. Captured output is passed to `on_output` as it comes. Returns how the
-/// process ended; setting `cancel` kills the sandbox.
+/// new directory, or one an earlier run left with only empty directories and those files.
+/// Captured output is passed to `on_output` as it comes. Returns how the process ended;
+/// setting `cancel` kills the sandbox.
 pub fn run(
     rootfs: &Rootfs,
     process: &Process,

@@ -18,11 +18,10 @@
 //! creating anything in the step's upper directory (BuildKit creates them and deletes them
 //! afterwards instead).
 
-use crate::sys::mount::FsContext;
+use crate::sys::mount::{FsContext, cstring};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -90,11 +89,6 @@ fn lowerdir_plus_works() -> bool {
     })
 }
 
-fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
-}
-
 /// The longest value `fsconfig` takes: it copies values with `strndup_user(value, 256)`, the
 /// NUL included, and refuses longer ones with EINVAL.
 const FSCONFIG_VALUE_MAX: usize = 255;
@@ -125,9 +119,9 @@ fn relative_to_common(paths: &[&Path]) -> io::Result<Option<(CString, Vec<CStrin
         if rel.as_os_str().len() > FSCONFIG_VALUE_MAX {
             return Ok(None);
         }
-        relative.push(c_path(rel)?);
+        relative.push(cstring(rel)?);
     }
-    Ok(Some((c_path(base_dir)?, relative)))
+    Ok(Some((cstring(base_dir)?, relative)))
 }
 
 impl OverlayMount {

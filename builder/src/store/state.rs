@@ -116,17 +116,11 @@ fn tidy_run_dir(dir: &Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let kind = entry.file_type()?;
-        let keep = if kind.is_dir() {
-            std::fs::read_dir(entry.path())?.next().is_none()
-        } else {
-            kind.is_file() && RUN_DIR_FILES.iter().any(|f| entry.file_name() == *f)
-        };
-        if keep {
-            continue;
-        }
         if kind.is_dir() {
-            std::fs::remove_dir_all(entry.path())?;
-        } else {
+            if std::fs::read_dir(entry.path())?.next().is_some() {
+                std::fs::remove_dir_all(entry.path())?;
+            }
+        } else if !(kind.is_file() && RUN_DIR_FILES.iter().any(|f| entry.file_name() == *f)) {
             std::fs::remove_file(entry.path())?;
         }
     }
