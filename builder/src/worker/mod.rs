@@ -485,13 +485,11 @@ impl BuildWorker {
             Ok(Exit::Code(0)) => {}
             Ok(exit) => {
                 state.snapshots.discard(upper)?;
-                let how = match exit {
-                    Exit::Signal(s) => format!("killed by signal {s}"),
-                    Exit::Code(c) => format!("exit code: {c}"),
-                };
-                return Err(
-                    format!("process \"{command}\" did not complete successfully: {how}").into(),
-                );
+                let code = exit.code();
+                return Err(format!(
+                    "process \"{command}\" did not complete successfully: exit code: {code}"
+                )
+                .into());
             }
             Err(e) => {
                 state.snapshots.discard(upper)?;
