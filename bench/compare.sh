@@ -101,11 +101,13 @@ bench/sbom.sh > "$work/sbom.md"
 bench/push.sh > "$work/push-source.md"
 # A cold build on the 460 MiB Debian base (its own script).
 bench/coldbase.sh > "$work/coldbase.md"
+# Cold builds: a big COPY, and two stages with the base pulled (its own script).
+bench/cold.sh > "$work/cold.md"
 # Scaling curves: context size, image depth, RUN chains (its own script; writes bench/scaling.svg).
 bench/scaling.sh > "$work/scaling.md"
 # COPY on ext4, xfs and btrfs loop filesystems (its own script).
 bench/filesystems.sh > "$work/filesystems.md"
-python3 - "$work/cold.json" "$work/warm.json" "$runs" "$work/runs1.json" "$work/runs50.json" "$work/noop.json" "$work/onefile.json" "$work/sleeps.json" "$work/push.json" "$work/export-rss" "$work/farm.md" "$work/sbom.md" "$work/push-source.md" "$work/coldbase.md" "$work/scaling.md" "$work/filesystems.md" bench/history.md > BENCHMARKS.md <<'PY'
+python3 - "$work/cold.json" "$work/warm.json" "$runs" "$work/runs1.json" "$work/runs50.json" "$work/noop.json" "$work/onefile.json" "$work/sleeps.json" "$work/push.json" "$work/export-rss" "$work/farm.md" "$work/sbom.md" "$work/push-source.md" "$work/coldbase.md" "$work/scaling.md" "$work/filesystems.md" bench/history.md "$work/cold.md" > BENCHMARKS.md <<'PY'
 import json, sys, platform, datetime
 cold, warm = (json.load(open(p))["results"] for p in sys.argv[1:3])
 runs = sys.argv[3]
@@ -160,6 +162,7 @@ print("Buildah's time, i.e. Buildah at least 1.25× here.")
 print()
 print(open(sys.argv[13]).read())
 print(open(sys.argv[14]).read())
+print(open(sys.argv[18]).read())
 print(open(sys.argv[15]).read())
 print(open(sys.argv[16]).read())
 print(open(sys.argv[11]).read())
