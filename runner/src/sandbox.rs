@@ -1,21 +1,15 @@
 //! The sandbox that runs a step's process (a Dockerfile `RUN`, or `rbuild run`).
 //!
 //! ```text
-//! rbuild thread: unshare(pid) ──fork──► PID 1 of the new pid namespace: joins the cgroup,
-//!   │  setns(own pid ns)                  unshare(mount, uts, ipc [, net]), mounts,
-//!   │                                     pivot_root, user, exec
-//!   └─ reads stdout/stderr pipes, the setup-error pipe, waits for PID 1
+//! rbuild ──fork──► intermediate: unshare(mount, pid, uts, ipc [, net]) ──fork──► PID 1 of the
+//!   │                 waits for PID 1, exits with its status             new pid namespace:
+//!   │                                                                   mounts, pivot_root,
+//!   └─ reads stdout/stderr pipes, the setup-error pipe, waits            user, exec
 //! ```
-//!
-//! `unshare(CLONE_NEWPID)` changes only the namespace that the calling thread's next child is
-//! born in (`/proc/thread-self/ns/pid_for_children`), so the thread forks PID 1 itself and puts
-//! its own namespace back right after; other threads of rbuild are not affected. That costs one
-//! fork of rbuild per step; an intermediate process that unshares and forks again (as runc's
-//! `runc init` does) would cost two, and its exit.
 //!
 //! Every mount is made inside the new mount namespace, which is private from the first step on,
 //! so nothing ever appears in the host's mount table and everything is unmounted by the kernel
-//! when the last process of the sandbox exits, whatever happens to rbuild. PID 1 sets
+//! when the last process of the sandbox exits, whatever happens to rbuild. Both children set
 //! `PR_SET_PDEATHSIG`, so a killed rbuild takes its sandboxes with it, and when PID 1 exits the
 //! kernel kills every other process of the namespace.
 //!
@@ -188,16 +182,18 @@ pub enum SandboxError {
 /// How a process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
-    /// It exited with this code; a signal that killed it reads as 128 + the signal's number,
-    /// as in the shell and with runc.
+    /// It exited with this code.
     Code(i32),
+    /// A signal killed it.
+    Signal(i32),
 }
 
 impl Exit {
-    /// The shell-style exit code.
+    /// The shell-style exit code (128 + signal for a signal).
     pub fn code(self) -> i32 {
         match self {
             Exit::Code(c) => c,
+            Exit::Signal(s) => 128 + s,
         }
     }
 }
@@ -521,16 +517,14 @@ fn run_prepared(
     } else {
         None
     };
+    let parent = nix::unistd::getpid();
     let child_io = captured
         .as_ref()
         .map(|((_, out_w), (_, err_out_w))| (out_w.as_raw_fd(), err_out_w.as_raw_fd()));
-    let pipe_fds = PipeFds {
-        setup_error: err_w.as_raw_fd(),
-        setup_error_reader: err_r.as_raw_fd(),
-        io: child_io,
-    };
-    let pid = spawn_pid1(prepared, process, pipe_fds)?;
-    // PID 1 holds the write ends now; close ours so that EOF means "it is done".
+    let err_fd = err_w.as_raw_fd();
+    let pid = fork_child(|| intermediate(prepared, process, parent, child_io, err_fd))
+        .map_err(|e| SandboxError::Prepare(format!("fork: {e}")))?;
+    // The children hold the write ends now; close ours so that EOF means "they are done".
     drop(err_w);
     let readers = captured.map(|((out_r, out_w), (err_out_r, err_out_w))| {
         drop(out_w);
@@ -566,31 +560,29 @@ fn run_prepared(
                 }
                 None => std::thread::sleep(Duration::from_millis(2)),
             },
+            // A signal that killed PID 1 arrives as 128 + signal, the shell's (and runc's)
+            // convention, so "exit code: 137" reads as it does with BuildKit.
+            Ok(WaitStatus::Exited(_, code)) if !killed => {
+                if let Some((baseline, made)) = &prepared.native {
+                    crate::native::diff(&prepared.rootfs, baseline, &rootfs.upper.fs, made)
+                        .map_err(|e| {
+                            SandboxError::Prepare(format!("finding the step's changes: {e}"))
+                        })?;
+                }
+                add_runtime_mount_points(rootfs).map_err(|e| {
+                    SandboxError::Prepare(format!("adding mount point directories: {e}"))
+                })?;
+                return Ok(Exit::Code(code));
+            }
             Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) if killed => {
                 return Err(SandboxError::Cancelled);
             }
-            Ok(WaitStatus::Exited(_, code)) => return finish(rootfs, prepared, code),
-            // A signal that killed PID 1 reads as 128 + signal, the shell's (and runc's)
-            // convention, so "exit code: 137" reads as it does with BuildKit.
-            Ok(WaitStatus::Signaled(_, signal, _)) => {
-                return finish(rootfs, prepared, 128 + signal as i32);
-            }
+            Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(Exit::Signal(signal as i32)),
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(SandboxError::Prepare(format!("waitpid: {e}"))),
         }
     }
-}
-
-/// After PID 1 exited with `code`: the native snapshotter's diff, and the runtime's mount points.
-fn finish(rootfs: &Rootfs, prepared: &Prepared, code: i32) -> Result<Exit, SandboxError> {
-    if let Some((baseline, made)) = &prepared.native {
-        crate::native::diff(&prepared.rootfs, baseline, &rootfs.upper.fs, made)
-            .map_err(|e| SandboxError::Prepare(format!("finding the step's changes: {e}")))?;
-    }
-    add_runtime_mount_points(rootfs)
-        .map_err(|e| SandboxError::Prepare(format!("adding mount point directories: {e}")))?;
-    Ok(Exit::Code(code))
 }
 
 /// The directories runc creates for its mounts when the root filesystem lacks them. BuildKit
@@ -685,88 +677,83 @@ fn report(err_fd: i32, message: &str) -> i32 {
     127
 }
 
-/// The descriptors of the pipes between rbuild and PID 1, as PID 1 sees them.
-#[derive(Clone, Copy)]
-struct PipeFds {
-    /// The setup-error pipe's write end (close-on-exec).
-    setup_error: i32,
-    /// Its read end, which PID 1 closes at once: then the pipe has no reader once rbuild dies.
-    setup_error_reader: i32,
-    /// Where stdout and stderr go, when the output is captured.
-    io: Option<(i32, i32)>,
-}
-
-/// Forks PID 1 of a new pid namespace from this thread (see the module documentation).
-fn spawn_pid1(prepared: &Prepared, process: &Process, fds: PipeFds) -> Result<Pid, SandboxError> {
-    let prepare_err =
-        |what: &str, e: &dyn std::fmt::Display| SandboxError::Prepare(format!("{what}: {e}"));
-    let own = std::fs::File::open("/proc/thread-self/ns/pid")
-        .map_err(|e| prepare_err("opening this thread's pid namespace", &e))?;
-    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| prepare_err("creating a pid namespace", &e))?;
-    let forked = fork_child(|| pid1(prepared, process, fds));
-    // Before anything else: until then, every child of this thread would be born in the new
-    // namespace (and fail to, once its PID 1 has exited).
-    let restored = nix::sched::setns(&own, CloneFlags::CLONE_NEWPID);
-    let pid = forked.map_err(|e| prepare_err("fork", &e))?;
-    if let Err(e) = restored {
-        let _ = kill(pid, Signal::SIGKILL);
-        let _ = waitpid(pid, None);
-        return Err(prepare_err("returning to rbuild's pid namespace", &e));
-    }
-    Ok(pid)
-}
-
-/// PID 1 of the sandbox: namespaces, mounts, pivot_root, user, exec. Runs in a forked child.
-fn pid1(prepared: &Prepared, process: &Process, fds: PipeFds) -> i32 {
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    // getppid() is 0 in a new pid namespace, so a parent that died before the call above shows
-    // as a setup-error pipe without a reader.
-    close(fds.setup_error_reader);
-    if reader_gone(fds.setup_error) {
-        return 1;
-    }
-    let entered = enter_namespaces(prepared, process, fds.io);
-    match entered.and_then(|()| setup_and_exec(prepared, process, fds.setup_error)) {
-        Ok(never) => match never {},
-        Err(message) => report(fds.setup_error, &message),
-    }
-}
-
-/// Whether nobody can read the pipe whose write end is `fd` any more.
-fn reader_gone(fd: i32) -> bool {
-    // SAFETY: `fd` is open for as long as this borrow (PID 1 holds it until exec).
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
-    poll(&mut fds, PollTimeout::ZERO).is_ok()
-        && fds[0]
-            .revents()
-            .is_some_and(|r| r.contains(PollFlags::POLLERR))
-}
-
-/// The cgroup, the standard streams and the namespaces other than the pid namespace.
-fn enter_namespaces(
+/// The first child: enters new namespaces and supervises PID 1. Runs in a forked child.
+fn intermediate(
     prepared: &Prepared,
     process: &Process,
+    parent: Pid,
     io: Option<(i32, i32)>,
-) -> Result<(), String> {
-    // Before anything forks, so every process of the step is in it.
-    crate::limits::join(&prepared.cgroup_procs)?;
-    if let Some((out, err)) = io {
-        let null =
-            std::fs::File::open("/dev/null").map_err(|e| format!("opening /dev/null: {e}"))?;
-        dup_onto(null.as_raw_fd(), 0)
-            .and_then(|()| dup_onto(out, 1))
-            .and_then(|()| dup_onto(err, 2))
-            .map_err(|e| format!("redirecting the standard streams: {e}"))?;
+    err_fd: i32,
+) -> i32 {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if nix::unistd::getppid() != parent {
+        return 1;
     }
-    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    // Before anything forks, so every process of the step is in it.
+    if let Err(e) = crate::limits::join(&prepared.cgroup_procs) {
+        return report(err_fd, &e);
+    }
+    if let Some((out, err)) = io {
+        let null = match std::fs::File::open("/dev/null") {
+            Ok(f) => f,
+            Err(e) => return report(err_fd, &format!("opening /dev/null: {e}")),
+        };
+        let redirected = dup_onto(null.as_raw_fd(), 0)
+            .and_then(|()| dup_onto(out, 1))
+            .and_then(|()| dup_onto(err, 2));
+        if let Err(e) = redirected {
+            return report(err_fd, &format!("redirecting the standard streams: {e}"));
+        }
+    }
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
     match &process.network {
         Network::None => flags |= CloneFlags::CLONE_NEWNET,
-        Network::Join(net) => nix::sched::setns(net.netns(), CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("joining the build's network namespace: {e}"))?,
+        Network::Join(net) => {
+            if let Err(e) = nix::sched::setns(net.netns(), CloneFlags::CLONE_NEWNET) {
+                return report(
+                    err_fd,
+                    &format!("joining the build's network namespace: {e}"),
+                );
+            }
+        }
         Network::Host => {}
     }
-    unshare(flags).map_err(|e| format!("creating namespaces: {e}"))
+    if let Err(e) = unshare(flags) {
+        return report(err_fd, &format!("creating namespaces: {e}"));
+    }
+    let pid1 = match fork_child(|| pid1(prepared, process, err_fd)) {
+        Ok(p) => p,
+        Err(e) => return report(err_fd, &format!("fork in the new pid namespace: {e}")),
+    };
+    // Only PID 1 may hold the pipes now: the parent waits for their end.
+    close_fds_from(3, &[]);
+    if io.is_some() {
+        close(1);
+        close(2);
+    }
+    loop {
+        match waitpid(pid1, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return 126,
+        }
+    }
+}
+
+/// PID 1 of the sandbox: mounts, pivot_root, user, exec. Runs in a forked child.
+fn pid1(prepared: &Prepared, process: &Process, err_fd: i32) -> i32 {
+    // getppid() is 0 in a new pid namespace, so unlike the intermediate we cannot check for a
+    // parent that died before this call; such a PID 1 finds its setup-error pipe closed and its
+    // own death takes the namespace with it.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    match setup_and_exec(prepared, process, err_fd) {
+        Ok(never) => match never {},
+        Err(message) => report(err_fd, &message),
+    }
 }
 
 enum Never {}

@@ -399,46 +399,6 @@ fn cancel_and_exit_kill_every_process() {
     assert!(host_mounts_under(dir.path()).is_empty());
 }
 
-#[test]
-fn a_killed_pid1_reads_as_128_plus_its_signal_and_the_thread_keeps_its_pid_namespace() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipped: {why}");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let ns = |name: &str| std::fs::read_link(format!("/proc/thread-self/ns/{name}")).unwrap();
-    let own = ns("pid");
-    // PID 1 ignores a SIGKILL from its own namespace (`kill -9 $$` does nothing), so the test
-    // sends it from outside, as `docker kill` would.
-    let marker = format!("sleep {}", 5000 + std::process::id() % 1000);
-    let pattern = format!("^{marker}$");
-    let killer = std::thread::spawn(move || {
-        for _ in 0..200 {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            let killed = std::process::Command::new("pkill")
-                .args(["-KILL", "-f", &pattern])
-                .status()
-                .unwrap();
-            if killed.success() {
-                return true;
-            }
-        }
-        false
-    });
-    let script = format!("exec {marker}");
-    let r = run(dir.path(), &script, "", Network::Host, no_cancel()).unwrap();
-    assert!(killer.join().unwrap(), "{marker} was never seen");
-    assert_eq!(r.exit, Exit::Code(137), "{}", r.stderr);
-    // The thread forked PID 1 into a namespace of its own; its next children are born in
-    // rbuild's namespace again, so they run (a child of a dead namespace could not be made).
-    assert_eq!(ns("pid_for_children"), own);
-    let status = std::process::Command::new("true").status().unwrap();
-    assert!(status.success());
-    let r = run(dir.path(), "echo $$", "", Network::Host, no_cancel()).unwrap();
-    assert_eq!((r.exit, r.stdout.as_str()), (Exit::Code(0), "1\n"));
-    assert!(host_mounts_under(dir.path()).is_empty());
-}
-
 /// A second layer for mount tests: `/data/x`, `/data/link -> /etc` (absolute, so it must
 /// resolve inside the layer, never on the host) and `/etc/inlayer`.
 fn data_layer(s: &Snapshotter) -> String {

@@ -485,11 +485,13 @@ impl BuildWorker {
             Ok(Exit::Code(0)) => {}
             Ok(exit) => {
                 state.snapshots.discard(upper)?;
-                let code = exit.code();
-                return Err(format!(
-                    "process \"{command}\" did not complete successfully: exit code: {code}"
-                )
-                .into());
+                let how = match exit {
+                    Exit::Signal(s) => format!("killed by signal {s}"),
+                    Exit::Code(c) => format!("exit code: {c}"),
+                };
+                return Err(
+                    format!("process \"{command}\" did not complete successfully: {how}").into(),
+                );
             }
             Err(e) => {
                 state.snapshots.discard(upper)?;
