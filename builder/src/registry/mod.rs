@@ -236,6 +236,21 @@ pub struct Registry {
     auths: Mutex<HashMap<String, RegistryAuth>>,
 }
 
+/// The system's CA certificates (DER), read once per process: what rustls-platform-verifier
+/// loads, on Linux, for every reqwest client built without `tls_certs_only` (the whole of
+/// `/etc/ssl/certs`, ~30 ms on this machine's Debian; a build used to read it three times
+/// before its first request). `SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured as there.
+fn system_roots() -> &'static [Vec<u8>] {
+    static ROOTS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        rustls_native_certs::load_native_certs()
+            .certs
+            .into_iter()
+            .map(|cert| cert.to_vec())
+            .collect()
+    })
+}
+
 fn describe(r: &Reference) -> String {
     format!("{} (registry {})", r.whole(), r.resolve_registry())
 }
@@ -272,7 +287,7 @@ impl Registry {
             return Ok(true);
         }
         let probe = self
-            .http_client()?
+            .probe_client()?
             .get(format!("https://{registry}/v2/"))
             .send()
             .await;
@@ -299,19 +314,36 @@ impl Registry {
         })
     }
 
-    /// A plain HTTP client trusting the extra CAs (for probes and login checks).
+    /// A reqwest client trusting the system's CAs and the extra ones (for login checks).
     fn http_client(&self) -> Result<reqwest::Client> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(self.options.timeout)
-            .timeout(self.options.timeout);
+        let mut roots = Vec::new();
         for pem in self.certificates()? {
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| Error::local("reading a --registry-ca certificate", e))?
-            {
-                builder = builder.add_root_certificate(cert);
+            roots.extend(
+                reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| Error::local("reading a --registry-ca certificate", e))?,
+            );
+        }
+        for der in system_roots() {
+            if let Ok(cert) = reqwest::Certificate::from_der(der) {
+                roots.push(cert);
             }
         }
-        builder
+        self.reqwest_client(roots)
+    }
+
+    /// A reqwest client that trusts no certificate: enough to tell whether a loopback
+    /// registry speaks TLS at all (an untrusted certificate says it does), without the cost of
+    /// the system's CAs.
+    fn probe_client(&self) -> Result<reqwest::Client> {
+        self.reqwest_client(Vec::new())
+    }
+
+    /// A reqwest client trusting exactly `roots`, with the registry timeouts.
+    fn reqwest_client(&self, roots: Vec<reqwest::Certificate>) -> Result<reqwest::Client> {
+        reqwest::Client::builder()
+            .connect_timeout(self.options.timeout)
+            .timeout(self.options.timeout)
+            .tls_certs_only(roots)
             .build()
             .map_err(|e| Error::local("making an HTTP client", e))
     }
@@ -333,8 +365,17 @@ impl Registry {
                 data,
             })
             .collect();
+        let system = system_roots()
+            .iter()
+            .map(|der| oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Der,
+                data: der.clone(),
+            });
         let client = Client::new(ClientConfig {
             protocol,
+            // The system's CAs, read once per process (left to reqwest, every client would
+            // read them again).
+            tls_certs_only: system.collect(),
             extra_root_certificates,
             // One streamed PUT per blob, as Docker and Buildah push.
             use_monolithic_push: true,
